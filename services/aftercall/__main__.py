@@ -1,0 +1,3 @@
+from aftercall.cli import main
+
+raise SystemExit(main())

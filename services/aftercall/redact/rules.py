@@ -1,0 +1,97 @@
+"""What counts as sensitive: cue phrases that give a following number its meaning, and self-evident patterns.
+
+Numbers alone are ambiguous ("1234" is a PIN, the last four of a card, or an amount); the cue said just before them,
+in the same turn or up to two turns earlier, decides. Neutral cues ("reference", "order number") end a sensitive
+context so that reference numbers survive for the follow-up.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aftercall.redact.numbers import MONTHS
+
+CARD, CVV, EXPIRY, DOB, SSN, NI, NHS = "CARD", "CVV", "EXPIRY", "DOB", "SSN", "NI_NUMBER", "NHS_NUMBER"
+PHONE, EMAIL, ADDRESS, POSTCODE, ACCOUNT, SORT_CODE = "PHONE", "EMAIL", "ADDRESS", "POSTCODE", "ACCOUNT", "SORT_CODE"
+PIN, NAME, NUMBER = "PIN", "NAME", "NUMBER"
+NEUTRAL = "NEUTRAL"
+
+# Types whose values are numbers: a digit window of their value must never reappear (the leak check).
+DIGIT_TYPES = {CARD, CVV, EXPIRY, DOB, SSN, NI, NHS, PHONE, ACCOUNT, SORT_CODE, PIN, NUMBER}
+
+_CUES: list[tuple[str, str]] = [
+    (CVV, r"security code|security number|cvv2?|cvc|cv2|card verification|digits on the back|back of the card"
+          r"|three digit code|3 digit code"),
+    (EXPIRY, r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
+    (CARD, r"card number|long number|number on the (?:front|card)|(?:debit|credit|bank|visa|mastercard|amex) card"
+           r"|card details|(?:16|sixteen) digits?|\bcards?\b|\bpan\b"),
+    (DOB, r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
+    (SSN, r"social security|\bssn\b|\bsocial\b"),
+    (NI, r"national insurance|\bn\.? ?i\.? number|\bni number"),
+    (NHS, r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
+    (SORT_CODE, r"sort code|routing number|\baba\b"),
+    (ACCOUNT, r"account number|account no|acct|account ending|\biban\b|bank account|account is"),
+    (PIN, r"\bpin\b|passcode|password|pass code|memorable (?:word|number)"),
+    (POSTCODE, r"post ?code|zip(?: code)?"),
+    (PHONE, r"phone|mobile|\bcell\b|landline|telephone|contact number|call (?:me|you|us) (?:on|at|back)|reach me"
+            r"|ring me|number to call|callback number|best number|text me"),
+    (NEUTRAL, r"reference|\bref\b|ticket|case number|order number|invoice|claim number|amount|balance|meter"
+              r"|tracking|booking|policy number|customer number|membership|refund|price|cost|fee\b|charged?\b"),
+]
+CUE_PATTERN = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _CUES), re.IGNORECASE)
+
+# A run of digits, possibly spoken in groups: "4532 0151", "4-5-3-2", "1,984", "07700 900 123".
+DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s,.\-/()]{0,3}\d)*")
+
+_MONTH = "|".join(MONTHS)
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
+_YEAR = r"\d[\d,]{1,4}"
+DATE = re.compile(
+    rf"\b(?:(?:the\s+)?{_DAY}(?:\s+of)?\s+(?:{_MONTH})\b\.?(?:,?\s+{_YEAR})?"
+    rf"|(?:{_MONTH})\b\.?\s+(?:the\s+)?{_DAY}(?:,?\s+{_YEAR})?"
+    rf"|\d{{1,2}}[/.\-]\d{{1,2}}[/.\-]\d{{2,4}}"
+    rf"|\d{{4}}-\d{{2}}-\d{{2}})",
+    re.IGNORECASE,
+)
+YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
+
+_TLD = r"(?:com|net|org|co|uk|gov|nhs|edu|io|ie|de|fr|us|ca|au|info|biz|me|mail)"
+EMAIL_WRITTEN = re.compile(r"\b[\w.+'-]+@[\w-]+(?:\.[\w-]+)+\b")
+# Spoken or half-spoken: "john dot smith at example dot co dot uk", "j.smith at gmail.com".
+EMAIL_SPOKEN = re.compile(
+    rf"\b\w+(?:(?:\s+(?:dot|underscore|dash|hyphen)\s+|[._-])\w+)*\s+at\s+[\w-]+"
+    rf"(?:(?:\s+dot\s+|\.)[\w-]+)*(?:\s+dot\s+|\.){_TLD}\b",
+    re.IGNORECASE,
+)
+SSN_FORMATTED = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]){11,30}\b", re.IGNORECASE)
+NI_STRICT = re.compile(r"\b[A-CEGHJ-PR-TW-Z]\s?[A-CEGHJ-NPR-TW-Z]\s?(?:\d\s?){6}[A-D]\b")
+NI_LOOSE = re.compile(r"\b[a-z]\s?[a-z]\s?(?:\d[\s,.\-]?){6}[a-d]?\b", re.IGNORECASE)
+POSTCODE_UK = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
+POSTCODE_LOOSE = re.compile(r"\b(?:[a-z]\s?){1,2}\d(?:\s?[a-z\d])?\s*\d\s?[a-z]\s?[a-z]\b", re.IGNORECASE)
+_STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|close|court|ct|way|crescent|cres|place|pl|boulevard"
+           r"|blvd|terrace|gardens|grove|hill|parade|square|sq|row|mews|walk|highway|hwy|parkway|strasse|straße")
+ADDRESS_PATTERN = re.compile(
+    rf"\b\d{{1,5}}[a-z]?,?\s+(?:[A-Za-z'\-]+\s+){{1,3}}(?:{_STREET})\b\.?"
+    rf"|\b(?:flat|apartment|apt|suite|unit)\.?\s+\d+[a-z]?\b",
+    re.IGNORECASE,
+)
+PHONE_FORMATTED = re.compile(
+    r"(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,5}\)[\s.\-]?|\b0\d{2,4}[\s.\-]?|\b\d{3}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}\b"
+)
+NAME_CUE = re.compile(
+    r"\b(?i:my name is|my name's|name is|this is|speaking to|you're speaking with|i'm called"
+    r"|(?:mr|mrs|ms|miss|dr|mister)\.?)\s+([A-Z][a-z'\-]{1,}(?:\s+[A-Z][a-z'\-]{1,})?)"
+)
+# Digits that are amounts, durations or times: never sensitive, and they end a number read out in pieces.
+AMOUNT_BEFORE = re.compile(r"[£$€]\s*$")
+AMOUNT_AFTER = re.compile(
+    r"^\s*(?:pounds?|quid|dollars?|bucks|euros?|pence|p\b|cents?|percent|%|minutes?|mins?|hours?|days?|weeks?"
+    r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km)",
+    re.IGNORECASE,
+)
+# Capitalised words that follow "this is" without being names.
+NOT_NAMES = {"The", "That", "This", "It", "Is", "A", "An", "My", "Your", "Our", "Not", "Just", "What", "How", "Yes",
+             "No", "Really", "Very", "So", "Customer", "Services", "Service", "Support", "Team", "Bank", "Council",
+             "Calling", "Regarding", "About", "Because", "Still", "Going", "Sorry", "Great", "Fine", "Okay", "Ok",
+             "Thank", "Thanks", "Please", "Hello", "Hi", "Speaking", "From", "And", "But", "Sure", "Correct"}
