@@ -1,0 +1,121 @@
+"""The in-process pipeline behind `aftercall summarise`: audio -> transcript -> redaction -> summary -> re-check.
+
+Sensitive values exist only between recognition and redaction, in memory; nothing downstream ever sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aftercall.core.audio import Audio, Encoding, load_audio
+from aftercall.core.config import Config
+from aftercall.core.errors import AudioFormatError
+from aftercall.core.transcript import Transcript, parse_transcript
+from aftercall.redact import Redactor
+from aftercall.summarise.summariser import EmbeddedSummariser
+from aftercall.summarise.taxonomy import Disposition
+from aftercall.transcribe.base import ProgressCallback, Transcriber
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("call_id", "reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
+                 "disposition", "escalation", "entities", "narrative", "transcript", "redactions")
+
+
+@dataclass
+class RawAudioSpec:
+    """How to read a headerless G.711 file (`--raw mulaw --sample-rate 8000 --channels 2`)."""
+
+    encoding: Encoding
+    sample_rate: int = 8000
+    channels: int = 1
+
+
+@dataclass
+class Pipeline:
+    config: Config
+    taxonomy: tuple[Disposition, ...]
+    summariser: EmbeddedSummariser
+    transcriber_factory: Any  # () -> Transcriber; built lazily so transcript input never loads Whisper
+    redactor: Redactor = field(default_factory=Redactor)
+    _transcriber: Transcriber | None = None
+
+    def transcriber(self) -> Transcriber:
+        if self._transcriber is None:
+            self._transcriber = self.transcriber_factory()
+        return self._transcriber
+
+    def load(self, path: Path, raw: RawAudioSpec | None) -> Audio | Transcript:
+        if raw is None and path.suffix.lower() == ".json":
+            try:
+                return parse_transcript(path.read_bytes())
+            except OSError as exc:
+                raise AudioFormatError(f"cannot read {path}: {exc.strerror}") from exc
+        if raw is not None:
+            audio = load_audio(path, raw.encoding, raw.sample_rate, raw.channels)
+        else:
+            audio = load_audio(path)
+        if audio.duration > self.config.audio.max_duration_s:
+            raise AudioFormatError(
+                f"too long: {audio.duration:.0f} s exceeds audio.max_duration_s = {self.config.audio.max_duration_s}"
+            )
+        return audio
+
+    def run(self, source: Audio | Transcript, roles: tuple[str, ...], call_id: str | None = None,
+            progress: ProgressCallback | None = None) -> dict[str, Any]:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        if isinstance(source, Audio):
+            transcript = self.transcriber().transcribe(source, roles, progress)
+            timings["asr_s"] = time.perf_counter() - started
+        else:
+            transcript = source
+        call_id = call_id or transcript.call_id or f"call-{uuid.uuid4().hex[:12]}"
+        mark = time.perf_counter()
+        redaction = self.redactor.redact_transcript(Transcript(transcript.turns, call_id))
+        timings["redaction_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        summary = self.summariser.summarise(redaction.transcript, self.taxonomy)
+        timings["summarisation_s"] = time.perf_counter() - mark
+        summary["call_id"] = call_id
+        summary["transcript"] = [t.to_json() for t in redaction.transcript.turns]
+        mark = time.perf_counter()
+        summary, second_pass = recheck_summary(summary, self.redactor, redaction.secrets)
+        timings["recheck_s"] = time.perf_counter() - mark
+        counts = redaction.counts + second_pass
+        if sum(second_pass.values()):
+            logger.warning("second redaction pass removed %d value(s) from the summary", sum(second_pass.values()))
+        summary["redactions"] = [{"type": k, "count": v} for k, v in sorted(counts.items()) if v]
+        if isinstance(source, Audio):
+            summary["audio_seconds"] = round(source.duration, 2)
+        summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
+        return summary
+
+
+_RECHECK_SKIP = {"call_id", "transcript", "redactions", "evidence", "model", "timings", "audio_seconds"}
+
+
+def recheck_summary(summary: dict[str, Any], redactor: Redactor, secrets) -> tuple[dict[str, Any], Any]:
+    """Run every generated string of the summary through redaction again, plus the leak check."""
+    from collections import Counter
+
+    found: Counter = Counter()
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            cleaned, counts = redactor.redact_text(value, secrets)
+            found.update(counts)
+            return cleaned
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    checked = {k: (v if k in _RECHECK_SKIP else walk(v)) for k, v in summary.items()}
+    return checked, found

@@ -1,0 +1,1 @@
+"""Summaries from redacted transcripts: the embedded model (in-process) now, a Triton endpoint later."""

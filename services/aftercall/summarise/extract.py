@@ -1,0 +1,246 @@
+"""Pattern-based extraction over the *redacted* conversation: sentences, third-person rewriting, actions,
+commitments (owner + due as said), escalation, resolution cues and entities. Each finding keeps its turn index
+so every point of the summary can be traced to the transcript."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aftercall.core.transcript import Turn
+
+
+@dataclass(frozen=True)
+class Sentence:
+    turn: int
+    speaker: str
+    text: str
+
+
+_URL = re.compile(r"https?://\S+|www\.\S+")
+_HANDLE = re.compile(r"(?<!\w)@\w+")
+_SIGNATURE = re.compile(r"\s*[\^*~-][A-Z]{1,3}\s*$")
+_SPLIT = re.compile(r"(?<=[.!?])\s+")
+_FILLER = re.compile(r"^(?:(?:hi|hello|hey|yes|yeah|yep|um+|uh+|er+|so|well|okay|ok|right|oh|alright|and|but|"
+                     r"sure|great|thanks|thank you|good (?:morning|afternoon|evening))\b[\s,.!]*)+", re.IGNORECASE)
+
+
+def clean(text: str) -> str:
+    """Chat noise (links, @handles, agent sign-offs) carries no meaning for a summary."""
+    text = _SIGNATURE.sub("", _HANDLE.sub("", _URL.sub("", text)))
+    return re.sub(r"\s+", " ", text).strip(" ,")
+
+
+def sentences(turns: tuple[Turn, ...]) -> list[Sentence]:
+    out = []
+    for index, turn in enumerate(turns):
+        for part in _SPLIT.split(clean(turn.text)):
+            part = part.strip()
+            if part:
+                out.append(Sentence(index, turn.speaker, part))
+    return out
+
+
+def strip_filler(text: str) -> str:
+    return _FILLER.sub("", text).strip()
+
+
+# First person -> third person. Order matters: contractions before bare pronouns.
+_CUSTOMER_VOICE = [
+    (r"\bI'm\b", "they are"), (r"\bI am\b", "they are"), (r"\bI've\b", "they have"), (r"\bI'd\b", "they would"),
+    (r"\bI'll\b", "they will"), (r"\bI was\b", "they were"), (r"\bI\b", "they"), (r"\bmy\b", "their"),
+    (r"\bme\b", "them"), (r"\bmyself\b", "themselves"), (r"\bmine\b", "theirs"), (r"\bwe're\b", "they are"),
+    (r"\bwe've\b", "they have"), (r"\bwe\b", "they"), (r"\bour\b", "their"), (r"\bus\b", "them"),
+    (r"\byour\b", "the"), (r"\byou're\b", "the organisation is"), (r"\byou\b", "the organisation"),
+]
+_AGENT_VOICE = [
+    (r"\byou're\b", "the customer is"), (r"\byou've\b", "the customer has"), (r"\byou'll\b", "the customer will"),
+    (r"\byour\b", "the customer's"), (r"\byourself\b", "the customer"), (r"\byou\b", "the customer"),
+    (r"\bI'm\b", "the agent is"), (r"\bI've\b", "the agent has"), (r"\bI'll\b", "the agent will"),
+    (r"\bI\b", "the agent"), (r"\bmy\b", "the agent's"), (r"\bme\b", "the agent"), (r"\bwe'll\b", "the organisation will"),
+    (r"\bwe've\b", "the organisation has"), (r"\bwe\b", "the organisation"), (r"\bour\b", "the organisation's"),
+    (r"\bus\b", "the organisation"),
+]
+
+
+def third_person(text: str, speaker: str) -> str:
+    rules = _CUSTOMER_VOICE if speaker == "customer" else _AGENT_VOICE
+    for pattern, replacement in rules:
+        text = re.sub(pattern, replacement, text, flags=re.IGNORECASE)
+    # "they is" / "they was" are what the plain swap leaves behind.
+    text = re.sub(r"\bthey was\b", "they were", text)
+    text = re.sub(r"\b(they|the customer) (don't|doesn't)\b", lambda m: f"{m.group(1)} " + (
+        "don't" if m.group(1) == "they" else "doesn't"), text)
+    return text
+
+
+def sentence_case(text: str) -> str:
+    text = text.strip().rstrip(",;:")
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
+def lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+# --- reason, issue -----------------------------------------------------------------------------------------------
+CALLING = re.compile(r"^(?:I'm|I am|I was|I've been|I)\s+(?:just\s+)?(?:calling|ringing|phoning|contacting you|"
+                     r"getting in touch|writing|reaching out)\s+(?:you\s+)?(?:because|about|regarding|as|to|since|"
+                     r"for|on behalf of)\b\s*", re.IGNORECASE)
+REASON_CUES = re.compile(r"\b(?:calling|ringing|want(?:ed)? to|would like to|need(?:ed)? to|need|trying to|"
+                         r"can't|cannot|couldn't|won't|haven't|hasn't|didn't|doesn't|isn't|not|problem|issue|help|"
+                         r"query|question|why|how (?:do|can)|wrong|broken|stolen|lost|charged|cancel|change|book|"
+                         r"complain|refund|still|again)\b", re.IGNORECASE)
+PROBLEM_CUES = re.compile(r"\b(?:can't|cannot|couldn't|won't|haven't|hasn't|didn't|doesn't|isn't|aren't|not|never|"
+                          r"no longer|problem|issue|fault|error|wrong|broken|stolen|lost|missing|late|leak\w*|damp|"
+                          r"mould|declined|overcharged|charged (?:twice|again)|double|dropp\w+|keeps|still|failed|"
+                          r"crash\w*|stopped|cut off|outage|don't recognise|don't recognize|unauthori[sz]ed|fraud)\b",
+                          re.IGNORECASE)
+
+
+def reason_sentence(sentence: Sentence) -> str:
+    text = strip_filler(sentence.text)
+    calling = CALLING.match(text)
+    if calling:
+        joiner = calling.group().split()[-1].lower()
+        rest = third_person(text[calling.end():], "customer")
+        return sentence_case(f"Customer called {joiner} {rest}")
+    body = third_person(text, "customer").rstrip("?")
+    if sentence.text.rstrip().endswith("?"):
+        return sentence_case(f"Customer asked: {lower_first(body)}")
+    return sentence_case(f"Customer says {lower_first(body)}")
+
+
+# --- actions --------------------------------------------------------------------------------------------------
+_PAST = (r"(?:\w+ed|sent|made|set|put|done|taken|given|found|paid|written|shown|told|spoken|sorted|got|issued|"
+         r"applied|arranged|booked|cancelled|logged|raised|reset|run|sent out|added|removed|updated|moved|refunded|"
+         r"credited|waived|reported|escalated|transferred|checked|confirmed|verified|blocked|frozen|unlocked)")
+ACTION = re.compile(rf"\b(?:I've|I have|I|we've|we have|we)\s+(?:also\s+|now\s+|just\s+|already\s+|gone ahead and\s+)*"
+                    rf"(?P<verb>{_PAST})\b(?P<rest>[^.?!]*)", re.IGNORECASE)
+_NOT_ACTIONS = re.compile(r"^(?:need|needed|wanted|called|asked|noticed|hoped|understand|understood|believed|"
+                          r"guess|supposed|used)$", re.IGNORECASE)
+
+
+def action_phrase(sentence: Sentence) -> str | None:
+    if sentence.speaker != "agent":
+        return None
+    match = ACTION.search(sentence.text)
+    if not match or _NOT_ACTIONS.match(match.group("verb")):
+        return None
+    rest = third_person(match.group("rest"), "agent")
+    rest = re.sub(r"\s+(?:now|for you|right now|as well)\b", "", rest)
+    return sentence_case(f"{match.group('verb').lower()}{rest}")
+
+
+# --- commitments ------------------------------------------------------------------------------------------------
+_ROLE_NOUN = (r"(?:team|department|engineer|technician|specialist|manager|supervisor|doctor|nurse|gp|consultant|"
+              r"surveyor|officer|courier|contractor|pharmacy|pharmacist|clinic|colleague|adviser|advisor|"
+              r"caseworker|inspector|plumber|driver|store|branch|office|company|bank|council|system|letter|"
+              r"refund|card|credit|money|payment|replacement|order|parcel|item|bill|statement|email|text|"
+              r"confirmation|reference)s?")
+ORG_COMMIT = re.compile(
+    rf"\b(?:we(?:'ll| will| are going to|'re going to)|(?:the|a|an|our|your|new)\s+(?:\w+\s+){{0,2}}{_ROLE_NOUN}\s+"
+    rf"(?:will|should|is going to)|someone(?: from \w+)? will|(?:it|that|this|they)(?:'ll| will| should)\s+"
+    rf"(?:arrive|be|come|reach|show|appear|take)|you(?:'ll| will| should) (?:receive|get|hear|see|be contacted|"
+    rf"be sent|be called))\b",
+    re.IGNORECASE,
+)
+AGENT_COMMIT = re.compile(r"\b(?:I(?:'ll| will| am going to|'m going to| shall)|let me)\s+(?!be\b|just\b)\w+",
+                          re.IGNORECASE)
+CUSTOMER_TASK = re.compile(
+    r"\b(?:please\s+|you(?:'ll| will)? need to|"
+    r"you should|make sure (?:that )?you|you must|you have to|don't forget to)"
+    r"(?=\s*(?:send|call|ring|bring|provide|upload|complete|fill|check|keep|return|post|email|read|take|book|"
+    r"submit|sign|reply|contact|visit|pay|log|reset|restart|turn|unplug|come|drop|let|make|get|collect|monitor))",
+    re.IGNORECASE,
+)
+_WEEKDAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+_MONTH = (r"(?:january|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|"
+          r"apr|jun|jul|aug|sep|sept|oct|nov|dec)")
+DUE = re.compile(
+    rf"\b(?:(?:by|before|on|until|till|no later than|from)\s+(?:the\s+)?(?:end of (?:the\s+)?(?:day|week|month|play)|"
+    rf"close of business|today|tonight|tomorrow(?: morning| afternoon| evening)?|this (?:afternoon|evening|week)|"
+    rf"next (?:week|month|{_WEEKDAY})|{_WEEKDAY}(?: morning| afternoon| evening)?|\d{{1,2}}(?:st|nd|rd|th)?(?: of)?"
+    rf" {_MONTH}|{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?|\d{{1,2}}(?:st|nd|rd|th))|"
+    rf"within (?:the next |a |an )?(?:[\w\-]+\s+){{0,3}}?(?:hours?|days?|weeks?|months?|working days|business days)|"
+    rf"in (?:the next )?(?:\d+|a|an|one|two|three|four|five|six|seven|ten|a few|a couple of)(?: to \w+)?"
+    rf" (?:working |business )?(?:hours?|days?|weeks?|months?)|"
+    rf"(?:today|tonight|tomorrow(?: morning| afternoon| evening)?|this (?:afternoon|evening|week)|next (?:week|month)|"
+    rf"later today|end of (?:the )?(?:day|week))|"
+    rf"(?:at|around|after|before) \d{{1,2}}(?::\d{{2}})?\s?(?:am|pm|a\.m\.|p\.m\.|o'clock))",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    owner: str
+    action: str
+    due: str | None
+    turn: int
+
+
+def follow_up(sentence: Sentence) -> FollowUp | None:
+    text = strip_filler(sentence.text)
+    if text.endswith("?"):  # a question asks for something now; a commitment is stated
+        return None
+    due_match = DUE.search(text)
+    due = due_match.group().strip() if due_match else None
+    if sentence.speaker == "customer":
+        match = re.search(r"\bI(?:'ll| will| am going to|'m going to)\s+(?!be\b|just\b|have\b)(?P<rest>[^.?!]+)",
+                          text, re.IGNORECASE)
+        if match:
+            return FollowUp("customer", sentence_case(f"Customer will {third_person(match.group('rest'), 'customer')}"),
+                            due, sentence.turn)
+        return None
+    task = CUSTOMER_TASK.search(text)
+    if task:
+        rest = third_person(text[task.end():], "agent").strip()
+        return FollowUp("customer", sentence_case(f"Customer to {rest.rstrip('?')}"), due, sentence.turn)
+    org = ORG_COMMIT.search(text)
+    if org:
+        clause = text[org.start():]
+        return FollowUp("organisation", sentence_case(third_person(clause, "agent")), due, sentence.turn)
+    agent = AGENT_COMMIT.search(text)
+    if agent and not re.match(r"(?i)let me (?:just )?(?:check|see|have a look|look|pull|bring|confirm|verify|read|"
+                              r"take|get|find|ask|explain|know)", agent.group()):
+        clause = text[agent.start():]
+        return FollowUp("agent", sentence_case(third_person(clause, "agent")), due, sentence.turn)
+    return None
+
+
+# --- escalation, resolution --------------------------------------------------------------------------------------
+ESCALATION = re.compile(
+    r"\b(?:escalat\w+|transfer(?:ring|red)? you|put you through to|pass (?:this|it|you) (?:on|over|to)|"
+    r"(?:speak|talk) to (?:a|my|the|your) (?:manager|supervisor|team leader|senior)|second line|third line|"
+    r"formal complaint|raise a complaint|raised a complaint|log(?:ged)? a complaint|refer(?:red)? (?:this|it|you) to|"
+    r"specialist team|complaints team|ombudsman|safeguarding)\b",
+    re.IGNORECASE,
+)
+RESOLVED = re.compile(
+    r"\b(?:(?:that's|that is|it's|it is|you're|all) (?:sorted|fixed|resolved|done|working|updated|cancelled|"
+    r"booked|all set|set up|processed|back on)|(?:is|are) (?:now )?(?:working|fixed|resolved|sorted)|"
+    r"working (?:again|now)|problem solved|back (?:up|online)|that's everything|that's all|all good|"
+    r"that's great|that's perfect|perfect|brilliant|that worked|it worked)\b",
+    re.IGNORECASE,
+)
+PENDING = re.compile(r"\b(?:investigat\w+|look into|looking into|get back to you|pending|awaiting|waiting for|"
+                     r"under review|once we (?:have|receive)|call you back|be in touch)\b", re.IGNORECASE)
+UNRESOLVED = re.compile(r"\b(?:unable to|can't help|cannot help|not able to|there's nothing|nothing (?:more|else) "
+                        r"(?:I|we) can|still not|still isn't|still doesn't|not happy|unacceptable|useless)\b",
+                        re.IGNORECASE)
+
+# --- entities ---------------------------------------------------------------------------------------------------
+MONEY = re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d[\d,]*(?:\.\d{1,2})?\s?(?:pounds?|dollars?|euros?|pence|"
+                   r"cents?|quid)\b", re.IGNORECASE)
+REFERENCE = re.compile(r"\b(?:reference|ref|case|ticket|order|claim|booking|job|complaint|tracking|policy|invoice)"
+                       r"(?: number| no\.?| id)?(?: is| was|:)?\s+(?P<value>(?=[A-Z0-9\-]*\d)[A-Z0-9][A-Z0-9\-]{3,})\b",
+                       re.IGNORECASE)
+ORGANISATION = re.compile(r"\b(?:through to|welcome to|calling from|thank you for calling|thanks for calling|"
+                          r"this is)\s+(?P<value>(?:[A-Z][\w&'\-]+\s?){1,4})")
+DATE_MENTION = re.compile(rf"\b(?:{_WEEKDAY}|the \d{{1,2}}(?:st|nd|rd|th)(?: of {_MONTH})?|"
+                          rf"\d{{1,2}}(?:st|nd|rd|th)? {_MONTH}|{_MONTH} \d{{1,2}}(?:st|nd|rd|th)?)\b", re.IGNORECASE)
+CARD_PLACEHOLDER = re.compile(r"\[CARD (\*{4}\d{4})\]")

@@ -1,0 +1,244 @@
+"""The embedded summariser: redacted transcript in, summary JSON out (the contract in docs/architecture).
+
+Honest by construction: every field is either a sentence said in the call (rewritten to the third person) or a
+label chosen from a closed set with a measurable rule. Nothing is generated that was not said; a follow-up's `due`
+is the phrase that was spoken or null. The same class is what the Triton python-backend model will wrap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from aftercall.core.transcript import Transcript
+from aftercall.summarise import extract
+from aftercall.summarise.embedder import Embedder
+from aftercall.summarise.extract import Sentence
+from aftercall.summarise.sentiment import SentimentScorer
+from aftercall.summarise.taxonomy import UNKNOWN, Disposition
+
+MODEL_ID = "aftercall-embedded-0.1"
+_REASON_WINDOW_TURNS = 3
+_MAX_ACTIONS = 6
+# Softmax temperature over cosine similarities: turns a margin of ~0.1 into a confident choice.
+_CONFIDENCE_TEMPERATURE = 0.04
+
+
+@dataclass(frozen=True)
+class _Pick:
+    text: str
+    turns: list[int]
+
+
+class EmbeddedSummariser:
+    def __init__(self, embedder: Embedder | None = None, min_similarity: float = 0.22):
+        self._embedder = embedder or Embedder()
+        self._sentiment = SentimentScorer()
+        self._min_similarity = min_similarity
+        self._taxonomy_cache: dict[tuple[Disposition, ...], np.ndarray] = {}
+
+    def _taxonomy_vectors(self, taxonomy: tuple[Disposition, ...]) -> np.ndarray:
+        if taxonomy not in self._taxonomy_cache:
+            self._taxonomy_cache[taxonomy] = self._embedder.embed([f"{d.label}. {d.description}" for d in taxonomy])
+        return self._taxonomy_cache[taxonomy]
+
+    def summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict:
+        said = extract.sentences(transcript.turns)
+        customer = [s for s in said if s.speaker == "customer"]
+        agent = [s for s in said if s.speaker == "agent"]
+        disposition, reason_vector = self._disposition(customer, agent, taxonomy)
+        reason = self._reason(customer, reason_vector)
+        issue = self._issue(customer, reason)
+        actions = self._actions(agent)
+        follow_ups = [f for f in (extract.follow_up(s) for s in said) if f is not None]
+        follow_ups = _dedupe_follow_ups(follow_ups)
+        escalation = self._escalation(said)
+        sentiment = self._sentiment_arc(transcript)
+        resolution = self._resolution(said, actions, follow_ups, escalation, sentiment)
+        entities = _entities(transcript)
+        summary = {
+            "call_id": transcript.call_id or "",
+            "reason_for_contact": reason.text,
+            "issue": issue.text,
+            "actions_taken": [a.text for a in actions],
+            "resolution": {"status": resolution[0], "detail": resolution[1].text},
+            "follow_ups": [{"owner": f.owner, "action": f.action, "due": f.due} for f in follow_ups],
+            "sentiment": sentiment,
+            "disposition": disposition,
+            "escalation": {"required": escalation is not None, "reason": escalation.text if escalation else None},
+            "entities": entities,
+            "narrative": _narrative(reason, issue, actions, resolution, follow_ups),
+            "evidence": {
+                "reason_for_contact": reason.turns,
+                "issue": issue.turns,
+                "actions_taken": [a.turns for a in actions],
+                "follow_ups": [[f.turn] for f in follow_ups],
+                "resolution": resolution[1].turns,
+                "escalation": escalation.turns if escalation else [],
+            },
+            "model": MODEL_ID,
+        }
+        return summary
+
+    # -- fields ------------------------------------------------------------------------------------------------
+    def _disposition(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
+        opening = [s for s in customer if s.turn <= _first_turns(customer, _REASON_WINDOW_TURNS)]
+        text = " ".join(extract.strip_filler(s.text) for s in opening) or " ".join(s.text for s in agent[:3])
+        actions = " ".join(s.text for s in agent if extract.ACTION.search(s.text))[:400]
+        vectors = self._embedder.embed([text, f"{text} {actions}".strip()])
+        query = vectors[0] * 0.7 + vectors[1] * 0.3
+        query /= np.linalg.norm(query)
+        similarities = self._taxonomy_vectors(taxonomy) @ query
+        best = int(np.argmax(similarities))
+        weights = np.exp((similarities - similarities.max()) / _CONFIDENCE_TEMPERATURE)
+        confidence = float(weights[best] / weights.sum())
+        if similarities[best] < self._min_similarity:
+            return {"code": UNKNOWN, "confidence": round(1 - float(similarities[best]), 2)}, query
+        return {"code": taxonomy[best].code, "confidence": round(confidence, 2),
+                "label": taxonomy[best].label}, query
+
+    def _reason(self, customer: list[Sentence], reason_vector: np.ndarray) -> _Pick:
+        limit = _first_turns(customer, _REASON_WINDOW_TURNS)
+        candidates = [s for s in customer if s.turn <= limit and _substantive(s.text)]
+        if not candidates:
+            return _Pick("Customer did not state a reason for the call.", [])
+        vectors = self._embedder.embed([s.text for s in candidates])
+        scores = vectors @ reason_vector
+        for index, sentence in enumerate(candidates):
+            scores[index] += 0.15 * bool(extract.REASON_CUES.search(sentence.text))
+            scores[index] += 0.2 * bool(extract.CALLING.match(extract.strip_filler(sentence.text)))
+            scores[index] -= 0.03 * index  # the reason tends to come first
+        best = candidates[int(np.argmax(scores))]
+        return _Pick(extract.reason_sentence(best), [best.turn])
+
+    def _issue(self, customer: list[Sentence], reason: _Pick) -> _Pick:
+        half = customer[: max(1, (len(customer) + 1) // 2)]
+        problems = [s for s in half if _substantive(s.text) and extract.PROBLEM_CUES.search(s.text)]
+        fresh = [s for s in problems if extract.reason_sentence(s) != reason.text]
+        if not fresh:
+            return reason
+        pick = fresh[0]
+        text = extract.sentence_case(extract.third_person(extract.strip_filler(pick.text), "customer").rstrip("?"))
+        return _Pick(text, [pick.turn])
+
+    def _actions(self, agent: list[Sentence]) -> list[_Pick]:
+        picks: list[_Pick] = []
+        for sentence in agent:
+            phrase = extract.action_phrase(sentence)
+            if phrase and all(phrase != p.text for p in picks):
+                picks.append(_Pick(phrase, [sentence.turn]))
+        return picks[:_MAX_ACTIONS]
+
+    def _escalation(self, said: list[Sentence]) -> _Pick | None:
+        for sentence in said:
+            if extract.ESCALATION.search(sentence.text):
+                text = extract.third_person(extract.strip_filler(sentence.text), sentence.speaker)
+                return _Pick(extract.sentence_case(text), [sentence.turn])
+        return None
+
+    def _sentiment_arc(self, transcript: Transcript) -> dict[str, str]:
+        customer_turns = [extract.clean(t.text) for t in transcript.turns if t.speaker == "customer"]
+        if not customer_turns:
+            return {"start": "neutral", "end": "neutral"}
+        window = max(1, min(2, len(customer_turns) // 2))
+        return {"start": self._sentiment.label(" ".join(customer_turns[:window])),
+                "end": self._sentiment.label(" ".join(customer_turns[-window:]))}
+
+    def _resolution(self, said, actions, follow_ups, escalation, sentiment) -> tuple[str, _Pick]:
+        if escalation is not None:
+            return "escalated", escalation
+        tail = said[len(said) // 2:]
+        pending_commitments = [f for f in follow_ups if f.owner in ("organisation", "agent")]
+        pending_cue = next((s for s in tail if extract.PENDING.search(s.text)), None)
+        resolved_cue = next((s for s in reversed(tail) if extract.RESOLVED.search(s.text)), None)
+        unresolved_cue = next((s for s in reversed(tail) if extract.UNRESOLVED.search(s.text)), None)
+        if pending_commitments:
+            first = pending_commitments[0]
+            return "pending", _Pick(first.action, [first.turn])
+        if pending_cue is not None:
+            return "pending", _Pick(_as_detail(pending_cue), [pending_cue.turn])
+        if unresolved_cue is not None and sentiment["end"] == "negative":
+            return "unresolved", _Pick(_as_detail(unresolved_cue), [unresolved_cue.turn])
+        if resolved_cue is not None or (actions and sentiment["end"] != "negative"):
+            if actions:
+                return "resolved", _Pick(f"Agent {extract.lower_first(actions[-1].text)}", actions[-1].turns)
+            return "resolved", _Pick(_as_detail(resolved_cue), [resolved_cue.turn])
+        if unresolved_cue is not None:
+            return "unresolved", _Pick(_as_detail(unresolved_cue), [unresolved_cue.turn])
+        return "unresolved", _Pick("No resolution was reached during the call.", [])
+
+
+def _first_turns(sentences: list[Sentence], count: int) -> int:
+    turns = sorted({s.turn for s in sentences})
+    return turns[min(count, len(turns)) - 1] if turns else -1
+
+
+_GREETING = re.compile(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening)|thanks?|thank you|yes|yeah|no|okay|ok|"
+                       r"bye|goodbye|cheers)\b[\s\w,]{0,20}[.!?]?$", re.IGNORECASE)
+
+
+def _substantive(text: str) -> bool:
+    words = re.findall(r"[A-Za-z']+", text)
+    return len(words) >= 4 and not _GREETING.match(text.strip())
+
+
+def _as_detail(sentence: Sentence) -> str:
+    return extract.sentence_case(extract.third_person(extract.strip_filler(sentence.text), sentence.speaker))
+
+
+def _dedupe_follow_ups(follow_ups: list) -> list:
+    seen, out = set(), []
+    for f in follow_ups:
+        key = (f.owner, f.action.lower())
+        if key not in seen:
+            seen.add(key)
+            out.append(f)
+    return out
+
+
+def _entities(transcript: Transcript) -> list[dict[str, str]]:
+    found: list[dict[str, str]] = []
+
+    def add(kind: str, value: str) -> None:
+        value = value.strip(" .,")
+        if value and {"type": kind, "value": value} not in found:
+            found.append({"type": kind, "value": value})
+
+    for turn in transcript.turns:
+        text = extract.clean(turn.text)
+        for m in extract.ORGANISATION.finditer(text):
+            if turn.speaker == "agent":
+                add("organisation", m.group("value"))
+        for m in extract.REFERENCE.finditer(text):
+            add("reference", m.group("value"))
+        for m in extract.MONEY.finditer(text):
+            add("amount", m.group())
+        for m in extract.DATE_MENTION.finditer(text):
+            add("date", m.group())
+        for m in extract.CARD_PLACEHOLDER.finditer(text):
+            add("card_last4", m.group(1))
+    return found
+
+
+def _narrative(reason: _Pick, issue: _Pick, actions: list[_Pick], resolution: tuple[str, _Pick], follow_ups) -> str:
+    parts = [reason.text]
+    if issue.text != reason.text:
+        parts.append(issue.text)
+    if actions:
+        verbs = [extract.lower_first(a.text).rstrip(".") for a in actions[:3]]
+        joined = verbs[0] if len(verbs) == 1 else ", ".join(verbs[:-1]) + " and " + verbs[-1]
+        parts.append(extract.sentence_case(f"The agent {joined}"))
+    status, detail = resolution
+    outcome = {
+        "resolved": "The issue was resolved on the call.",
+        "pending": f"Outcome pending: {extract.lower_first(detail.text)}",
+        "escalated": f"The call was escalated: {extract.lower_first(detail.text)}",
+        "unresolved": "The issue was not resolved on the call.",
+    }[status]
+    parts.append(outcome)
+    customer_tasks = [f for f in follow_ups if f.owner == "customer"]
+    if customer_tasks and len(parts) < 5:
+        parts.append(customer_tasks[0].action)
+    return " ".join(parts[:5])

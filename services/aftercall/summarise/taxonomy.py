@@ -1,0 +1,50 @@
+"""Disposition taxonomies: TOML files of `[[disposition]]` tables with `code`, `label`, `description`."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from aftercall.core.errors import ConfigError
+
+DEFAULT_TAXONOMY = Path(__file__).parent / "data" / "default_taxonomy.toml"
+UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True)
+class Disposition:
+    code: str
+    label: str
+    description: str
+
+
+def parse_taxonomy(text: str, source: str = "taxonomy") -> tuple[Disposition, ...]:
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    entries = document.get("disposition")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{source}: needs at least one [[disposition]] table")
+    seen: set[str] = set()
+    dispositions = []
+    for index, entry in enumerate(entries):
+        for key in ("code", "label", "description"):
+            if not isinstance(entry.get(key), str) or not entry[key].strip():
+                raise ConfigError(f"{source}: disposition[{index}].{key} must be a non-empty string")
+        code = entry["code"].strip()
+        if code in seen or code == UNKNOWN:
+            raise ConfigError(f"{source}: disposition[{index}].code {code!r} is duplicated or reserved")
+        seen.add(code)
+        dispositions.append(Disposition(code, entry["label"].strip(), entry["description"].strip()))
+    return tuple(dispositions)
+
+
+def load_taxonomy(path: Path | None = None) -> tuple[Disposition, ...]:
+    path = path or DEFAULT_TAXONOMY
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"taxonomy {path}: cannot read ({exc})") from exc
+    return parse_taxonomy(text, f"taxonomy {path}")
