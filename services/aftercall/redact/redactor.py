@@ -108,7 +108,10 @@ class _Conversation:
         for index in range(turn, max(-1, turn - 3), -1):
             candidates = [c for c in self.cues[index] if index < turn or c[1] <= position]
             if candidates:
-                kind = candidates[-1][2]
+                specific = [c for c in candidates if c[2] != rules.CARD_WORD]
+                kind = (specific or candidates)[-1][2]
+                if kind == rules.CARD_WORD:
+                    return rules.CARD
                 return None if kind == rules.NEUTRAL else kind
         return None
 
@@ -164,7 +167,8 @@ class _Conversation:
             for turn, text in enumerate(self.texts):
                 for m in pattern.finditer(text):
                     self.add(turn, m.start(), m.end(), rules.NAME, count=False)
-        self.counts[rules.NAME] += len(found)
+        if found:
+            self.counts[rules.NAME] += len(found)
 
     def digit_runs(self) -> list[_Run]:
         runs = []

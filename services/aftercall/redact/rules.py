@@ -15,6 +15,7 @@ CARD, CVV, EXPIRY, DOB, SSN, NI, NHS = "CARD", "CVV", "EXPIRY", "DOB", "SSN", "N
 PHONE, EMAIL, ADDRESS, POSTCODE, ACCOUNT, SORT_CODE = "PHONE", "EMAIL", "ADDRESS", "POSTCODE", "ACCOUNT", "SORT_CODE"
 PIN, NAME, NUMBER = "PIN", "NAME", "NUMBER"
 NEUTRAL = "NEUTRAL"
+CARD_WORD = "CARD_WORD"
 
 # Types whose values are numbers: a digit window of their value must never reappear (the leak check).
 DIGIT_TYPES = {CARD, CVV, EXPIRY, DOB, SSN, NI, NHS, PHONE, ACCOUNT, SORT_CODE, PIN, NUMBER}
@@ -24,7 +25,7 @@ _CUES: list[tuple[str, str]] = [
           r"|three digit code|3 digit code"),
     (EXPIRY, r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
     (CARD, r"card number|long number|number on the (?:front|card)|(?:debit|credit|bank|visa|mastercard|amex) card"
-           r"|card details|(?:16|sixteen) digits?|\bcards?\b|\bpan\b"),
+           r"|card details|(?:16|sixteen) digits?|\bpan\b"),
     (DOB, r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
     (SSN, r"social security|\bssn\b|\bsocial\b"),
     (NI, r"national insurance|\bn\.? ?i\.? number|\bni number"),
@@ -35,6 +36,8 @@ _CUES: list[tuple[str, str]] = [
     (POSTCODE, r"post ?code|zip(?: code)?"),
     (PHONE, r"phone|mobile|\bcell\b|landline|telephone|contact number|call (?:me|you|us) (?:on|at|back)|reach me"
             r"|ring me|number to call|callback number|best number|text me"),
+    # The bare word "card" gives way to any more specific cue in the same turn ("expiry date on the card").
+    (CARD_WORD, r"\bcards?\b"),
     (NEUTRAL, r"reference|\bref\b|ticket|case number|order number|invoice|claim number|amount|balance|meter"
               r"|tracking|booking|policy number|customer number|membership|refund|price|cost|fee\b|charged?\b"),
 ]

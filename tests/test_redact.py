@@ -1,0 +1,152 @@
+"""Redaction: spoken and written numbers, cues across turns, split card numbers, the summary re-check."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from aftercall.core.transcript import Transcript, Turn
+from aftercall.quality import digit_leak, luhn_complete, speak_digits
+from aftercall.redact import Redactor
+from aftercall.redact.numbers import normalise_numbers
+
+
+def redact(*turns: tuple[str, str]):
+    result = Redactor().redact_transcript(Transcript(tuple(Turn(s, t) for s, t in turns)))
+    return [t.text for t in result.transcript.turns], result
+
+
+@pytest.mark.parametrize("spoken, expected", [
+    ("four five three two zero one five one", "45320151"),
+    ("forty five thirty two", "4532"),
+    ("nineteen eighty four", "1984"),
+    ("double oh seven", "007"),
+    ("two hundred and twelve pounds", "212 pounds"),
+    ("the twelfth of March", "the 12th of March"),
+    ("one of them", "one of them"),
+    ("I called three times", "I called three times"),
+    ("two and three", "two and three"),
+])
+def test_spoken_numbers_become_digits_conservatively(spoken: str, expected: str):
+    assert normalise_numbers(spoken) == expected
+
+
+def test_card_number_read_across_turns_is_one_card_with_last_four_kept():
+    texts, result = redact(
+        ("agent", "Can I take the long number on the front of the card?"),
+        ("customer", "Yes it's four five three two, zero one five one"),
+        ("agent", "Mm-hm, go on."),
+        ("customer", "one two eight three, zero three six six."),
+    )
+    assert texts[1] == "Yes it's [CARD]"
+    assert texts[3] == "[CARD ****0366]."
+    assert result.counts["CARD"] == 1
+    assert not any(digit_leak("4532015112830366", t) for t in texts)
+
+
+def test_garbled_card_number_in_card_context_is_masked_even_without_luhn():
+    texts, _ = redact(("customer", "my card number is 4532 0151 1283 036"))
+    assert texts[0] == "my card number is [CARD ****3036]"
+
+
+def test_card_number_without_any_cue_is_found_by_luhn():
+    pan = luhn_complete("541234567890123")
+    texts, result = redact(("customer", f"it's {pan[:4]} {pan[4:8]} {pan[8:12]} {pan[12:]} thanks"))
+    assert f"[CARD ****{pan[-4:]}]" in texts[0] and result.counts["CARD"] == 1
+
+
+@pytest.mark.parametrize("question, answer, placeholder", [
+    ("And the three digits on the back?", "seven three nine", "[CVV]"),
+    ("What's the security code please?", "It's 123", "[CVV]"),
+    ("Can I take your date of birth?", "the fourteenth of July nineteen eighty six", "[DOB]"),
+    ("And your date of birth?", "it's 14/07/1986", "[DOB]"),
+    ("What's your national insurance number?", "Q Q one two three four five six C", "[NI_NUMBER]"),
+    ("Do you have your NHS number?", "yes it's nine four three, four seven six, five nine one nine", "[NHS_NUMBER]"),
+    ("Can I have your social security number?", "078-05-1120", "[SSN]"),
+    ("What's the best number to call you on?", "oh seven seven zero zero nine zero zero one two three",
+     "[PHONE]"),
+    ("And the sort code?", "twenty, oh four, fifty one", "[SORT_CODE]"),
+    ("And the account number?", "three one nine two six eight one nine", "[ACCOUNT]"),
+    ("Could you confirm your PIN?", "four four seven one", "[PIN]"),
+    ("What's the expiry date on the card?", "oh nine twenty seven", "[EXPIRY]"),
+])
+def test_values_after_a_cue_in_the_previous_turn_are_redacted(question, answer, placeholder):
+    texts, result = redact(("agent", question), ("customer", answer))
+    assert placeholder in texts[1], texts[1]
+    assert not re.search(r"\d{3}", texts[1].replace(placeholder, "")), texts[1]
+
+
+@pytest.mark.parametrize("text, placeholder", [
+    ("my email is jane dot doe at example dot com", "[EMAIL]"),
+    ("send it to j.smith@example.co.uk please", "[EMAIL]"),
+    ("I live at 14 Acacia Avenue in Leeds", "[ADDRESS]"),
+    ("the postcode is SW1A 1AA", "[POSTCODE]"),
+    ("my IBAN is GB82 WEST 1234 5698 7654 32", "[ACCOUNT]"),
+    ("my SSN is 078-05-1120", "[SSN]"),
+    ("my name is Daniel Harper", "[NAME]"),
+])
+def test_self_evident_patterns_are_redacted(text: str, placeholder: str):
+    texts, _ = redact(("customer", text))
+    assert placeholder in texts[0], texts[0]
+
+
+def test_names_are_redacted_wherever_they_are_repeated():
+    texts, result = redact(("customer", "Hi, my name is Daniel Harper."), ("agent", "Thanks Daniel, one moment."))
+    assert "Daniel" not in " ".join(texts) and "Harper" not in " ".join(texts)
+
+
+def test_ordinary_numbers_survive():
+    texts, result = redact(
+        ("agent", "Your reference is 48213377 and the refund of 250 pounds arrives within 5 working days."),
+        ("customer", "Great, and my card was charged £45.99 on the 3rd of June."),
+        ("agent", "Your appointment is on the 14th of March at 10 am."),
+    )
+    assert "48213377" in texts[0] and "250 pounds" in texts[0] and "5 working days" in texts[0]
+    assert "£45.99" in texts[1] and "3rd of June" in texts[1]
+    assert "14th of March" in texts[2]
+    assert not result.counts
+
+
+def test_generated_spoken_card_variants_never_leak():
+    """Seeded variants: digit by digit, pairs, 'oh', 'double', grouped digits, split across turns."""
+    rng = random.Random(20261123)
+    cues = ["my card number is", "the long number is", "it's the visa card, number", "card number"]
+    leaks = []
+    for _ in range(200):
+        pan = luhn_complete("".join(rng.choice("0123456789") for _ in range(15)).replace("0", "4", 1))
+        if rng.random() < 0.5:
+            turns = [("customer", f"{rng.choice(cues)} {speak_digits(pan, rng)}")]
+        else:
+            cut = rng.choice([4, 8, 12])
+            turns = [("agent", "Can I take the number on the card please?"),
+                     ("customer", f"yes, {speak_digits(pan[:cut], rng)}"),
+                     ("agent", rng.choice(["okay", "mm-hm go on", "yes", "got that"])),
+                     ("customer", speak_digits(pan[cut:], rng))]
+        texts, _ = redact(*turns)
+        if any(digit_leak(pan, t) for t in texts):
+            leaks.append((turns, texts))
+    assert not leaks, json.dumps(leaks[:3], indent=1)
+
+
+def test_summary_recheck_removes_values_that_slip_through():
+    _, result = redact(("agent", "What's the long number on the card?"), ("customer", "4532 0151 1283 0366"),
+                       ("agent", "And the security code?"), ("customer", "739"))
+    text, found = Redactor().redact_text("Customer read 4532015112830366, code 739, ok", result.secrets)
+    assert "4532" not in text and "739" not in text
+    assert found["CARD"] == 1 and found["CVV"] == 1
+    clean, found = Redactor().redact_text("Refund of 250 pounds within 5 days", result.secrets)
+    assert clean == "Refund of 250 pounds within 5 days" and not found
+
+
+def test_presidio_recall_for_claimed_types(shared_data):
+    """Span recall on presidio's synthetic sentences, for the types aftercall claims to redact."""
+    records = json.loads((shared_data / "presidio" / "synth_dataset_v2.json").read_text())
+    from aftercall.quality import presidio_recall
+
+    recall = presidio_recall(records)
+    for kind, floor in {"CREDIT_CARD": 0.95, "US_SSN": 0.9, "EMAIL_ADDRESS": 0.95, "PHONE_NUMBER": 0.6,
+                        "IBAN_CODE": 0.9}.items():
+        assert recall[kind]["recall"] >= floor, (kind, recall[kind])
