@@ -52,6 +52,7 @@ class EmbeddedSummariser:
         reason = self._reason(customer, reason_vector)
         issue = self._issue(customer, reason)
         actions = self._actions(agent)
+        advice = None if actions else self._agent_response(agent, reason_vector)
         follow_ups = [f for f in (extract.follow_up(s) for s in said) if f is not None]
         follow_ups = _dedupe_follow_ups(follow_ups)
         escalation = self._escalation(said)
@@ -69,7 +70,7 @@ class EmbeddedSummariser:
             "disposition": disposition,
             "escalation": {"required": escalation is not None, "reason": escalation.text if escalation else None},
             "entities": entities,
-            "narrative": _narrative(reason, issue, actions, resolution, follow_ups),
+            "narrative": _narrative(reason, issue, actions, advice, resolution),
             "evidence": {
                 "reason_for_contact": reason.turns,
                 "issue": issue.turns,
@@ -131,6 +132,16 @@ class EmbeddedSummariser:
                 picks.append(_Pick(phrase, [sentence.turn]))
         return picks[:_MAX_ACTIONS]
 
+    def _agent_response(self, agent: list[Sentence], reason_vector: np.ndarray) -> _Pick | None:
+        """When the agent did nothing on the record, what they told the customer is the substance of the call."""
+        candidates = [s for s in agent if _substantive(s.text) and not _COURTESY.search(s.text)]
+        if not candidates:
+            return None
+        scores = self._embedder.embed([s.text for s in candidates]) @ reason_vector
+        best = candidates[int(np.argmax(scores))]
+        said = extract.third_person(extract.strip_filler(best.text), "agent").rstrip("?")
+        return _Pick(extract.sentence_case(f"The agent said {extract.lower_first(said)}"), [best.turn])
+
     def _escalation(self, said: list[Sentence]) -> _Pick | None:
         for sentence in said:
             if extract.ESCALATION.search(sentence.text):
@@ -175,6 +186,9 @@ def _first_turns(sentences: list[Sentence], count: int) -> int:
     return turns[min(count, len(turns)) - 1] if turns else -1
 
 
+_COURTESY = re.compile(r"\b(?:sorry|apologi[sz]e|thank(?:s| you) for|happy to help|glad to (?:help|assist)|"
+                       r"be (?:glad|happy) to|anything else|have a (?:good|great|nice)|how can I help|you're welcome)\b",
+                       re.IGNORECASE)
 _GREETING = re.compile(r"^(?:hi|hello|hey|good (?:morning|afternoon|evening)|thanks?|thank you|yes|yeah|no|okay|ok|"
                        r"bye|goodbye|cheers)\b[\s\w,]{0,20}[.!?]?$", re.IGNORECASE)
 
@@ -222,23 +236,25 @@ def _entities(transcript: Transcript) -> list[dict[str, str]]:
     return found
 
 
-def _narrative(reason: _Pick, issue: _Pick, actions: list[_Pick], resolution: tuple[str, _Pick], follow_ups) -> str:
+def _narrative(reason: _Pick, issue: _Pick, actions: list[_Pick], advice: _Pick | None,
+               resolution: tuple[str, _Pick]) -> str:
     parts = [reason.text]
-    if issue.text != reason.text:
+    # A reason that already names the problem makes the issue sentence a repetition.
+    if issue.text != reason.text and not extract.PROBLEM_CUES.search(reason.text):
         parts.append(issue.text)
     if actions:
         verbs = [extract.lower_first(a.text).rstrip(".") for a in actions[:3]]
         joined = verbs[0] if len(verbs) == 1 else ", ".join(verbs[:-1]) + " and " + verbs[-1]
         parts.append(extract.sentence_case(f"The agent {joined}"))
+    elif advice is not None:
+        parts.append(advice.text)
     status, detail = resolution
+    short = len(detail.text.split()) <= 14
     outcome = {
         "resolved": "The issue was resolved on the call.",
-        "pending": f"Outcome pending: {extract.lower_first(detail.text)}",
-        "escalated": f"The call was escalated: {extract.lower_first(detail.text)}",
+        "pending": f"Pending: {extract.lower_first(detail.text)}" if short else "Follow-up is pending.",
+        "escalated": f"Escalated: {extract.lower_first(detail.text)}" if short else "The call was escalated.",
         "unresolved": "The issue was not resolved on the call.",
     }[status]
     parts.append(outcome)
-    customer_tasks = [f for f in follow_ups if f.owner == "customer"]
-    if customer_tasks and len(parts) < 5:
-        parts.append(customer_tasks[0].action)
     return " ".join(parts[:5])
