@@ -51,8 +51,8 @@ def digit_leak(value: str, text: str, window: int = 6) -> bool:
     digits = re.sub(r"\D", "", value)
     if len(digits) < window:
         return bool(digits) and digits in re.sub(r"\D", " ", text).split()
-    runs = re.sub(r"\D", "", " ".join(re.findall(r"\d[\d\s\-.,]*\d|\d", text)))
-    return any(digits[i : i + window] in runs for i in range(len(digits) - window + 1))
+    runs = [re.sub(r"\D", "", run) for run in re.findall(r"\d(?:[\s\-.,]{0,3}\d)*", text)]
+    return any(digits[i : i + window] in run for run in runs for i in range(len(digits) - window + 1))
 
 
 _WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

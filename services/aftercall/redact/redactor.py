@@ -178,7 +178,9 @@ class _Conversation:
                 # Trailing separators belong to the sentence, not the number.
                 while end > start and not text[end - 1].isdigit():
                     end -= 1
-                if self.taken(turn, start, end):
+                # Glued to letters ("ZC-30552", "PM661377") it is an identifier the patterns did not claim:
+                # an order or permit number, never a card, code or date.
+                if self.taken(turn, start, end) or re.search(r"[A-Za-z]-?$", text[:start]):
                     continue
                 digits = re.sub(r"\D", "", text[start:end])
                 amount = bool(rules.AMOUNT_BEFORE.search(text[:start]) or rules.AMOUNT_AFTER.match(text[end:]))

@@ -67,7 +67,8 @@ EMAIL_SPOKEN = re.compile(
     re.IGNORECASE,
 )
 SSN_FORMATTED = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:\s?[A-Z0-9]){11,30}\b", re.IGNORECASE)
+# Printed in groups of four (upper case), or run together in any case; never across ordinary words.
+IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b|\b(?i:[a-z]{2}\d{2}[a-z0-9]{11,30})\b")
 NI_STRICT = re.compile(r"\b[A-CEGHJ-PR-TW-Z]\s?[A-CEGHJ-NPR-TW-Z]\s?(?:\d\s?){6}[A-D]\b")
 NI_LOOSE = re.compile(r"\b[a-z]\s?[a-z]\s?(?:\d[\s,.\-]?){6}[a-d]?\b", re.IGNORECASE)
 POSTCODE_UK = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
