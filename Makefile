@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := sox festival festvox-us-slt-hts festvox-kallpc16k
 SYSTEM_STAMP := $(VENV)/.system
 
-.PHONY: demo test venv system-deps quality perf sample-audio clean
+.PHONY: demo test venv system-deps quality sample-audio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,10 +37,6 @@ test: $(STAMP) $(SYSTEM_STAMP)
 # Quality figures on the public sets in ../shared/data (docs/quality.md).
 quality: $(STAMP)
 	$(BIN)/python scripts/quality_report.py
-
-# RTF, peak memory and stage split on a 5-minute stereo call (docs/performance.md).
-perf: $(STAMP) $(SYSTEM_STAMP)
-	$(BIN)/python scripts/perf_report.py
 
 sample-audio: $(SYSTEM_STAMP)
 	$(BIN)/python scripts/make_call_audio.py samples/demo_call.json --out samples/demo_call.wav
