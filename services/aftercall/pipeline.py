@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,8 +103,6 @@ _RECHECK_SKIP = {"call_id", "transcript", "redactions", "evidence", "model", "ti
 
 def recheck_summary(summary: dict[str, Any], redactor: Redactor, secrets) -> tuple[dict[str, Any], Any]:
     """Run every generated string of the summary through redaction again, plus the leak check."""
-    from collections import Counter
-
     found: Counter = Counter()
 
     def walk(value: Any) -> Any:

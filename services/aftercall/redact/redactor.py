@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from aftercall.core.transcript import Transcript, Turn
+from aftercall.core.transcript import Transcript
 from aftercall.redact import rules
 from aftercall.redact.numbers import normalise_numbers
 
@@ -34,9 +34,6 @@ class Redaction:
     counts: Counter = field(default_factory=Counter)
     # Kept in memory only, for the leak check of the finished summary; never serialised.
     secrets: list[Secret] = field(default_factory=list, repr=False)
-
-    def counts_json(self) -> list[dict[str, object]]:
-        return [{"type": kind, "count": count} for kind, count in sorted(self.counts.items()) if count]
 
 
 @dataclass
@@ -326,7 +323,3 @@ def _replace_outside_placeholders(pattern: re.Pattern, text: str, replace) -> st
     pieces.append(pattern.sub(replace, text[cursor:]))
     return "".join(pieces)
 
-
-def redact_turns(turns: list[Turn]) -> list[str]:
-    """Convenience for tests and evaluation: the redacted texts of a list of turns."""
-    return [t.text for t in Redactor().redact_transcript(Transcript(tuple(turns))).transcript.turns]

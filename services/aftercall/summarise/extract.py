@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 
 from aftercall.core.transcript import Turn
+from aftercall.redact.numbers import MONTHS
 
 
 @dataclass(frozen=True)
@@ -158,8 +159,7 @@ CUSTOMER_TASK = re.compile(
     re.IGNORECASE,
 )
 _WEEKDAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
-_MONTH = (r"(?:january|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|"
-          r"apr|jun|jul|aug|sep|sept|oct|nov|dec)")
+_MONTH = "(?:%s)" % "|".join(MONTHS)
 DUE = re.compile(
     rf"\b(?:(?:by|before|on|until|till|no later than|from)\s+(?:the\s+)?(?:end of (?:the\s+)?(?:day|week|month|play)|"
     rf"close of business|today|tonight|tomorrow(?: morning| afternoon| evening)?|this (?:afternoon|evening|week)|"
