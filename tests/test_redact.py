@@ -110,6 +110,17 @@ def test_ordinary_numbers_survive():
     assert not result.counts
 
 
+def test_days_and_clock_times_after_an_id_are_not_taken_for_more_of_it():
+    texts, result = redact(
+        ("agent", "Can I take your NHS number?"),
+        ("customer", "It's 943 476 5919."),
+        ("agent", "Found you. You're booked Friday at 9:20 with Dr Okoye, or Thursday the 20th at 11:30."),
+    )
+    assert "[NHS_NUMBER]" in texts[1] and "5919" not in texts[1]
+    assert "9:20" in texts[2] and "the 20th at 11:30" in texts[2]
+    assert result.counts["NHS_NUMBER"] == 1 and "ADDRESS" not in result.counts
+
+
 def test_generated_spoken_card_variants_never_leak():
     """Seeded variants: digit by digit, pairs, 'oh', 'double', grouped digits, split across turns."""
     rng = random.Random(20261123)

@@ -149,8 +149,6 @@ def test_regression_suite_field_accuracy(pipeline):
     assert not failures, scores
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the embedded narrative does not yet beat the first-customer +"
-                   " last-agent baseline on TweetSumm (docs/quality.md); strict, so fixing it flips this test")
 def test_tweetsumm_beats_the_trivial_baseline(summariser, shared_data):
     from aftercall.quality import best_of, rouge_l
     from aftercall.summarise.extract import clean

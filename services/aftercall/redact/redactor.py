@@ -179,6 +179,9 @@ class _Conversation:
                 # an order or permit number, never a card, code or date.
                 if self.taken(turn, start, end) or re.search(r"[A-Za-z]-?$", text[:start]):
                     continue
+                # "the 20th", "at 11:30": a day or a clock time, never part of an identifier.
+                if rules.ORDINAL_SUFFIX.match(text[end:]) or rules.CLOCK_TIME.search(text[:start] + "#" + text[end:]):
+                    continue
                 digits = re.sub(r"\D", "", text[start:end])
                 amount = bool(rules.AMOUNT_BEFORE.search(text[:start]) or rules.AMOUNT_AFTER.match(text[end:]))
                 runs.append(_Run(turn, start, end, text[start:end], digits, self.context(turn, start), amount))

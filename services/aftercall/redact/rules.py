@@ -45,6 +45,9 @@ CUE_PATTERN = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in 
 
 # A run of digits, possibly spoken in groups: "4532 0151", "4-5-3-2", "1,984", "07700 900 123".
 DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s,.\-/()]{0,3}\d)*")
+ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)\b", re.IGNORECASE)
+# Tested on the text around a digit run with the run replaced by "#": "11:#" or "#:30".
+CLOCK_TIME = re.compile(r"\d:#|#:\d\d\b")
 
 _MONTH = "|".join(MONTHS)
 _DAY = r"\d{1,2}(?:st|nd|rd|th)?"
@@ -75,8 +78,10 @@ POSTCODE_UK = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
 POSTCODE_LOOSE = re.compile(r"\b(?:[a-z]\s?){1,2}\d(?:\s?[a-z\d])?\s*\d\s?[a-z]\s?[a-z]\b", re.IGNORECASE)
 _STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|close|court|ct|way|crescent|cres|place|pl|boulevard"
            r"|blvd|terrace|gardens|grove|hill|parade|square|sq|row|mews|walk|highway|hwy|parkway|strasse|straße")
+_NOT_STREET_WORD = r"(?:with|at|on|in|for|to|and|or|by|from|see|seeing)\b"
+# The house number is not a clock time ("9:20 with Dr Okoye") and the words between are not function words.
 ADDRESS_PATTERN = re.compile(
-    rf"\b\d{{1,5}}[a-z]?,?\s+(?:[A-Za-z'\-]+\s+){{1,3}}(?:{_STREET})\b\.?"
+    rf"(?<![\d:])\b\d{{1,5}}[a-z]?,?\s+(?:(?!{_NOT_STREET_WORD})[A-Za-z'\-]+\s+){{1,3}}(?:{_STREET})\b\.?"
     rf"|\b(?:flat|apartment|apt|suite|unit)\.?\s+\d+[a-z]?\b",
     re.IGNORECASE,
 )

@@ -125,13 +125,19 @@ _NOT_ACTIONS = re.compile(r"^(?:need|needed|wanted|called|asked|noticed|hoped|un
                           r"guess|supposed|used)$", re.IGNORECASE)
 
 
+_NEW_CLAUSE = re.compile(r",\s+(?=(?:and|so|but|which|it|it's|it'll|that|that's|this|there|what|because|as|then|"
+                         r"funnily|your|you|you'll|you're|I|I'll|we|we'll)\b)", re.IGNORECASE)
+
+
 def action_phrase(sentence: Sentence) -> str | None:
     if sentence.speaker != "agent":
         return None
     match = ACTION.search(sentence.text)
     if not match or _NOT_ACTIONS.match(match.group("verb")):
         return None
-    rest = third_person(match.group("rest"), "agent")
+    # Spoken sentences run on ("ordered a card, it'll arrive Friday"): the action ends where a new clause starts.
+    rest = _NEW_CLAUSE.split(match.group("rest"), maxsplit=1)[0]
+    rest = third_person(rest, "agent")
     rest = re.sub(r"\s+(?:now|for you|right now|as well)\b", "", rest)
     return sentence_case(f"{match.group('verb').lower()}{rest}")
 

@@ -22,6 +22,7 @@ from aftercall.summarise.taxonomy import UNKNOWN, Disposition
 MODEL_ID = "aftercall-embedded-0.1"
 _REASON_WINDOW_TURNS = 3
 _MAX_ACTIONS = 6
+_MAX_ANSWER_SENTENCES = 2
 # Softmax temperature over cosine similarities: turns a margin of ~0.1 into a confident choice.
 _CONFIDENCE_TEMPERATURE = 0.04
 
@@ -52,7 +53,7 @@ class EmbeddedSummariser:
         reason = self._reason(customer, reason_vector)
         issue = self._issue(customer, reason)
         actions = self._actions(agent)
-        advice = None if actions else self._agent_response(agent, reason_vector)
+        advice = None if actions else self._agent_response(agent)
         follow_ups = [f for f in (extract.follow_up(s) for s in said) if f is not None]
         follow_ups = _dedupe_follow_ups(follow_ups)
         escalation = self._escalation(said)
@@ -70,7 +71,7 @@ class EmbeddedSummariser:
             "disposition": disposition,
             "escalation": {"required": escalation is not None, "reason": escalation.text if escalation else None},
             "entities": entities,
-            "narrative": _narrative(reason, issue, actions, advice, resolution),
+            "narrative": _narrative(reason, actions, advice, resolution),
             "evidence": {
                 "reason_for_contact": reason.turns,
                 "issue": issue.turns,
@@ -132,15 +133,16 @@ class EmbeddedSummariser:
                 picks.append(_Pick(phrase, [sentence.turn]))
         return picks[:_MAX_ACTIONS]
 
-    def _agent_response(self, agent: list[Sentence], reason_vector: np.ndarray) -> _Pick | None:
-        """When the agent did nothing on the record, what they told the customer is the substance of the call."""
+    def _agent_response(self, agent: list[Sentence]) -> _Pick | None:
+        """When the agent did nothing on the record, their last substantive answer is where the call landed
+        (measured on TweetSumm: it beats the answer most similar to the reason, 0.41 vs 0.35 ROUGE-L)."""
         candidates = [s for s in agent if _substantive(s.text) and not _COURTESY.search(s.text)]
         if not candidates:
             return None
-        scores = self._embedder.embed([s.text for s in candidates]) @ reason_vector
-        best = candidates[int(np.argmax(scores))]
-        said = extract.third_person(extract.strip_filler(best.text), "agent").rstrip("?")
-        return _Pick(extract.sentence_case(f"The agent said {extract.lower_first(said)}"), [best.turn])
+        last_turn = candidates[-1].turn
+        answer = [s.text for s in candidates if s.turn == last_turn][:_MAX_ANSWER_SENTENCES]
+        said = extract.third_person(extract.strip_filler(" ".join(answer)), "agent").rstrip("?")
+        return _Pick(extract.sentence_case(f"The agent said {extract.lower_first(said)}"), [last_turn])
 
     def _escalation(self, said: list[Sentence]) -> _Pick | None:
         for sentence in said:
@@ -236,12 +238,11 @@ def _entities(transcript: Transcript) -> list[dict[str, str]]:
     return found
 
 
-def _narrative(reason: _Pick, issue: _Pick, actions: list[_Pick], advice: _Pick | None,
-               resolution: tuple[str, _Pick]) -> str:
+def _narrative(reason: _Pick, actions: list[_Pick], advice: _Pick | None, resolution: tuple[str, _Pick]) -> str:
+    """Why they called, what the agent did (or answered), and what is still open. The issue and a generic
+    resolved/unresolved line have their own fields; repeating them here made the note longer and worse
+    (TweetSumm ROUGE-L 0.41 without them, 0.38 with; docs/quality.md)."""
     parts = [reason.text]
-    # A reason that already names the problem makes the issue sentence a repetition.
-    if issue.text != reason.text and not extract.PROBLEM_CUES.search(reason.text):
-        parts.append(issue.text)
     if actions:
         verbs = [extract.lower_first(a.text).rstrip(".") for a in actions[:3]]
         joined = verbs[0] if len(verbs) == 1 else ", ".join(verbs[:-1]) + " and " + verbs[-1]
@@ -249,12 +250,18 @@ def _narrative(reason: _Pick, issue: _Pick, actions: list[_Pick], advice: _Pick 
     elif advice is not None:
         parts.append(advice.text)
     status, detail = resolution
-    short = len(detail.text.split()) <= 14
-    outcome = {
-        "resolved": "The issue was resolved on the call.",
-        "pending": f"Pending: {extract.lower_first(detail.text)}" if short else "Follow-up is pending.",
-        "escalated": f"Escalated: {extract.lower_first(detail.text)}" if short else "The call was escalated.",
-        "unresolved": "The issue was not resolved on the call.",
-    }[status]
-    parts.append(outcome)
-    return " ".join(parts[:5])
+    said_so_far = " ".join(parts).lower()
+    if status in ("pending", "escalated") and len(detail.text.split()) <= 14 \
+            and detail.text.lower().rstrip(".") not in said_so_far:
+        parts.append(f"{status.capitalize()}: {extract.lower_first(detail.text)}")
+    elif len(parts) == 1:
+        parts.append(_GENERIC_OUTCOME[status])
+    return " ".join(parts)
+
+
+_GENERIC_OUTCOME = {
+    "resolved": "The issue was resolved on the call.",
+    "pending": "Follow-up is pending.",
+    "escalated": "The call was escalated.",
+    "unresolved": "The issue was not resolved on the call.",
+}
