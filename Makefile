@@ -3,10 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SYSTEM_PACKAGES := sox festival festvox-us-slt-hts festvox-kallpc16k
+SYSTEM_PACKAGES := sox festival festvox-us-slt-hts festvox-kallpc16k prometheus
 SYSTEM_STAMP := $(VENV)/.system
 
-.PHONY: demo test venv system-deps quality sample-audio clean
+.PHONY: demo test venv proto system-deps quality bench sample-audio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,19 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# sox is the reference the G.711 decoder is tested against; festival voices make the test calls.
+# gRPC code is generated from proto/ into the package (services/aftercall/v1), never committed.
+PROTOS := $(wildcard proto/aftercall/v1/*.proto)
+GENERATED := services/aftercall/v1/.generated
+$(GENERATED): $(PROTOS) $(STAMP)
+	@mkdir -p services/aftercall/v1
+	$(BIN)/python -m grpc_tools.protoc -Iproto -I$$($(BIN)/python -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))') \
+	  --python_out=services --pyi_out=services --grpc_python_out=services $(PROTOS)
+	touch services/aftercall/v1/__init__.py $@
+
+proto: $(GENERATED)
+
+# sox is the reference the G.711 decoder is tested against; festival voices make the test calls; a real
+# Prometheus scrapes the metrics endpoint in the tests.
 $(SYSTEM_STAMP): $(STAMP)
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -28,10 +40,10 @@ $(SYSTEM_STAMP): $(STAMP)
 
 system-deps: $(SYSTEM_STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) $(GENERATED)
 	$(BIN)/aftercall summarise samples/demo_call.wav --format text
 
-test: $(STAMP) $(SYSTEM_STAMP)
+test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Quality figures on the public sets in ../shared/data (docs/quality.md).
@@ -42,4 +54,4 @@ sample-audio: $(SYSTEM_STAMP)
 	$(BIN)/python scripts/make_call_audio.py samples/demo_call.json --out samples/demo_call.wav
 
 clean:
-	rm -rf $(VENV) build *.egg-info services/*.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info services/*.egg-info .pytest_cache services/aftercall/v1

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -39,3 +40,20 @@ def transcriber():
     from aftercall.transcribe.embedded import EmbeddedTranscriber
 
     return EmbeddedTranscriber()
+
+
+def wav_header(tag: int, channels: int, rate: int, bits: int, data_size: int) -> bytes:
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
+    return (b"RIFF" + struct.pack("<I", 36 + data_size) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", data_size))
+
+
+@pytest.fixture(scope="session")
+def demo_clip() -> bytes:
+    """The first 14 s of the demo call (stereo mu-law 8 kHz): greeting, reason, a card read out; ASR in ~2 s."""
+    from aftercall.core.audio import read_wav
+
+    wav = read_wav(DEMO_WAV.read_bytes())
+    payload = wav.payload[: 14 * 8000 * 2]
+    return wav_header(7, 2, 8000, 8, len(payload)) + payload

@@ -12,7 +12,7 @@ import pytest
 
 from aftercall.core.audio import Encoding, parse_raw, parse_wav
 from aftercall.core.errors import AudioFormatError
-from conftest import run_cli
+from conftest import run_cli, wav_header
 
 pytestmark = pytest.mark.skipif(shutil.which("sox") is None, reason="sox is installed by `make test`")
 
@@ -78,25 +78,18 @@ def test_upsampling_keeps_speech_band_and_length():
     assert image < spectrum.max() * 0.01
 
 
-def _wav_header(tag: int, channels: int, rate: int, bits: int, data_size: int) -> bytes:
-    block = channels * bits // 8
-    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
-    return (b"RIFF" + struct.pack("<I", 36 + data_size) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-            + b"data" + struct.pack("<I", data_size))
-
-
 BAD_INPUTS = {
     "empty.wav": (b"", "empty file"),
     "mp3.wav": (b"ID3\x04\x00\x00\x00\x00\x00\x00" + bytes(200), "not a RIFF/WAVE file (it looks like MP3)"),
     "garbage.wav": (b"hello this is not audio at all" * 10, "not a RIFF/WAVE file"),
-    "24bit.wav": (_wav_header(1, 1, 8000, 24, 6) + bytes(6), "unsupported: 24-bit linear_pcm"),
-    "3ch.wav": (_wav_header(1, 3, 8000, 16, 12) + bytes(12), "unsupported: 3 channels"),
-    "44k.wav": (_wav_header(1, 1, 44100, 16, 4) + bytes(4), "unsupported: sample rate 44100 Hz"),
-    "float.wav": (_wav_header(3, 1, 8000, 32, 8) + bytes(8), "unsupported: WAV format tag 0x0003"),
-    "truncated.wav": (_wav_header(7, 2, 8000, 8, 16000) + bytes(100), "truncated: the data chunk declares 16000"),
-    "midframe.wav": (_wav_header(1, 2, 8000, 16, 6) + bytes(6), "truncated: the data chunk ends mid-frame"),
-    "nodata.wav": (_wav_header(7, 1, 8000, 8, 0)[:-8], "corrupt: no data chunk"),
-    "silent.wav": (_wav_header(7, 1, 8000, 8, 0), "empty: the data chunk holds no samples"),
+    "24bit.wav": (wav_header(1, 1, 8000, 24, 6) + bytes(6), "unsupported: 24-bit linear_pcm"),
+    "3ch.wav": (wav_header(1, 3, 8000, 16, 12) + bytes(12), "unsupported: 3 channels"),
+    "44k.wav": (wav_header(1, 1, 44100, 16, 4) + bytes(4), "unsupported: sample rate 44100 Hz"),
+    "float.wav": (wav_header(3, 1, 8000, 32, 8) + bytes(8), "unsupported: WAV format tag 0x0003"),
+    "truncated.wav": (wav_header(7, 2, 8000, 8, 16000) + bytes(100), "truncated: the data chunk declares 16000"),
+    "midframe.wav": (wav_header(1, 2, 8000, 16, 6) + bytes(6), "truncated: the data chunk ends mid-frame"),
+    "nodata.wav": (wav_header(7, 1, 8000, 8, 0)[:-8], "corrupt: no data chunk"),
+    "silent.wav": (wav_header(7, 1, 8000, 8, 0), "empty: the data chunk holds no samples"),
 }
 
 

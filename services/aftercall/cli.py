@@ -14,6 +14,7 @@ from aftercall.core.audio import Encoding
 from aftercall.core.config import load_config, parse_roles
 from aftercall.core.errors import AftercallError, ModelIntegrityError, UserError
 from aftercall.core.logsetup import call_id_var, configure_logging
+from aftercall.core.rpc import RemoteError
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +44,48 @@ def build_parser() -> argparse.ArgumentParser:
     summarise.add_argument("--sample-rate", type=int, default=8000, help="with --raw: 8000 or 16000 (default 8000)")
     summarise.add_argument("--channels", type=int, default=1, help="with --raw: 1 or 2 (default 1)")
     summarise.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    serve = commands.add_parser("serve", help="run the appliance's gRPC services (all of them by default)")
+    serve.add_argument("services", nargs="*", metavar="SERVICE", help="ingest, summaries (default: all)")
+    serve.add_argument("--config", type=Path, help="aftercall TOML config file (optional)")
+    serve.add_argument("--listen", help="gRPC HOST:PORT (default server.listen, 127.0.0.1:50051; port 0 = any)")
+    serve.add_argument("--metrics-listen", help="Prometheus HOST:PORT (default server.metrics_listen, 127.0.0.1:9464)")
+    serve.add_argument("--data-dir", type=Path, help="calls, spool and summaries (default server.data_dir)")
+
+    stream = commands.add_parser("stream", help="stream a WAV to a server as a live call (reference PBX client)")
+    stream.add_argument("input", type=Path, help="WAV file (PCM16, A-law or mu-law; 8/16 kHz; mono or stereo)")
+    stream.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the ingest service")
+    pace = stream.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="send audio at the pace of a live call")
+    pace.add_argument("--speed", type=float, help="send N times faster than real time")
+    stream.add_argument("--chunk-ms", type=int, default=100, help="audio per message, 20-1000 ms (default 100)")
+    stream.add_argument("--call-id", help="call id (default: random)")
+    stream.add_argument("--roles", help="stereo channel roles in order (default agent,customer)")
+    stream.add_argument("--agent-id", default="", help="agent id stored with the summary")
+    stream.add_argument("--format", choices=("json", "text"), default="json")
+    _add_client_tls(stream)
+
+    summaries = commands.add_parser("summaries", help="read stored summaries from a server")
+    actions = summaries.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
+    listing = actions.add_parser("list", help="search summaries, newest first")
+    listing.add_argument("--agent-id", default="")
+    listing.add_argument("--disposition", default="", help="disposition code")
+    listing.add_argument("--state", choices=("draft", "edited", "approved"))
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (1-500)")
+    getting = actions.add_parser("get", help="one summary")
+    getting.add_argument("call_id")
+    getting.add_argument("--history", action="store_true", help="include every version")
+    for sub in (listing, getting):
+        sub.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the summaries service")
+        sub.add_argument("--format", choices=("json", "text"), default="json")
+        _add_client_tls(sub)
     return parser
+
+
+def _add_client_tls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-ca", default="", help="CA certificate: use TLS and trust this CA")
+    parser.add_argument("--tls-cert", default="", help="client certificate for mutual TLS")
+    parser.add_argument("--tls-key", default="", help="client key for mutual TLS")
 
 
 class _Progress:
@@ -69,26 +111,12 @@ class _Progress:
 
 
 def _summarise(args: argparse.Namespace) -> int:
-    from aftercall.pipeline import Pipeline, RawAudioSpec
-    from aftercall.summarise.summariser import EmbeddedSummariser
-    from aftercall.summarise.taxonomy import load_taxonomy
-    from aftercall.transcribe.embedded import EmbeddedTranscriber
+    from aftercall.pipeline import RawAudioSpec, build_pipeline
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format)
     roles = parse_roles(args.roles) if args.roles else config.audio.roles
-    taxonomy_path = args.taxonomy or (Path(config.summarise.taxonomy) if config.summarise.taxonomy else None)
-    taxonomy = load_taxonomy(taxonomy_path)
-    asr = config.asr
-    pipeline = Pipeline(
-        config=config,
-        taxonomy=taxonomy,
-        summariser=EmbeddedSummariser(min_similarity=config.summarise.min_disposition_similarity),
-        transcriber_factory=lambda: EmbeddedTranscriber(
-            Path(asr.model_dir) if asr.model_dir else None, asr.beam_size, asr.parallel_decodes, asr.vad,
-            asr.mono_speaker,
-        ),
-    )
+    pipeline = build_pipeline(config, args.taxonomy)
     raw = RawAudioSpec(Encoding(args.raw), args.sample_rate, args.channels) if args.raw else None
     source = pipeline.load(args.input, raw)
     if args.call_id:
@@ -105,13 +133,111 @@ def _summarise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import os
+
+    from aftercall.app import SERVICES, default_data_dir, serve
+
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    services = tuple(args.services) or SERVICES
+    data_dir = args.data_dir or (Path(config.server.data_dir) if config.server.data_dir else default_data_dir())
+    abandoned = asyncio.run(serve(config, services, data_dir, args.listen, args.metrics_listen))
+    if abandoned:
+        # A recognition thread cannot be interrupted; its call is checkpointed on disk and resumes at next start.
+        logging.shutdown()
+        os._exit(0)
+    return 0
+
+
+def _channel(args: argparse.Namespace):
+    from aftercall.core.rpc import client_channel
+
+    if (args.tls_cert or args.tls_key) and not (args.tls_cert and args.tls_key and args.tls_ca):
+        raise UserError("mutual TLS needs --tls-ca, --tls-cert and --tls-key together")
+    try:
+        return client_channel(args.server, args.tls_ca, args.tls_cert, args.tls_key)
+    except OSError as exc:
+        raise UserError(f"cannot read a TLS file: {exc.filename}: {exc.strerror}") from exc
+
+
+def _print_summary(summary: dict, fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    else:
+        from aftercall.render import render_text
+
+        sys.stdout.write(render_text(summary))
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from aftercall.ingest.client import stream_call
+
+    roles = parse_roles(args.roles) if args.roles else ("agent", "customer")
+    try:
+        wav = args.input.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {args.input}: {exc.strerror}") from exc
+    speed = 1.0 if args.realtime else args.speed
+
+    with _channel(args) as channel:
+        result = stream_call(channel, wav, args.call_id, roles, args.chunk_ms, speed, {"agent_id": args.agent_id})
+    print(f"aftercall: {result.call_id}: {result.audio_seconds:.1f} s streamed, summary "
+          f"{result.post_call_latency_s:.1f} s after the end of the call", file=sys.stderr)
+    _print_summary(result.summary, args.format)
+    return 0
+
+
+def _summaries(args: argparse.Namespace) -> int:
+    import grpc
+
+    from aftercall.v1 import summaries_pb2 as pb
+    from aftercall.v1 import summaries_pb2_grpc as pb_grpc
+
+    with _channel(args) as channel:
+        stub = pb_grpc.SummariesStub(channel)
+        try:
+            if args.action == "get":
+                records = [stub.Get(pb.GetSummaryRequest(call_id=args.call_id, include_history=args.history))]
+            else:
+                state = {"draft": pb.REVIEW_STATE_DRAFT, "edited": pb.REVIEW_STATE_EDITED,
+                         "approved": pb.REVIEW_STATE_APPROVED}.get(args.state or "", 0)
+                records = list(stub.List(pb.ListSummariesRequest(
+                    agent_id=args.agent_id, disposition_code=args.disposition, state=state,
+                    page_size=args.limit)).summaries)
+        except grpc.RpcError as exc:
+            raise RemoteError(exc) from exc
+    if args.format == "json":
+        from google.protobuf.json_format import MessageToDict
+
+        documents = []
+        for record in records:
+            document = MessageToDict(record, preserving_proto_field_name=True)
+            document["summary"] = json.loads(document.pop("summary_json"))
+            documents.append(document)
+        sys.stdout.write(json.dumps(documents[0] if args.action == "get" else documents, indent=2,
+                                    ensure_ascii=False) + "\n")
+    else:
+        for record in records:
+            _print_summary(json.loads(record.summary_json), "text")
+    return 0
+
+
+# Status codes that mean the request was at fault (exit 2), not the server or the network (exit 1).
+_CLIENT_FAULTS = ("INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"summarise": _summarise}[args.command](args)
+        return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries}[args.command](args)
     except UserError as exc:
         print(f"aftercall: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except RemoteError as exc:
+        print(f"aftercall: server error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR if exc.code.name in _CLIENT_FAULTS else EXIT_INTERNAL_ERROR
     except ModelIntegrityError as exc:
         print(f"aftercall: model integrity check failed: {exc}", file=sys.stderr)
         return EXIT_INTERNAL_ERROR

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError
 from aftercall.core.transcript import Transcript, parse_transcript
 from aftercall.redact import Redactor
+from aftercall.redact.redactor import Redaction
 from aftercall.summarise.summariser import EmbeddedSummariser
 from aftercall.summarise.taxonomy import Disposition
 from aftercall.transcribe.base import ProgressCallback, Transcriber
@@ -35,6 +36,25 @@ class RawAudioSpec:
     encoding: Encoding
     sample_rate: int = 8000
     channels: int = 1
+
+
+def build_pipeline(config: Config, taxonomy_path: Path | None = None) -> "Pipeline":
+    """The embedded pipeline as configured; Whisper loads on first use, so transcript input never pays for it."""
+    from aftercall.summarise.taxonomy import load_taxonomy
+    from aftercall.transcribe.embedded import EmbeddedTranscriber
+
+    if taxonomy_path is None and config.summarise.taxonomy:
+        taxonomy_path = Path(config.summarise.taxonomy)
+    asr = config.asr
+    return Pipeline(
+        config=config,
+        taxonomy=load_taxonomy(taxonomy_path),
+        summariser=EmbeddedSummariser(min_similarity=config.summarise.min_disposition_similarity),
+        transcriber_factory=lambda: EmbeddedTranscriber(
+            Path(asr.model_dir) if asr.model_dir else None, asr.beam_size, asr.parallel_decodes, asr.vad,
+            asr.mono_speaker,
+        ),
+    )
 
 
 @dataclass
@@ -70,20 +90,40 @@ class Pipeline:
     def run(self, source: Audio | Transcript, roles: tuple[str, ...], call_id: str | None = None,
             progress: ProgressCallback | None = None) -> dict[str, Any]:
         timings: dict[str, float] = {}
-        started = time.perf_counter()
         if isinstance(source, Audio):
-            transcript = self.transcriber().transcribe(source, roles, progress)
-            timings["asr_s"] = time.perf_counter() - started
+            transcript = self.transcribe(source, roles, progress, timings)
         else:
             transcript = source
         call_id = call_id or transcript.call_id or f"call-{uuid.uuid4().hex[:12]}"
-        mark = time.perf_counter()
+        redaction = self.redact(transcript, call_id, timings)
+        audio_seconds = source.duration if isinstance(source, Audio) else None
+        return self.summarise(redaction, timings=timings, audio_seconds=audio_seconds)
+
+    # The stages, separately, so the served path can checkpoint between them.
+    def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
+                   timings: dict[str, float] | None = None) -> Transcript:
+        started = time.perf_counter()
+        transcript = self.transcriber().transcribe(audio, roles, progress)
+        if timings is not None:
+            timings["asr_s"] = time.perf_counter() - started
+        return transcript
+
+    def redact(self, transcript: Transcript, call_id: str, timings: dict[str, float] | None = None) -> Redaction:
+        started = time.perf_counter()
         redaction = self.redactor.redact_transcript(Transcript(transcript.turns, call_id))
-        timings["redaction_s"] = time.perf_counter() - mark
+        if timings is not None:
+            timings["redaction_s"] = time.perf_counter() - started
+        return redaction
+
+    def summarise(self, redaction: Redaction, taxonomy: tuple[Disposition, ...] | None = None,
+                  timings: dict[str, float] | None = None, audio_seconds: float | None = None) -> dict[str, Any]:
+        """Summary of an already redacted transcript. `redaction.secrets` may be empty (a call resumed from its
+        checkpoint after a restart): the re-check then runs the detectors without the leak check."""
+        timings = {} if timings is None else timings
         mark = time.perf_counter()
-        summary = self.summariser.summarise(redaction.transcript, self.taxonomy)
+        summary = self.summariser.summarise(redaction.transcript, taxonomy or self.taxonomy)
         timings["summarisation_s"] = time.perf_counter() - mark
-        summary["call_id"] = call_id
+        summary["call_id"] = redaction.transcript.call_id or ""
         summary["transcript"] = [t.to_json() for t in redaction.transcript.turns]
         mark = time.perf_counter()
         summary, second_pass = recheck_summary(summary, self.redactor, redaction.secrets)
@@ -92,8 +132,8 @@ class Pipeline:
         if sum(second_pass.values()):
             logger.warning("second redaction pass removed %d value(s) from the summary", sum(second_pass.values()))
         summary["redactions"] = [{"type": k, "count": v} for k, v in sorted(counts.items()) if v]
-        if isinstance(source, Audio):
-            summary["audio_seconds"] = round(source.duration, 2)
+        if audio_seconds is not None:
+            summary["audio_seconds"] = round(audio_seconds, 2)
         summary["timings"] = {k: round(v, 3) for k, v in timings.items()}
         return summary
 

@@ -29,6 +29,7 @@ class Encoding(str, Enum):
 # WAVE format tags (RFC 2361) and the sample width the contract allows for each.
 _FORMAT_TAGS = {1: Encoding.LINEAR_PCM, 6: Encoding.ALAW, 7: Encoding.MULAW}
 _BITS = {Encoding.LINEAR_PCM: 16, Encoding.ALAW: 8, Encoding.MULAW: 8}
+SAMPLE_BYTES = {encoding: bits // 8 for encoding, bits in _BITS.items()}
 _EXTENSIBLE = 0xFFFE
 
 
@@ -122,8 +123,24 @@ def _sniff(data: bytes) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class WavPayload:
+    """A validated WAV file's sample bytes, still in their encoding (what a PBX client streams as is)."""
+
+    encoding: Encoding
+    sample_rate: int
+    channels: int
+    payload: bytes
+
+
 def parse_wav(data: bytes) -> Audio:
-    """Parse and validate a RIFF/WAVE file held in memory."""
+    """Parse, validate and decode a RIFF/WAVE file held in memory."""
+    wav = read_wav(data)
+    return Audio(wav.sample_rate, decode_samples(wav.payload, wav.encoding, wav.channels), wav.encoding)
+
+
+def read_wav(data: bytes) -> WavPayload:
+    """Parse and validate a RIFF/WAVE file held in memory, without decoding the samples."""
     if len(data) == 0:
         raise AudioFormatError("empty file")
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
@@ -158,7 +175,7 @@ def parse_wav(data: bytes) -> Audio:
         raise AudioFormatError("empty: the data chunk holds no samples")
     if len(payload) % block_align:
         raise AudioFormatError(f"truncated: the data chunk ends mid-frame ({len(payload)} bytes, frames of {block_align})")
-    return Audio(rate, decode_samples(payload, encoding, channel_count), encoding)
+    return WavPayload(encoding, rate, channel_count, payload)
 
 
 def _parse_fmt(body: bytes) -> tuple[Encoding, int, int, int]:

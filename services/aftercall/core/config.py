@@ -52,11 +52,52 @@ class LoggingConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:50051"
+    metrics_listen: str = "127.0.0.1:9464"
+    # Empty: $XDG_DATA_HOME/aftercall (~/.local/share/aftercall); the appliance uses /var/lib/aftercall.
+    data_dir: str = ""
+    # Certificates are read from files (systemd credentials on the appliance), never written in this file.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Set: mutual TLS; a client must present a certificate signed by this CA.
+    tls_client_ca_file: str = ""
+    # Plaintext is refused on any address but loopback unless this is set.
+    allow_plaintext_remote: bool = False
+    # Below systemd's TimeoutStopSec: calls in flight get this long to finish before they are left to the restart.
+    shutdown_grace_s: float = 20.0
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    # Streams receiving audio at once; one more is refused with RESOURCE_EXHAUSTED.
+    max_active_calls: int = 256
+    # Calls received but not yet summarised (durable on disk); beyond this new calls are refused.
+    max_pending_calls: int = 5000
+    # Largest audio chunk accepted, in milliseconds of audio.
+    max_chunk_ms: int = 1000
+    # Calls summarised at once (each decodes its channels in parallel: asr.parallel_decodes).
+    workers: int = 1
+    # A stream with no message for this long is closed and its call summarised as incomplete.
+    stream_idle_timeout_s: float = 120.0
+    # New calls are refused while the data directory's disk has less free space than this.
+    min_free_disk_mb: int = 512
+    # Largest SubmitRecording message.
+    max_recording_mb: int = 256
+    # SubmitRecording by path reads only files under this directory; empty disables it.
+    import_dir: str = ""
+    # Failed attempts before a call is marked failed (it stays on disk for an operator).
+    max_attempts: int = 3
+
+
+@dataclass(frozen=True)
 class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     summarise: SummariseConfig = field(default_factory=SummariseConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -71,6 +112,15 @@ _RANGES: dict[str, tuple[float, float]] = {
     "asr.parallel_decodes": (1, 16),
     "audio.max_duration_s": (1, 24 * 3600),
     "summarise.min_disposition_similarity": (-1.0, 1.0),
+    "server.shutdown_grace_s": (0.0, 600.0),
+    "ingest.max_active_calls": (1, 100_000),
+    "ingest.max_pending_calls": (1, 10_000_000),
+    "ingest.max_chunk_ms": (20, 10_000),
+    "ingest.workers": (1, 64),
+    "ingest.stream_idle_timeout_s": (1.0, 86_400.0),
+    "ingest.min_free_disk_mb": (0, 10_000_000),
+    "ingest.max_recording_mb": (1, 2048),
+    "ingest.max_attempts": (1, 100),
 }
 
 
@@ -150,7 +200,22 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         built[f.name] = _build_section(f.name, f.default_factory().__class__, document.get(f.name, {}))
     config = Config(**built)
     _validate_roles(config.audio.roles, "config audio.roles")
+    for key in ("listen", "metrics_listen"):
+        parse_address(getattr(config.server, key), f"config server.{key}")
+    if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
+        raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
+    if config.server.tls_client_ca_file and not config.server.tls_cert_file:
+        raise ConfigError("config server.tls_client_ca_file: mutual TLS needs server.tls_cert_file and tls_key_file")
     return config
+
+
+def parse_address(text: str, where: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port`; port 0 asks the OS for a free one."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"{where}: must be HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def _validate_roles(roles: tuple[str, ...], where: str) -> None:

@@ -1,4 +1,5 @@
-"""Domain exceptions. The CLI maps `UserError` to exit code 2; the gRPC layer (later) maps them to status codes."""
+"""Domain exceptions. The CLI maps `UserError` to exit code 2; `aftercall.core.rpc` maps each to a gRPC status code
+(the table is there, in one place)."""
 
 
 class AftercallError(Exception):
@@ -19,6 +20,34 @@ class TranscriptFormatError(UserError):
 
 class ConfigError(UserError):
     """A config file or taxonomy that fails validation; the message names the key."""
+
+
+class StreamProtocolError(UserError):
+    """A call stream out of order: audio before CallStart, a sequence gap, an oversized chunk, ..."""
+
+
+class AlreadyExistsError(UserError):
+    """A call id that is already known."""
+
+
+class NotFoundError(UserError):
+    """No such call or summary."""
+
+
+class ConflictError(UserError):
+    """Someone else changed the record first (optimistic locking)."""
+
+
+class StateError(UserError):
+    """The operation does not apply in the record's current state (e.g. editing an approved summary)."""
+
+
+class StreamTimeoutError(AftercallError):
+    """A client that stopped sending mid-call."""
+
+
+class CapacityError(AftercallError):
+    """Over a configured limit (active calls, pending calls, disk): retry later or elsewhere."""
 
 
 class ModelIntegrityError(AftercallError):

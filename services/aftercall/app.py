@@ -1,0 +1,115 @@
+"""`aftercall serve`: the appliance's services, all in one process or one per process, built the same way.
+
+Config -> logging -> adapters (database, spool, pipeline, metrics) injected into the servicers -> one gRPC server
+with health and reflection -> on SIGTERM/SIGINT: health NOT_SERVING, in-flight calls get `server.shutdown_grace_s`,
+then whatever is unfinished is left on disk for the next start to resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from aftercall.core.config import Config
+from aftercall.core.database import open_database
+from aftercall.core.errors import ConfigError
+from aftercall.core.metrics import Metrics, serve_metrics
+from aftercall.core.rpc import GrpcServer, check_listen_security
+from aftercall.ingest.calls import CallStore
+from aftercall.ingest.processor import CallProcessor
+from aftercall.ingest.service import CallIngestService
+from aftercall.ingest.spool import Spool
+from aftercall.pipeline import Pipeline, build_pipeline
+from aftercall.review.service import SummariesService
+from aftercall.review.store import SummaryStore
+
+logger = logging.getLogger(__name__)
+
+SERVICES = ("ingest", "summaries")
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "aftercall"
+
+
+@dataclass
+class Appliance:
+    server: GrpcServer
+    port: int
+    metrics: Metrics
+    metrics_port: int | None
+    processor: CallProcessor | None
+    _closers: list
+
+    async def stop(self, grace: float) -> bool:
+        """Stop within `grace` seconds. True when a call was still being processed (it resumes at next start)."""
+        waits = [self.server.stop(grace)]
+        if self.processor is not None:
+            waits.append(self.processor.stop(grace))
+        await asyncio.gather(*waits)
+        abandoned = self.processor is not None and self.processor.busy
+        for close in self._closers:
+            close()
+        return abandoned
+
+
+async def start_appliance(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None = None,
+                          metrics_listen: str | None = None, registry: CollectorRegistry | None = None,
+                          pipeline: Pipeline | None = None) -> Appliance:
+    """Build and start the services. `metrics_listen=""` serves no metrics endpoint (tests read the registry)."""
+    unknown = [s for s in services if s not in SERVICES]
+    if unknown:
+        raise ConfigError(f"unknown service {unknown[0]!r} (services: {', '.join(SERVICES)}, asr and triton come "
+                          "with the Riva/Triton issue)")
+    listen = listen or config.server.listen
+    metrics_listen = config.server.metrics_listen if metrics_listen is None else metrics_listen
+    if metrics_listen:
+        check_listen_security(metrics_listen, config.server, "metrics_listen")
+    db = open_database(data_dir)
+    closers = [db.close]
+    calls, summaries, spool = CallStore(db), SummaryStore(db), Spool(data_dir / "spool")
+    metrics = Metrics(registry)
+    bindings, processor = [], None
+    if "ingest" in services:
+        processor = CallProcessor(pipeline or build_pipeline(config), calls, summaries, spool, metrics,
+                                  config.ingest.workers, config.ingest.max_attempts)
+        bindings.append(CallIngestService(config, calls, spool, processor, metrics).binding())
+    if "summaries" in services:
+        bindings.append(SummariesService(summaries).binding())
+    server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
+                        max_message_bytes=(config.ingest.max_recording_mb + 1) * 1024 * 1024)
+    port = await server.start()
+    if processor is not None:
+        await processor.start()
+    metrics_port = None
+    if metrics_listen:
+        http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
+        metrics_port = http_server.server_port
+        closers.insert(0, http_server.shutdown)
+    return Appliance(server, port, metrics, metrics_port, processor, closers)
+
+
+async def serve(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None,
+                metrics_listen: str | None) -> bool:
+    """Run until SIGTERM/SIGINT. Returns True when work was left for the next start."""
+    appliance = await start_appliance(config, services, data_dir, listen, metrics_listen)
+    host = (listen or config.server.listen).rpartition(":")[0]
+    metrics_note = f", metrics on port {appliance.metrics_port}" if appliance.metrics_port else ""
+    # One line on stderr that scripts (and the tests) read the bound port from.
+    print(f"aftercall: serving {', '.join(services)} on {host}:{appliance.port}{metrics_note}; data in {data_dir}",
+          file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    logger.warning("stopping: no new calls; %.0f s for calls in flight", config.server.shutdown_grace_s)
+    return await appliance.stop(config.server.shutdown_grace_s)

@@ -1,0 +1,32 @@
+"""The appliance's SQLite database (one file in the data directory): calls in flight and stored summaries.
+
+WAL with synchronous=FULL: a committed row survives `kill -9` and power loss. Owner-only permissions, because until
+the vault lands its rows (metadata, redacted transcripts) are not yet encrypted.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+DATABASE_NAME = "aftercall.db"
+
+
+def prepare_data_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(path, 0o700)
+    return path
+
+
+def open_database(data_dir: Path) -> sqlite3.Connection:
+    path = prepare_data_dir(data_dir) / DATABASE_NAME
+    path.touch(mode=0o600, exist_ok=True)
+    os.chmod(path, 0o600)
+    # Used only from the event loop's thread; autocommit off so every change is an explicit transaction.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection.row_factory = sqlite3.Row
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA busy_timeout=5000")
+    return connection

@@ -1,0 +1,61 @@
+"""Prometheus metrics of every stage, on a registry of their own (tests build a fresh one each).
+
+Names follow `aftercall_<subsystem>_<name>_<unit>`; labels are bounded (stage, type, status code, source), never a
+call id or an agent id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from aftercall.core.config import ServerConfig, parse_address
+
+# Post-call latency spans seconds (a short call, idle appliance) to many minutes (a queue after a burst).
+_LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
+_STAGE_BUCKETS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+STAGES = ("asr", "redaction", "summarisation", "recheck", "store")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.calls_active = Gauge("aftercall_ingest_calls_active", "Streams receiving audio now.", registry=r)
+        self.calls_accepted = Counter("aftercall_ingest_calls_accepted_total", "Calls accepted, by source.",
+                                      ["source"], registry=r)
+        self.calls_rejected = Counter("aftercall_ingest_calls_rejected_total",
+                                      "Calls refused before acceptance, by gRPC status code.", ["code"], registry=r)
+        self.calls_completed = Counter("aftercall_pipeline_calls_completed_total", "Calls summarised and stored.",
+                                       registry=r)
+        self.calls_failed = Counter("aftercall_pipeline_calls_failed_total",
+                                    "Processing attempts that failed, by stage.", ["stage"], registry=r)
+        self.audio_seconds = Counter("aftercall_ingest_audio_seconds_total", "Seconds of call audio received.",
+                                     registry=r)
+        self.stage_seconds = Histogram("aftercall_pipeline_stage_duration_seconds", "Time spent per stage.",
+                                       ["stage"], buckets=_STAGE_BUCKETS, registry=r)
+        self.post_call_latency = Histogram(
+            "aftercall_pipeline_post_call_latency_seconds",
+            "From the end of the call's audio (CallEnd or upload) to its summary stored.",
+            buckets=_LATENCY_BUCKETS, registry=r)
+        self.redactions = Counter("aftercall_redact_redactions_total", "Sensitive values redacted, by type.",
+                                  ["type"], registry=r)
+        self.queue_depth = Gauge("aftercall_pipeline_queue_depth", "Calls received and waiting to be processed.",
+                                 registry=r)
+        self.errors = Counter("aftercall_errors_total", "Errors returned to clients, by service and status code.",
+                              ["service", "code"], registry=r)
+        for stage in STAGES:  # so every series exists from the first scrape
+            self.stage_seconds.labels(stage=stage)
+
+    def rpc_error(self, method: str, code) -> None:
+        """Hook for `aftercall.core.rpc.ErrorInterceptor`: "/aftercall.v1.CallIngest/StreamCall" -> CallIngest."""
+        service = method.strip("/").split("/")[0].rsplit(".", 1)[-1]
+        self.errors.labels(service=service, code=code.name).inc()
+
+
+def serve_metrics(metrics: Metrics, listen: str, config: ServerConfig):
+    """The /metrics endpoint, over TLS (and mutual TLS) when the gRPC listener has it. Returns (server, thread)."""
+    host, port = parse_address(listen, "config server.metrics_listen")
+    return start_http_server(
+        port, addr=host, registry=metrics.registry,
+        certfile=config.tls_cert_file or None, keyfile=config.tls_key_file or None,
+        client_cafile=config.tls_client_ca_file or None, client_auth_required=bool(config.tls_client_ca_file))

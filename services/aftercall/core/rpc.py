@@ -1,0 +1,253 @@
+"""The gRPC skeleton every aftercall server uses: TLS / mutual TLS, health and reflection, the one table that maps
+domain exceptions to status codes (with `google.rpc` details), caller identity, and the client channel."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aftercall.core import errors
+from aftercall.core.config import ServerConfig, parse_address
+from aftercall.core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Most specific first: the first matching class wins.
+_STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (errors.CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.StreamTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.ConflictError, grpc.StatusCode.ABORTED),
+    (errors.StateError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.UserError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ModelIntegrityError, grpc.StatusCode.FAILED_PRECONDITION),
+)
+ERROR_DOMAIN = "aftercall"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+USER_METADATA_KEY = "x-aftercall-user"
+
+ErrorHook = Callable[[str, grpc.StatusCode], None]
+
+
+def status_code_for(exc: BaseException) -> grpc.StatusCode:
+    for cls, code in _STATUS_CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _trailing_details(code: grpc.StatusCode, message: str, reason: str) -> tuple[tuple[str, bytes], ...]:
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+    status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=[detail])
+    return ((_STATUS_DETAILS_KEY, status.SerializeToString()),)
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """The `ErrorInfo.reason` a client gets with an aftercall error (e.g. "StreamProtocolError")."""
+    trailing = error.trailing_metadata() or ()
+    for key, value in trailing:
+        if key == _STATUS_DETAILS_KEY:
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return None
+
+
+class RemoteError(errors.AftercallError):
+    """A server refused or failed a request: its status code, message and `ErrorInfo.reason`."""
+
+    def __init__(self, error: grpc.RpcError):
+        self.code = error.code()
+        self.reason = error_reason(error)
+        super().__init__(f"{self.code.name}: {error.details()}")
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Every handler's domain exceptions become one status code + message; anything else is INTERNAL, logged with
+    its traceback but never echoed to the client."""
+
+    def __init__(self, on_error: ErrorHook | None = None):
+        self._on_error = on_error
+
+    async def _abort(self, context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+        code = status_code_for(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            logger.exception("%s failed", method, exc_info=exc)
+            message = "internal error; the server log has the details"
+        else:
+            message = str(exc)
+        if self._on_error is not None:
+            self._on_error(method, code)
+        await context.abort(code, message, trailing_metadata=_trailing_details(code, message, type(exc).__name__))
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary or handler.stream_unary:
+            behaviour = handler.unary_unary or handler.stream_unary
+
+            async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                try:
+                    return await behaviour(request, context)
+                except (grpc.aio.AbortError, grpc.aio.UsageError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the one place errors become status codes
+                    await self._abort(context, method, exc)
+
+            wrap = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
+            return wrap(single, handler.request_deserializer, handler.response_serializer)
+        behaviour = handler.unary_stream or handler.stream_stream
+
+        async def streaming(request: Any, context: grpc.aio.ServicerContext):
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except Exception as exc:  # noqa: BLE001
+                await self._abort(context, method, exc)
+
+        wrap = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
+        return wrap(streaming, handler.request_deserializer, handler.response_serializer)
+
+
+def _read_secret_file(path: str, key: str) -> bytes:
+    try:
+        mode = os.stat(path).st_mode
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config server.{key}: cannot read {path} ({exc.strerror})") from exc
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"config server.{key}: {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+                          "chmod 600 it")
+    return data
+
+
+def _read_file(path: str, key: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config server.{key}: cannot read {path} ({exc.strerror})") from exc
+
+
+def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    if not config.tls_cert_file:
+        return None
+    chain = _read_file(config.tls_cert_file, "tls_cert_file")
+    key = _read_secret_file(config.tls_key_file, "tls_key_file")
+    client_ca = _read_file(config.tls_client_ca_file, "tls_client_ca_file") if config.tls_client_ca_file else None
+    return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_listen_security(listen: str, config: ServerConfig, key: str) -> None:
+    host, _ = parse_address(listen, f"config server.{key}")
+    if not config.tls_cert_file and not is_loopback(host) and not config.allow_plaintext_remote:
+        raise ConfigError(f"config server.{key}: {listen} is not loopback and TLS is off; set server.tls_cert_file "
+                          "and server.tls_key_file (or server.allow_plaintext_remote = true on a trusted network)")
+
+
+def caller_identity(context: grpc.aio.ServicerContext) -> str:
+    """Who is calling: the client certificate's common name under mutual TLS, else the `x-aftercall-user` metadata
+    (trusted on loopback only until role checks land with the vault), else "anonymous"."""
+    common_names = context.auth_context().get("x509_common_name")
+    if common_names:
+        return common_names[0].decode()
+    for key, value in context.invocation_metadata() or ():
+        if key == USER_METADATA_KEY and value:
+            return str(value)[:128]
+    return "anonymous"
+
+
+@dataclass(frozen=True)
+class ServiceBinding:
+    """One servicer to mount: its full proto name (for health and reflection) and how to add it."""
+
+    name: str
+    add: Callable[[grpc.aio.Server], None]
+
+
+class GrpcServer:
+    """A started `grpc.aio` server with health (overall and per service) and reflection."""
+
+    def __init__(self, bindings: list[ServiceBinding], config: ServerConfig, listen: str,
+                 on_error: ErrorHook | None = None, max_message_bytes: int = 4 * 1024 * 1024):
+        check_listen_security(listen, config, "listen")
+        self._listen = listen
+        self._bindings = bindings
+        self._credentials = server_credentials(config)
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(on_error)],
+            options=[("grpc.max_receive_message_length", max_message_bytes),
+                     ("grpc.max_send_message_length", max_message_bytes),
+                     ("grpc.so_reuseport", 0)],
+        )
+        for binding in bindings:
+            binding.add(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [b.name for b in bindings] + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                              reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self.server)
+        self.port = 0
+
+    async def start(self) -> int:
+        if self._credentials is None:
+            self.port = self.server.add_insecure_port(self._listen)
+        else:
+            self.port = self.server.add_secure_port(self._listen, self._credentials)
+        if self.port == 0:
+            raise ConfigError(f"config server.listen: cannot bind {self._listen}")
+        await self.server.start()
+        for name in ["", *(b.name for b in self._bindings)]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace: float) -> None:
+        """Health goes NOT_SERVING first so load balancers stop sending, then in-flight RPCs get `grace` seconds."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "",
+                   asynchronous: bool = False):
+    """A channel to an aftercall server: plaintext, TLS (ca_file) or mutual TLS (plus cert_file and key_file).
+
+    The CLI's clients are synchronous on purpose: a grpc.aio client that is still writing when the server ends a
+    stream early reports INTERNAL instead of the server's status (grpc/grpc#36066); the sync client does not.
+    """
+    options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+    module = grpc.aio if asynchronous else grpc
+    if not ca_file:
+        return module.insecure_channel(address, options=options)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_file).read_bytes(),
+        private_key=Path(key_file).read_bytes() if key_file else None,
+        certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+    )
+    return module.secure_channel(address, credentials, options=options)

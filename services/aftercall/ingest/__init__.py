@@ -1,0 +1,1 @@
+"""Calls in: live streams and recordings (CallIngest), their spool and durable jobs, and the processor."""

@@ -1,0 +1,179 @@
+"""Turns received calls into stored summaries, one durable step at a time, and resumes after a restart.
+
+received --ASR + redaction--> transcribed (redacted transcript checkpointed) --summary--> done.
+Recognition and summarisation run in a worker thread pool, so the event loop keeps serving streams meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aftercall.core.errors import AftercallError
+from aftercall.core.logsetup import call_id_var
+from aftercall.core.metrics import Metrics
+from aftercall.core.transcript import Transcript, Turn
+from aftercall.ingest.calls import RECEIVING, TRANSCRIBED, CallJob, CallStore
+from aftercall.ingest.spool import Spool
+from aftercall.pipeline import Pipeline
+from aftercall.redact.redactor import Redaction
+from aftercall.review.store import StoredSummary, SummaryStore
+from aftercall.summarise.taxonomy import parse_taxonomy
+
+logger = logging.getLogger(__name__)
+_RETRY_DELAY_S = 2.0
+
+
+class CallFailed(AftercallError):
+    """A call that could not be summarised after every attempt (it stays on disk, state failed)."""
+
+
+class CallProcessor:
+    def __init__(self, pipeline: Pipeline, calls: CallStore, summaries: SummaryStore, spool: Spool,
+                 metrics: Metrics, workers: int = 1, max_attempts: int = 3):
+        self._pipeline = pipeline
+        self._calls = calls
+        self._summaries = summaries
+        self._spool = spool
+        self._metrics = metrics
+        self._workers = workers
+        self._max_attempts = max_attempts
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._tasks: list[asyncio.Task] = []
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aftercall-pipeline")
+        self._busy = 0
+
+    @property
+    def pending(self) -> int:
+        """Calls received and not yet stored: the queue plus the ones being worked on."""
+        return self._queue.qsize() + self._busy
+
+    async def start(self) -> int:
+        """Resume every call a previous run left unfinished; returns how many."""
+        resumed = self._calls.resumable()
+        for job in resumed:
+            if job.state == RECEIVING:
+                # The stream was cut by the crash: summarise the audio that reached the disk.
+                audio = self._spool.load(job.call_id, job.audio_format) if job.audio_format else None
+                seconds = audio.duration if audio is not None else 0.0
+                self._calls.mark_received(job.call_id, seconds, complete=False)
+            self.submit(job.call_id)
+        if resumed:
+            logger.warning("resuming %d unfinished call(s) from before the restart", len(resumed))
+        self._tasks = [asyncio.create_task(self._work(), name=f"pipeline-{i}") for i in range(self._workers)]
+        return len(resumed)
+
+    def submit(self, call_id: str) -> None:
+        self._queue.put_nowait(call_id)
+        self._metrics.queue_depth.set(self.pending)
+
+    async def wait(self, call_id: str) -> StoredSummary:
+        """The stored summary of a call, once it exists."""
+        if self._summaries.exists(call_id):
+            return self._summaries.get(call_id)
+        future = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(call_id, []).append(future)
+        return await future
+
+    async def stop(self, grace: float) -> None:
+        """Let calls being processed finish within `grace`; the rest resume at the next start (they are on disk)."""
+        deadline = time.monotonic() + grace
+        while self._busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def busy(self) -> bool:
+        return self._busy > 0
+
+    async def _work(self) -> None:
+        while True:
+            call_id = await self._queue.get()
+            self._busy += 1
+            token = call_id_var.set(call_id)
+            try:
+                await self._process(call_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad call must not stop the worker
+                await self._failed(call_id, exc)
+            finally:
+                call_id_var.reset(token)
+                self._busy -= 1
+                self._metrics.queue_depth.set(self.pending)
+
+    async def _run(self, stage: str, function, *args) -> Any:
+        started = time.perf_counter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+        except Exception:
+            self._metrics.calls_failed.labels(stage=stage).inc()
+            raise
+        finally:
+            self._metrics.stage_seconds.labels(stage=stage).observe(time.perf_counter() - started)
+
+    async def _process(self, call_id: str) -> None:
+        job = self._calls.get(call_id)
+        if job is None or self._summaries.exists(call_id):
+            return
+        timings: dict[str, float] = {}
+        if job.state == TRANSCRIBED and job.transcript is not None:
+            # Resumed after a restart: the secrets of the first pass are gone; the re-check runs detectors only.
+            turns = tuple(Turn(t["speaker"], t["text"], t["start"], t["end"]) for t in job.transcript["turns"])
+            redaction = Redaction(Transcript(turns, call_id), Counter(job.transcript["counts"]), [])
+        else:
+            audio = self._spool.load(call_id, job.audio_format)
+            transcript = await self._run("asr", self._pipeline.transcribe, audio, job.roles, None, timings)
+            redaction = await self._run("redaction", self._pipeline.redact, transcript, call_id, timings)
+            self._calls.checkpoint_transcript(call_id, {
+                "turns": [t.to_json() for t in redaction.transcript.turns],
+                "counts": dict(redaction.counts)})
+            for kind, count in redaction.counts.items():
+                self._metrics.redactions.labels(type=kind).inc(count)
+        summary = await self._run("summarisation", self._summarise, job, redaction, timings)
+        started = time.perf_counter()
+        self._summaries.create_draft(summary, job.metadata, job.complete, summary.get("model", "aftercall"))
+        self._calls.mark_done(call_id)
+        self._spool.remove(call_id)
+        self._metrics.stage_seconds.labels(stage="store").observe(time.perf_counter() - started)
+        self._metrics.calls_completed.inc()
+        if job.received_at is not None:
+            self._metrics.post_call_latency.observe(max(0.0, time.time() - job.received_at))
+        logger.info("call summarised (%.1f s of audio, disposition %s)", job.audio_seconds,
+                    summary["disposition"]["code"])
+        self._resolve(call_id, self._summaries.get(call_id))
+
+    def _summarise(self, job: CallJob, redaction: Redaction, timings: dict[str, float]) -> dict[str, Any]:
+        taxonomy = parse_taxonomy(job.taxonomy_toml, "call taxonomy") if job.taxonomy_toml else None
+        summary = self._pipeline.summarise(redaction, taxonomy, timings, job.audio_seconds or None)
+        summary["complete"] = job.complete
+        second_pass = Counter({r["type"]: r["count"] for r in summary["redactions"]}) - redaction.counts
+        for kind, count in second_pass.items():
+            self._metrics.redactions.labels(type=kind).inc(count)
+        return summary
+
+    async def _failed(self, call_id: str, exc: Exception) -> None:
+        attempts, final = self._calls.record_failure(call_id, f"{type(exc).__name__}: {exc}", self._max_attempts)
+        if final:
+            logger.error("call failed after %d attempt(s): %s", attempts, type(exc).__name__, exc_info=exc)
+            for future in self._waiters.pop(call_id, []):
+                if not future.done():
+                    future.set_exception(CallFailed(f"call {call_id!r} could not be summarised: {exc}"))
+            return
+        logger.warning("call attempt %d failed (%s); retrying", attempts, type(exc).__name__)
+        await asyncio.sleep(_RETRY_DELAY_S)
+        self.submit(call_id)
+
+    def _resolve(self, call_id: str, record: StoredSummary) -> None:
+        for future in self._waiters.pop(call_id, []):
+            if not future.done():
+                future.set_result(record)
+

@@ -1,0 +1,255 @@
+"""`aftercall.v1.CallIngest`: live call streams and finished recordings in; redacted transcript and summary out.
+
+A call is accepted only when there is room (active streams, calls waiting, disk). From CallStart on, audio goes to
+disk as it arrives; a stream that breaks off (error, cancel, a client that vanishes or goes silent) still has its
+received audio summarised, flagged incomplete. Each stream's memory is one chunk: gRPC flow control holds the rest
+back in the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import AsyncIterator
+
+import grpc
+
+from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, Encoding, parse_wav
+from aftercall.core.config import Config
+from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtocolError, StreamTimeoutError, UserError
+from aftercall.core.logsetup import call_id_var
+from aftercall.core.metrics import Metrics
+from aftercall.core.rpc import ServiceBinding
+from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
+from aftercall.ingest.processor import CallProcessor
+from aftercall.ingest.spool import AudioFormat, Spool, StreamSpool
+from aftercall.review.service import to_proto
+from aftercall.summarise.taxonomy import parse_taxonomy
+from aftercall.v1 import ingest_pb2 as pb
+from aftercall.v1 import ingest_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+
+_ENCODINGS = {pb.AUDIO_ENCODING_MULAW: Encoding.MULAW, pb.AUDIO_ENCODING_ALAW: Encoding.ALAW,
+              pb.AUDIO_ENCODING_LINEAR_PCM: Encoding.LINEAR_PCM}
+_ROLES = {pb.CHANNEL_ROLE_AGENT: "agent", pb.CHANNEL_ROLE_CUSTOMER: "customer"}
+_DIRECTIONS = {pb.CALL_DIRECTION_INBOUND: "inbound", pb.CALL_DIRECTION_OUTBOUND: "outbound"}
+
+
+def _roles(values, default: tuple[str, ...], channels: int | None) -> tuple[str, ...]:
+    if not values:
+        return default
+    if any(v not in _ROLES for v in values):
+        raise UserError("channel_roles: every channel needs AGENT or CUSTOMER")
+    roles = tuple(_ROLES[v] for v in values)
+    if channels is not None and len(roles) != channels:
+        raise UserError(f"channel_roles names {len(roles)} channel(s) but the audio has {channels}")
+    if len(roles) == 2 and sorted(roles) != ["agent", "customer"]:
+        raise UserError("channel_roles: a stereo call needs one AGENT and one CUSTOMER channel")
+    if len(roles) > 2:
+        raise UserError(f"channel_roles: 1 or 2 channels, got {len(roles)}")
+    return roles
+
+
+def _metadata(message: pb.CallMetadata) -> dict[str, str]:
+    return {"agent_id": message.agent_id, "queue": message.queue, "direction": _DIRECTIONS.get(message.direction, ""),
+            "ani": message.ani, "dnis": message.dnis, "tenant": message.tenant}
+
+
+def _taxonomy(text: str) -> str:
+    if text:
+        parse_taxonomy(text, "taxonomy_toml")  # refuse a bad taxonomy now, not after the call
+    return text
+
+
+class CallIngestService(pb_grpc.CallIngestServicer):
+    def __init__(self, config: Config, calls: CallStore, spool: Spool, processor: CallProcessor, metrics: Metrics):
+        self._config = config
+        self._limits = config.ingest
+        self._calls = calls
+        self._spool = spool
+        self._processor = processor
+        self._metrics = metrics
+        self._active = 0
+
+    def binding(self) -> ServiceBinding:
+        return ServiceBinding(pb.DESCRIPTOR.services_by_name["CallIngest"].full_name,
+                              lambda server: pb_grpc.add_CallIngestServicer_to_server(self, server))
+
+    # -- admission ---------------------------------------------------------------------------------------------
+    def _admit(self, streaming: bool) -> None:
+        try:
+            if streaming and self._active >= self._limits.max_active_calls:
+                raise CapacityError(f"{self._active} calls are streaming, the limit (ingest.max_active_calls); "
+                                    "retry shortly or send to another appliance")
+            if self._processor.pending >= self._limits.max_pending_calls:
+                raise CapacityError(f"{self._processor.pending} calls are waiting to be summarised, the limit "
+                                    "(ingest.max_pending_calls); retry later")
+            free_mb = self._spool.free_bytes() // (1024 * 1024)
+            if free_mb < self._limits.min_free_disk_mb:
+                raise CapacityError(f"only {free_mb} MB free on the data disk (ingest.min_free_disk_mb = "
+                                    f"{self._limits.min_free_disk_mb}); not accepting calls")
+        except CapacityError:
+            self._metrics.calls_rejected.labels(code="RESOURCE_EXHAUSTED").inc()
+            raise
+
+    # -- StreamCall --------------------------------------------------------------------------------------------
+    async def _next(self, messages: AsyncIterator[pb.CallAudio]) -> pb.CallAudio | None:
+        try:
+            return await asyncio.wait_for(anext(messages), self._limits.stream_idle_timeout_s)
+        except StopAsyncIteration:
+            return None
+        except asyncio.TimeoutError:
+            raise StreamTimeoutError(f"no message for {self._limits.stream_idle_timeout_s:g} s "
+                                     "(ingest.stream_idle_timeout_s); the call was closed") from None
+
+    def _job_from_start(self, start: pb.CallStart) -> CallJob:
+        call_id = check_call_id(start.call_id)
+        if start.encoding not in _ENCODINGS:
+            raise AudioFormatError(f"encoding must be MULAW, ALAW or LINEAR_PCM, got "
+                                   f"{pb.AudioEncoding.Name(start.encoding) if start.encoding in pb.AudioEncoding.values() else start.encoding}")
+        if start.sample_rate_hz not in SUPPORTED_RATES:
+            raise AudioFormatError(f"sample_rate_hz must be 8000 or 16000, got {start.sample_rate_hz}")
+        if not start.channel_roles:
+            raise UserError("channel_roles: name each channel (1 or 2), e.g. [AGENT, CUSTOMER]")
+        roles = _roles(start.channel_roles, self._config.audio.roles, None)
+        audio_format = AudioFormat(_ENCODINGS[start.encoding], start.sample_rate_hz, len(roles))
+        if len(roles) == 1:
+            roles = self._config.audio.roles  # mono: one mixed channel, attributed by the recogniser
+        return CallJob(call_id, RECEIVING, "stream", audio_format, roles, _metadata(start.metadata),
+                       _taxonomy(start.taxonomy_toml))
+
+    def _write_chunk(self, spool: StreamSpool, chunk: pb.AudioChunk, expected: int) -> None:
+        fmt = spool.format
+        if chunk.sequence != expected:
+            raise StreamProtocolError(f"chunk sequence {chunk.sequence}, expected {expected}: chunks must arrive "
+                                      "in order, numbered from 0 without gaps")
+        size = len(chunk.audio)
+        if size == 0:
+            raise StreamProtocolError(f"chunk {chunk.sequence} holds no audio")
+        per_channel = chunk.HasField("channel")
+        if per_channel and chunk.channel >= fmt.channels:
+            raise StreamProtocolError(f"chunk {chunk.sequence} is for channel {chunk.channel} but the call has "
+                                      f"{fmt.channels}")
+        frame = SAMPLE_BYTES[fmt.encoding] if per_channel else fmt.frame_bytes
+        if size % frame:
+            raise StreamProtocolError(f"chunk {chunk.sequence} is {size} bytes, not a whole number of "
+                                      f"{frame}-byte frames")
+        limit = fmt.sample_rate * frame * self._limits.max_chunk_ms // 1000
+        if size > limit:
+            raise StreamProtocolError(f"chunk {chunk.sequence} is {size} bytes, more than "
+                                      f"{self._limits.max_chunk_ms} ms of audio ({limit} bytes; ingest.max_chunk_ms)")
+        before = spool.seconds
+        if per_channel:
+            spool.write_channel(chunk.channel, chunk.audio)
+        else:
+            spool.write_interleaved(chunk.audio)
+        if spool.seconds > self._config.audio.max_duration_s:
+            raise StreamProtocolError(f"the call is longer than audio.max_duration_s = "
+                                      f"{self._config.audio.max_duration_s} s")
+        self._metrics.audio_seconds.inc(spool.seconds - before)
+
+    def _hand_over(self, call_id: str, spool: StreamSpool, complete: bool) -> bool:
+        """Make the received audio durable and queue the call; a call with no audio at all is dropped."""
+        spool.finish()
+        if spool.seconds == 0:
+            self._calls.delete(call_id)
+            self._spool.remove(call_id)
+            return False
+        self._calls.mark_received(call_id, spool.seconds, complete)
+        self._processor.submit(call_id)
+        return True
+
+    async def StreamCall(self, requests: AsyncIterator[pb.CallAudio], context: grpc.aio.ServicerContext):
+        messages = aiter(requests)
+        first = await self._next(messages)
+        if first is None:
+            raise StreamProtocolError("empty stream: send CallStart first")
+        if first.WhichOneof("message") != "start":
+            raise StreamProtocolError(f"the first message must be CallStart, got {first.WhichOneof('message')}")
+        job = self._job_from_start(first.start)
+        self._admit(streaming=True)
+        self._calls.create(job)
+        call_id_var.set(job.call_id)
+        spool = self._spool.open_stream(job.call_id, job.audio_format)
+        self._active += 1
+        self._metrics.calls_active.inc()
+        self._metrics.calls_accepted.labels(source="stream").inc()
+        handed_over = False
+        try:
+            yield pb.CallEvent(accepted=pb.CallAccepted(call_id=job.call_id))
+            expected = 0
+            while True:
+                message = await self._next(messages)
+                kind = message.WhichOneof("message") if message is not None else None
+                if message is None:
+                    raise StreamProtocolError(f"the stream ended without CallEnd; the {spool.seconds:.1f} s "
+                                              "received will be summarised, marked incomplete")
+                if kind == "end":
+                    break
+                if kind != "chunk":
+                    raise StreamProtocolError("CallStart sent twice" if kind == "start" else "empty CallAudio message")
+                self._write_chunk(spool, message.chunk, expected)
+                expected += 1
+            if spool.seconds == 0:
+                raise StreamProtocolError("CallEnd without any audio: nothing to summarise")
+            handed_over = self._hand_over(job.call_id, spool, complete=True)
+            logger.info("call received (%.1f s)", spool.seconds)
+            yield pb.CallEvent(received=pb.CallReceived(call_id=job.call_id, audio_seconds=spool.seconds,
+                                                        complete=True))
+            record = await self._processor.wait(job.call_id)
+            for turn in record.summary.get("transcript", []):
+                yield pb.CallEvent(segment=pb.TranscriptSegment(
+                    speaker=turn["speaker"], text=turn["text"], start_s=turn.get("start") or 0.0,
+                    end_s=turn.get("end") or 0.0, final=True))
+            yield pb.CallEvent(summary=to_proto(record))
+        finally:
+            # An error, a cancelled or vanished client: what arrived is still summarised (no call is lost).
+            if not handed_over and self._hand_over(job.call_id, spool, complete=False):
+                logger.warning("stream broke off after %.1f s; summarising what arrived", spool.seconds)
+            self._active -= 1
+            self._metrics.calls_active.dec()
+
+    # -- SubmitRecording ---------------------------------------------------------------------------------------
+    def _recording_bytes(self, request: pb.SubmitRecordingRequest) -> bytes:
+        source = request.WhichOneof("source")
+        if source == "wav":
+            return request.wav
+        if source != "path":
+            raise UserError("give the recording as wav bytes or a path")
+        if not self._limits.import_dir:
+            raise UserError("submitting by path is disabled (set ingest.import_dir)")
+        root = Path(self._limits.import_dir).resolve()
+        path = (root / request.path).resolve()
+        if not path.is_relative_to(root):
+            raise UserError(f"path must be under ingest.import_dir ({root})")
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise AudioFormatError(f"cannot read {request.path}: {exc.strerror}") from exc
+
+    async def SubmitRecording(self, request: pb.SubmitRecordingRequest, context) -> pb.SubmitRecordingResponse:
+        call_id = check_call_id(request.call_id)
+        call_id_var.set(call_id)
+        wav = self._recording_bytes(request)
+        audio = parse_wav(wav)
+        if audio.duration > self._config.audio.max_duration_s:
+            raise AudioFormatError(f"too long: {audio.duration:.0f} s exceeds audio.max_duration_s = "
+                                   f"{self._config.audio.max_duration_s}")
+        roles = _roles(request.channel_roles, self._config.audio.roles, len(audio.channels))
+        if len(roles) == 1:
+            roles = self._config.audio.roles
+        job = CallJob(call_id, RECEIVING, "recording", None, roles, _metadata(request.metadata),
+                      _taxonomy(request.taxonomy_toml))
+        self._admit(streaming=False)
+        self._calls.create(job)
+        self._spool.write_recording(call_id, wav)
+        self._calls.mark_received(call_id, audio.duration, complete=True)
+        self._metrics.calls_accepted.labels(source="recording").inc()
+        self._metrics.audio_seconds.inc(audio.duration)
+        self._processor.submit(call_id)
+        response = pb.SubmitRecordingResponse(call_id=call_id, audio_seconds=audio.duration)
+        if request.wait:
+            response.summary.CopyFrom(to_proto(await self._processor.wait(call_id)))
+        return response

@@ -1,0 +1,114 @@
+"""Call audio on disk, written as it arrives, so a crash never loses a call.
+
+Layout: `<data_dir>/spool/<call_id>/ch<N>.raw` (one file per channel, still in the wire encoding) for streams and
+`recording.wav` for submitted recordings. A stream's files are fsynced before CallEnd is acknowledged.
+The bytes go through `Sealer`, the seam where the vault's encryption plugs in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from aftercall.core.audio import SAMPLE_BYTES, Audio, Encoding, decode_samples, parse_wav
+
+_RECORDING = "recording.wav"
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    encoding: Encoding
+    sample_rate: int
+    channels: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return SAMPLE_BYTES[self.encoding] * self.channels
+
+    def seconds(self, channel_bytes: int) -> float:
+        return channel_bytes / SAMPLE_BYTES[self.encoding] / self.sample_rate
+
+
+class StreamSpool:
+    """The open files of one streamed call."""
+
+    def __init__(self, directory: Path, audio_format: AudioFormat):
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.format = audio_format
+        self._files: list[BinaryIO] = [open(directory / f"ch{c}.raw", "ab") for c in range(audio_format.channels)]
+        self.channel_bytes = [0] * audio_format.channels
+
+    def write_interleaved(self, payload: bytes) -> None:
+        width = SAMPLE_BYTES[self.format.encoding]
+        if self.format.channels == 1:
+            self.write_channel(0, payload)
+            return
+        frames = np.frombuffer(payload, dtype=np.uint8).reshape(-1, self.format.channels, width)
+        for channel in range(self.format.channels):
+            self.write_channel(channel, frames[:, channel, :].tobytes())
+
+    def write_channel(self, channel: int, payload: bytes) -> None:
+        self._files[channel].write(payload)
+        self.channel_bytes[channel] += len(payload)
+
+    @property
+    def seconds(self) -> float:
+        return self.format.seconds(max(self.channel_bytes))
+
+    def finish(self) -> None:
+        """Flush and fsync every channel: after this returns the audio survives a crash."""
+        for handle in self._files:
+            if not handle.closed:
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
+
+
+class Spool:
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def directory(self, call_id: str) -> Path:
+        return self.root / call_id
+
+    def open_stream(self, call_id: str, audio_format: AudioFormat) -> StreamSpool:
+        return StreamSpool(self.directory(call_id), audio_format)
+
+    def write_recording(self, call_id: str, wav: bytes) -> None:
+        directory = self.directory(call_id)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        partial = directory / (_RECORDING + ".part")
+        with open(partial, "wb") as handle:
+            handle.write(wav)
+            handle.flush()
+            os.fsync(handle.fileno())
+        partial.rename(directory / _RECORDING)
+
+    def load(self, call_id: str, audio_format: AudioFormat | None) -> Audio:
+        """The call's audio: a stored recording, or the channel files (the shorter padded with silence; a sample
+        cut in half by a crash is dropped)."""
+        directory = self.directory(call_id)
+        if (directory / _RECORDING).exists():
+            return parse_wav((directory / _RECORDING).read_bytes())
+        assert audio_format is not None, "a streamed call always has its format stored"
+        width = SAMPLE_BYTES[audio_format.encoding]
+        channels = []
+        for channel in range(audio_format.channels):
+            path = directory / f"ch{channel}.raw"
+            data = path.read_bytes() if path.exists() else b""
+            channels.append(decode_samples(data[: len(data) - len(data) % width], audio_format.encoding, 1)[0])
+        length = max(len(c) for c in channels)
+        padded = tuple(np.pad(c, (0, length - len(c))) for c in channels)
+        return Audio(audio_format.sample_rate, padded, audio_format.encoding)
+
+    def remove(self, call_id: str) -> None:
+        shutil.rmtree(self.directory(call_id), ignore_errors=True)
+
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free

@@ -1,0 +1,1 @@
+"""Stored summaries and their review (Summaries): get, search, edit, approve."""

@@ -1,0 +1,286 @@
+"""`aftercall serve` and `aftercall stream` as real processes: TLS and mutual TLS, kill -9 and restart, SIGTERM,
+and the metrics endpoint scraped by a real Prometheus."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from aftercall.core.rpc import client_channel
+from aftercall.v1 import ingest_pb2 as pb
+from aftercall.v1 import ingest_pb2_grpc as pb_grpc
+from aftercall.v1 import summaries_pb2 as spb
+from aftercall.v1 import summaries_pb2_grpc as spb_grpc
+from conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+_READY = re.compile(r"serving .* on (\S+):(\d+)(?:, metrics on port (\d+))?")
+
+
+class Server:
+    """`aftercall serve` in a subprocess, bound to free ports it reports on stderr."""
+
+    def __init__(self, data_dir: Path, *args: str, env: dict | None = None):
+        self.log = data_dir.parent / f"serve-{time.monotonic_ns()}.log"
+        self._log_handle = open(self.log, "w")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aftercall", "serve", "--listen", "127.0.0.1:0", "--metrics-listen",
+             "127.0.0.1:0", "--data-dir", str(data_dir), *args],
+            stderr=self._log_handle, stdout=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, **(env or {})})
+        deadline = time.monotonic() + 60
+        while not (match := _READY.search(self.log.read_text())):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start:\n{self.log.read_text()}")
+            time.sleep(0.1)
+        self.address = f"127.0.0.1:{match.group(2)}"
+        self.metrics_port = int(match.group(3)) if match.group(3) else None
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        code = self.process.wait(timeout)
+        self._log_handle.close()
+        return code
+
+
+@pytest.fixture
+def servers(tmp_path):
+    started: list[Server] = []
+
+    def start(*args: str, data_dir: Path | None = None, env: dict | None = None) -> Server:
+        server = Server(data_dir or tmp_path / "data", *args, env=env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        if server.process.poll() is None:
+            server.stop(signal.SIGKILL)
+
+
+def _wait_for_summary(address: str, call_id: str, timeout: float = 180, **tls) -> spb.SummaryRecord:
+    deadline = time.monotonic() + timeout
+    with client_channel(address, **tls) as channel:
+        stub = spb_grpc.SummariesStub(channel)
+        while True:
+            try:
+                return stub.Get(spb.GetSummaryRequest(call_id=call_id))
+            except grpc.RpcError as error:
+                if error.code() is not grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.3)
+
+
+def test_serve_and_stream_console_scripts_round_trip(servers, tmp_path, demo_clip):
+    server = servers()
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(demo_clip)
+    result = run_cli("stream", clip, "--server", server.address, "--call-id", "cli-1", "--speed", "20",
+                     "--chunk-ms", "40")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["call_id"] == "cli-1" and summary["audio_seconds"] == pytest.approx(14.0)
+    assert "summary" in result.stderr and "after the end of the call" in result.stderr
+    again = run_cli("stream", clip, "--server", server.address, "--call-id", "cli-1")
+    assert again.returncode == 2 and "ALREADY_EXISTS" in again.stderr and "Traceback" not in again.stderr
+    listed = run_cli("summaries", "list", "--server", server.address)
+    assert [r["call_id"] for r in json.loads(listed.stdout)] == ["cli-1"]
+    missing = run_cli("summaries", "get", "nope", "--server", server.address)
+    assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
+    assert server.stop(signal.SIGTERM) == 0
+
+
+def test_kill_9_then_restart_still_summarises_every_received_call(servers, tmp_path, demo_clip):
+    data = tmp_path / "data"
+    server = servers(data_dir=data)
+    from aftercall.core.audio import read_wav
+
+    payload = read_wav(demo_clip).payload
+    received = []
+    with client_channel(server.address) as channel:
+        stub = pb_grpc.CallIngestStub(channel)
+        for index in range(3):
+            call_id = f"crash-{index}"
+            messages = [pb.CallAudio(start=pb.CallStart(
+                call_id=call_id, encoding=pb.AUDIO_ENCODING_MULAW, sample_rate_hz=8000,
+                channel_roles=[pb.CHANNEL_ROLE_AGENT, pb.CHANNEL_ROLE_CUSTOMER]))]
+            messages += [pb.CallAudio(chunk=pb.AudioChunk(sequence=i, audio=payload[o : o + 3200]))
+                         for i, o in enumerate(range(0, len(payload), 3200))]
+            messages.append(pb.CallAudio(end=pb.CallEnd()))
+            events = stub.StreamCall(iter(messages))
+            for event in events:
+                if event.WhichOneof("event") == "received":  # durable from here on
+                    received.append(call_id)
+                    events.cancel()
+                    break
+        stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="crash-rec", wav=demo_clip))
+    server.stop(signal.SIGKILL)
+    assert received == ["crash-0", "crash-1", "crash-2"]
+    restarted = servers(data_dir=data)
+    for call_id in [*received, "crash-rec"]:
+        record = _wait_for_summary(restarted.address, call_id)
+        assert json.loads(record.summary_json)["call_id"] == call_id and record.complete
+    assert "resuming" in restarted.log.read_text(), "the kill must have left calls unfinished"
+    assert not any((data / "spool").iterdir()), "spooled audio is removed once its summary is stored"
+
+
+def test_sigterm_stops_within_the_grace(servers):
+    server = servers(env={"AFTERCALL_SERVER__SHUTDOWN_GRACE_S": "2"})
+    started = time.monotonic()
+    assert server.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 10
+    assert "stopping: no new calls" in server.log.read_text()
+
+
+# -- TLS ------------------------------------------------------------------------------------------------------------
+def _key_and_cert(name: str, issuer_key=None, issuer_name=None, ca: bool = False, san: str | None = None):
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if san:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(san), x509.IPAddress(
+            ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    cert = builder.sign(issuer_key or key, hashes.SHA256())
+    return key, cert
+
+
+def _write(path: Path, key, cert) -> tuple[str, str]:
+    key_path, cert_path = path.with_suffix(".key"), path.with_suffix(".crt")
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(key_path), str(cert_path)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (CN supervisor.sam)."""
+    root = tmp_path_factory.mktemp("pki")
+    ca_key, ca_cert = _key_and_cert("aftercall test CA", ca=True)
+    _, ca_path = _write(root / "ca", ca_key, ca_cert)
+    server_key, server_cert = _write(root / "server", *_key_and_cert("localhost", ca_key, ca_cert.subject,
+                                                                     san="localhost"))
+    client_key, client_cert = _write(root / "client", *_key_and_cert("supervisor.sam", ca_key, ca_cert.subject))
+    return {"ca": ca_path, "server_key": server_key, "server_cert": server_cert, "client_key": client_key,
+            "client_cert": client_cert}
+
+
+def _tls_env(pki: dict, mutual: bool) -> dict:
+    env = {"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"], "AFTERCALL_SERVER__TLS_KEY_FILE": pki["server_key"]}
+    if mutual:
+        env["AFTERCALL_SERVER__TLS_CLIENT_CA_FILE"] = pki["ca"]
+    return env
+
+
+def test_tls_and_mutual_tls_on_grpc_and_metrics(servers, pki):
+    server = servers(env=_tls_env(pki, mutual=True))
+    identity = {"ca_file": pki["ca"], "cert_file": pki["client_cert"], "key_file": pki["client_key"]}
+    with client_channel(server.address, **identity) as channel:
+        with pytest.raises(grpc.RpcError) as caught:
+            spb_grpc.SummariesStub(channel).Get(spb.GetSummaryRequest(call_id="none"), timeout=10)
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND  # the TLS handshake and the call went through
+    for refused in ({"ca_file": pki["ca"]}, {}):  # no client certificate / no TLS at all
+        with client_channel(server.address, **refused) as channel:
+            with pytest.raises(grpc.RpcError) as caught:
+                spb_grpc.SummariesStub(channel).Get(spb.GetSummaryRequest(call_id="none"), timeout=5)
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(OSError):  # plaintext scrape of a TLS metrics endpoint fails
+        urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+
+
+def test_tls_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
+    loose = tmp_path / "loose.key"
+    shutil.copy(pki["server_key"], loose)
+    loose.chmod(0o644)
+    cases = {
+        "server.tls_key_file": {"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"],
+                                "AFTERCALL_SERVER__TLS_KEY_FILE": str(loose)},
+        "server.listen: 0.0.0.0:0 is not loopback and TLS is off": {"AFTERCALL_SERVER__LISTEN": "0.0.0.0:0"},
+        "server.tls_cert_file: needs server.tls_key_file": {"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"]},
+    }
+    for fragment, env in cases.items():
+        args = ["serve", "--metrics-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
+        if "LISTEN" not in str(env):
+            args += ["--listen", "127.0.0.1:0"]
+        result = run_cli(*args, env=env, timeout=60)
+        assert result.returncode == 2 and fragment in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
+# -- metrics ----------------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("prometheus") is None, reason="Debian prometheus not installed (make test installs it)")
+def test_real_prometheus_scrapes_every_stage(servers, tmp_path, demo_clip):
+    server = servers()
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(demo_clip)
+    assert run_cli("stream", clip, "--server", server.address, "--call-id", "m-1").returncode == 0
+    scraped = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10).read()
+    lint = subprocess.run(["promtool", "check", "metrics"], input=scraped, capture_output=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+    config = tmp_path / "prometheus.yml"
+    config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: aftercall\n"
+                      f"    static_configs: [{{targets: ['127.0.0.1:{server.metrics_port}']}}]\n")
+    web_port = _free_port()
+    prometheus = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{web_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        values = {}
+        queries = {
+            "completed": "aftercall_pipeline_calls_completed_total",
+            "latency": "aftercall_pipeline_post_call_latency_seconds_count",
+            "asr": 'aftercall_pipeline_stage_duration_seconds_count{stage="asr"}',
+            "redactions": "sum(aftercall_redact_redactions_total)",
+            "audio": "aftercall_ingest_audio_seconds_total",
+        }
+        deadline = time.monotonic() + 60
+        while len(values) < len(queries) and time.monotonic() < deadline:
+            for name, query in queries.items():
+                values.update({name: v for v in [_instant(web_port, query)] if v is not None})
+            time.sleep(0.5)
+    finally:
+        prometheus.terminate()
+        prometheus.wait(10)
+    assert values["completed"] == 1 and values["latency"] == 1 and values["asr"] == 1
+    assert values["audio"] == pytest.approx(14.0) and values["redactions"] >= 1
+
+
+def _instant(port: int, query: str) -> float | None:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        body = json.loads(urllib.request.urlopen(url, timeout=5).read())
+    except OSError:
+        return None
+    result = body.get("data", {}).get("result", [])
+    return float(result[0]["value"][1]) if result else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

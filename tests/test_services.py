@@ -1,0 +1,356 @@
+"""The gRPC services in process: real servers on port 0, real gRPC clients, the real embedded pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import CollectorRegistry
+
+from aftercall.app import SERVICES, start_appliance
+from aftercall.core.audio import read_wav
+from aftercall.core.config import Config, IngestConfig
+from aftercall.core.rpc import error_reason
+from aftercall.ingest.client import stream_call
+from aftercall.ingest.spool import AudioFormat, Spool
+from aftercall.pipeline import REQUIRED_KEYS, Pipeline
+from aftercall.quality import digit_leak
+from aftercall.summarise.taxonomy import load_taxonomy
+from aftercall.v1 import ingest_pb2 as pb
+from aftercall.v1 import ingest_pb2_grpc as pb_grpc
+from aftercall.v1 import summaries_pb2 as spb
+from aftercall.v1 import summaries_pb2_grpc as spb_grpc
+from conftest import wav_header
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(summariser, transcriber):
+    return Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=lambda: transcriber)
+
+
+@pytest.fixture
+async def serve(tmp_path, pipeline):
+    """Start the appliance with config overrides: `await serve(max_active_calls=1)`; stopped after the test."""
+    started = []
+
+    async def start(**ingest):
+        config = dataclasses.replace(Config(), ingest=dataclasses.replace(IngestConfig(), **ingest))
+        appliance = await start_appliance(config, SERVICES, tmp_path / "data", "127.0.0.1:0", "",
+                                          CollectorRegistry(), pipeline)
+        started.append(appliance)
+        return appliance
+
+    yield start
+    for appliance in started:
+        await appliance.stop(2)
+
+
+def _start(call_id="call-1", encoding=pb.AUDIO_ENCODING_MULAW, rate=8000, roles=(1, 2), **fields) -> pb.CallAudio:
+    return pb.CallAudio(start=pb.CallStart(call_id=call_id, encoding=encoding, sample_rate_hz=rate,
+                                           channel_roles=list(roles), **fields))
+
+
+def _chunk(sequence: int, audio: bytes, channel: int | None = None) -> pb.CallAudio:
+    chunk = pb.AudioChunk(sequence=sequence, audio=audio)
+    if channel is not None:
+        chunk.channel = channel
+    return pb.CallAudio(chunk=chunk)
+
+
+_END = pb.CallAudio(end=pb.CallEnd(reason="hangup"))
+
+
+def _exchange(port: int, messages, timeout: float = 120) -> tuple[list[pb.CallEvent], grpc.RpcError | None]:
+    """One StreamCall with the synchronous client (see aftercall.core.rpc.client_channel for why)."""
+    events = []
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            for event in pb_grpc.CallIngestStub(channel).StreamCall(iter(messages), timeout=timeout):
+                events.append(event)
+        except grpc.RpcError as error:
+            return events, error
+    return events, None
+
+
+def _chunks(payload: bytes, size: int = 1600) -> list[pb.CallAudio]:
+    return [_chunk(i, payload[o : o + size]) for i, o in enumerate(range(0, len(payload), size))]
+
+
+async def _summaries(port: int):
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    return channel, spb_grpc.SummariesStub(channel)
+
+
+async def _wait_for_summary(stub, call_id: str, timeout: float = 120) -> spb.SummaryRecord:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await stub.Get(spb.GetSummaryRequest(call_id=call_id))
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.NOT_FOUND or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
+
+
+async def test_streamed_call_gets_events_in_order_and_a_stored_summary(serve, demo_clip):
+    appliance = await serve()
+    payload = read_wav(demo_clip).payload
+    events, error = await asyncio.to_thread(_exchange, appliance.port, [_start(), *_chunks(payload), _END])
+    assert error is None
+    kinds = [e.WhichOneof("event") for e in events]
+    assert kinds[:2] == ["accepted", "received"] and kinds[-1] == "summary"
+    assert set(kinds[2:-1]) == {"segment"}
+    assert events[1].received.audio_seconds == pytest.approx(14.0) and events[1].received.complete
+    segments = [e.segment for e in events if e.WhichOneof("event") == "segment"]
+    assert {s.speaker for s in segments} == {"agent", "customer"} and all(s.final for s in segments)
+    summary = json.loads(events[-1].summary.summary_json)
+    assert set(REQUIRED_KEYS) <= set(summary) and summary["call_id"] == "call-1" and summary["complete"] is True
+    channel, stub = await _summaries(appliance.port)
+    async with channel:
+        stored = await stub.Get(spb.GetSummaryRequest(call_id="call-1", include_history=True))
+    assert stored.state == spb.REVIEW_STATE_DRAFT and stored.version == 1 and len(stored.history) == 1
+    assert json.loads(stored.summary_json) == summary
+    sample = appliance.metrics.registry.get_sample_value
+    assert sample("aftercall_pipeline_calls_completed_total") == 1
+    assert sample("aftercall_ingest_audio_seconds_total") == pytest.approx(14.0)
+    assert sample("aftercall_pipeline_post_call_latency_seconds_count") == 1
+    assert sample("aftercall_pipeline_stage_duration_seconds_count", {"stage": "asr"}) == 1
+    assert sample("aftercall_ingest_calls_active") == 0
+
+
+def test_per_channel_and_interleaved_chunks_spool_the_same_audio(tmp_path, demo_clip):
+    wav = read_wav(demo_clip)
+    fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
+    spool = Spool(tmp_path)
+    interleaved = spool.open_stream("a", fmt)
+    interleaved.write_interleaved(wav.payload)
+    interleaved.finish()
+    split = spool.open_stream("b", fmt)
+    for channel in (1, 0):
+        split.write_channel(channel, wav.payload[channel::2])
+    split.finish()
+    first, second = spool.load("a", fmt), spool.load("b", fmt)
+    assert all((x == y).all() for x, y in zip(first.channels, second.channels))
+    assert first.duration == pytest.approx(14.0)
+
+
+_MULAW_20MS = b"\xff" * 320  # 20 ms of stereo mu-law silence
+
+
+@pytest.mark.parametrize("messages, code, fragment", [
+    ([_chunk(0, _MULAW_20MS)], "INVALID_ARGUMENT", "first message must be CallStart"),
+    ([_start(encoding=pb.AUDIO_ENCODING_UNSPECIFIED)], "INVALID_ARGUMENT", "encoding must be MULAW, ALAW"),
+    ([_start(encoding=7)], "INVALID_ARGUMENT", "encoding must be"),
+    ([_start(rate=11025)], "INVALID_ARGUMENT", "sample_rate_hz must be 8000 or 16000, got 11025"),
+    ([_start(roles=(1, 1))], "INVALID_ARGUMENT", "one AGENT and one CUSTOMER"),
+    ([_start(roles=(1, 2, 2))], "INVALID_ARGUMENT", "1 or 2 channels"),
+    ([_start(call_id="../etc")], "INVALID_ARGUMENT", "call_id '../etc' is invalid"),
+    ([_start(), _chunk(0, b"\xff" * 16002)], "INVALID_ARGUMENT", "more than 1000 ms"),
+    ([_start(), _chunk(0, _MULAW_20MS), _chunk(2, _MULAW_20MS)], "INVALID_ARGUMENT", "sequence 2, expected 1"),
+    ([_start(), _chunk(0, b"\xff" * 3)], "INVALID_ARGUMENT", "not a whole number of 2-byte frames"),
+    ([_start(), _chunk(0, _MULAW_20MS, channel=2)], "INVALID_ARGUMENT", "channel 2 but the call has 2"),
+    ([_start(), _start()], "INVALID_ARGUMENT", "CallStart sent twice"),
+    ([_start(), _END], "INVALID_ARGUMENT", "CallEnd without any audio"),
+    ([_start(taxonomy_toml="[[disposition]]\ncode = 1")], "INVALID_ARGUMENT", "taxonomy_toml"),
+])
+async def test_bad_streams_get_a_precise_status_and_the_server_carries_on(serve, messages, code, fragment):
+    appliance = await serve()
+    events, error = await asyncio.to_thread(_exchange, appliance.port, messages)
+    assert error is not None, events
+    assert error.code().name == code and fragment in error.details(), error.details()
+    assert error_reason(error) in ("StreamProtocolError", "AudioFormatError", "UserError", "ConfigError")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="aftercall.v1.CallIngest"))
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert appliance.metrics.registry.get_sample_value(
+        "aftercall_errors_total", {"service": "CallIngest", "code": code}) == 1
+
+
+async def test_duplicate_call_id_is_refused_without_touching_the_first(serve, demo_clip):
+    appliance = await serve()
+    payload = read_wav(demo_clip).payload[:16000]
+    _, error = await asyncio.to_thread(_exchange, appliance.port, [_start(), *_chunks(payload), _END])
+    assert error is None
+    _, error = await asyncio.to_thread(_exchange, appliance.port, [_start(), *_chunks(payload), _END])
+    assert error.code() is grpc.StatusCode.ALREADY_EXISTS and "call-1" in error.details()
+    channel, stub = await _summaries(appliance.port)
+    async with channel:
+        assert (await stub.Get(spb.GetSummaryRequest(call_id="call-1"))).version == 1
+
+
+async def test_a_client_that_vanishes_mid_call_still_gets_its_audio_summarised(serve, demo_clip):
+    appliance = await serve()
+    payload = read_wav(demo_clip).payload[: 6 * 16000]
+    released = threading.Event()
+
+    def messages():
+        yield _start(call_id="vanished")
+        yield from _chunks(payload)
+        released.wait(30)  # hold the stream open, then the client goes away without CallEnd
+
+    def vanish():
+        with grpc.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+            call = pb_grpc.CallIngestStub(channel).StreamCall(messages())
+            next(call)  # accepted
+            time.sleep(0.5)
+            call.cancel()
+        released.set()
+
+    await asyncio.to_thread(vanish)
+    channel, stub = await _summaries(appliance.port)
+    async with channel:
+        record = await _wait_for_summary(stub, "vanished")
+    assert not record.complete and json.loads(record.summary_json)["complete"] is False
+    assert json.loads(record.summary_json)["audio_seconds"] == pytest.approx(6.0)
+
+
+async def test_a_silent_client_is_timed_out_and_its_audio_kept(serve, demo_clip):
+    appliance = await serve(stream_idle_timeout_s=1.0)
+    payload = read_wav(demo_clip).payload[: 4 * 16000]
+
+    def stalls():
+        yield _start(call_id="stalled")
+        yield from _chunks(payload)
+        time.sleep(5)
+
+    _, error = await asyncio.to_thread(_exchange, appliance.port, stalls())
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and "no message for 1 s" in error.details()
+    channel, stub = await _summaries(appliance.port)
+    async with channel:
+        assert not (await _wait_for_summary(stub, "stalled")).complete
+
+
+async def test_over_capacity_is_resource_exhausted_and_the_open_call_is_unaffected(serve, demo_clip):
+    appliance = await serve(max_active_calls=1)
+    payload = read_wav(demo_clip).payload[:16000]
+    go = threading.Event()
+    result = {}
+
+    def first_call():
+        def messages():
+            yield _start(call_id="first")
+            go.wait(30)
+            yield from _chunks(payload)
+            yield _END
+        result["first"] = _exchange(appliance.port, messages())
+
+    worker = threading.Thread(target=first_call)
+    worker.start()
+    while appliance.metrics.registry.get_sample_value("aftercall_ingest_calls_active") != 1:
+        await asyncio.sleep(0.05)
+    _, error = await asyncio.to_thread(_exchange, appliance.port, [_start(call_id="second")])
+    go.set()
+    await asyncio.to_thread(worker.join)
+    assert error.code() is grpc.StatusCode.RESOURCE_EXHAUSTED and "ingest.max_active_calls" in error.details()
+    events, first_error = result["first"]
+    assert first_error is None and events[-1].WhichOneof("event") == "summary"
+    assert appliance.metrics.registry.get_sample_value(
+        "aftercall_ingest_calls_rejected_total", {"code": "RESOURCE_EXHAUSTED"}) == 1
+
+
+async def test_submitted_recording_is_summarised_and_bad_ones_refused(serve, demo_clip, tmp_path):
+    appliance = await serve(import_dir=str(tmp_path))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+        stub = pb_grpc.CallIngestStub(channel)
+        response = await stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="rec-1", wav=demo_clip, wait=True))
+        assert response.audio_seconds == pytest.approx(14.0)
+        assert json.loads(response.summary.summary_json)["call_id"] == "rec-1"
+        (tmp_path / "in.wav").write_bytes(demo_clip)
+        queued = await stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="rec-2", path="in.wav"))
+        assert not queued.HasField("summary")
+        bad = {
+            "not a RIFF/WAVE file": pb.SubmitRecordingRequest(call_id="rec-3", wav=b"ID3" + bytes(100)),
+            "truncated": pb.SubmitRecordingRequest(call_id="rec-4", wav=wav_header(7, 2, 8000, 8, 9000) + bytes(9)),
+            "must be under ingest.import_dir": pb.SubmitRecordingRequest(call_id="rec-5", path="../../etc/passwd"),
+            "channel_roles names 1 channel(s) but the audio has 2": pb.SubmitRecordingRequest(
+                call_id="rec-6", wav=demo_clip, channel_roles=[pb.CHANNEL_ROLE_AGENT]),
+        }
+        for fragment, request in bad.items():
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SubmitRecording(request)
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
+        summaries = spb_grpc.SummariesStub(channel)
+        assert (await _wait_for_summary(summaries, "rec-2")).complete
+
+
+async def test_review_edit_approve_and_search(serve):
+    appliance = await serve()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+        ingest = pb_grpc.CallIngestStub(channel)
+        stub = spb_grpc.SummariesStub(channel)
+        # Drafts arrive the normal way: a recording per agent.
+        for call_id, agent in (("r-1", "alice"), ("r-2", "bob"), ("r-3", "alice")):
+            await ingest.SubmitRecording(pb.SubmitRecordingRequest(
+                call_id=call_id, wav=_quiet_recording(), wait=True, metadata=pb.CallMetadata(agent_id=agent)))
+        page = await stub.List(spb.ListSummariesRequest(agent_id="alice"))
+        assert [s.call_id for s in page.summaries] == ["r-3", "r-1"]
+        first = await stub.List(spb.ListSummariesRequest(page_size=2))
+        rest = await stub.List(spb.ListSummariesRequest(page_size=2, page_token=first.next_page_token))
+        assert len(first.summaries) == 2 and [s.call_id for s in rest.summaries] == ["r-1"]
+        assert not rest.next_page_token
+
+        user = (("x-aftercall-user", "agent.alice"),)
+        edit = {"narrative": "Customer paid with card 4532 0151 1283 0366 and asked for a refund.",
+                "resolution": {"status": "resolved", "detail": "Refund issued."}}
+        edited = await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=1,
+                                                        fields_json=json.dumps(edit)), metadata=user)
+        assert edited.version == 2 and edited.state == spb.REVIEW_STATE_EDITED
+        body = json.loads(edited.summary_json)
+        assert not digit_leak("4532015112830366", body["narrative"]) and "[CARD ****0366]" in body["narrative"]
+        assert body["resolution"] == {"status": "resolved", "detail": "Refund issued."}
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=1, fields_json='{"issue": "x"}'))
+        assert caught.value.code() is grpc.StatusCode.ABORTED and "version 2" in caught.value.details()
+        for fields, fragment in (('{"transcript": []}', "transcript cannot be edited"),
+                                 ('{"sentiment": {"start": "angry", "end": "neutral"}}', "sentiment.start"),
+                                 ("not json", "not valid JSON")):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json=fields))
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
+
+        approved = await stub.Approve(spb.ApproveSummaryRequest(call_id="r-1", expected_version=2),
+                                      metadata=(("x-aftercall-user", "supervisor.sam"),))
+        assert approved.state == spb.REVIEW_STATE_APPROVED and approved.approved_by == "supervisor.sam"
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json='{"issue": "x"}'))
+        assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+        history = await stub.Get(spb.GetSummaryRequest(call_id="r-1", include_history=True))
+        assert [(v.version, v.author) for v in history.history] == [(1, "aftercall-embedded-0.1"), (2, "agent.alice")]
+        approved_only = await stub.List(spb.ListSummariesRequest(state=spb.REVIEW_STATE_APPROVED))
+        assert [s.call_id for s in approved_only.summaries] == ["r-1"]
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Get(spb.GetSummaryRequest(call_id="nope"))
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def _quiet_recording() -> bytes:
+    """Two seconds of silent PCM: a recording with no words in it (the summary must still be valid)."""
+    payload = bytes(2 * 8000 * 2 * 2)
+    return wav_header(1, 2, 8000, 16, len(payload)) + payload
+
+
+async def test_health_and_reflection_name_every_service(serve):
+    appliance = await serve()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "aftercall.v1.CallIngest", "aftercall.v1.Summaries"):
+            response = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        async for response in responses:
+            names = {s.name for s in response.list_services_response.service}
+            break
+    assert {"aftercall.v1.CallIngest", "aftercall.v1.Summaries", "grpc.health.v1.Health"} <= names
