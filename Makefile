@@ -50,6 +50,10 @@ test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 quality: $(STAMP)
 	$(BIN)/python scripts/quality_report.py
 
+# Served-path figures (post-call latency at 1/10/50 concurrent calls, peak memory, overhead): reports/bench.md.
+bench: $(STAMP) $(GENERATED)
+	$(BIN)/python scripts/bench_services.py
+
 sample-audio: $(SYSTEM_STAMP)
 	$(BIN)/python scripts/make_call_audio.py samples/demo_call.json --out samples/demo_call.wav
 

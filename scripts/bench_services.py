@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Benchmark of the served path (`make bench`): post-call latency at 1, 10 and 50 concurrent streamed calls, the
+server's peak memory, and the served path's overhead over the in-process pipeline on the same audio.
+
+Every figure comes from one run on this machine; compare ratios, not seconds, across machines. Writes
+reports/bench.md and reports/bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from aftercall.core.audio import parse_wav, read_wav  # noqa: E402
+from aftercall.core.config import Config  # noqa: E402
+from aftercall.core.rpc import client_channel  # noqa: E402
+from aftercall.ingest.client import stream_call  # noqa: E402
+from aftercall.pipeline import build_pipeline  # noqa: E402
+from conftest import wav_header  # noqa: E402
+
+
+def clip(seconds: float) -> bytes:
+    wav = read_wav((ROOT / "samples" / "demo_call.wav").read_bytes())
+    payload = wav.payload[: int(seconds * wav.sample_rate) * wav.channels]
+    return wav_header(7, wav.channels, wav.sample_rate, 8, len(payload)) + payload
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def start_server(data_dir: Path) -> tuple[subprocess.Popen, str, Path]:
+    log = data_dir.parent / "serve.log"
+    process = subprocess.Popen([sys.executable, "-m", "aftercall", "serve", "--listen", "127.0.0.1:0",
+                                "--metrics-listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+                               stderr=open(log, "w"), stdout=subprocess.DEVNULL, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not (match := re.search(r"on (\S+:\d+)", log.read_text())):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"server did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    return process, match.group(1), log
+
+
+def peak_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def burst(address: str, wav: bytes, concurrency: int, label: str) -> dict:
+    """`concurrency` calls streamed at once (as fast as flow control allows), so they all hang up together."""
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def one(index: int) -> None:
+        try:
+            with client_channel(address) as channel:
+                result = stream_call(channel, wav, f"{label}-{index}", chunk_ms=100)
+            with lock:
+                latencies.append(result.post_call_latency_s)
+        except Exception as exc:  # noqa: BLE001 - a failed call is a result to report
+            with lock:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for index, thread in enumerate(threads):
+        thread.join()
+    wall = time.monotonic() - started
+    print(f"bench: {concurrency} concurrent: done in {wall:.1f} s, {len(errors)} error(s)", file=sys.stderr)
+    return {"concurrency": concurrency, "calls": len(latencies), "errors": errors[:5], "wall_s": round(wall, 2),
+            "p50_s": round(percentile(latencies, 0.5), 2) if latencies else None,
+            "p95_s": round(percentile(latencies, 0.95), 2) if latencies else None,
+            "max_s": round(max(latencies), 2) if latencies else None}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clip-seconds", type=float, default=30.0, help="audio per call (default 30 s of the demo)")
+    parser.add_argument("--levels", default="1,10,50", help="concurrency levels (default 1,10,50)")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports")
+    args = parser.parse_args()
+    wav = clip(args.clip_seconds)
+    levels = [int(x) for x in args.levels.split(",")]
+
+    # In-process baseline: the same pipeline `aftercall summarise` runs, warm, on the same audio.
+    pipeline = build_pipeline(Config())
+    audio = parse_wav(wav)
+    pipeline.run(audio, ("agent", "customer"))
+    started = time.perf_counter()
+    pipeline.run(audio, ("agent", "customer"))
+    in_process_s = time.perf_counter() - started
+    print(f"bench: in-process pipeline {in_process_s:.2f} s for {audio.duration:.0f} s of audio", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory() as scratch:
+        process, address, _ = start_server(Path(scratch) / "data")
+        try:
+            burst(address, wav, 1, "warm")  # load the models before measuring
+            results = [burst(address, wav, level, f"c{level}") for level in levels]
+            peak = peak_rss_mib(process.pid)
+        finally:
+            process.terminate()
+            process.wait(60)
+    single = next((r for r in results if r["concurrency"] == 1), None)
+    report = {
+        "machine": f"{os.cpu_count()} cores", "clip_seconds": args.clip_seconds,
+        "in_process_pipeline_s": round(in_process_s, 2), "levels": results, "server_peak_rss_mib": round(peak),
+        "served_over_in_process": round(single["p50_s"] / in_process_s, 2) if single and single["p50_s"] else None,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"# aftercall served-path benchmark ({report['machine']}, {args.clip_seconds:g} s stereo mu-law calls)", "",
+        "Post-call latency: from the client sending CallEnd to receiving the stored summary. Calls in a burst are",
+        "streamed at once and hang up together (the worst case for the queue).", "",
+        "| concurrent calls | p50 (s) | p95 (s) | max (s) | burst wall (s) | errors |", "|---|---|---|---|---|---|",
+        *[f"| {r['concurrency']} | {r['p50_s']} | {r['p95_s']} | {r['max_s']} | {r['wall_s']} | {len(r['errors'])} |"
+          for r in results], "",
+        f"- Server peak RSS: {report['server_peak_rss_mib']} MiB.",
+        f"- In-process pipeline (what `aftercall summarise` runs), warm: {report['in_process_pipeline_s']} s; "
+        f"served path at 1 call, p50: {single['p50_s'] if single else 'n/a'} s; ratio "
+        f"**{report['served_over_in_process']}**.", "",
+    ]
+    (args.out / "bench.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
