@@ -90,10 +90,55 @@ def burst(address: str, wav: bytes, concurrency: int, label: str) -> dict:
             "max_s": round(max(latencies), 2) if latencies else None}
 
 
+def current_rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def stalled(address: str, wav: bytes, count: int, pid: int) -> dict:
+    """`count` streams that send one second of audio and then go quiet: what do they cost the server?"""
+    from aftercall.v1 import ingest_pb2 as pb
+    from aftercall.v1 import ingest_pb2_grpc as pb_grpc
+
+    audio = read_wav(wav)
+    second = audio.payload[: audio.sample_rate * audio.channels]
+    release = threading.Event()
+    opened = threading.Semaphore(0)
+    before = current_rss_mib(pid)
+
+    def one(index: int) -> None:
+        def messages():
+            yield pb.CallAudio(start=pb.CallStart(call_id=f"stall-{index}", encoding=pb.AUDIO_ENCODING_MULAW,
+                                                  sample_rate_hz=audio.sample_rate, channel_roles=[1, 2]))
+            yield pb.CallAudio(chunk=pb.AudioChunk(sequence=0, audio=second))
+            opened.release()
+            release.wait(300)
+            yield pb.CallAudio(end=pb.CallEnd())
+
+        with client_channel(address) as channel:
+            for _ in pb_grpc.CallIngestStub(channel).StreamCall(messages()):
+                pass
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for _ in range(count):
+        opened.acquire()
+    time.sleep(2)
+    held = current_rss_mib(pid)
+    release.set()
+    for thread in threads:
+        thread.join()
+    print(f"bench: {count} stalled streams: RSS {before:.0f} -> {held:.0f} MiB", file=sys.stderr)
+    return {"streams": count, "rss_before_mib": round(before), "rss_held_mib": round(held),
+            "per_stream_kib": round((held - before) * 1024 / count, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clip-seconds", type=float, default=30.0, help="audio per call (default 30 s of the demo)")
     parser.add_argument("--levels", default="1,10,50", help="concurrency levels (default 1,10,50)")
+    parser.add_argument("--stalled", type=int, default=100, help="stalled streams to hold open (default 100)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
     args = parser.parse_args()
     wav = clip(args.clip_seconds)
@@ -114,6 +159,7 @@ def main() -> int:
             burst(address, wav, 1, "warm")  # load the models before measuring
             results = [burst(address, wav, level, f"c{level}") for level in levels]
             peak = peak_rss_mib(process.pid)
+            stall = stalled(address, wav, args.stalled, process.pid)
         finally:
             process.terminate()
             process.wait(60)
@@ -122,6 +168,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} cores", "clip_seconds": args.clip_seconds,
         "in_process_pipeline_s": round(in_process_s, 2), "levels": results, "server_peak_rss_mib": round(peak),
         "served_over_in_process": round(single["p50_s"] / in_process_s, 2) if single and single["p50_s"] else None,
+        "stalled_streams": stall,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -135,7 +182,9 @@ def main() -> int:
         f"- Server peak RSS: {report['server_peak_rss_mib']} MiB.",
         f"- In-process pipeline (what `aftercall summarise` runs), warm: {report['in_process_pipeline_s']} s; "
         f"served path at 1 call, p50: {single['p50_s'] if single else 'n/a'} s; ratio "
-        f"**{report['served_over_in_process']}**.", "",
+        f"**{report['served_over_in_process']}**.",
+        f"- {stall['streams']} streams that sent 1 s of audio and stalled: server RSS {stall['rss_before_mib']} -> "
+        f"{stall['rss_held_mib']} MiB ({stall['per_stream_kib']} KiB per open stream).", "",
     ]
     (args.out / "bench.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -354,3 +354,30 @@ async def test_health_and_reflection_name_every_service(serve):
             names = {s.name for s in response.list_services_response.service}
             break
     assert {"aftercall.v1.CallIngest", "aftercall.v1.Summaries", "grpc.health.v1.Health"} <= names
+
+
+async def test_a_call_cut_off_by_a_crash_resumes_as_incomplete(serve, tmp_path, demo_clip):
+    from aftercall.core.database import open_database
+    from aftercall.ingest.calls import RECEIVING, CallJob, CallStore
+
+    # What a crash mid-stream leaves behind: the call row still receiving, part of the audio spooled.
+    wav = read_wav(demo_clip)
+    fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
+    db = open_database(tmp_path / "data")
+    calls = CallStore(db)
+    for call_id in ("cut", "nothing-arrived"):
+        calls.create(CallJob(call_id, RECEIVING, "stream", fmt, ("agent", "customer"), {"agent_id": "a1"}))
+    partial = Spool(tmp_path / "data" / "spool").open_stream("cut", fmt)
+    partial.write_interleaved(wav.payload[: 5 * 16000])
+    partial.finish()
+    db.close()
+
+    appliance = await serve()
+    channel, stub = await _summaries(appliance.port)
+    async with channel:
+        record = await _wait_for_summary(stub, "cut")
+        assert not record.complete and record.agent_id == "a1"
+        assert json.loads(record.summary_json)["audio_seconds"] == pytest.approx(5.0)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Get(spb.GetSummaryRequest(call_id="nothing-arrived"))
+        assert caught.value.code() is grpc.StatusCode.NOT_FOUND

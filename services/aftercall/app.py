@@ -54,8 +54,8 @@ class Appliance:
         waits = [self.server.stop(grace)]
         if self.processor is not None:
             waits.append(self.processor.stop(grace))
-        await asyncio.gather(*waits)
-        abandoned = self.processor is not None and self.processor.busy
+        results = await asyncio.gather(*waits)
+        abandoned = any(result is True for result in results)
         for close in self._closers:
             close()
         return abandoned

@@ -24,7 +24,7 @@ class Metrics:
         self.calls_accepted = Counter("aftercall_ingest_calls_accepted_total", "Calls accepted, by source.",
                                       ["source"], registry=r)
         self.calls_rejected = Counter("aftercall_ingest_calls_rejected_total",
-                                      "Calls refused before acceptance, by gRPC status code.", ["code"], registry=r)
+                                      "Calls refused at admission (over a capacity limit), by gRPC status code.", ["code"], registry=r)
         self.calls_completed = Counter("aftercall_pipeline_calls_completed_total", "Calls summarised and stored.",
                                        registry=r)
         self.calls_failed = Counter("aftercall_pipeline_calls_failed_total",

@@ -55,13 +55,17 @@ class CallProcessor:
 
     async def start(self) -> int:
         """Resume every call a previous run left unfinished; returns how many."""
-        resumed = self._calls.resumable()
-        for job in resumed:
+        resumed = []
+        for job in self._calls.resumable():
             if job.state == RECEIVING:
-                # The stream was cut by the crash: summarise the audio that reached the disk.
-                audio = self._spool.load(job.call_id, job.audio_format) if job.audio_format else None
-                seconds = audio.duration if audio is not None else 0.0
-                self._calls.mark_received(job.call_id, seconds, complete=False)
+                # Cut off by the crash: summarise the audio that reached the disk (a recording is all or nothing).
+                seconds = self._spool.received_seconds(job.call_id, job.audio_format)
+                if seconds == 0:
+                    self._calls.delete(job.call_id)
+                    self._spool.remove(job.call_id)
+                    continue
+                self._calls.mark_received(job.call_id, seconds, complete=job.source == "recording")
+            resumed.append(job)
             self.submit(job.call_id)
         if resumed:
             logger.warning("resuming %d unfinished call(s) from before the restart", len(resumed))
@@ -80,19 +84,18 @@ class CallProcessor:
         self._waiters.setdefault(call_id, []).append(future)
         return await future
 
-    async def stop(self, grace: float) -> None:
-        """Let calls being processed finish within `grace`; the rest resume at the next start (they are on disk)."""
+    async def stop(self, grace: float) -> bool:
+        """Let calls being processed finish within `grace`; the rest resume at the next start (they are on disk).
+        True when a call was still being processed (its worker thread cannot be interrupted)."""
         deadline = time.monotonic() + grace
         while self._busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        abandoned = self._busy > 0
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
-
-    @property
-    def busy(self) -> bool:
-        return self._busy > 0
+        return abandoned
 
     async def _work(self) -> None:
         while True:

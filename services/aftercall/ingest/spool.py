@@ -107,6 +107,17 @@ class Spool:
         padded = tuple(np.pad(c, (0, length - len(c))) for c in channels)
         return Audio(audio_format.sample_rate, padded, audio_format.encoding)
 
+    def received_seconds(self, call_id: str, audio_format: AudioFormat | None) -> float:
+        """How much audio of a call reached the disk (0 when none did)."""
+        directory = self.directory(call_id)
+        if (directory / _RECORDING).exists():
+            return parse_wav((directory / _RECORDING).read_bytes()).duration
+        if audio_format is None:
+            return 0.0
+        sizes = [(directory / f"ch{c}.raw").stat().st_size for c in range(audio_format.channels)
+                 if (directory / f"ch{c}.raw").exists()]
+        return audio_format.seconds(max(sizes, default=0))
+
     def remove(self, call_id: str) -> None:
         shutil.rmtree(self.directory(call_id), ignore_errors=True)
 
