@@ -91,12 +91,13 @@ def _wait_for_summary(address: str, call_id: str, timeout: float = 180, **tls) -
 
 
 def test_serve_and_stream_console_scripts_round_trip(servers, tmp_path, demo_clip):
-    server = servers()
+    server = servers(env={"AFTERCALL_INGEST__INTERIM_INTERVAL_S": "3"})
     clip = tmp_path / "clip.wav"
     clip.write_bytes(demo_clip)
     result = run_cli("stream", clip, "--server", server.address, "--call-id", "cli-1", "--speed", "20",
-                     "--chunk-ms", "40")
+                     "--chunk-ms", "40", "--interim")
     assert result.returncode == 0, result.stderr
+    assert re.search(r"interim +\d+\.\ds (agent|customer): \w", result.stderr), result.stderr
     summary = json.loads(result.stdout)
     assert summary["call_id"] == "cli-1" and summary["audio_seconds"] == pytest.approx(14.0)
     assert "summary" in result.stderr and "after the end of the call" in result.stderr

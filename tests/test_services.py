@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -381,3 +382,47 @@ async def test_a_call_cut_off_by_a_crash_resumes_as_incomplete(serve, tmp_path, 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Get(spb.GetSummaryRequest(call_id="nothing-arrived"))
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+async def test_interim_segments_while_the_call_is_live_then_final_ones(serve, demo_clip):
+    appliance = await serve(interim_interval_s=3.0, max_interim_calls=1)
+    payload = read_wav(demo_clip).payload
+    chunk = 1600  # 100 ms of stereo mu-law
+
+    def paced():  # three times real time: the 14 s call lasts under 5 s
+        yield _start(call_id="live", interim_results=True)
+        for message in _chunks(payload, chunk):
+            time.sleep(0.1 / 3)
+            yield message
+        yield _END
+
+    events, error = await asyncio.to_thread(_exchange, appliance.port, paced())
+    assert error is None
+    assert events[0].accepted.interim_results
+    segments = [e.segment for e in events if e.WhichOneof("event") == "segment"]
+    interim = [s for s in segments if not s.final]
+    assert interim, "at least one interim batch before the final transcript"
+    assert segments.index(interim[-1]) < segments.index(next(s for s in segments if s.final))
+    assert all(0 <= s.start_s <= s.end_s <= 14.5 for s in interim)
+    assert all(not re.search(r"(?<![\d*])\d(?:[\s.-]?\d){3,}", s.text) for s in interim)
+
+
+class _ScriptedTranscriber:
+    """Our Transcriber interface returning a fixed utterance: the interim redaction is what is under test."""
+
+    def transcribe(self, audio, roles, progress=None):
+        from aftercall.core.transcript import Transcript, Turn
+
+        return Transcript((Turn("customer", "The parcel was 77 12 34, I think it began 4532 0151.", 1.0, 4.0),
+                           Turn("customer", "Oh and my card number is 4532 0151 1283 0366 by the way.", 5.0, 7.0)))
+
+
+def test_interim_text_masks_every_long_digit_run(summariser, demo_clip):
+    from aftercall.core.audio import parse_wav
+
+    scripted = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=_ScriptedTranscriber)
+    turns = scripted.interim(parse_wav(demo_clip), ("agent", "customer"), offset_s=100.0)
+    assert (turns[0].start, turns[1].end) == (101.0, 107.0)
+    # Digits the conversation-level redactor leaves (no cue, no Luhn yet) go too while the call is live.
+    assert "4532" not in turns[0].text and "77 12 34" not in turns[0].text and "[NUMBER]" in turns[0].text
+    assert "[CARD ****0366]" in turns[1].text

@@ -79,9 +79,10 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
     metrics = Metrics(registry)
     bindings, processor = [], None
     if "ingest" in services:
-        processor = CallProcessor(pipeline or build_pipeline(config), calls, summaries, spool, metrics,
-                                  config.ingest.workers, config.ingest.max_attempts)
-        bindings.append(CallIngestService(config, calls, spool, processor, metrics).binding())
+        pipeline = pipeline or build_pipeline(config)
+        processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
+                                  config.ingest.max_attempts)
+        bindings.append(CallIngestService(config, calls, spool, processor, metrics, pipeline).binding())
     if "summaries" in services:
         bindings.append(SummariesService(summaries).binding())
     server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,

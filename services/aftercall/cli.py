@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--call-id", help="call id (default: random)")
     stream.add_argument("--roles", help="stereo channel roles in order (default agent,customer)")
     stream.add_argument("--agent-id", default="", help="agent id stored with the summary")
+    stream.add_argument("--interim", action="store_true", help="ask for interim segments; print them on stderr")
     stream.add_argument("--format", choices=("json", "text"), default="json")
     _add_client_tls(stream)
 
@@ -181,8 +182,14 @@ def _stream(args: argparse.Namespace) -> int:
         raise UserError(f"cannot read {args.input}: {exc.strerror}") from exc
     speed = 1.0 if args.realtime else args.speed
 
+    def show_interim(event) -> None:
+        if event.WhichOneof("event") == "segment" and not event.segment.final:
+            segment = event.segment
+            print(f"interim {segment.start_s:6.1f}s {segment.speaker}: {segment.text}", file=sys.stderr)
+
     with _channel(args) as channel:
-        result = stream_call(channel, wav, args.call_id, roles, args.chunk_ms, speed, {"agent_id": args.agent_id})
+        result = stream_call(channel, wav, args.call_id, roles, args.chunk_ms, speed, {"agent_id": args.agent_id},
+                             on_event=show_interim, interim=args.interim)
     print(f"aftercall: {result.call_id}: {result.audio_seconds:.1f} s streamed, summary "
           f"{result.post_call_latency_s:.1f} s after the end of the call", file=sys.stderr)
     _print_summary(result.summary, args.format)

@@ -6,6 +6,7 @@ Sensitive values exist only between recognition and redaction, in memory; nothin
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -16,7 +17,7 @@ from typing import Any
 from aftercall.core.audio import Audio, Encoding, load_audio
 from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError
-from aftercall.core.transcript import Transcript, parse_transcript
+from aftercall.core.transcript import Transcript, Turn, parse_transcript
 from aftercall.redact import Redactor
 from aftercall.redact.redactor import Redaction
 from aftercall.summarise.summariser import EmbeddedSummariser
@@ -115,6 +116,14 @@ class Pipeline:
             timings["redaction_s"] = time.perf_counter() - started
         return redaction
 
+    def interim(self, audio: Audio, roles: tuple[str, ...], offset_s: float) -> list[Turn]:
+        """Turns of a stretch of a call still in progress, redacted on their own and then bluntly: without the rest
+        of the conversation a card number may be split across stretches, so every run of 4+ digits goes."""
+        turns = self.redact(self.transcribe(audio, roles), "interim").transcript.turns
+        return [Turn(t.speaker, _INTERIM_DIGITS.sub("[NUMBER]", t.text),
+                     None if t.start is None else t.start + offset_s, None if t.end is None else t.end + offset_s)
+                for t in turns]
+
     def summarise(self, redaction: Redaction, taxonomy: tuple[Disposition, ...] | None = None,
                   timings: dict[str, float] | None = None, audio_seconds: float | None = None) -> dict[str, Any]:
         """Summary of an already redacted transcript. `redaction.secrets` may be empty (a call resumed from its
@@ -138,6 +147,7 @@ class Pipeline:
         return summary
 
 
+_INTERIM_DIGITS = re.compile(r"(?<![\d*])\d(?:[\s.\-]?\d){3,}")  # not the last four kept in [CARD ****0366]
 _RECHECK_SKIP = {"call_id", "transcript", "redactions", "evidence", "model", "timings", "audio_seconds"}
 
 

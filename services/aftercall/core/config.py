@@ -88,6 +88,10 @@ class IngestConfig:
     import_dir: str = ""
     # Failed attempts before a call is marked failed (it stays on disk for an operator).
     max_attempts: int = 3
+    # Calls that may get interim segments at once (they cost recognition during the call); 0 disables them.
+    max_interim_calls: int = 2
+    # Audio per interim batch: shorter is livelier but recognises with less context and costs more.
+    interim_interval_s: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ _RANGES: dict[str, tuple[float, float]] = {
     "ingest.min_free_disk_mb": (0, 10_000_000),
     "ingest.max_recording_mb": (1, 2048),
     "ingest.max_attempts": (1, 100),
+    "ingest.max_interim_calls": (0, 1000),
+    "ingest.interim_interval_s": (2.0, 300.0),
 }
 
 

@@ -36,7 +36,7 @@ class StreamResult:
 def stream_call(channel: grpc.Channel, wav: bytes, call_id: str | None = None,
                       roles: tuple[str, ...] = ("agent", "customer"), chunk_ms: int = 100,
                       speed: float | None = None, metadata: dict[str, str] | None = None,
-                      on_event: Callable[[pb.CallEvent], None] | None = None) -> StreamResult:
+                      on_event: Callable[[pb.CallEvent], None] | None = None, interim: bool = False) -> StreamResult:
     """Stream one recording. `speed`: None = as fast as flow control allows, 1.0 = real time, 2.0 = twice that."""
     if not 20 <= chunk_ms <= 1000:
         raise UserError(f"--chunk-ms must be between 20 and 1000, got {chunk_ms}")
@@ -52,7 +52,8 @@ def stream_call(channel: grpc.Channel, wav: bytes, call_id: str | None = None,
     def messages() -> Iterator[pb.CallAudio]:
         yield pb.CallAudio(start=pb.CallStart(
             call_id=call_id, encoding=_ENCODINGS[audio.encoding], sample_rate_hz=audio.sample_rate,
-            channel_roles=[_ROLES[r] for r in channel_roles], metadata=pb.CallMetadata(**(metadata or {}))))
+            channel_roles=[_ROLES[r] for r in channel_roles], metadata=pb.CallMetadata(**(metadata or {})),
+            interim_results=interim))
         started = time.monotonic()
         for sequence, offset in enumerate(range(0, len(audio.payload), chunk_bytes)):
             if speed is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -24,6 +25,7 @@ from aftercall.core.rpc import ServiceBinding
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.spool import AudioFormat, Spool, StreamSpool
+from aftercall.pipeline import Pipeline
 from aftercall.review.service import to_proto
 from aftercall.summarise.taxonomy import parse_taxonomy
 from aftercall.v1 import ingest_pb2 as pb
@@ -63,15 +65,72 @@ def _taxonomy(text: str) -> str:
     return text
 
 
+class _InterimRecognition:
+    """Interim segments of one live call: each `interval` of new audio is recognised in the background while the
+    stream goes on; finished batches are sent with the next event. Best effort: a failed batch is skipped."""
+
+    def __init__(self, pipeline: Pipeline, executor: ThreadPoolExecutor, spool: StreamSpool, roles: tuple[str, ...],
+                 interval_s: float):
+        self._pipeline, self._executor, self._spool, self._roles = pipeline, executor, spool, roles
+        self._interval_s = interval_s
+        self._recognised_until = 0.0
+        self._batch: asyncio.Future | None = None
+
+    def poll(self) -> list[pb.CallEvent]:
+        events = []
+        if self._batch is not None and self._batch.done():
+            events = self._events(self._batch)
+            self._batch = None
+        if self._batch is None and self._spool.seconds - self._recognised_until >= self._interval_s:
+            start, end = self._recognised_until, self._spool.seconds
+            audio = self._spool.window(start, end)
+            self._batch = asyncio.get_running_loop().run_in_executor(
+                self._executor, self._pipeline.interim, audio, self._roles, start)
+            self._recognised_until = end
+        return events
+
+    async def drain(self) -> list[pb.CallEvent]:
+        """The batch still being recognised when the call ended."""
+        if self._batch is None:
+            return []
+        await asyncio.wait([self._batch])
+        events, self._batch = self._events(self._batch), None
+        return events
+
+    def close(self) -> None:
+        """The call ended early: a batch still running is left to finish, its result (or error) discarded."""
+        if self._batch is not None:
+            self._batch.add_done_callback(lambda batch: batch.cancelled() or batch.exception())
+
+    @staticmethod
+    def _events(batch: asyncio.Future) -> list[pb.CallEvent]:
+        if batch.exception() is not None:
+            logger.warning("interim recognition failed (%s); skipped", type(batch.exception()).__name__)
+            return []
+        return [_segment(turn.to_json(), final=False) for turn in batch.result()]
+
+
+def _segment(turn: dict, final: bool) -> pb.CallEvent:
+    return pb.CallEvent(segment=pb.TranscriptSegment(
+        speaker=turn["speaker"], text=turn["text"], start_s=turn.get("start") or 0.0, end_s=turn.get("end") or 0.0,
+        final=final))
+
+
 class CallIngestService(pb_grpc.CallIngestServicer):
-    def __init__(self, config: Config, calls: CallStore, spool: Spool, processor: CallProcessor, metrics: Metrics):
+    def __init__(self, config: Config, calls: CallStore, spool: Spool, processor: CallProcessor, metrics: Metrics,
+                 pipeline: Pipeline):
         self._config = config
         self._limits = config.ingest
         self._calls = calls
         self._spool = spool
         self._processor = processor
         self._metrics = metrics
+        self._pipeline = pipeline
         self._active = 0
+        self._interim_active = 0
+        # Apart from the post-call workers, so live calls' interim batches never queue behind whole calls.
+        self._interim_executor = ThreadPoolExecutor(max_workers=max(1, self._limits.max_interim_calls),
+                                                    thread_name_prefix="aftercall-interim")
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(pb.DESCRIPTOR.services_by_name["CallIngest"].full_name,
@@ -176,9 +235,14 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._active += 1
         self._metrics.calls_active.inc()
         self._metrics.calls_accepted.labels(source="stream").inc()
+        interim = None
+        if first.start.interim_results and self._interim_active < self._limits.max_interim_calls:
+            self._interim_active += 1
+            interim = _InterimRecognition(self._pipeline, self._interim_executor, spool, job.roles,
+                                          self._limits.interim_interval_s)
         handed_over = False
         try:
-            yield pb.CallEvent(accepted=pb.CallAccepted(call_id=job.call_id))
+            yield pb.CallEvent(accepted=pb.CallAccepted(call_id=job.call_id, interim_results=interim is not None))
             expected = 0
             while True:
                 message = await self._next(messages)
@@ -192,19 +256,24 @@ class CallIngestService(pb_grpc.CallIngestServicer):
                     raise StreamProtocolError("CallStart sent twice" if kind == "start" else "empty CallAudio message")
                 self._write_chunk(spool, message.chunk, expected)
                 expected += 1
+                for event in interim.poll() if interim is not None else ():
+                    yield event
             if spool.seconds == 0:
                 raise StreamProtocolError("CallEnd without any audio: nothing to summarise")
             handed_over = self._hand_over(job.call_id, spool, complete=True)
             logger.info("call received (%.1f s)", spool.seconds)
             yield pb.CallEvent(received=pb.CallReceived(call_id=job.call_id, audio_seconds=spool.seconds,
                                                         complete=True))
+            for event in await interim.drain() if interim is not None else ():
+                yield event
             record = await self._processor.wait(job.call_id)
             for turn in record.summary.get("transcript", []):
-                yield pb.CallEvent(segment=pb.TranscriptSegment(
-                    speaker=turn["speaker"], text=turn["text"], start_s=turn.get("start") or 0.0,
-                    end_s=turn.get("end") or 0.0, final=True))
+                yield _segment(turn, final=True)
             yield pb.CallEvent(summary=to_proto(record))
         finally:
+            if interim is not None:
+                interim.close()
+                self._interim_active -= 1
             # An error, a cancelled or vanished client: what arrived is still summarised (no call is lost).
             if not handed_over and self._hand_over(job.call_id, spool, complete=False):
                 logger.warning("stream broke off after %.1f s; summarising what arrived", spool.seconds)

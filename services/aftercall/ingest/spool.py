@@ -39,6 +39,7 @@ class StreamSpool:
 
     def __init__(self, directory: Path, audio_format: AudioFormat):
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._directory = directory
         self.format = audio_format
         self._files: list[BinaryIO] = [open(directory / f"ch{c}.raw", "ab") for c in range(audio_format.channels)]
         self.channel_bytes = [0] * audio_format.channels
@@ -59,6 +60,19 @@ class StreamSpool:
     @property
     def seconds(self) -> float:
         return self.format.seconds(max(self.channel_bytes))
+
+    def window(self, start_s: float, end_s: float) -> Audio:
+        """The audio received between two offsets (for interim recognition while the call goes on)."""
+        width = SAMPLE_BYTES[self.format.encoding]
+        start, end = (int(t * self.format.sample_rate) * width for t in (start_s, end_s))
+        channels = []
+        for channel, handle in enumerate(self._files):
+            handle.flush()
+            with open(self._directory / f"ch{channel}.raw", "rb") as reader:
+                reader.seek(start)
+                data = reader.read(end - start)
+            channels.append(decode_samples(data[: len(data) - len(data) % width], self.format.encoding, 1)[0])
+        return _same_length(channels, self.format.sample_rate, self.format.encoding)
 
     def finish(self) -> None:
         """Flush and fsync every channel: after this returns the audio survives a crash."""
@@ -103,9 +117,7 @@ class Spool:
             path = directory / f"ch{channel}.raw"
             data = path.read_bytes() if path.exists() else b""
             channels.append(decode_samples(data[: len(data) - len(data) % width], audio_format.encoding, 1)[0])
-        length = max(len(c) for c in channels)
-        padded = tuple(np.pad(c, (0, length - len(c))) for c in channels)
-        return Audio(audio_format.sample_rate, padded, audio_format.encoding)
+        return _same_length(channels, audio_format.sample_rate, audio_format.encoding)
 
     def received_seconds(self, call_id: str, audio_format: AudioFormat | None) -> float:
         """How much audio of a call reached the disk (0 when none did)."""
@@ -123,3 +135,9 @@ class Spool:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+def _same_length(channels: list[np.ndarray], sample_rate: int, encoding: Encoding) -> Audio:
+    """Channels sent separately may differ in length: the shorter is padded with silence."""
+    length = max(len(c) for c in channels)
+    return Audio(sample_rate, tuple(np.pad(c, (0, length - len(c))) for c in channels), encoding)
