@@ -213,23 +213,31 @@ def test_tls_and_mutual_tls_on_grpc_and_metrics(servers, pki):
         urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
 
 
-def test_tls_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
+def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
     loose = tmp_path / "loose.key"
     shutil.copy(pki["server_key"], loose)
     loose.chmod(0o644)
-    cases = {
-        "server.tls_key_file": {"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"],
-                                "AFTERCALL_SERVER__TLS_KEY_FILE": str(loose)},
-        "server.listen: 0.0.0.0:0 is not loopback and TLS is off": {"AFTERCALL_SERVER__LISTEN": "0.0.0.0:0"},
-        "server.tls_cert_file: needs server.tls_key_file": {"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"]},
-    }
-    for fragment, env in cases.items():
-        args = ["serve", "--metrics-listen", "127.0.0.1:0", "--data-dir", str(tmp_path / "d")]
-        if "LISTEN" not in str(env):
-            args += ["--listen", "127.0.0.1:0"]
-        result = run_cli(*args, env=env, timeout=60)
-        assert result.returncode == 2 and fragment in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+    data = ["--data-dir", str(tmp_path / "d")]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        cases = {
+            "server.tls_key_file": ({"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"],
+                                     "AFTERCALL_SERVER__TLS_KEY_FILE": str(loose)}, ["--listen", "127.0.0.1:0"]),
+            "server.listen: 0.0.0.0:0 is not loopback and TLS is off": ({}, ["--listen", "0.0.0.0:0"]),
+            "server.tls_cert_file: needs server.tls_key_file": (
+                {"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"]}, []),
+            f"server.listen: cannot bind {busy}": ({}, ["--listen", busy]),
+            f"server.metrics_listen: cannot bind {busy}": ({}, ["--listen", "127.0.0.1:0", "--metrics-listen", busy]),
+            "server.data_dir: cannot use /proc/nowhere": ({}, ["--listen", "127.0.0.1:0", "--data-dir", "/proc/nowhere"]),
+            "unknown service 'billing' (known: ingest, summaries)": ({}, ["billing"]),
+        }
+        for fragment, (env, args) in cases.items():
+            args = ["serve", "--metrics-listen", "127.0.0.1:0", *data, *args]
+            result = run_cli(*args, env=env, timeout=60)
+            assert result.returncode == 2 and fragment in result.stderr, (fragment, result.stderr)
+            assert "Traceback" not in result.stderr
 
 
 # -- metrics ----------------------------------------------------------------------------------------------------------

@@ -67,34 +67,39 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
     """Build and start the services. `metrics_listen=""` serves no metrics endpoint (tests read the registry)."""
     unknown = [s for s in services if s not in SERVICES]
     if unknown:
-        raise ConfigError(f"unknown service {unknown[0]!r} (services: {', '.join(SERVICES)}, asr and triton come "
-                          "with the Riva/Triton issue)")
+        raise ConfigError(f"unknown service {unknown[0]!r} (known: {', '.join(SERVICES)})")
     listen = listen or config.server.listen
     metrics_listen = config.server.metrics_listen if metrics_listen is None else metrics_listen
     if metrics_listen:
         check_listen_security(metrics_listen, config.server, "metrics_listen")
     db = open_database(data_dir)
     closers = [db.close]
-    calls, summaries, spool = CallStore(db), SummaryStore(db), Spool(data_dir / "spool")
     metrics = Metrics(registry)
-    bindings, processor = [], None
-    if "ingest" in services:
-        pipeline = pipeline or build_pipeline(config)
-        processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
-                                  config.ingest.max_attempts)
-        bindings.append(CallIngestService(config, calls, spool, processor, metrics, pipeline).binding())
-    if "summaries" in services:
-        bindings.append(SummariesService(summaries).binding())
-    server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
-                        max_message_bytes=(config.ingest.max_recording_mb + 1) * 1024 * 1024)
-    port = await server.start()
+    metrics_port = None
+    try:
+        # Metrics first: a taken port then fails before any call could be accepted.
+        if metrics_listen:
+            http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
+            metrics_port = http_server.server_port
+            closers.insert(0, http_server.shutdown)
+        calls, summaries, spool = CallStore(db), SummaryStore(db), Spool(data_dir / "spool")
+        bindings, processor = [], None
+        if "ingest" in services:
+            pipeline = pipeline or build_pipeline(config)
+            processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
+                                      config.ingest.max_attempts)
+            bindings.append(CallIngestService(config, calls, spool, processor, metrics, pipeline).binding())
+        if "summaries" in services:
+            bindings.append(SummariesService(summaries).binding())
+        server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
+                            max_message_bytes=(config.ingest.max_recording_mb + 1) * 1024 * 1024)
+        port = await server.start()
+    except BaseException:
+        for close in closers:
+            close()
+        raise
     if processor is not None:
         await processor.start()
-    metrics_port = None
-    if metrics_listen:
-        http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
-        metrics_port = http_server.server_port
-        closers.insert(0, http_server.shutdown)
     return Appliance(server, port, metrics, metrics_port, processor, closers)
 
 

@@ -10,6 +10,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+from aftercall.core.errors import ConfigError
+
 DATABASE_NAME = "aftercall.db"
 
 
@@ -20,9 +22,12 @@ def prepare_data_dir(path: Path) -> Path:
 
 
 def open_database(data_dir: Path) -> sqlite3.Connection:
-    path = prepare_data_dir(data_dir) / DATABASE_NAME
-    path.touch(mode=0o600, exist_ok=True)
-    os.chmod(path, 0o600)
+    try:
+        path = prepare_data_dir(data_dir) / DATABASE_NAME
+        path.touch(mode=0o600, exist_ok=True)
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"config server.data_dir: cannot use {data_dir} ({exc.strerror})") from exc
     # Used only from the event loop's thread; autocommit off so every change is an explicit transaction.
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.row_factory = sqlite3.Row

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from aftercall.core.config import ServerConfig, parse_address
+from aftercall.core.errors import ConfigError
 
 # Post-call latency spans seconds (a short call, idle appliance) to many minutes (a queue after a burst).
 _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
@@ -55,6 +56,13 @@ class Metrics:
 def serve_metrics(metrics: Metrics, listen: str, config: ServerConfig):
     """The /metrics endpoint, over TLS (and mutual TLS) when the gRPC listener has it. Returns (server, thread)."""
     host, port = parse_address(listen, "config server.metrics_listen")
+    try:
+        return _start_http_server(host, port, metrics, config)
+    except OSError as exc:
+        raise ConfigError(f"config server.metrics_listen: cannot bind {listen} ({exc.strerror})") from exc
+
+
+def _start_http_server(host: str, port: int, metrics: Metrics, config: ServerConfig):
     return start_http_server(
         port, addr=host, registry=metrics.registry,
         certfile=config.tls_cert_file or None, keyfile=config.tls_key_file or None,

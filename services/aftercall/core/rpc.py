@@ -217,12 +217,15 @@ class GrpcServer:
         self.port = 0
 
     async def start(self) -> int:
-        if self._credentials is None:
-            self.port = self.server.add_insecure_port(self._listen)
-        else:
-            self.port = self.server.add_secure_port(self._listen, self._credentials)
-        if self.port == 0:
-            raise ConfigError(f"config server.listen: cannot bind {self._listen}")
+        try:
+            if self._credentials is None:
+                self.port = self.server.add_insecure_port(self._listen)
+            else:
+                self.port = self.server.add_secure_port(self._listen, self._credentials)
+        except RuntimeError as exc:  # what grpc raises when the address is taken or not ours
+            await self.server.stop(None)
+            raise ConfigError(f"config server.listen: cannot bind {self._listen} (in use, or not an address "
+                              "of this machine)") from exc
         await self.server.start()
         for name in ["", *(b.name for b in self._bindings)]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -1,8 +1,8 @@
 """Call audio on disk, written as it arrives, so a crash never loses a call.
 
 Layout: `<data_dir>/spool/<call_id>/ch<N>.raw` (one file per channel, still in the wire encoding) for streams and
-`recording.wav` for submitted recordings. A stream's files are fsynced before CallEnd is acknowledged.
-The bytes go through `Sealer`, the seam where the vault's encryption plugs in.
+`recording.wav` for submitted recordings. A stream's files are fsynced before CallEnd is acknowledged, and the
+directory is owner-only; encrypting these files per call is the vault's job (its issue), behind this class.
 """
 
 from __future__ import annotations
