@@ -26,13 +26,16 @@ from aftercall.ingest.calls import CallStore
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.service import CallIngestService
 from aftercall.ingest.spool import Spool
-from aftercall.pipeline import Pipeline, build_pipeline
+from aftercall.asr.service import RivaCompatibleAsr, load_api_key
+from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline
 from aftercall.review.service import SummariesService
 from aftercall.review.store import SummaryStore
 
 logger = logging.getLogger(__name__)
 
+# What `aftercall serve` runs with no SERVICE named; `asr` (the Riva-compatible recogniser) is started on its own.
 SERVICES = ("ingest", "summaries")
+KNOWN_SERVICES = (*SERVICES, "asr")
 
 
 def default_data_dir() -> Path:
@@ -63,12 +66,12 @@ class Appliance:
 
 async def start_appliance(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None = None,
                           metrics_listen: str | None = None, registry: CollectorRegistry | None = None,
-                          pipeline: Pipeline | None = None) -> Appliance:
+                          pipeline: Pipeline | None = None, asr_transcriber=None) -> Appliance:
     """Build and start the services. `metrics_listen=""` serves no metrics endpoint (tests read the registry)."""
-    unknown = [s for s in services if s not in SERVICES]
+    unknown = [s for s in services if s not in KNOWN_SERVICES]
     if unknown:
-        raise ConfigError(f"unknown service {unknown[0]!r} (known: {', '.join(SERVICES)})")
-    listen = listen or config.server.listen
+        raise ConfigError(f"unknown service {unknown[0]!r} (known: {', '.join(KNOWN_SERVICES)})")
+    listen = listen or (config.asr_server.listen if services == ("asr",) else config.server.listen)
     metrics_listen = config.server.metrics_listen if metrics_listen is None else metrics_listen
     if metrics_listen:
         check_listen_security(metrics_listen, config.server, "metrics_listen")
@@ -91,8 +94,13 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             bindings.append(CallIngestService(config, calls, spool, processor, metrics, pipeline).binding())
         if "summaries" in services:
             bindings.append(SummariesService(summaries).binding())
+        if "asr" in services:
+            recogniser = asr_transcriber or build_embedded_transcriber(config)
+            bindings.append(RivaCompatibleAsr(recogniser, config.asr_server,
+                                              load_api_key(config.asr_server.api_key_file)).binding())
+        largest_mb = max(config.ingest.max_recording_mb, config.asr_server.max_request_mb)
         server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
-                            max_message_bytes=(config.ingest.max_recording_mb + 1) * 1024 * 1024)
+                            max_message_bytes=(largest_mb + 1) * 1024 * 1024)
         port = await server.start()
     except BaseException:
         for close in closers:

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     summarise.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     serve = commands.add_parser("serve", help="run the appliance's gRPC services (all of them by default)")
-    serve.add_argument("services", nargs="*", metavar="SERVICE", help="ingest, summaries (default: all)")
+    serve.add_argument("services", nargs="*", metavar="SERVICE",
+                       help="ingest, summaries, asr (the Riva-compatible recogniser); default: ingest summaries")
     serve.add_argument("--config", type=Path, help="aftercall TOML config file (optional)")
     serve.add_argument("--listen", help="gRPC HOST:PORT (default server.listen, 127.0.0.1:50051; port 0 = any)")
     serve.add_argument("--metrics-listen", help="Prometheus HOST:PORT (default server.metrics_listen, 127.0.0.1:9464)")

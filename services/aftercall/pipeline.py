@@ -40,22 +40,34 @@ class RawAudioSpec:
 
 
 def build_pipeline(config: Config, taxonomy_path: Path | None = None) -> "Pipeline":
-    """The embedded pipeline as configured; Whisper loads on first use, so transcript input never pays for it."""
+    """The pipeline as configured; the recogniser is built on first use, so transcript input never pays for it."""
     from aftercall.summarise.taxonomy import load_taxonomy
-    from aftercall.transcribe.embedded import EmbeddedTranscriber
 
     if taxonomy_path is None and config.summarise.taxonomy:
         taxonomy_path = Path(config.summarise.taxonomy)
-    asr = config.asr
     return Pipeline(
         config=config,
         taxonomy=load_taxonomy(taxonomy_path),
         summariser=EmbeddedSummariser(min_similarity=config.summarise.min_disposition_similarity),
-        transcriber_factory=lambda: EmbeddedTranscriber(
-            Path(asr.model_dir) if asr.model_dir else None, asr.beam_size, asr.parallel_decodes, asr.vad,
-            asr.mono_speaker,
-        ),
+        transcriber_factory=lambda: build_transcriber(config),
     )
+
+
+def build_transcriber(config: Config) -> Transcriber:
+    asr = config.asr
+    if asr.backend == "riva":
+        from aftercall.transcribe.riva import RivaTranscriber
+
+        return RivaTranscriber(asr)
+    return build_embedded_transcriber(config)
+
+
+def build_embedded_transcriber(config: Config):
+    from aftercall.transcribe.embedded import EmbeddedTranscriber
+
+    asr = config.asr
+    return EmbeddedTranscriber(Path(asr.model_dir) if asr.model_dir else None, asr.beam_size, asr.parallel_decodes,
+                               asr.vad, asr.mono_speaker)
 
 
 @dataclass

@@ -139,8 +139,9 @@ def parse_wav(data: bytes) -> Audio:
     return Audio(wav.sample_rate, decode_samples(wav.payload, wav.encoding, wav.channels), wav.encoding)
 
 
-def read_wav(data: bytes) -> WavPayload:
-    """Parse and validate a RIFF/WAVE file held in memory, without decoding the samples."""
+def read_wav(data: bytes, head_only: bool = False) -> WavPayload:
+    """Parse and validate a RIFF/WAVE file held in memory, without decoding the samples. `head_only`: the start of a
+    stream (header plus whatever audio came with it): the declared length is ignored, a cut frame is allowed."""
     if len(data) == 0:
         raise AudioFormatError("empty file")
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
@@ -154,7 +155,7 @@ def read_wav(data: bytes) -> WavPayload:
         if chunk_id == b"data":
             available = len(data) - body_start
             # 0 and 0xFFFFFFFF are what live recorders write before they know the length.
-            if size in (0, 0xFFFFFFFF) and available > 0:
+            if head_only or (size in (0, 0xFFFFFFFF) and available > 0):
                 size = available
             if size > available:
                 raise AudioFormatError(f"truncated: the data chunk declares {size} bytes but only {available} follow")
@@ -171,6 +172,8 @@ def read_wav(data: bytes) -> WavPayload:
     if payload is None:
         raise AudioFormatError("corrupt: no data chunk")
     encoding, rate, channel_count, block_align = fmt
+    if head_only:
+        return WavPayload(encoding, rate, channel_count, payload)
     if len(payload) == 0:
         raise AudioFormatError("empty: the data chunk holds no samples")
     if len(payload) % block_align:

@@ -28,6 +28,35 @@ class AsrConfig:
     vad: bool = True
     # Mono calls only: there is no channel to tell the speakers apart.
     mono_speaker: str = "customer"
+    # backend = "riva": a Riva server, or `aftercall serve asr` (same API).
+    riva_uri: str = "127.0.0.1:50052"
+    # Set: TLS, trusting this CA; with cert and key files too: mutual TLS.
+    riva_tls_ca_file: str = ""
+    riva_tls_cert_file: str = ""
+    riva_tls_key_file: str = ""
+    # A file holding the API key sent as `api-key` metadata; empty: none.
+    riva_api_key_file: str = ""
+    # Site vocabulary Riva should favour (product names, places); `boost_score` is Riva's boost.
+    boosted_words: tuple[str, ...] = ()
+    boost_score: float = 20.0
+    timeout_s: float = 300.0
+    # Further attempts when Riva is unreachable or overloaded, with a doubling pause from 0.5 s.
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class AsrServerConfig:
+    """`aftercall serve asr`: the embedded recogniser behind the Riva API."""
+
+    listen: str = "127.0.0.1:50052"
+    # A file holding the API key clients must send (metadata `api-key`, or `authorization: Bearer KEY`); empty: none.
+    api_key_file: str = ""
+    # Recognitions at once (each one channel, one thread).
+    workers: int = 2
+    # Streaming: interim results after this much new audio; finals once a window holds this much.
+    interim_interval_s: float = 2.0
+    max_window_s: float = 20.0
+    max_request_mb: int = 64
 
 
 @dataclass(frozen=True)
@@ -102,10 +131,11 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
+    asr_server: AsrServerConfig = field(default_factory=AsrServerConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "asr.backend": ("embedded",),
+    "asr.backend": ("embedded", "riva"),
     "asr.mono_speaker": ("agent", "customer"),
     "summarise.backend": ("embedded",),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
@@ -114,6 +144,9 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 _RANGES: dict[str, tuple[float, float]] = {
     "asr.beam_size": (1, 10),
     "asr.parallel_decodes": (1, 16),
+    "asr.boost_score": (-100.0, 100.0),
+    "asr.timeout_s": (1.0, 86_400.0),
+    "asr.retries": (0, 10),
     "audio.max_duration_s": (1, 24 * 3600),
     "summarise.min_disposition_similarity": (-1.0, 1.0),
     "server.shutdown_grace_s": (0.0, 600.0),
@@ -127,6 +160,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "ingest.max_attempts": (1, 100),
     "ingest.max_interim_calls": (0, 1000),
     "ingest.interim_interval_s": (2.0, 300.0),
+    "asr_server.workers": (1, 64),
+    "asr_server.interim_interval_s": (0.5, 60.0),
+    "asr_server.max_window_s": (5.0, 30.0),
+    "asr_server.max_request_mb": (1, 2048),
 }
 
 
@@ -208,6 +245,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     _validate_roles(config.audio.roles, "config audio.roles")
     for key in ("listen", "metrics_listen"):
         parse_address(getattr(config.server, key), f"config server.{key}")
+    parse_address(config.asr_server.listen, "config asr_server.listen")
+    parse_address(config.asr.riva_uri, "config asr.riva_uri")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:

@@ -46,6 +46,14 @@ class StreamTimeoutError(AftercallError):
     """A client that stopped sending mid-call."""
 
 
+class AuthenticationError(AftercallError):
+    """A request without the API key a server requires, or with a wrong one."""
+
+
+class BackendUnavailableError(AftercallError):
+    """A backend server (Riva, Triton) could not be reached or kept failing: the message names it and how often."""
+
+
 class CapacityError(AftercallError):
     """Over a configured limit (active calls, pending calls, disk): retry later or elsewhere."""
 

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.StreamTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.BackendUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.ConflictError, grpc.StatusCode.ABORTED),

@@ -10,11 +10,15 @@ import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from aftercall.core.audio import Audio
 from aftercall.core.modelpkg import PinnedModel
 from aftercall.core.transcript import Transcript, Turn, Word
 from aftercall.transcribe.base import ProgressCallback
+from aftercall.transcribe.turns import merge_channels, split_on_pauses
 
 logger = logging.getLogger(__name__)
 
@@ -25,10 +29,6 @@ TINY_EN_SHA256 = {
     "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
     "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
 }
-# Segments of one speaker closer than this are one turn.
-_TURN_JOIN_GAP_S = 1.2
-# A pause this long inside one channel's segment is where the other party may have spoken.
-_SPLIT_PAUSE_S = 0.7
 
 
 def default_model_dir() -> Path:
@@ -60,62 +60,38 @@ class EmbeddedTranscriber:
                                            num_workers=self._parallel)
             return self._model
 
+    def recognise(self, samples: np.ndarray, on_segment: Callable[[float], None] | None = None) -> list[list[Word]]:
+        """One channel (float32, 16 kHz) -> its segments, each a list of timed words. `on_segment(end_s)` reports
+        progress. Whisper's words carry their leading space; here they are stripped."""
+        segments, _info = self._load().transcribe(
+            samples, language="en", beam_size=self._beam_size, word_timestamps=True, vad_filter=self._vad,
+            condition_on_previous_text=False,
+        )
+        out = []
+        for segment in segments:
+            out.append([Word(w.word.strip(), w.start, w.end, w.probability) for w in segment.words or ()])
+            if on_segment is not None:
+                on_segment(segment.end)
+        return out
+
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None) -> Transcript:
-        model = self._load()
         speakers = roles[: len(audio.channels)] if len(audio.channels) > 1 else (self._mono_speaker,)
         total = audio.duration * len(audio.channels)
         done = [0.0] * len(audio.channels)
         progress_lock = threading.Lock()
 
         def decode(index: int) -> list[Turn]:
-            segments, _info = model.transcribe(
-                audio.channel_float16k(index), language="en", beam_size=self._beam_size, word_timestamps=True,
-                vad_filter=self._vad, condition_on_previous_text=False,
-            )
-            turns = []
-            for segment in segments:
-                turns.extend(_split_on_pauses(speakers[index], segment))
+            def advanced(end_s: float) -> None:
                 with progress_lock:
-                    done[index] = segment.end
+                    done[index] = end_s
                     if progress:
                         progress(sum(done), total)
-            return turns
+
+            segments = self.recognise(audio.channel_float16k(index), advanced)
+            return [turn for words in segments for turn in split_on_pauses(speakers[index], words)]
 
         with ThreadPoolExecutor(max_workers=max(1, min(self._parallel, len(audio.channels)))) as pool:
             per_channel = list(pool.map(decode, range(len(audio.channels))))
         if progress:
             progress(total, total)
-        merged = sorted((t for channel in per_channel for t in channel), key=lambda t: (t.start, t.speaker))
-        return Transcript(tuple(_join_turns(merged)))
-
-
-def _split_on_pauses(speaker: str, segment) -> list[Turn]:
-    """Whisper segments can span a long pause in which the other party spoke; split them at word gaps so the
-    merged conversation keeps its order."""
-    groups: list[list] = []
-    for word in segment.words or ():
-        if groups and word.start - groups[-1][-1].end > _SPLIT_PAUSE_S:
-            groups.append([word])
-        elif groups:
-            groups[-1].append(word)
-        else:
-            groups.append([word])
-    turns = []
-    for group in groups:
-        text = "".join(w.word for w in group).strip()
-        if text:
-            words = tuple(Word(w.word.strip(), w.start, w.end, w.probability) for w in group)
-            turns.append(Turn(speaker, text, group[0].start, group[-1].end, words))
-    return turns
-
-
-def _join_turns(turns: list[Turn]) -> list[Turn]:
-    """Consecutive segments of the same speaker, close in time, read better as one turn."""
-    joined: list[Turn] = []
-    for turn in turns:
-        last = joined[-1] if joined else None
-        if last is not None and last.speaker == turn.speaker and turn.start - last.end <= _TURN_JOIN_GAP_S:
-            joined[-1] = Turn(last.speaker, f"{last.text} {turn.text}", last.start, turn.end, last.words + turn.words)
-        else:
-            joined.append(turn)
-    return joined
+        return Transcript(tuple(merge_channels(per_channel)))

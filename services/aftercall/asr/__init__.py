@@ -1,0 +1,1 @@
+"""The Riva-compatible speech server (`aftercall serve asr`)."""

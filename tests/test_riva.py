@@ -1,0 +1,170 @@
+"""The Riva API both ways: the stock `riva.client` against `aftercall serve asr`, and our Riva backend against it.
+The same client suite can be pointed at a real Riva server (README, "Riva")."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+
+import grpc
+import pytest
+import riva.client
+from prometheus_client import CollectorRegistry
+from riva.client.proto import riva_asr_pb2 as rasr
+
+from aftercall.app import start_appliance
+from aftercall.core.audio import parse_wav, read_wav
+from aftercall.core.config import AsrConfig, AsrServerConfig, Config
+from aftercall.core.errors import BackendUnavailableError
+from aftercall.transcribe.riva import RivaTranscriber
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def asr_server(tmp_path, transcriber):
+    started = []
+
+    async def start(api_key: str | None = None, **settings):
+        key_file = ""
+        if api_key:
+            (tmp_path / "asr.key").write_text(api_key + "\n")
+            key_file = str(tmp_path / "asr.key")
+        config = dataclasses.replace(Config(), asr_server=dataclasses.replace(
+            AsrServerConfig(), api_key_file=key_file, **settings))
+        appliance = await start_appliance(config, ("asr",), tmp_path / "data", "127.0.0.1:0", "",
+                                          CollectorRegistry(), asr_transcriber=transcriber)
+        started.append(appliance)
+        return f"127.0.0.1:{appliance.port}"
+
+    yield start
+    for appliance in started:
+        await appliance.stop(1)
+
+
+def _service(uri: str, api_key: str | None = None) -> riva.client.ASRService:
+    return riva.client.ASRService(riva.client.Auth(uri=uri, metadata_args=[["api-key", api_key]] if api_key else None))
+
+
+def _per_channel_config(**fields) -> riva.client.RecognitionConfig:
+    return riva.client.RecognitionConfig(enable_word_time_offsets=True, enable_separate_recognition_per_channel=True,
+                                         language_code="en-US", **fields)
+
+
+async def test_stock_client_recognises_a_mulaw_wav_per_channel(asr_server, demo_clip):
+    uri = await asr_server()
+    # As the stock client does: the WAV file's bytes, header included, encoding left to the header.
+    response = await asyncio.to_thread(_service(uri).offline_recognize, demo_clip, _per_channel_config())
+    assert {r.channel_tag for r in response.results} == {1, 2}
+    agent = " ".join(r.alternatives[0].transcript for r in response.results if r.channel_tag == 1).lower()
+    assert "bank" in agent and "help" in agent
+    words = [w for r in response.results for w in r.alternatives[0].words]
+    assert words and all(0 <= w.start_time <= w.end_time <= 14_500 for w in words)
+    starts = [r.alternatives[0].words[0].start_time for r in response.results]
+    assert starts == sorted(starts), "results come in time order across channels"
+
+    # Headerless G.711 with the layout in the config gives the same words.
+    wav = read_wav(demo_clip)
+    raw = await asyncio.to_thread(_service(uri).offline_recognize, wav.payload, _per_channel_config(
+        encoding=riva.client.AudioEncoding.MULAW, sample_rate_hertz=8000, audio_channel_count=2))
+    assert [r.alternatives[0].transcript for r in raw.results] == [r.alternatives[0].transcript
+                                                                    for r in response.results]
+
+
+@pytest.mark.parametrize("fields, audio, fragment", [
+    ({"encoding": riva.client.AudioEncoding.FLAC}, b"fLaC" + bytes(100), "config.encoding: FLAC is not supported"),
+    ({"encoding": riva.client.AudioEncoding.OGGOPUS}, b"OggS" + bytes(100), "config.encoding: OGGOPUS"),
+    ({"diarization_config": rasr.SpeakerDiarizationConfig(enable_speaker_diarization=True)}, None,
+     "config.diarization_config"),
+    ({"sample_rate_hertz": 16000}, None, "config.sample_rate_hertz: 16000 but the WAV header says 8000"),
+    ({"encoding": riva.client.AudioEncoding.MULAW, "sample_rate_hertz": 44100}, b"\xff" * 100,
+     "config.sample_rate_hertz: 8000 or 16000, got 44100"),
+    ({}, b"\xff" * 100, "config.encoding: required for audio without a WAV header"),
+    ({"language_code": "de-DE"}, None, "config.language_code"),
+    ({"audio_channel_count": 3}, None, "config.audio_channel_count: 1 or 2"),
+    ({"encoding": riva.client.AudioEncoding.LINEAR_PCM, "sample_rate_hertz": 8000}, b"\x00" * 3,
+     "truncated"),
+])
+async def test_unsupported_requests_are_invalid_argument_naming_the_field(asr_server, demo_clip, fields, audio,
+                                                                           fragment):
+    uri = await asr_server()
+    config = riva.client.RecognitionConfig(**fields)
+    with pytest.raises(grpc.RpcError) as caught:
+        await asyncio.to_thread(_service(uri).offline_recognize, demo_clip if audio is None else audio, config)
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
+
+
+async def test_streaming_gives_interim_then_final_results_per_channel(asr_server, demo_clip):
+    uri = await asr_server(interim_interval_s=2.0, max_window_s=8.0)
+    config = riva.client.StreamingRecognitionConfig(config=_per_channel_config(), interim_results=True)
+    chunks = [demo_clip[i : i + 3200] for i in range(0, len(demo_clip), 3200)]  # header in the first chunk
+
+    def run():
+        return list(_service(uri).streaming_response_generator(chunks, config))
+
+    responses = await asyncio.to_thread(run)
+    results = [r for response in responses for r in response.results]
+    assert any(not r.is_final for r in results) and any(r.is_final for r in results)
+    finals = [r for r in results if r.is_final]
+    assert {r.channel_tag for r in finals} == {1, 2}
+    final_text = " ".join(r.alternatives[0].transcript for r in finals if r.channel_tag == 1).lower()
+    assert "bank" in final_text
+    # Windows of 8 s over a 14 s call: words keep their place in the call, not in the window.
+    assert max(w.start_time for r in finals for w in r.alternatives[0].words) > 8_000
+
+
+async def test_api_key_is_required_when_configured(asr_server, demo_clip):
+    uri = await asr_server(api_key="s3cret-key")
+    config = _per_channel_config()
+    for key, code in ((None, grpc.StatusCode.UNAUTHENTICATED), ("wrong", grpc.StatusCode.UNAUTHENTICATED)):
+        with pytest.raises(grpc.RpcError) as caught:
+            await asyncio.to_thread(_service(uri, key).offline_recognize, demo_clip, config)
+        assert caught.value.code() is code
+    response = await asyncio.to_thread(_service(uri, "s3cret-key").offline_recognize, demo_clip, config)
+    assert response.results
+    listing = await asyncio.to_thread(_service(uri, "s3cret-key").stub.GetRivaSpeechRecognitionConfig,
+                                      rasr.RivaSpeechRecognitionConfigRequest(), metadata=[("api-key", "s3cret-key")])
+    assert listing.model_config[0].model_name == "aftercall-whisper-tiny.en"
+
+
+async def test_riva_backend_matches_the_embedded_recogniser(asr_server, transcriber, demo_clip):
+    uri = await asr_server()
+    audio = parse_wav(demo_clip)
+    remote = await asyncio.to_thread(RivaTranscriber(AsrConfig(backend="riva", riva_uri=uri)).transcribe, audio,
+                                     ("agent", "customer"))
+    local = await asyncio.to_thread(transcriber.transcribe, audio, ("agent", "customer"))
+    assert [(t.speaker, t.text) for t in remote.turns] == [(t.speaker, t.text) for t in local.turns]
+    assert [t.start for t in remote.turns] == pytest.approx([t.start for t in local.turns], abs=0.01)
+
+
+def test_riva_down_is_a_clear_error_after_the_retries(demo_clip):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = RivaTranscriber(AsrConfig(backend="riva", riva_uri=f"127.0.0.1:{port}", retries=1, timeout_s=5))
+    with pytest.raises(BackendUnavailableError, match=rf"Riva ASR at 127.0.0.1:{port}: UNAVAILABLE after 2 attempt"):
+        backend.transcribe(parse_wav(demo_clip), ("agent", "customer"))
+
+
+def test_summarise_over_riva_equals_the_in_process_summary(tmp_path, demo_clip):
+    """`aftercall serve asr` as a process, `aftercall summarise --config` with asr.backend = riva."""
+    from test_serve_process import Server
+
+    server = Server(tmp_path / "asr-data", "asr")
+    try:
+        clip = tmp_path / "clip.wav"
+        clip.write_bytes(demo_clip)
+        config = tmp_path / "riva.toml"
+        config.write_text(f'[asr]\nbackend = "riva"\nriva_uri = "{server.address}"\n')
+        over_riva = run_cli("summarise", clip, "--config", config, "--call-id", "c1", "--quiet")
+        in_process = run_cli("summarise", clip, "--call-id", "c1", "--quiet")
+    finally:
+        server.stop()
+    assert over_riva.returncode == 0 and in_process.returncode == 0, over_riva.stderr + in_process.stderr
+    remote, local = json.loads(over_riva.stdout), json.loads(in_process.stdout)
+    for field in ("transcript", "reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups",
+                  "sentiment", "disposition", "escalation", "entities", "narrative", "redactions"):
+        assert remote[field] == local[field], field
