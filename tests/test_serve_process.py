@@ -4,6 +4,7 @@ and the metrics endpoint scraped by a real Prometheus."""
 from __future__ import annotations
 
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
@@ -11,7 +12,9 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
+import threading
 import sys
 import time
 import urllib.parse
@@ -30,7 +33,7 @@ from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
 from aftercall.v1 import summaries_pb2 as spb
 from aftercall.v1 import summaries_pb2_grpc as spb_grpc
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, wav_header
 
 pytestmark = pytest.mark.slow
 _READY = re.compile(r"serving .* on (\S+):(\d+)(?:, metrics on port (\d+))?")
@@ -105,6 +108,7 @@ def test_serve_and_stream_console_scripts_round_trip(servers, tmp_path, demo_cli
     assert again.returncode == 2 and "ALREADY_EXISTS" in again.stderr and "Traceback" not in again.stderr
     listed = run_cli("summaries", "list", "--server", server.address)
     assert [r["call_id"] for r in json.loads(listed.stdout)] == ["cli-1"]
+    assert run_cli("summaries", "list", "--limit", "0", "--server", server.address).returncode == 2
     missing = run_cli("summaries", "get", "nope", "--server", server.address)
     assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
     assert server.stop(signal.SIGTERM) == 0
@@ -144,12 +148,39 @@ def test_kill_9_then_restart_still_summarises_every_received_call(servers, tmp_p
     assert not any((data / "spool").iterdir()), "spooled audio is removed once its summary is stored"
 
 
-def test_sigterm_stops_within_the_grace(servers):
-    server = servers(env={"AFTERCALL_SERVER__SHUTDOWN_GRACE_S": "2"})
+def test_sigterm_lets_the_call_in_flight_finish_then_exits(servers, demo_clip):
+    server = servers(env={"AFTERCALL_SERVER__SHUTDOWN_GRACE_S": "60"})
+    from aftercall.core.audio import read_wav
+
+    payload = read_wav(demo_clip).payload
+    received = threading.Event()
+    events = []
+
+    def call():
+        messages = [pb.CallAudio(start=pb.CallStart(
+            call_id="in-flight", encoding=pb.AUDIO_ENCODING_MULAW, sample_rate_hz=8000,
+            channel_roles=[pb.CHANNEL_ROLE_AGENT, pb.CHANNEL_ROLE_CUSTOMER]))]
+        messages += [pb.CallAudio(chunk=pb.AudioChunk(sequence=i, audio=payload[o : o + 3200]))
+                     for i, o in enumerate(range(0, len(payload), 3200))]
+        messages.append(pb.CallAudio(end=pb.CallEnd()))
+        with client_channel(server.address) as channel:
+            for event in pb_grpc.CallIngestStub(channel).StreamCall(iter(messages), timeout=120):
+                events.append(event.WhichOneof("event"))
+                if events[-1] == "received":
+                    received.set()
+
+    client = threading.Thread(target=call)
+    client.start()
+    assert received.wait(60)
     started = time.monotonic()
-    assert server.stop(signal.SIGTERM) == 0
-    assert time.monotonic() - started < 10
+    assert server.stop(signal.SIGTERM, timeout=90) == 0
+    client.join(10)
+    assert events[-1] == "summary", events  # the call in flight was finished, not cut off
+    assert time.monotonic() - started < 60
     assert "stopping: no new calls" in server.log.read_text()
+    with pytest.raises(grpc.RpcError):  # and nothing listens any more
+        with client_channel(server.address) as channel:
+            spb_grpc.SummariesStub(channel).Get(spb.GetSummaryRequest(call_id="in-flight"), timeout=3)
 
 
 # -- TLS ------------------------------------------------------------------------------------------------------------
@@ -200,17 +231,31 @@ def _tls_env(pki: dict, mutual: bool) -> dict:
 def test_tls_and_mutual_tls_on_grpc_and_metrics(servers, pki):
     server = servers(env=_tls_env(pki, mutual=True))
     identity = {"ca_file": pki["ca"], "cert_file": pki["client_cert"], "key_file": pki["client_key"]}
+    quiet = bytes(8000 * 2 * 2)
     with client_channel(server.address, **identity) as channel:
-        with pytest.raises(grpc.RpcError) as caught:
-            spb_grpc.SummariesStub(channel).Get(spb.GetSummaryRequest(call_id="none"), timeout=10)
-        assert caught.value.code() is grpc.StatusCode.NOT_FOUND  # the TLS handshake and the call went through
+        ingest = pb_grpc.CallIngestStub(channel)
+        ingest.SubmitRecording(pb.SubmitRecordingRequest(
+            call_id="tls-1", wait=True, wav=wav_header(1, 2, 8000, 16, len(quiet)) + quiet), timeout=60)
+        # Under mutual TLS the certificate says who approves; the metadata cannot override it.
+        approved = spb_grpc.SummariesStub(channel).Approve(
+            spb.ApproveSummaryRequest(call_id="tls-1", expected_version=1), metadata=(("x-aftercall-user", "mallory"),))
+        assert approved.approved_by == "supervisor.sam"
     for refused in ({"ca_file": pki["ca"]}, {}):  # no client certificate / no TLS at all
         with client_channel(server.address, **refused) as channel:
             with pytest.raises(grpc.RpcError) as caught:
-                spb_grpc.SummariesStub(channel).Get(spb.GetSummaryRequest(call_id="none"), timeout=5)
+                spb_grpc.SummariesStub(channel).Get(spb.GetSummaryRequest(call_id="tls-1"), timeout=5)
             assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
-    with pytest.raises(OSError):  # plaintext scrape of a TLS metrics endpoint fails
-        urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+
+    url = f"https://localhost:{server.metrics_port}/metrics"
+    context = ssl.create_default_context(cafile=pki["ca"])
+    context.load_cert_chain(pki["client_cert"], pki["client_key"])
+    assert b"aftercall_ingest_calls_accepted_total" in urllib.request.urlopen(url, context=context, timeout=10).read()
+    for refused in (ssl.create_default_context(cafile=pki["ca"]), None):  # no client certificate / plaintext
+        with pytest.raises(OSError):
+            if refused is None:
+                urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read()
+            else:
+                urllib.request.urlopen(url, context=refused, timeout=5).read()
 
 
 def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
@@ -218,7 +263,10 @@ def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
     shutil.copy(pki["server_key"], loose)
     loose.chmod(0o644)
     data = ["--data-dir", str(tmp_path / "d")]
-    with socket.socket() as taken:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with socket.socket() as taken, open(locked / "ingest.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as a running ingest holds it
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
@@ -231,7 +279,8 @@ def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
             f"server.listen: cannot bind {busy}": ({}, ["--listen", busy]),
             f"server.metrics_listen: cannot bind {busy}": ({}, ["--listen", "127.0.0.1:0", "--metrics-listen", busy]),
             "server.data_dir: cannot use /proc/nowhere": ({}, ["--listen", "127.0.0.1:0", "--data-dir", "/proc/nowhere"]),
-            "unknown service 'billing' (known: ingest, summaries)": ({}, ["billing"]),
+            "unknown service 'billing' (known: ingest, summaries, asr)": ({}, ["billing"]),
+            "another aftercall ingest is using": ({}, ["--listen", "127.0.0.1:0", "--data-dir", str(locked)]),
         }
         for fragment, (env, args) in cases.items():
             args = ["serve", "--metrics-listen", "127.0.0.1:0", *data, *args]

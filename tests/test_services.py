@@ -312,20 +312,30 @@ async def test_review_edit_approve_and_search(serve):
         assert body["resolution"] == {"status": "resolved", "detail": "Refund issued."}
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=1, fields_json='{"issue": "x"}'))
+            await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=1, fields_json='{"issue": "x"}'),
+                            metadata=user)
         assert caught.value.code() is grpc.StatusCode.ABORTED and "version 2" in caught.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json='{"issue": "x"}'))
+        assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED and "x-aftercall-user" in caught.value.details()
         for fields, fragment in (('{"transcript": []}', "transcript cannot be edited"),
                                  ('{"sentiment": {"start": "angry", "end": "neutral"}}', "sentiment.start"),
                                  ("not json", "not valid JSON")):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json=fields))
+                await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json=fields),
+                                metadata=user)
             assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
+        for bad in (spb.ListSummariesRequest(state=9), spb.ListSummariesRequest(page_token="OTk5OTk5OTk5OTk5OTk5")):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.List(bad)
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
         approved = await stub.Approve(spb.ApproveSummaryRequest(call_id="r-1", expected_version=2),
                                       metadata=(("x-aftercall-user", "supervisor.sam"),))
         assert approved.state == spb.REVIEW_STATE_APPROVED and approved.approved_by == "supervisor.sam"
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json='{"issue": "x"}'))
+            await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json='{"issue": "x"}'),
+                            metadata=user)
         assert caught.value.code() is grpc.StatusCode.FAILED_PRECONDITION
         history = await stub.Get(spb.GetSummaryRequest(call_id="r-1", include_history=True))
         assert [(v.version, v.author) for v in history.history] == [(1, "aftercall-embedded-0.1"), (2, "agent.alice")]
@@ -426,3 +436,50 @@ def test_interim_text_masks_every_long_digit_run(summariser, demo_clip):
     # Digits the conversation-level redactor leaves (no cue, no Luhn yet) go too while the call is live.
     assert "4532" not in turns[0].text and "77 12 34" not in turns[0].text and "[NUMBER]" in turns[0].text
     assert "[CARD ****0366]" in turns[1].text
+
+
+class _BrokenTranscriber:
+    def transcribe(self, audio, roles, progress=None):
+        raise RuntimeError("recogniser crashed")
+
+
+async def test_a_call_that_cannot_be_processed_is_aborted_with_a_reason_and_kept(serve, tmp_path, summariser,
+                                                                                  demo_clip):
+    broken = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=_BrokenTranscriber)
+    config = dataclasses.replace(Config(), ingest=dataclasses.replace(IngestConfig(), max_attempts=1))
+    appliance = await start_appliance(config, SERVICES, tmp_path / "broken", "127.0.0.1:0", "",
+                                      CollectorRegistry(), broken)
+    try:
+        payload = read_wav(demo_clip).payload[:16000]
+        events, error = await asyncio.to_thread(_exchange, appliance.port, [_start(), *_chunks(payload), _END], 30)
+        assert [e.WhichOneof("event") for e in events] == ["accepted", "received"]
+        assert error.code() is grpc.StatusCode.ABORTED and "RuntimeError: recogniser crashed" in error.details()
+        assert appliance.metrics.registry.get_sample_value("aftercall_pipeline_calls_failed_total",
+                                                           {"stage": "asr"}) == 1
+        assert any((tmp_path / "broken" / "spool" / "call-1").iterdir()), "the audio is kept for an operator"
+    finally:
+        await appliance.stop(1)
+
+
+async def test_a_summary_stored_just_before_a_crash_finishes_its_bookkeeping(serve, tmp_path, demo_clip):
+    from aftercall.core.database import open_database
+    from aftercall.ingest.calls import RECEIVED, CallJob, CallStore
+    from aftercall.review.store import SummaryStore
+
+    db = open_database(tmp_path / "data")
+    wav = read_wav(demo_clip)
+    fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
+    CallStore(db).create(CallJob("stored", RECEIVED, "stream", fmt, ("agent", "customer"), {"ani": "07700900123"}))
+    spool = Spool(tmp_path / "data" / "spool").open_stream("stored", fmt)
+    spool.write_interleaved(wav.payload[:16000])
+    spool.finish()
+    summary = {"call_id": "stored", "disposition": {"code": "UNKNOWN"}}
+    SummaryStore(db).create_draft(summary, {}, True, "test")
+    db.close()
+
+    await serve()
+    db = open_database(tmp_path / "data")
+    job = CallStore(db).get("stored")
+    db.close()
+    assert job.state == "done" and job.metadata == {}, "done, and the caller's number dropped"
+    assert not (tmp_path / "data" / "spool" / "stored").exists()

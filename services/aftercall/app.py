@@ -12,13 +12,14 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from aftercall.core.config import Config
-from aftercall.core.database import open_database
+from aftercall.core.database import lock_data_dir, open_database
 from aftercall.core.errors import ConfigError
 from aftercall.core.metrics import Metrics, serve_metrics
 from aftercall.core.rpc import GrpcServer, check_listen_security
@@ -53,12 +54,13 @@ class Appliance:
     _closers: list
 
     async def stop(self, grace: float) -> bool:
-        """Stop within `grace` seconds. True when a call was still being processed (it resumes at next start)."""
-        waits = [self.server.stop(grace)]
+        """Stop within `grace` seconds: streams in flight keep being served (the processor keeps working for them)
+        until they end or the grace runs out. True when a call was still being processed (it resumes at next start)."""
+        deadline = time.monotonic() + grace
+        await self.server.stop(grace)
+        abandoned = False
         if self.processor is not None:
-            waits.append(self.processor.stop(grace))
-        results = await asyncio.gather(*waits)
-        abandoned = any(result is True for result in results)
+            abandoned = await self.processor.stop(deadline)
         for close in self._closers:
             close()
         return abandoned
@@ -88,26 +90,31 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
         calls, summaries, spool = CallStore(db), SummaryStore(db), Spool(data_dir / "spool")
         bindings, processor = [], None
         if "ingest" in services:
+            # One ingest per data directory: another would take this one's live calls for crashed ones.
+            closers.append(lock_data_dir(data_dir, "ingest"))
             pipeline = pipeline or build_pipeline(config)
             processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
                                       config.ingest.max_attempts)
-            bindings.append(CallIngestService(config, calls, spool, processor, metrics, pipeline).binding())
+            ingest = CallIngestService(config, calls, spool, processor, metrics, pipeline)
+            closers.insert(0, ingest.close)
+            bindings.append(ingest.binding())
         if "summaries" in services:
             bindings.append(SummariesService(summaries).binding())
         if "asr" in services:
             recogniser = asr_transcriber or build_embedded_transcriber(config)
             bindings.append(RivaCompatibleAsr(recogniser, config.asr_server,
                                               load_api_key(config.asr_server.api_key_file)).binding())
-        largest_mb = max(config.ingest.max_recording_mb, config.asr_server.max_request_mb)
+        largest_mb = max(config.ingest.max_recording_mb if "ingest" in services else 4,
+                         config.asr_server.max_request_mb if "asr" in services else 4)
         server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
                             max_message_bytes=(largest_mb + 1) * 1024 * 1024)
+        if processor is not None:
+            await processor.start()  # resume before a new call could be taken for a crashed one
         port = await server.start()
     except BaseException:
         for close in closers:
             close()
         raise
-    if processor is not None:
-        await processor.start()
     return Appliance(server, port, metrics, metrics_port, processor, closers)
 
 

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--agent-id", default="")
     listing.add_argument("--disposition", default="", help="disposition code")
     listing.add_argument("--state", choices=("draft", "edited", "approved"))
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (1-500)")
+    listing.add_argument("--limit", type=_page_size, default=50, help="at most this many (1-500)")
     getting = actions.add_parser("get", help="one summary")
     getting.add_argument("call_id")
     getting.add_argument("--history", action="store_true", help="include every version")
@@ -82,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--format", choices=("json", "text"), default="json")
         _add_client_tls(sub)
     return parser
+
+
+def _page_size(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 500:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 500, got {text!r}")
+    return int(text)
 
 
 def _add_client_tls(parser: argparse.ArgumentParser) -> None:

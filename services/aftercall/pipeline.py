@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import uuid
 from collections import Counter
@@ -78,11 +79,13 @@ class Pipeline:
     transcriber_factory: Any  # () -> Transcriber; built lazily so transcript input never loads Whisper
     redactor: Redactor = field(default_factory=Redactor)
     _transcriber: Transcriber | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def transcriber(self) -> Transcriber:
-        if self._transcriber is None:
-            self._transcriber = self.transcriber_factory()
-        return self._transcriber
+        with self._lock:  # interim and post-call threads may both ask first: one model, not two
+            if self._transcriber is None:
+                self._transcriber = self.transcriber_factory()
+            return self._transcriber
 
     def load(self, path: Path, raw: RawAudioSpec | None) -> Audio | Transcript:
         if raw is None and path.suffix.lower() == ".json":

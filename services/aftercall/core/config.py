@@ -111,8 +111,8 @@ class IngestConfig:
     stream_idle_timeout_s: float = 120.0
     # New calls are refused while the data directory's disk has less free space than this.
     min_free_disk_mb: int = 512
-    # Largest SubmitRecording message.
-    max_recording_mb: int = 256
+    # Largest recording SubmitRecording takes (bytes or path); also the largest gRPC message the server reads.
+    max_recording_mb: int = 32
     # SubmitRecording by path reads only files under this directory; empty disables it.
     import_dir: str = ""
     # Failed attempts before a call is marked failed (it stays on disk for an operator).

@@ -6,9 +6,12 @@ the vault lands its rows (metadata, redacted transcripts) are not yet encrypted.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable, Iterator
 
 from aftercall.core.errors import ConfigError
 
@@ -16,8 +19,8 @@ DATABASE_NAME = "aftercall.db"
 
 
 def prepare_data_dir(path: Path) -> Path:
+    """Created owner-only; an existing directory is used as it is (it may be shared, e.g. a home directory)."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
     return path
 
 
@@ -35,3 +38,27 @@ def open_database(data_dir: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous=FULL")
     connection.execute("PRAGMA busy_timeout=5000")
     return connection
+
+
+@contextmanager
+def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """All or nothing; a failure (disk full, I/O error) rolls back, so the shared connection is never left inside a
+    half-done transaction that later writes would silently join."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def lock_data_dir(data_dir: Path, owner: str) -> Callable[[], None]:
+    """An exclusive lock on `<data_dir>/<owner>.lock`, held until the returned function is called."""
+    handle = open(data_dir / f"{owner}.lock", "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        raise ConfigError(f"config server.data_dir: another aftercall {owner} is using {data_dir}") from exc
+    return handle.close

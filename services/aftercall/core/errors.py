@@ -54,6 +54,10 @@ class BackendUnavailableError(AftercallError):
     """A backend server (Riva, Triton) could not be reached or kept failing: the message names it and how often."""
 
 
+class CallFailedError(AftercallError):
+    """A call that could not be summarised after every attempt; it stays on disk (state failed) for an operator."""
+
+
 class CapacityError(AftercallError):
     """Over a configured limit (active calls, pending calls, disk): retry later or elsewhere."""
 

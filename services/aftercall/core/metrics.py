@@ -14,7 +14,7 @@ from aftercall.core.errors import ConfigError
 # Post-call latency spans seconds (a short call, idle appliance) to many minutes (a queue after a burst).
 _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 _STAGE_BUCKETS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
-STAGES = ("asr", "redaction", "summarisation", "recheck", "store")
+STAGES = ("asr", "redaction", "summarisation", "store")  # summarisation includes its redaction re-check
 
 
 class Metrics:

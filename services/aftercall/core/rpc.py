@@ -29,6 +29,7 @@ _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.StreamTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
     (errors.BackendUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.CallFailedError, grpc.StatusCode.ABORTED),
     (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.NotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.ConflictError, grpc.StatusCode.ABORTED),
@@ -71,11 +72,10 @@ def error_reason(error: grpc.RpcError) -> str | None:
 
 
 class RemoteError(errors.AftercallError):
-    """A server refused or failed a request: its status code, message and `ErrorInfo.reason`."""
+    """A server refused or failed a request: its status code and message."""
 
     def __init__(self, error: grpc.RpcError):
         self.code = error.code()
-        self.reason = error_reason(error)
         super().__init__(f"{self.code.name}: {error.details()}")
 
 
@@ -174,16 +174,35 @@ def check_listen_security(listen: str, config: ServerConfig, key: str) -> None:
                           "and server.tls_key_file (or server.allow_plaintext_remote = true on a trusted network)")
 
 
-def caller_identity(context: grpc.aio.ServicerContext) -> str:
-    """Who is calling: the client certificate's common name under mutual TLS, else the `x-aftercall-user` metadata
-    (trusted on loopback only until role checks land with the vault), else "anonymous"."""
-    common_names = context.auth_context().get("x509_common_name")
-    if common_names:
-        return common_names[0].decode()
-    for key, value in context.invocation_metadata() or ():
-        if key == USER_METADATA_KEY and value:
-            return str(value)[:128]
-    return "anonymous"
+def _peer_is_loopback(context: grpc.aio.ServicerContext) -> bool:
+    peer = context.peer() or ""  # "ipv4:127.0.0.1:5555", "ipv6:[::1]:5555", "unix:..."
+    if peer.startswith("unix:"):
+        return True
+    host = peer.partition(":")[2].rpartition(":")[0].strip("[]")
+    return is_loopback(host)
+
+
+def caller_identity(context: grpc.aio.ServicerContext) -> str | None:
+    """Who is calling. Under mutual TLS only the client certificate counts (its CN, else its first DNS SAN);
+    otherwise the `x-aftercall-user` metadata is believed only from loopback (a local UI or proxy that did the
+    authentication). None when neither applies."""
+    auth = context.auth_context()
+    if auth.get("transport_security_type", [b""])[0] == b"ssl" and context.peer_identities():
+        names = auth.get("x509_common_name") or auth.get("x509_subject_alternative_name") or []
+        return names[0].decode() if names else None
+    if _peer_is_loopback(context):
+        for key, value in context.invocation_metadata() or ():
+            if key == USER_METADATA_KEY and value:
+                return str(value)[:128]
+    return None
+
+
+def require_identity(context: grpc.aio.ServicerContext, action: str) -> str:
+    identity = caller_identity(context)
+    if identity is None:
+        raise errors.AuthenticationError(f"{action} needs to know who you are: a client certificate (mutual TLS) or, "
+                                         f"from loopback, the {USER_METADATA_KEY} metadata")
+    return identity
 
 
 @dataclass(frozen=True)
@@ -239,20 +258,18 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "",
-                   asynchronous: bool = False):
+def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "") -> grpc.Channel:
     """A channel to an aftercall server: plaintext, TLS (ca_file) or mutual TLS (plus cert_file and key_file).
 
     The CLI's clients are synchronous on purpose: a grpc.aio client that is still writing when the server ends a
     stream early reports INTERNAL instead of the server's status (grpc/grpc#36066); the sync client does not.
     """
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
-    module = grpc.aio if asynchronous else grpc
     if not ca_file:
-        return module.insecure_channel(address, options=options)
+        return grpc.insecure_channel(address, options=options)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=Path(ca_file).read_bytes(),
         private_key=Path(key_file).read_bytes() if key_file else None,
         certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
     )
-    return module.secure_channel(address, credentials, options=options)
+    return grpc.secure_channel(address, credentials, options=options)

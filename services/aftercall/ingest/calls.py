@@ -102,8 +102,9 @@ class CallStore:
         self._update(call_id, state=TRANSCRIBED, transcript=json.dumps(transcript))
 
     def mark_done(self, call_id: str) -> None:
-        # The transcript lives on in the summary; the checkpoint is no longer needed.
-        self._update(call_id, state=DONE, transcript=None, error=None)
+        # The transcript lives on in the summary; the checkpoint is no longer needed, nor the caller's numbers
+        # (ANI/DNIS are personal data the summary record does not carry).
+        self._update(call_id, state=DONE, transcript=None, error=None, metadata="{}")
 
     def record_failure(self, call_id: str, error: str, max_attempts: int) -> tuple[int, bool]:
         """Count a failed attempt; after `max_attempts` the call is failed (kept for an operator). -> (n, final)"""

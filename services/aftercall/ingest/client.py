@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import grpc
@@ -30,7 +30,6 @@ class StreamResult:
     audio_seconds: float
     # Seconds from sending CallEnd to receiving the summary: the post-call latency a PBX sees.
     post_call_latency_s: float
-    events: list[str] = field(default_factory=list)
 
 
 def stream_call(channel: grpc.Channel, wav: bytes, call_id: str | None = None,
@@ -68,7 +67,6 @@ def stream_call(channel: grpc.Channel, wav: bytes, call_id: str | None = None,
     try:
         for event in stub.StreamCall(messages()):
             kind = event.WhichOneof("event")
-            result.events.append(kind)
             if on_event is not None:
                 on_event(event)
             if kind == "received":

@@ -13,11 +13,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aftercall.core.errors import AftercallError
+from aftercall.core.errors import CallFailedError
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
 from aftercall.core.transcript import Transcript, Turn
-from aftercall.ingest.calls import RECEIVING, TRANSCRIBED, CallJob, CallStore
+from aftercall.ingest.calls import FAILED, RECEIVING, TRANSCRIBED, CallJob, CallStore
 from aftercall.ingest.spool import Spool
 from aftercall.pipeline import Pipeline
 from aftercall.redact.redactor import Redaction
@@ -26,10 +26,6 @@ from aftercall.summarise.taxonomy import parse_taxonomy
 
 logger = logging.getLogger(__name__)
 _RETRY_DELAY_S = 2.0
-
-
-class CallFailed(AftercallError):
-    """A call that could not be summarised after every attempt (it stays on disk, state failed)."""
 
 
 class CallProcessor:
@@ -77,17 +73,27 @@ class CallProcessor:
         self._metrics.queue_depth.set(self.pending)
 
     async def wait(self, call_id: str) -> StoredSummary:
-        """The stored summary of a call, once it exists."""
+        """The stored summary of a call, once it exists; CallFailedError if it never will."""
         if self._summaries.exists(call_id):
             return self._summaries.get(call_id)
+        job = self._calls.get(call_id)
+        if job is None or job.state == FAILED:
+            raise CallFailedError(f"call {call_id!r} could not be summarised"
+                             + (f" ({job.error}); it is kept on disk for an operator" if job else ""))
         future = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(call_id, []).append(future)
-        return await future
+        waiters = self._waiters.setdefault(call_id, [])
+        waiters.append(future)
+        try:
+            return await future
+        finally:
+            if future in waiters:  # a client that went away must not leave its future behind
+                waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(call_id, None)
 
-    async def stop(self, grace: float) -> bool:
-        """Let calls being processed finish within `grace`; the rest resume at the next start (they are on disk).
-        True when a call was still being processed (its worker thread cannot be interrupted)."""
-        deadline = time.monotonic() + grace
+    async def stop(self, deadline: float) -> bool:
+        """Let the call being processed finish until `deadline` (monotonic); the rest resume at the next start
+        (they are on disk). True when a call was still being processed (its worker thread cannot be interrupted)."""
         while self._busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         abandoned = self._busy > 0
@@ -125,7 +131,11 @@ class CallProcessor:
 
     async def _process(self, call_id: str) -> None:
         job = self._calls.get(call_id)
-        if job is None or self._summaries.exists(call_id):
+        if job is None:
+            return
+        if self._summaries.exists(call_id):
+            # Stored before a crash cut the bookkeeping short: finish it, or the raw audio would stay forever.
+            self._finish(call_id)
             return
         timings: dict[str, float] = {}
         if job.state == TRANSCRIBED and job.transcript is not None:
@@ -133,7 +143,8 @@ class CallProcessor:
             turns = tuple(Turn(t["speaker"], t["text"], t["start"], t["end"]) for t in job.transcript["turns"])
             redaction = Redaction(Transcript(turns, call_id), Counter(job.transcript["counts"]), [])
         else:
-            audio = self._spool.load(call_id, job.audio_format)
+            audio = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._spool.load, call_id, job.audio_format)
             transcript = await self._run("asr", self._pipeline.transcribe, audio, job.roles, None, timings)
             redaction = await self._run("redaction", self._pipeline.redact, transcript, call_id, timings)
             self._calls.checkpoint_transcript(call_id, {
@@ -144,8 +155,7 @@ class CallProcessor:
         summary = await self._run("summarisation", self._summarise, job, redaction, timings)
         started = time.perf_counter()
         self._summaries.create_draft(summary, job.metadata, job.complete, summary.get("model", "aftercall"))
-        self._calls.mark_done(call_id)
-        self._spool.remove(call_id)
+        self._finish(call_id)
         self._metrics.stage_seconds.labels(stage="store").observe(time.perf_counter() - started)
         self._metrics.calls_completed.inc()
         if job.received_at is not None:
@@ -153,6 +163,10 @@ class CallProcessor:
         logger.info("call summarised (%.1f s of audio, disposition %s)", job.audio_seconds,
                     summary["disposition"]["code"])
         self._resolve(call_id, self._summaries.get(call_id))
+
+    def _finish(self, call_id: str) -> None:
+        self._calls.mark_done(call_id)
+        self._spool.remove(call_id)
 
     def _summarise(self, job: CallJob, redaction: Redaction, timings: dict[str, float]) -> dict[str, Any]:
         taxonomy = parse_taxonomy(job.taxonomy_toml, "call taxonomy") if job.taxonomy_toml else None
@@ -169,7 +183,9 @@ class CallProcessor:
             logger.error("call failed after %d attempt(s): %s", attempts, type(exc).__name__, exc_info=exc)
             for future in self._waiters.pop(call_id, []):
                 if not future.done():
-                    future.set_exception(CallFailed(f"call {call_id!r} could not be summarised: {exc}"))
+                    future.set_exception(CallFailedError(
+                        f"call {call_id!r} could not be summarised ({type(exc).__name__}: {exc}); it is kept on disk "
+                        "for an operator"))
             return
         logger.warning("call attempt %d failed (%s); retrying", attempts, type(exc).__name__)
         await asyncio.sleep(_RETRY_DELAY_S)

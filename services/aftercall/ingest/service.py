@@ -9,14 +9,16 @@ back in the client.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import grpc
 
-from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, Encoding, parse_wav
+from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, Encoding, read_wav
 from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtocolError, StreamTimeoutError, UserError
 from aftercall.core.logsetup import call_id_var
@@ -199,19 +201,21 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         if size > limit:
             raise StreamProtocolError(f"chunk {chunk.sequence} is {size} bytes, more than "
                                       f"{self._limits.max_chunk_ms} ms of audio ({limit} bytes; ingest.max_chunk_ms)")
+        if spool.seconds_after(size, chunk.channel if per_channel else None) > self._config.audio.max_duration_s:
+            raise StreamProtocolError(f"chunk {chunk.sequence} would make the call longer than "
+                                      f"audio.max_duration_s = {self._config.audio.max_duration_s} s")
         before = spool.seconds
-        if per_channel:
-            spool.write_channel(chunk.channel, chunk.audio)
-        else:
-            spool.write_interleaved(chunk.audio)
-        if spool.seconds > self._config.audio.max_duration_s:
-            raise StreamProtocolError(f"the call is longer than audio.max_duration_s = "
-                                      f"{self._config.audio.max_duration_s} s")
+        with _disk_full_is_capacity():
+            if per_channel:
+                spool.write_channel(chunk.channel, chunk.audio)
+            else:
+                spool.write_interleaved(chunk.audio)
         self._metrics.audio_seconds.inc(spool.seconds - before)
 
     def _hand_over(self, call_id: str, spool: StreamSpool, complete: bool) -> bool:
         """Make the received audio durable and queue the call; a call with no audio at all is dropped."""
-        spool.finish()
+        with _disk_full_is_capacity():
+            spool.finish()
         if spool.seconds == 0:
             self._calls.delete(call_id)
             self._spool.remove(call_id)
@@ -231,7 +235,12 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._admit(streaming=True)
         self._calls.create(job)
         call_id_var.set(job.call_id)
-        spool = self._spool.open_stream(job.call_id, job.audio_format)
+        try:
+            with _disk_full_is_capacity():
+                spool = self._spool.open_stream(job.call_id, job.audio_format)
+        except BaseException:
+            self._forget(job.call_id)  # never accepted: the client may retry with the same call id
+            raise
         self._active += 1
         self._metrics.calls_active.inc()
         self._metrics.calls_accepted.labels(source="stream").inc()
@@ -274,11 +283,13 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             if interim is not None:
                 interim.close()
                 self._interim_active -= 1
-            # An error, a cancelled or vanished client: what arrived is still summarised (no call is lost).
-            if not handed_over and self._hand_over(job.call_id, spool, complete=False):
-                logger.warning("stream broke off after %.1f s; summarising what arrived", spool.seconds)
-            self._active -= 1
-            self._metrics.calls_active.dec()
+            try:
+                # An error, a cancelled or vanished client: what arrived is still summarised (no call is lost).
+                if not handed_over and self._hand_over(job.call_id, spool, complete=False):
+                    logger.warning("stream broke off after %.1f s; summarising what arrived", spool.seconds)
+            finally:
+                self._active -= 1
+                self._metrics.calls_active.dec()
 
     # -- SubmitRecording ---------------------------------------------------------------------------------------
     def _recording_bytes(self, request: pb.SubmitRecordingRequest) -> bytes:
@@ -294,6 +305,10 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         if not path.is_relative_to(root):
             raise UserError(f"path must be under ingest.import_dir ({root})")
         try:
+            size = path.stat().st_size
+            if size > self._limits.max_recording_mb * 1024 * 1024:
+                raise UserError(f"{request.path} is {size // (1024 * 1024)} MB, more than ingest.max_recording_mb = "
+                                f"{self._limits.max_recording_mb}")
             return path.read_bytes()
         except OSError as exc:
             raise AudioFormatError(f"cannot read {request.path}: {exc.strerror}") from exc
@@ -301,24 +316,48 @@ class CallIngestService(pb_grpc.CallIngestServicer):
     async def SubmitRecording(self, request: pb.SubmitRecordingRequest, context) -> pb.SubmitRecordingResponse:
         call_id = check_call_id(request.call_id)
         call_id_var.set(call_id)
+        self._admit(streaming=False)
         wav = self._recording_bytes(request)
-        audio = parse_wav(wav)
-        if audio.duration > self._config.audio.max_duration_s:
-            raise AudioFormatError(f"too long: {audio.duration:.0f} s exceeds audio.max_duration_s = "
+        header = read_wav(wav)  # validates without decoding every sample
+        seconds = len(header.payload) / (SAMPLE_BYTES[header.encoding] * header.channels) / header.sample_rate
+        if seconds > self._config.audio.max_duration_s:
+            raise AudioFormatError(f"too long: {seconds:.0f} s exceeds audio.max_duration_s = "
                                    f"{self._config.audio.max_duration_s}")
-        roles = _roles(request.channel_roles, self._config.audio.roles, len(audio.channels))
+        roles = _roles(request.channel_roles, self._config.audio.roles, header.channels)
         if len(roles) == 1:
             roles = self._config.audio.roles
         job = CallJob(call_id, RECEIVING, "recording", None, roles, _metadata(request.metadata),
                       _taxonomy(request.taxonomy_toml))
-        self._admit(streaming=False)
         self._calls.create(job)
-        self._spool.write_recording(call_id, wav)
-        self._calls.mark_received(call_id, audio.duration, complete=True)
+        try:
+            with _disk_full_is_capacity():
+                self._spool.write_recording(call_id, wav)
+        except BaseException:
+            self._forget(call_id)
+            raise
+        self._calls.mark_received(call_id, seconds, complete=True)
         self._metrics.calls_accepted.labels(source="recording").inc()
-        self._metrics.audio_seconds.inc(audio.duration)
+        self._metrics.audio_seconds.inc(seconds)
         self._processor.submit(call_id)
-        response = pb.SubmitRecordingResponse(call_id=call_id, audio_seconds=audio.duration)
+        response = pb.SubmitRecordingResponse(call_id=call_id, audio_seconds=seconds)
         if request.wait:
             response.summary.CopyFrom(to_proto(await self._processor.wait(call_id)))
         return response
+
+    def _forget(self, call_id: str) -> None:
+        self._calls.delete(call_id)
+        self._spool.remove(call_id)
+
+    def close(self) -> None:
+        """Interim batches still queued are dropped; one running finishes in its thread, its result unused."""
+        self._interim_executor.shutdown(wait=False, cancel_futures=True)
+
+
+@contextmanager
+def _disk_full_is_capacity() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CapacityError("the data disk is full; the call could not be stored") from exc
+        raise

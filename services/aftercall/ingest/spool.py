@@ -74,12 +74,23 @@ class StreamSpool:
             channels.append(decode_samples(data[: len(data) - len(data) % width], self.format.encoding, 1)[0])
         return _same_length(channels, self.format.sample_rate, self.format.encoding)
 
+    def seconds_after(self, size: int, channel: int | None) -> float:
+        """The call's length once `size` more bytes (of one channel, or interleaved) are written."""
+        if channel is None:
+            return self.format.seconds(max(self.channel_bytes) + size // self.format.channels)
+        return max(self.seconds, self.format.seconds(self.channel_bytes[channel] + size))
+
     def finish(self) -> None:
-        """Flush and fsync every channel: after this returns the audio survives a crash."""
-        for handle in self._files:
-            if not handle.closed:
-                handle.flush()
-                os.fsync(handle.fileno())
+        """Flush and fsync every channel and the directory: after this returns the audio survives a crash or a
+        power cut. The files are closed even when that fails (a full disk)."""
+        try:
+            for handle in self._files:
+                if not handle.closed:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            fsync_directory(self._directory)
+        finally:
+            for handle in self._files:
                 handle.close()
 
 
@@ -103,6 +114,7 @@ class Spool:
             handle.flush()
             os.fsync(handle.fileno())
         partial.rename(directory / _RECORDING)
+        fsync_directory(directory)
 
     def load(self, call_id: str, audio_format: AudioFormat | None) -> Audio:
         """The call's audio: a stored recording, or the channel files (the shorter padded with silence; a sample
@@ -135,6 +147,16 @@ class Spool:
 
     def free_bytes(self) -> int:
         return shutil.disk_usage(self.root).free
+
+
+def fsync_directory(path: Path) -> None:
+    """A new or renamed file is only durable once its directory entry is (and the directory's, in its parent)."""
+    for directory in (path, path.parent):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _same_length(channels: list[np.ndarray], sample_rate: int, encoding: Encoding) -> Audio:

@@ -9,7 +9,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aftercall.core.errors import UserError
-from aftercall.core.rpc import ServiceBinding, caller_identity
+from aftercall.core.rpc import ServiceBinding, require_identity
 from aftercall.review.edits import apply_edit
 from aftercall.review.store import APPROVED, DRAFT, EDITED, StoredSummary, SummaryFilter, SummaryStore
 from aftercall.v1 import summaries_pb2 as pb
@@ -39,9 +39,12 @@ def _page_offset(token: str) -> int:
     if not token:
         return 0
     try:
-        return int(base64.urlsafe_b64decode(token.encode()).decode())
+        offset = int(base64.urlsafe_b64decode(token.encode()).decode())
     except ValueError as exc:
         raise UserError("page_token is not one this server issued") from exc
+    if not 0 <= offset <= 2**31:
+        raise UserError("page_token is not one this server issued")
+    return offset
 
 
 class SummariesService(pb_grpc.SummariesServicer):
@@ -58,6 +61,8 @@ class SummariesService(pb_grpc.SummariesServicer):
     async def List(self, request: pb.ListSummariesRequest, context) -> pb.ListSummariesResponse:
         if request.page_size > 500:
             raise UserError(f"page_size must be at most 500, got {request.page_size}")
+        if request.state not in _STATE_NAMES and request.state != pb.REVIEW_STATE_UNSPECIFIED:
+            raise UserError(f"state: unknown value {request.state}")
         where = SummaryFilter(
             agent_id=request.agent_id, disposition_code=request.disposition_code, tenant=request.tenant,
             state=_STATE_NAMES.get(request.state, ""),
@@ -68,9 +73,11 @@ class SummariesService(pb_grpc.SummariesServicer):
         return pb.ListSummariesResponse(summaries=[to_proto(s) for s in page], next_page_token=token)
 
     async def Edit(self, request: pb.EditSummaryRequest, context) -> pb.SummaryRecord:
+        author = require_identity(context, "Edit")
         current = self._store.get(request.call_id)
         edited = apply_edit(current.summary, request.fields_json)
-        return to_proto(self._store.edit(request.call_id, request.expected_version, edited, caller_identity(context)))
+        return to_proto(self._store.edit(request.call_id, request.expected_version, edited, author))
 
     async def Approve(self, request: pb.ApproveSummaryRequest, context) -> pb.SummaryRecord:
-        return to_proto(self._store.approve(request.call_id, request.expected_version, caller_identity(context)))
+        approver = require_identity(context, "Approve")
+        return to_proto(self._store.approve(request.call_id, request.expected_version, approver))

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aftercall.core.database import transaction
 from aftercall.core.errors import AlreadyExistsError, ConflictError, NotFoundError, StateError
 
 DRAFT, EDITED, APPROVED = "draft", "edited", "approved"
@@ -92,16 +93,14 @@ class SummaryStore:
         text = json.dumps(summary, ensure_ascii=False)
         call_id = summary["call_id"]
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "INSERT INTO summaries (call_id, state, version, agent_id, queue, tenant, disposition_code, complete, "
-                "summary_json, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (call_id, DRAFT, metadata.get("agent_id", ""), metadata.get("queue", ""), metadata.get("tenant", ""),
-                 summary["disposition"]["code"], int(complete), text, now, now))
-            self._db.execute("INSERT INTO summary_versions VALUES (?, 1, ?, ?, ?)", (call_id, author, text, now))
-            self._db.execute("COMMIT")
+            with transaction(self._db):
+                self._db.execute(
+                    "INSERT INTO summaries (call_id, state, version, agent_id, queue, tenant, disposition_code, "
+                    "complete, summary_json, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (call_id, DRAFT, metadata.get("agent_id", ""), metadata.get("queue", ""),
+                     metadata.get("tenant", ""), summary["disposition"]["code"], int(complete), text, now, now))
+                self._db.execute("INSERT INTO summary_versions VALUES (?, 1, ?, ?, ?)", (call_id, author, text, now))
         except sqlite3.IntegrityError as exc:
-            self._db.execute("ROLLBACK")
             raise AlreadyExistsError(f"a summary for call {call_id!r} already exists") from exc
 
     def exists(self, call_id: str) -> bool:
@@ -140,25 +139,28 @@ class SummaryStore:
         return [_stored(r) for r in rows[:size]], next_offset
 
     def edit(self, call_id: str, expected_version: int, summary: dict[str, Any], author: str) -> StoredSummary:
-        current = self._check_writable(call_id, expected_version)
         now = self._clock()
-        version = current.version + 1
         text = json.dumps(summary, ensure_ascii=False)
-        self._db.execute("BEGIN IMMEDIATE")
-        self._db.execute("INSERT INTO summary_versions VALUES (?, ?, ?, ?, ?)", (call_id, version, author, text, now))
-        self._db.execute("UPDATE summaries SET state = ?, version = ?, summary_json = ?, disposition_code = ?, "
-                         "updated_at = ? WHERE call_id = ?",
-                         (EDITED, version, text, summary["disposition"]["code"], now, call_id))
-        self._db.execute("COMMIT")
+        with transaction(self._db):
+            current = self._check_writable(call_id, expected_version)
+            version = current.version + 1
+            self._db.execute("INSERT INTO summary_versions VALUES (?, ?, ?, ?, ?)",
+                             (call_id, version, author, text, now))
+            self._db.execute("UPDATE summaries SET state = ?, version = ?, summary_json = ?, disposition_code = ?, "
+                             "updated_at = ? WHERE call_id = ?",
+                             (EDITED, version, text, summary["disposition"]["code"], now, call_id))
         return self.get(call_id)
 
     def approve(self, call_id: str, expected_version: int, approver: str) -> StoredSummary:
-        self._check_writable(call_id, expected_version)
-        self._db.execute("UPDATE summaries SET state = ?, approved_by = ?, updated_at = ? WHERE call_id = ?",
-                         (APPROVED, approver, self._clock(), call_id))
+        with transaction(self._db):
+            self._check_writable(call_id, expected_version)
+            self._db.execute("UPDATE summaries SET state = ?, approved_by = ?, updated_at = ? WHERE call_id = ?",
+                             (APPROVED, approver, self._clock(), call_id))
         return self.get(call_id)
 
     def _check_writable(self, call_id: str, expected_version: int) -> StoredSummary:
+        """Inside the write transaction (BEGIN IMMEDIATE holds the write lock), so another process serving
+        Summaries cannot change the row between this check and the update."""
         current = self.get(call_id)
         if current.state == APPROVED:
             raise StateError(f"the summary for call {call_id!r} is approved and can no longer change")
