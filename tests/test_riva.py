@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import socket
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,24 +18,32 @@ from riva.client.proto import riva_asr_pb2 as rasr
 
 from aftercall.app import start_appliance
 from aftercall.core.audio import parse_wav, read_wav
-from aftercall.core.config import AsrConfig, AsrServerConfig, Config
-from aftercall.core.errors import BackendUnavailableError
+from aftercall.core.config import AsrConfig, AsrServerConfig, Config, ServerConfig
+from aftercall.core.errors import BackendUnavailableError, ConfigError
 from aftercall.transcribe.riva import RivaTranscriber
 from conftest import run_cli
 
 pytestmark = pytest.mark.slow
 
 
+# Point the client suite at a real Riva deployment instead: AFTERCALL_TEST_RIVA_URI=host:50051 (README, "Riva").
+EXTERNAL_RIVA = os.environ.get("AFTERCALL_TEST_RIVA_URI", "")
+
+
 @pytest.fixture
 async def asr_server(tmp_path, transcriber):
     started = []
 
-    async def start(api_key: str | None = None, **settings):
+    async def start(api_key: str | None = None, server: ServerConfig | None = None, **settings):
+        if EXTERNAL_RIVA:
+            if api_key or server or settings:
+                pytest.skip("needs a server configured by the test (API key, TLS, window sizes)")
+            return EXTERNAL_RIVA
         key_file = ""
         if api_key:
             (tmp_path / "asr.key").write_text(api_key + "\n")
             key_file = str(tmp_path / "asr.key")
-        config = dataclasses.replace(Config(), asr_server=dataclasses.replace(
+        config = dataclasses.replace(Config(), server=server or ServerConfig(), asr_server=dataclasses.replace(
             AsrServerConfig(), api_key_file=key_file, **settings))
         appliance = await start_appliance(config, ("asr",), tmp_path / "data", "127.0.0.1:0", "",
                                           CollectorRegistry(), asr_transcriber=transcriber)
@@ -88,6 +98,7 @@ async def test_stock_client_recognises_a_mulaw_wav_per_channel(asr_server, demo_
     ({"encoding": riva.client.AudioEncoding.LINEAR_PCM, "sample_rate_hertz": 8000}, b"\x00" * 3,
      "truncated"),
 ])
+@pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="these are the embedded server's documented limits")
 async def test_unsupported_requests_are_invalid_argument_naming_the_field(asr_server, demo_clip, fields, audio,
                                                                            fragment):
     uri = await asr_server()
@@ -130,6 +141,7 @@ async def test_api_key_is_required_when_configured(asr_server, demo_clip):
     assert listing.model_config[0].model_name == "aftercall-whisper-tiny.en"
 
 
+@pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="compares with the embedded recogniser behind our server")
 async def test_riva_backend_matches_the_embedded_recogniser(asr_server, transcriber, demo_clip):
     uri = await asr_server()
     audio = parse_wav(demo_clip)
@@ -138,6 +150,27 @@ async def test_riva_backend_matches_the_embedded_recogniser(asr_server, transcri
     local = await asyncio.to_thread(transcriber.transcribe, audio, ("agent", "customer"))
     assert [(t.speaker, t.text) for t in remote.turns] == [(t.speaker, t.text) for t in local.turns]
     assert [t.start for t in remote.turns] == pytest.approx([t.start for t in local.turns], abs=0.01)
+
+
+async def test_riva_backend_over_mutual_tls_with_an_api_key(asr_server, pki, demo_clip):
+    uri = await asr_server(api_key="k-123", server=ServerConfig(
+        tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"], tls_client_ca_file=pki["ca"]))
+    uri = uri.replace("127.0.0.1", "localhost")  # the name in the server's certificate
+    (Path(pki["ca"]).parent / "riva.key").write_text("k-123\n")
+    secure = AsrConfig(backend="riva", riva_uri=uri, riva_tls_ca_file=pki["ca"], riva_tls_cert_file=pki["client_cert"],
+                       riva_tls_key_file=pki["client_key"], riva_api_key_file=str(Path(pki["ca"]).parent / "riva.key"),
+                       retries=0, timeout_s=60)
+    transcript = await asyncio.to_thread(RivaTranscriber(secure).transcribe, parse_wav(demo_clip), ("agent", "customer"))
+    assert {t.speaker for t in transcript.turns} == {"agent", "customer"}
+    without_certificate = dataclasses.replace(secure, riva_tls_cert_file="", riva_tls_key_file="")
+    with pytest.raises(BackendUnavailableError, match="UNAVAILABLE"):
+        await asyncio.to_thread(RivaTranscriber(without_certificate).transcribe, parse_wav(demo_clip), ("agent",))
+    (Path(pki["ca"]).parent / "wrong.key").write_text("k-456\n")
+    wrong_key = dataclasses.replace(secure, riva_api_key_file=str(Path(pki["ca"]).parent / "wrong.key"))
+    with pytest.raises(ConfigError, match="refused the key"):
+        await asyncio.to_thread(RivaTranscriber(wrong_key).transcribe, parse_wav(demo_clip), ("agent", "customer"))
+    with pytest.raises(ConfigError, match="does not hold one API key"):
+        RivaTranscriber(dataclasses.replace(secure, riva_api_key_file=pki["ca"]))  # a PEM file by mistake
 
 
 def test_riva_down_is_a_clear_error_after_the_retries(demo_clip):
@@ -149,6 +182,7 @@ def test_riva_down_is_a_clear_error_after_the_retries(demo_clip):
         backend.transcribe(parse_wav(demo_clip), ("agent", "customer"))
 
 
+@pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="compares with the embedded recogniser behind our server")
 def test_summarise_over_riva_equals_the_in_process_summary(tmp_path, demo_clip):
     """`aftercall serve asr` as a process, `aftercall summarise --config` with asr.backend = riva."""
     from test_serve_process import Server

@@ -3,9 +3,7 @@ and the metrics endpoint scraped by a real Prometheus."""
 
 from __future__ import annotations
 
-import datetime
 import fcntl
-import ipaddress
 import json
 import os
 import re
@@ -23,10 +21,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from aftercall.core.rpc import client_channel
 from aftercall.v1 import ingest_pb2 as pb
@@ -184,43 +178,6 @@ def test_sigterm_lets_the_call_in_flight_finish_then_exits(servers, demo_clip):
 
 
 # -- TLS ------------------------------------------------------------------------------------------------------------
-def _key_and_cert(name: str, issuer_key=None, issuer_name=None, ca: bool = False, san: str | None = None):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer_name or subject)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if san:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(san), x509.IPAddress(
-            ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    cert = builder.sign(issuer_key or key, hashes.SHA256())
-    return key, cert
-
-
-def _write(path: Path, key, cert) -> tuple[str, str]:
-    key_path, cert_path = path.with_suffix(".key"), path.with_suffix(".crt")
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return str(key_path), str(cert_path)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (CN supervisor.sam)."""
-    root = tmp_path_factory.mktemp("pki")
-    ca_key, ca_cert = _key_and_cert("aftercall test CA", ca=True)
-    _, ca_path = _write(root / "ca", ca_key, ca_cert)
-    server_key, server_cert = _write(root / "server", *_key_and_cert("localhost", ca_key, ca_cert.subject,
-                                                                     san="localhost"))
-    client_key, client_cert = _write(root / "client", *_key_and_cert("supervisor.sam", ca_key, ca_cert.subject))
-    return {"ca": ca_path, "server_key": server_key, "server_cert": server_cert, "client_key": client_key,
-            "client_cert": client_cert}
-
-
 def _tls_env(pki: dict, mutual: bool) -> dict:
     env = {"AFTERCALL_SERVER__TLS_CERT_FILE": pki["server_cert"], "AFTERCALL_SERVER__TLS_KEY_FILE": pki["server_key"]}
     if mutual:

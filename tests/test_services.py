@@ -8,7 +8,6 @@ import json
 import re
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -20,7 +19,6 @@ from aftercall.app import SERVICES, start_appliance
 from aftercall.core.audio import read_wav
 from aftercall.core.config import Config, IngestConfig
 from aftercall.core.rpc import error_reason
-from aftercall.ingest.client import stream_call
 from aftercall.ingest.spool import AudioFormat, Spool
 from aftercall.pipeline import REQUIRED_KEYS, Pipeline
 from aftercall.quality import digit_leak

@@ -22,12 +22,12 @@ from aftercall.core.config import Config
 from aftercall.core.database import lock_data_dir, open_database
 from aftercall.core.errors import ConfigError
 from aftercall.core.metrics import Metrics, serve_metrics
-from aftercall.core.rpc import GrpcServer, check_listen_security
+from aftercall.core.rpc import GrpcServer, check_listen_security, read_api_key
 from aftercall.ingest.calls import CallStore
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.service import CallIngestService
 from aftercall.ingest.spool import Spool
-from aftercall.asr.service import RivaCompatibleAsr, load_api_key
+from aftercall.asr.service import RivaCompatibleAsr
 from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline
 from aftercall.review.service import SummariesService
 from aftercall.review.store import SummaryStore
@@ -103,7 +103,7 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
         if "asr" in services:
             recogniser = asr_transcriber or build_embedded_transcriber(config)
             bindings.append(RivaCompatibleAsr(recogniser, config.asr_server,
-                                              load_api_key(config.asr_server.api_key_file)).binding())
+                                              read_api_key(config.asr_server.api_key_file, "asr_server.api_key_file")).binding())
         largest_mb = max(config.ingest.max_recording_mb if "ingest" in services else 4,
                          config.asr_server.max_request_mb if "asr" in services else 4)
         server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,

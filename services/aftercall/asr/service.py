@@ -14,7 +14,6 @@ import asyncio
 import hmac
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import AsyncIterator
 
 import grpc
@@ -25,7 +24,7 @@ from riva.client.proto import riva_audio_pb2 as raudio
 
 from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, Audio, Encoding, decode_samples, parse_raw, read_wav
 from aftercall.core.config import AsrServerConfig
-from aftercall.core.errors import AudioFormatError, AuthenticationError, ConfigError, NotFoundError, UserError
+from aftercall.core.errors import AudioFormatError, AuthenticationError, NotFoundError, UserError
 from aftercall.core.rpc import ServiceBinding
 from aftercall.core.transcript import Word
 from aftercall.transcribe.embedded import EmbeddedTranscriber
@@ -34,18 +33,6 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "aftercall-whisper-tiny.en"
 _ENCODINGS = {raudio.LINEAR_PCM: Encoding.LINEAR_PCM, raudio.MULAW: Encoding.MULAW, raudio.ALAW: Encoding.ALAW}
-
-
-def load_api_key(path: str) -> str | None:
-    if not path:
-        return None
-    try:
-        key = Path(path).read_text().strip()
-    except OSError as exc:
-        raise ConfigError(f"config asr_server.api_key_file: cannot read {path} ({exc.strerror})") from exc
-    if not key:
-        raise ConfigError(f"config asr_server.api_key_file: {path} is empty")
-    return key
 
 
 def _check_config(config: rasr.RecognitionConfig) -> None:

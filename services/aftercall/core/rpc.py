@@ -149,6 +149,20 @@ def _read_file(path: str, key: str) -> bytes:
         raise ConfigError(f"config server.{key}: cannot read {path} ({exc.strerror})") from exc
 
 
+def read_api_key(path: str, key: str) -> str | None:
+    """An API key from its file (systemd credential); empty path: none. gRPC metadata takes one line of visible
+    ASCII, anything else would fail every call with a vague INTERNAL, so it is refused here, naming the key."""
+    if not path:
+        return None
+    try:
+        value = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {key}: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from exc
+    if not value or not value.isascii() or not value.isprintable() or any(c.isspace() for c in value):
+        raise ConfigError(f"config {key}: {path} does not hold one API key (one line, no spaces)")
+    return value
+
+
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     if not config.tls_cert_file:
         return None

@@ -17,6 +17,7 @@ import numpy as np
 from aftercall.core.audio import Audio
 from aftercall.core.config import AsrConfig
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
+from aftercall.core.rpc import read_api_key
 from aftercall.core.transcript import Transcript, Turn, Word
 from aftercall.transcribe.base import ProgressCallback
 from aftercall.transcribe.turns import merge_channels, split_on_pauses
@@ -39,8 +40,7 @@ class RivaTranscriber:
         import riva.client
 
         self._config = config
-        api_key = Path(config.riva_api_key_file).read_text().strip() if _file(config.riva_api_key_file,
-                                                                               "riva_api_key_file") else None
+        api_key = read_api_key(config.riva_api_key_file, "asr.riva_api_key_file")
         self._auth = riva.client.Auth(
             uri=config.riva_uri, use_ssl=bool(config.riva_tls_ca_file),
             ssl_root_cert=_file(config.riva_tls_ca_file, "riva_tls_ca_file"),
