@@ -27,7 +27,7 @@ from aftercall.core.config import Config  # noqa: E402
 from aftercall.core.rpc import client_channel  # noqa: E402
 from aftercall.ingest.client import stream_call  # noqa: E402
 from aftercall.pipeline import build_pipeline  # noqa: E402
-from conftest import wav_header  # noqa: E402
+from conftest import free_port, wav_header  # noqa: E402
 
 
 def clip(seconds: float) -> bytes:
@@ -133,6 +133,58 @@ def stalled(address: str, wav: bytes, count: int, pid: int) -> dict:
             "per_stream_kib": round((held - before) * 1024 / count, 1)}
 
 
+def triton_vs_in_process(scratch: Path, requests: int = 40, concurrency: int = 8) -> dict:
+    """The summarisation stage alone, the same redacted transcript: in process vs through tritonserver."""
+    import dataclasses
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aftercall.core.config import TritonConfig
+    from aftercall.core.transcript import parse_transcript
+    from aftercall.redact import Redactor
+    from aftercall.summarise.summariser import EmbeddedSummariser
+    from aftercall.summarise.taxonomy import load_taxonomy
+    from aftercall.summarise.triton import TritonSummariser
+    from aftercall.tritonserver import start_triton
+
+    transcript = Redactor().redact_transcript(parse_transcript((ROOT / "samples" / "demo_call.json").read_bytes()))
+    taxonomy = load_taxonomy()
+    config = dataclasses.replace(Config(), triton=dataclasses.replace(TritonConfig(), http_port=free_port(),
+                                                                       metrics_port=free_port()))
+    triton = start_triton(config, f"127.0.0.1:{free_port()}", scratch / "triton")
+    try:
+        backends = {"in_process": EmbeddedSummariser(), "triton": TritonSummariser(TritonConfig(url=triton.grpc_address))}
+        figures = {}
+        for name, backend in backends.items():
+            backend.summarise(transcript.transcript, taxonomy)  # warm
+            started = time.perf_counter()
+            for _ in range(requests):
+                backend.summarise(transcript.transcript, taxonomy)
+            sequential = (time.perf_counter() - started) / requests
+            started = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(lambda _: backend.summarise(transcript.transcript, taxonomy), range(requests)))
+            figures[name] = {"latency_ms": round(sequential * 1000, 1),
+                             "throughput_per_s": round(requests / (time.perf_counter() - started), 1)}
+        text = urllib.request.urlopen(f"http://127.0.0.1:{config.triton.metrics_port}/metrics", timeout=10).read()
+    finally:
+        triton.stop()
+    samples = {}
+    for line in text.decode().splitlines():
+        if line.startswith("nv_inference_") and 'model="call_summariser"' in line:
+            samples[line.split("{")[0]] = float(line.split()[-1])
+    success = samples.get("nv_inference_request_success", 0)
+    figures["triton_metrics"] = {
+        "requests": success, "executions": samples.get("nv_inference_exec_count", 0),
+        "mean_batch": round(success / max(1.0, samples.get("nv_inference_exec_count", 1)), 2),
+        "mean_queue_ms": round(samples.get("nv_inference_queue_duration_us", 0) / max(1.0, success) / 1000, 2),
+        "mean_compute_ms": round(samples.get("nv_inference_compute_infer_duration_us", 0) / max(1.0, success) / 1000,
+                                 2)}
+    figures["latency_ratio"] = round(figures["triton"]["latency_ms"] / figures["in_process"]["latency_ms"], 2)
+    print(f"bench: triton {figures}", file=sys.stderr)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clip-seconds", type=float, default=30.0, help="audio per call (default 30 s of the demo)")
@@ -162,12 +214,14 @@ def main() -> int:
         finally:
             process.terminate()
             process.wait(60)
+        triton = triton_vs_in_process(Path(scratch))
     single = next((r for r in results if r["concurrency"] == 1), None)
     report = {
         "machine": f"{os.cpu_count()} cores", "clip_seconds": args.clip_seconds,
         "in_process_pipeline_s": round(in_process_s, 2), "levels": results, "server_peak_rss_mib": round(peak),
         "served_over_in_process": round(single["p50_s"] / in_process_s, 2) if single and single["p50_s"] else None,
         "stalled_streams": stall,
+        "summarisation_triton_vs_in_process": triton,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -184,6 +238,15 @@ def main() -> int:
         f"**{report['served_over_in_process']}**.",
         f"- {stall['streams']} streams that sent 1 s of audio and stalled: server RSS {stall['rss_before_mib']} -> "
         f"{stall['rss_held_mib']} MiB ({stall['per_stream_kib']} KiB per open stream).", "",
+        "Summarisation stage alone (the demo call's redacted transcript), in process vs through tritonserver:", "",
+        "| path | latency (ms, one at a time) | throughput (/s, 8 clients) |", "|---|---|---|",
+        *[f"| {name} | {triton[name]['latency_ms']} | {triton[name]['throughput_per_s']} |"
+          for name in ("in_process", "triton")], "",
+        f"- Latency ratio Triton / in process: **{triton['latency_ratio']}**. Triton's own metrics: "
+        f"{triton['triton_metrics']['requests']:.0f} requests in {triton['triton_metrics']['executions']:.0f} "
+        f"executions (mean batch {triton['triton_metrics']['mean_batch']}), mean queue "
+        f"{triton['triton_metrics']['mean_queue_ms']} ms, mean compute {triton['triton_metrics']['mean_compute_ms']} ms.",
+        "",
     ]
     (args.out / "bench.md").write_text("\n".join(lines))
     print("\n".join(lines))

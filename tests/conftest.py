@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -46,6 +47,13 @@ def transcriber():
     from aftercall.transcribe.embedded import EmbeddedTranscriber
 
     return EmbeddedTranscriber()
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for servers that cannot bind port 0 and report it, like tritonserver)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wav_header(tag: int, channels: int, rate: int, bits: int, data_size: int) -> bytes:

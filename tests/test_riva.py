@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import json
 import os
-import socket
 from pathlib import Path
 
 import grpc
@@ -21,7 +20,7 @@ from aftercall.core.audio import parse_wav, read_wav
 from aftercall.core.config import AsrConfig, AsrServerConfig, Config, ServerConfig
 from aftercall.core.errors import BackendUnavailableError, ConfigError
 from aftercall.transcribe.riva import RivaTranscriber
-from conftest import run_cli
+from conftest import free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -174,9 +173,7 @@ async def test_riva_backend_over_mutual_tls_with_an_api_key(asr_server, pki, dem
 
 
 def test_riva_down_is_a_clear_error_after_the_retries(demo_clip):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     backend = RivaTranscriber(AsrConfig(backend="riva", riva_uri=f"127.0.0.1:{port}", retries=1, timeout_s=5))
     with pytest.raises(BackendUnavailableError, match=rf"Riva ASR at 127.0.0.1:{port}: UNAVAILABLE after 2 attempt"):
         backend.transcribe(parse_wav(demo_clip), ("agent", "customer"))

@@ -27,7 +27,7 @@ from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
 from aftercall.v1 import summaries_pb2 as spb
 from aftercall.v1 import summaries_pb2_grpc as spb_grpc
-from conftest import ROOT, run_cli, wav_header
+from conftest import ROOT, free_port, run_cli, wav_header
 
 pytestmark = pytest.mark.slow
 _READY = re.compile(r"serving .* on (\S+):(\d+)(?:, metrics on port (\d+))?")
@@ -36,11 +36,11 @@ _READY = re.compile(r"serving .* on (\S+):(\d+)(?:, metrics on port (\d+))?")
 class Server:
     """`aftercall serve` in a subprocess, bound to free ports it reports on stderr."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict | None = None):
+    def __init__(self, data_dir: Path, *args: str, env: dict | None = None, listen: str = "127.0.0.1:0"):
         self.log = data_dir.parent / f"serve-{time.monotonic_ns()}.log"
         self._log_handle = open(self.log, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "aftercall", "serve", "--listen", "127.0.0.1:0", "--metrics-listen",
+            [sys.executable, "-m", "aftercall", "serve", "--listen", listen, "--metrics-listen",
              "127.0.0.1:0", "--data-dir", str(data_dir), *args],
             stderr=self._log_handle, stdout=subprocess.DEVNULL, cwd=ROOT, env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 60
@@ -236,8 +236,9 @@ def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
             f"server.listen: cannot bind {busy}": ({}, ["--listen", busy]),
             f"server.metrics_listen: cannot bind {busy}": ({}, ["--listen", "127.0.0.1:0", "--metrics-listen", busy]),
             "server.data_dir: cannot use /proc/nowhere": ({}, ["--listen", "127.0.0.1:0", "--data-dir", "/proc/nowhere"]),
-            "unknown service 'billing' (known: ingest, summaries, asr)": ({}, ["billing"]),
+            "unknown service 'billing' (known: ingest, summaries, asr, triton)": ({}, ["billing"]),
             "another aftercall ingest is using": ({}, ["--listen", "127.0.0.1:0", "--data-dir", str(locked)]),
+            "triton runs on its own": ({}, ["ingest", "triton"]),
         }
         for fragment, (env, args) in cases.items():
             args = ["serve", "--metrics-listen", "127.0.0.1:0", *data, *args]
@@ -260,7 +261,7 @@ def test_real_prometheus_scrapes_every_stage(servers, tmp_path, demo_clip):
     config = tmp_path / "prometheus.yml"
     config.write_text(f"global: {{scrape_interval: 1s}}\nscrape_configs:\n  - job_name: aftercall\n"
                       f"    static_configs: [{{targets: ['127.0.0.1:{server.metrics_port}']}}]\n")
-    web_port = _free_port()
+    web_port = free_port()
     prometheus = subprocess.Popen(
         ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
          f"--web.listen-address=127.0.0.1:{web_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -293,9 +294,3 @@ def _instant(port: int, query: str) -> float | None:
         return None
     result = body.get("data", {}).get("result", [])
     return float(result[0]["value"][1]) if result else None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

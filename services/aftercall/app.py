@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +35,10 @@ from aftercall.review.store import SummaryStore
 
 logger = logging.getLogger(__name__)
 
-# What `aftercall serve` runs with no SERVICE named; `asr` (the Riva-compatible recogniser) is started on its own.
+# What `aftercall serve` runs with no SERVICE named; `asr` (the Riva-compatible recogniser) is started on its own,
+# `triton` (a tritonserver process) only on its own.
 SERVICES = ("ingest", "summaries")
-KNOWN_SERVICES = (*SERVICES, "asr")
+KNOWN_SERVICES = (*SERVICES, "asr", "triton")
 
 
 def default_data_dir() -> Path:
@@ -134,3 +136,22 @@ async def serve(config: Config, services: tuple[str, ...], data_dir: Path, liste
     await stop.wait()
     logger.warning("stopping: no new calls; %.0f s for calls in flight", config.server.shutdown_grace_s)
     return await appliance.stop(config.server.shutdown_grace_s)
+
+
+def serve_triton(config: Config, data_dir: Path, listen: str | None) -> int:
+    """Run tritonserver on the model repository until SIGTERM/SIGINT; its exit code."""
+    from aftercall.tritonserver import start_triton
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    triton = start_triton(config, listen or config.triton.url, data_dir / "triton")
+    print(f"aftercall: serving triton on {triton.grpc_address} (HTTP port {config.triton.http_port}, metrics port "
+          f"{config.triton.metrics_port}); log in {triton.log}", file=sys.stderr, flush=True)
+    while not stop.wait(0.5):
+        if triton.process.poll() is not None:
+            print(f"aftercall: tritonserver exited with code {triton.process.returncode}:\n{triton.log_tail()}",
+                  file=sys.stderr)
+            return 1
+    triton.stop()
+    return 0

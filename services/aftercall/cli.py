@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the appliance's gRPC services (all of them by default)")
     serve.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="ingest, summaries, asr (the Riva-compatible recogniser); default: ingest summaries")
+                       help="ingest, summaries, asr (the Riva-compatible recogniser), triton (a tritonserver on "
+                            "model_repository/); default: ingest summaries")
     serve.add_argument("--config", type=Path, help="aftercall TOML config file (optional)")
     serve.add_argument("--listen", help="gRPC HOST:PORT (default server.listen, 127.0.0.1:50051; port 0 = any)")
     serve.add_argument("--metrics-listen", help="Prometheus HOST:PORT (default server.metrics_listen, 127.0.0.1:9464)")
@@ -145,12 +146,16 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from aftercall.app import SERVICES, default_data_dir, serve
+    from aftercall.app import SERVICES, default_data_dir, serve, serve_triton
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format)
     services = tuple(args.services) or SERVICES
     data_dir = args.data_dir or (Path(config.server.data_dir) if config.server.data_dir else default_data_dir())
+    if "triton" in services:
+        if services != ("triton",):
+            raise UserError("triton runs on its own: aftercall serve triton --listen HOST:PORT")
+        return serve_triton(config, data_dir, args.listen)
     abandoned = asyncio.run(serve(config, services, data_dir, args.listen, args.metrics_listen))
     if abandoned:
         # A recognition thread cannot be interrupted; its call is checkpointed on disk and resumes at next start.

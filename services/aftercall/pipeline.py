@@ -49,9 +49,17 @@ def build_pipeline(config: Config, taxonomy_path: Path | None = None) -> "Pipeli
     return Pipeline(
         config=config,
         taxonomy=load_taxonomy(taxonomy_path),
-        summariser=EmbeddedSummariser(min_similarity=config.summarise.min_disposition_similarity),
+        summariser=build_summariser(config),
         transcriber_factory=lambda: build_transcriber(config),
     )
+
+
+def build_summariser(config: Config):
+    if config.summarise.backend == "triton":
+        from aftercall.summarise.triton import TritonSummariser
+
+        return TritonSummariser(config.triton)
+    return EmbeddedSummariser(min_similarity=config.summarise.min_disposition_similarity)
 
 
 def build_transcriber(config: Config) -> Transcriber:

@@ -75,6 +75,28 @@ class SummariseConfig:
 
 
 @dataclass(frozen=True)
+class TritonConfig:
+    """summarise.backend = "triton": the Triton endpoint; and `aftercall serve triton`, which starts one."""
+
+    # Triton's gRPC address (on the appliance: NVIDIA's container; elsewhere `aftercall serve triton`).
+    url: str = "127.0.0.1:8001"
+    model: str = "call_summariser"
+    timeout_s: float = 120.0
+    # How long to wait for the server and the model to be ready before calling it unavailable.
+    ready_timeout_s: float = 60.0
+    # Set: TLS to Triton, trusting this CA; with cert and key files: mutual TLS.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # `aftercall serve triton`: empty = the model_repository/ beside the package's source tree.
+    model_repository: str = ""
+    # e.g. "cpu": each model's configs/cpu.pbtxt instead of config.pbtxt (GPU configs stay untouched).
+    model_config_name: str = ""
+    http_port: int = 8000
+    metrics_port: int = 8002
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = "WARNING"
     format: str = "text"
@@ -132,12 +154,13 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
     asr_server: AsrServerConfig = field(default_factory=AsrServerConfig)
+    triton: TritonConfig = field(default_factory=TritonConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "asr.backend": ("embedded", "riva"),
     "asr.mono_speaker": ("agent", "customer"),
-    "summarise.backend": ("embedded",),
+    "summarise.backend": ("embedded", "triton"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "logging.format": ("text", "json"),
 }
@@ -164,6 +187,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "asr_server.interim_interval_s": (0.5, 60.0),
     "asr_server.max_window_s": (5.0, 30.0),
     "asr_server.max_request_mb": (1, 2048),
+    "triton.timeout_s": (1.0, 3600.0),
+    "triton.ready_timeout_s": (0.0, 3600.0),
+    "triton.http_port": (1, 65535),
+    "triton.metrics_port": (1, 65535),
 }
 
 
@@ -247,6 +274,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         parse_address(getattr(config.server, key), f"config server.{key}")
     parse_address(config.asr_server.listen, "config asr_server.listen")
     parse_address(config.asr.riva_uri, "config asr.riva_uri")
+    parse_address(config.triton.url, "config triton.url")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:

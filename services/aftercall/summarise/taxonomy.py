@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,3 +49,14 @@ def load_taxonomy(path: Path | None = None) -> tuple[Disposition, ...]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"taxonomy {path}: cannot read ({exc})") from exc
     return parse_taxonomy(text, f"taxonomy {path}")
+
+
+def taxonomy_to_toml(taxonomy: tuple[Disposition, ...]) -> str:
+    """The TOML `parse_taxonomy` reads back."""
+    return "".join(f"[[disposition]]\ncode = {_string(d.code)}\nlabel = {_string(d.label)}\n"
+                   f"description = {_string(d.description)}\n\n" for d in taxonomy)
+
+
+def _string(text: str) -> str:
+    # A JSON string is a TOML basic string when non-ASCII stays literal (TOML has no surrogate escapes).
+    return json.dumps(text, ensure_ascii=False)

@@ -1,0 +1,100 @@
+"""The Triton summariser backend: the redacted transcript goes to the `call_summariser` model over Triton's gRPC
+API (`tritonclient`), the summary fields come back. Same interface as EmbeddedSummariser, so the pipeline, its
+redaction re-check and the summary contract do not change with the backend.
+
+The synchronous gRPC client: the pipeline's stages already run in worker threads, where an asyncio client would
+need a loop of its own per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aftercall.core.config import TritonConfig
+from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
+from aftercall.core.transcript import Transcript
+from aftercall.summarise.taxonomy import Disposition, load_taxonomy, taxonomy_to_toml
+
+logger = logging.getLogger(__name__)
+
+
+def triton_client(config: TritonConfig, url: str | None = None):
+    import tritonclient.grpc as grpcclient
+
+    def read(path: str, key: str) -> bytes | None:
+        if not path:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"config triton.{key}: cannot read {path} ({exc.strerror})") from exc
+
+    return grpcclient.InferenceServerClient(
+        url or config.url, ssl=bool(config.tls_ca_file), root_certificates=read(config.tls_ca_file, "tls_ca_file"),
+        private_key=read(config.tls_key_file, "tls_key_file"),
+        certificate_chain=read(config.tls_cert_file, "tls_cert_file"))
+
+
+class TritonSummariser:
+    def __init__(self, config: TritonConfig):
+        self._config = config
+        self._client = triton_client(config)
+        self._default_taxonomy = load_taxonomy()
+        self._ready = False
+        self._lock = threading.Lock()
+
+    def _wait_for_model(self) -> None:
+        """Once per process: the server up and the model loaded, within triton.ready_timeout_s."""
+        with self._lock:
+            if self._ready:
+                return
+            deadline = time.monotonic() + self._config.ready_timeout_s
+            problem = "not reachable"
+            while True:
+                try:
+                    if not self._client.is_server_live(client_timeout=5):
+                        problem = "not live"
+                    elif not self._client.is_model_ready(self._config.model, client_timeout=5):
+                        problem = f"model {self._config.model!r} is not loaded"
+                    else:
+                        self._ready = True
+                        return
+                except Exception as exc:  # noqa: BLE001 - tritonclient raises its own exception types
+                    problem = f"not reachable ({str(exc).splitlines()[0][:200]})"
+                if time.monotonic() >= deadline:
+                    raise BackendUnavailableError(f"Triton at {self._config.url}: {problem} after "
+                                                  f"{self._config.ready_timeout_s:g} s (triton.ready_timeout_s)")
+                time.sleep(0.5)
+
+    def summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict:
+        import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        self._wait_for_model()
+        document = {"turns": [t.to_json() for t in transcript.turns], "call_id": transcript.call_id}
+        inputs = [_bytes_input(grpcclient, "TRANSCRIPT_JSON", json.dumps(document, ensure_ascii=False))]
+        if taxonomy != self._default_taxonomy:
+            inputs.append(_bytes_input(grpcclient, "TAXONOMY_TOML", taxonomy_to_toml(taxonomy)))
+        try:
+            result = self._client.infer(self._config.model, inputs,
+                                        outputs=[grpcclient.InferRequestedOutput("SUMMARY_JSON")],
+                                        client_timeout=self._config.timeout_s)
+        except InferenceServerException as exc:
+            status = exc.status() or ""
+            if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
+                self._ready = False
+                raise BackendUnavailableError(f"Triton at {self._config.url}: {status}: {exc.message()}") from exc
+            raise UserError(f"Triton model {self._config.model} refused the transcript: {exc.message()}") from exc
+        return json.loads(result.as_numpy("SUMMARY_JSON").reshape(-1)[0])
+
+
+def _bytes_input(grpcclient, name: str, text: str):
+    tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[text.encode("utf-8")]], dtype=np.object_))
+    return tensor

@@ -1,0 +1,129 @@
+"""`aftercall serve triton`: the real `tritonserver` binary from the `nvidia-pytriton` wheel on `model_repository/`,
+for CPU sites and tests. (The appliance runs NVIDIA's Triton container; aftercall only connects to it.)
+
+What the binary needs, measured on these machines: the python backend's stub for this Python beside the backend
+library (a private copy, the wheel is left untouched), the running Python's LIBDIR on LD_LIBRARY_PATH (without it
+the server hangs while loading models, silently), and this environment's bin first on PATH so the stub's Python
+finds aftercall and its dependencies; the wheel's own libraries are on LD_LIBRARY_PATH for the stub's sake.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aftercall.core.config import Config, parse_address
+from aftercall.core.errors import BackendUnavailableError, ConfigError
+from aftercall.summarise.triton import triton_client
+
+_SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
+
+
+def model_repository(config: Config) -> Path:
+    path = Path(config.triton.model_repository) if config.triton.model_repository else _SOURCE_REPOSITORY
+    if not path.is_dir():
+        raise ConfigError(f"config triton.model_repository: {path} is not a directory")
+    return path
+
+
+def _backend_directory(scratch: Path) -> Path:
+    import pytriton
+
+    shipped = Path(pytriton.__file__).parent / "tritonserver"
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = shipped / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.exists():
+        raise ConfigError(f"nvidia-pytriton has no python backend stub for Python {version}")
+    backend = scratch / "backends" / "python"
+    backend.mkdir(parents=True, exist_ok=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        target = backend / name
+        if not target.exists():
+            target.symlink_to(shipped / "backends" / "python" / name)
+    shutil.copy2(stub, backend / "triton_python_backend_stub")
+    return scratch / "backends"
+
+
+@dataclass
+class TritonProcess:
+    process: subprocess.Popen
+    grpc_address: str
+    log: Path
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_triton(config: Config, listen: str, scratch: Path) -> TritonProcess:
+    """Start tritonserver with its gRPC port on `listen` and wait until it and every model are ready."""
+    import pytriton
+
+    host, port = parse_address(listen, "--listen")
+    binary = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
+    scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+    backends = _backend_directory(scratch)
+    argv = [str(binary), f"--model-repository={model_repository(config)}", f"--backend-directory={backends}",
+            "--pinned-memory-pool-byte-size=0", "--exit-timeout-secs=5", "--strict-readiness=true",
+            f"--grpc-address={host}", f"--grpc-port={port}", f"--http-address={host}",
+            f"--http-port={config.triton.http_port}", f"--metrics-address={host}",
+            f"--metrics-port={config.triton.metrics_port}"]
+    if config.triton.model_config_name:
+        argv.append(f"--model-config-name={config.triton.model_config_name}")
+    server = config.server
+    if server.tls_cert_file:
+        argv += ["--grpc-use-ssl=true", f"--grpc-server-cert={server.tls_cert_file}",
+                 f"--grpc-server-key={server.tls_key_file}"]
+        if server.tls_client_ca_file:
+            argv += ["--grpc-use-ssl-mutual=true", f"--grpc-root-cert={server.tls_client_ca_file}"]
+    environment = dict(os.environ)
+    # The stub's own libraries are found through an RPATH relative to the wheel, which our copy of it is not in.
+    wheel_libraries = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+    environment["LD_LIBRARY_PATH"] = os.pathsep.join(
+        str(p) for p in (sysconfig.get_config_var("LIBDIR"), wheel_libraries, environment.get("LD_LIBRARY_PATH")) if p)
+    environment["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), environment.get("PATH", "")))
+    log = scratch / "tritonserver.log"
+    with open(log, "w") as handle:
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=environment)
+    triton = TritonProcess(process, f"{host}:{port}", log)
+    try:
+        wait_until_ready(config, triton)
+    except BaseException:
+        triton.stop(10)
+        raise
+    return triton
+
+
+def wait_until_ready(config: Config, triton: TritonProcess) -> None:
+    client = triton_client(config.triton, triton.grpc_address)
+    deadline = time.monotonic() + max(config.triton.ready_timeout_s, 1.0)
+    while time.monotonic() < deadline:
+        if triton.process.poll() is not None:
+            raise BackendUnavailableError(f"tritonserver exited with code {triton.process.returncode}:\n"
+                                          f"{triton.log_tail()}")
+        try:
+            if client.is_server_ready(client_timeout=2):
+                return
+        except Exception:  # noqa: BLE001 - not up yet; the deadline decides
+            pass
+        time.sleep(0.25)
+    raise BackendUnavailableError(f"tritonserver was not ready after {config.triton.ready_timeout_s:g} s "
+                                  f"(triton.ready_timeout_s):\n{triton.log_tail()}")
+
