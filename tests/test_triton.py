@@ -109,3 +109,21 @@ def test_a_taxonomy_survives_the_trip_to_the_model_as_toml():
 
     odd = (Disposition('Q\\"1', 'Say "hi"', "Tabs\tand\nnewlines, é and 😀"), *load_taxonomy())
     assert parse_taxonomy(taxonomy_to_toml(odd)) == odd
+
+
+def test_triton_grpc_over_tls(tmp_path, pki, redacted):
+    from aftercall.core.config import ServerConfig
+
+    config = dataclasses.replace(Config(), server=ServerConfig(tls_cert_file=pki["server_cert"],
+                                                               tls_key_file=pki["server_key"]),
+                                 triton=dataclasses.replace(TritonConfig(), http_port=free_port(),
+                                                            metrics_port=free_port()))
+    process = start_triton(config, f"localhost:{free_port()}", tmp_path / "triton")
+    try:
+        secure = TritonSummariser(TritonConfig(url=process.grpc_address, tls_ca_file=pki["ca"]))
+        assert secure.summarise(redacted, load_taxonomy())["disposition"]["code"] == "CARD_LOST_STOLEN"
+        plaintext = TritonSummariser(TritonConfig(url=process.grpc_address, ready_timeout_s=1))
+        with pytest.raises(BackendUnavailableError):
+            plaintext.summarise(redacted, load_taxonomy())
+    finally:
+        process.stop()

@@ -49,6 +49,7 @@ def default_data_dir() -> Path:
 @dataclass
 class Appliance:
     server: GrpcServer
+    listen: str
     port: int
     metrics: Metrics
     metrics_port: int | None
@@ -75,8 +76,10 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
     unknown = [s for s in services if s not in KNOWN_SERVICES]
     if unknown:
         raise ConfigError(f"unknown service {unknown[0]!r} (known: {', '.join(KNOWN_SERVICES)})")
-    listen = listen or (config.asr_server.listen if services == ("asr",) else config.server.listen)
-    metrics_listen = config.server.metrics_listen if metrics_listen is None else metrics_listen
+    alone_asr = services == ("asr",)
+    listen = listen or (config.asr_server.listen if alone_asr else config.server.listen)
+    if metrics_listen is None:
+        metrics_listen = config.asr_server.metrics_listen if alone_asr else config.server.metrics_listen
     if metrics_listen:
         check_listen_security(metrics_listen, config.server, "metrics_listen")
     db = open_database(data_dir)
@@ -103,7 +106,9 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
         if "summaries" in services:
             bindings.append(SummariesService(summaries).binding())
         if "asr" in services:
-            recogniser = asr_transcriber or build_embedded_transcriber(config)
+            # As many decodes in the model as the server runs requests at once.
+            recogniser = asr_transcriber or build_embedded_transcriber(
+                config, max(config.asr.parallel_decodes, config.asr_server.workers))
             bindings.append(RivaCompatibleAsr(recogniser, config.asr_server,
                                               read_api_key(config.asr_server.api_key_file, "asr_server.api_key_file")).binding())
         largest_mb = max(config.ingest.max_recording_mb if "ingest" in services else 4,
@@ -117,14 +122,14 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
         for close in closers:
             close()
         raise
-    return Appliance(server, port, metrics, metrics_port, processor, closers)
+    return Appliance(server, listen, port, metrics, metrics_port, processor, closers)
 
 
 async def serve(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None,
                 metrics_listen: str | None) -> bool:
     """Run until SIGTERM/SIGINT. Returns True when work was left for the next start."""
     appliance = await start_appliance(config, services, data_dir, listen, metrics_listen)
-    host = (listen or config.server.listen).rpartition(":")[0]
+    host = appliance.listen.rpartition(":")[0]
     metrics_note = f", metrics on port {appliance.metrics_port}" if appliance.metrics_port else ""
     # One line on stderr that scripts (and the tests) read the bound port from.
     print(f"aftercall: serving {', '.join(services)} on {host}:{appliance.port}{metrics_note}; data in {data_dir}",

@@ -71,12 +71,12 @@ def build_transcriber(config: Config) -> Transcriber:
     return build_embedded_transcriber(config)
 
 
-def build_embedded_transcriber(config: Config):
+def build_embedded_transcriber(config: Config, parallel_decodes: int | None = None):
     from aftercall.transcribe.embedded import EmbeddedTranscriber
 
     asr = config.asr
-    return EmbeddedTranscriber(Path(asr.model_dir) if asr.model_dir else None, asr.beam_size, asr.parallel_decodes,
-                               asr.vad, asr.mono_speaker)
+    return EmbeddedTranscriber(Path(asr.model_dir) if asr.model_dir else None, asr.beam_size,
+                               parallel_decodes or asr.parallel_decodes, asr.vad, asr.mono_speaker)
 
 
 @dataclass

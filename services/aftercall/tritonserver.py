@@ -15,12 +15,13 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from aftercall.core.config import Config, parse_address
 from aftercall.core.errors import BackendUnavailableError, ConfigError
-from aftercall.summarise.triton import triton_client
+from aftercall.core.rpc import check_listen_security, server_credentials
 
 _SOURCE_REPOSITORY = Path(__file__).resolve().parents[2] / "model_repository"
 
@@ -42,11 +43,14 @@ def _backend_directory(scratch: Path) -> Path:
         raise ConfigError(f"nvidia-pytriton has no python backend stub for Python {version}")
     backend = scratch / "backends" / "python"
     backend.mkdir(parents=True, exist_ok=True)
-    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+    for name, source in (("libtriton_python.so", None), ("triton_python_backend_utils.py", None),
+                         ("triton_python_backend_stub", stub)):
         target = backend / name
-        if not target.exists():
+        target.unlink(missing_ok=True)  # a stale link (the environment moved) or a stub another run executes
+        if source is None:
             target.symlink_to(shipped / "backends" / "python" / name)
-    shutil.copy2(stub, backend / "triton_python_backend_stub")
+        else:
+            shutil.copy2(source, target)
     return scratch / "backends"
 
 
@@ -76,19 +80,23 @@ def start_triton(config: Config, listen: str, scratch: Path) -> TritonProcess:
     """Start tritonserver with its gRPC port on `listen` and wait until it and every model are ready."""
     import pytriton
 
+    check_listen_security(listen, config.server, "listen")
     host, port = parse_address(listen, "--listen")
     binary = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
     backends = _backend_directory(scratch)
     argv = [str(binary), f"--model-repository={model_repository(config)}", f"--backend-directory={backends}",
             "--pinned-memory-pool-byte-size=0", "--exit-timeout-secs=5", "--strict-readiness=true",
-            f"--grpc-address={host}", f"--grpc-port={port}", f"--http-address={host}",
-            f"--http-port={config.triton.http_port}", f"--metrics-address={host}",
+            # HTTP (the same inference API, but without TLS) and metrics stay on loopback: local tools and the
+            # readiness probe use them; remote clients get the gRPC port, under TLS when [server] has it.
+            f"--grpc-address={host}", f"--grpc-port={port}", "--http-address=127.0.0.1",
+            f"--http-port={config.triton.http_port}", "--metrics-address=127.0.0.1",
             f"--metrics-port={config.triton.metrics_port}"]
     if config.triton.model_config_name:
         argv.append(f"--model-config-name={config.triton.model_config_name}")
     server = config.server
     if server.tls_cert_file:
+        server_credentials(server)  # the same checks as every listener: readable files, key mode 0600
         argv += ["--grpc-use-ssl=true", f"--grpc-server-cert={server.tls_cert_file}",
                  f"--grpc-server-key={server.tls_key_file}"]
         if server.tls_client_ca_file:
@@ -102,7 +110,7 @@ def start_triton(config: Config, listen: str, scratch: Path) -> TritonProcess:
     log = scratch / "tritonserver.log"
     with open(log, "w") as handle:
         process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=environment)
-    triton = TritonProcess(process, f"{host}:{port}", log)
+    triton = TritonProcess(process, listen, log)
     try:
         wait_until_ready(config, triton)
     except BaseException:
@@ -112,18 +120,19 @@ def start_triton(config: Config, listen: str, scratch: Path) -> TritonProcess:
 
 
 def wait_until_ready(config: Config, triton: TritonProcess) -> None:
-    client = triton_client(config.triton, triton.grpc_address)
+    """Ready means the server and every model loaded; asked over loopback HTTP, whatever TLS the gRPC port has."""
+    url = f"http://127.0.0.1:{config.triton.http_port}/v2/health/ready"
     deadline = time.monotonic() + max(config.triton.ready_timeout_s, 1.0)
     while time.monotonic() < deadline:
         if triton.process.poll() is not None:
             raise BackendUnavailableError(f"tritonserver exited with code {triton.process.returncode}:\n"
                                           f"{triton.log_tail()}")
         try:
-            if client.is_server_ready(client_timeout=2):
-                return
-        except Exception:  # noqa: BLE001 - not up yet; the deadline decides
-            pass
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass  # not up yet; the deadline decides
         time.sleep(0.25)
     raise BackendUnavailableError(f"tritonserver was not ready after {config.triton.ready_timeout_s:g} s "
                                   f"(triton.ready_timeout_s):\n{triton.log_tail()}")
-

@@ -20,7 +20,8 @@ class TritonPythonModel:
             answers = [self._model.answer(t, x) for t, x in zip(transcripts, taxonomies)]
             failed = next((a.error for a in answers if a.error is not None), None)
             if failed is not None:  # this request's error, not the batch's
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(failed)))
+                responses.append(pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(failed, pb_utils.TritonError.INVALID_ARG)))
                 continue
             summaries = np.array([a.summary_json for a in answers], dtype=np.object_).reshape(-1, 1)
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("SUMMARY_JSON", summaries)]))

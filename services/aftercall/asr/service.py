@@ -49,7 +49,7 @@ def _check_config(config: rasr.RecognitionConfig) -> None:
         raise UserError(f"config.language_code: only English (en-US) is supported, got {config.language_code!r}")
     if config.model and config.model != MODEL_NAME:
         raise UserError(f"config.model: unknown model {config.model!r} (this server has {MODEL_NAME})")
-    if config.audio_channel_count > 2:
+    if not 0 <= config.audio_channel_count <= 2:
         raise UserError(f"config.audio_channel_count: 1 or 2, got {config.audio_channel_count}")
 
 
@@ -212,12 +212,11 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
             seconds = whole / frame / rate
             received_s += seconds
             since_interim += seconds
-            if windows[0].seconds >= self._config.max_window_s:
-                for tag, window in enumerate(windows, start=1):
+            for tag, window in enumerate(windows, start=1):  # each channel's window fills on its own
+                if window.seconds >= self._config.max_window_s:
                     for response in await self._finalise(window, tag, config, received_s, keep_last=True):
                         yield response
-                since_interim = 0.0
-            elif interim and since_interim >= self._config.interim_interval_s:
+            if interim and since_interim >= self._config.interim_interval_s:
                 since_interim = 0.0
                 for tag, window in enumerate(windows, start=1):
                     words = [w for segment in await self._recognise(window.float16k()) for w in segment]

@@ -49,6 +49,8 @@ class AsrServerConfig:
     """`aftercall serve asr`: the embedded recogniser behind the Riva API."""
 
     listen: str = "127.0.0.1:50052"
+    # Its own metrics port, so it runs beside `aftercall serve` on one host.
+    metrics_listen: str = "127.0.0.1:9465"
     # A file holding the API key clients must send (metadata `api-key`, or `authorization: Bearer KEY`); empty: none.
     api_key_file: str = ""
     # Recognitions at once (each one channel, one thread).
@@ -273,6 +275,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     for key in ("listen", "metrics_listen"):
         parse_address(getattr(config.server, key), f"config server.{key}")
     parse_address(config.asr_server.listen, "config asr_server.listen")
+    parse_address(config.asr_server.metrics_listen, "config asr_server.metrics_listen")
     parse_address(config.asr.riva_uri, "config asr.riva_uri")
     parse_address(config.triton.url, "config triton.url")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):

@@ -25,20 +25,16 @@ logger = logging.getLogger(__name__)
 
 
 def triton_client(config: TritonConfig, url: str | None = None):
+    """tritonclient opens the certificate files itself: it is given their paths, checked here first."""
     import tritonclient.grpc as grpcclient
 
-    def read(path: str, key: str) -> bytes | None:
-        if not path:
-            return None
-        try:
-            return Path(path).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"config triton.{key}: cannot read {path} ({exc.strerror})") from exc
-
+    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
+        path = getattr(config, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"config triton.{key}: {path} is not a readable file")
     return grpcclient.InferenceServerClient(
-        url or config.url, ssl=bool(config.tls_ca_file), root_certificates=read(config.tls_ca_file, "tls_ca_file"),
-        private_key=read(config.tls_key_file, "tls_key_file"),
-        certificate_chain=read(config.tls_cert_file, "tls_cert_file"))
+        url or config.url, ssl=bool(config.tls_ca_file), root_certificates=config.tls_ca_file or None,
+        private_key=config.tls_key_file or None, certificate_chain=config.tls_cert_file or None)
 
 
 class TritonSummariser:
@@ -87,10 +83,12 @@ class TritonSummariser:
                                         client_timeout=self._config.timeout_s)
         except InferenceServerException as exc:
             status = exc.status() or ""
-            if "UNAVAILABLE" in status or "DEADLINE_EXCEEDED" in status:
-                self._ready = False
-                raise BackendUnavailableError(f"Triton at {self._config.url}: {status}: {exc.message()}") from exc
-            raise UserError(f"Triton model {self._config.model} refused the transcript: {exc.message()}") from exc
+            if "INVALID_ARGUMENT" in status:
+                raise UserError(f"Triton model {self._config.model} refused the transcript: {exc.message()}") from exc
+            if "NOT_FOUND" in status:
+                raise ConfigError(f"config triton.model: {exc.message()}") from exc
+            self._ready = False  # look again before the next call
+            raise BackendUnavailableError(f"Triton at {self._config.url}: {status}: {exc.message()}") from exc
         return json.loads(result.as_numpy("SUMMARY_JSON").reshape(-1)[0])
 
 

@@ -5,12 +5,15 @@ summariser's JSON or that request's own error; one bad request never fails the b
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 from aftercall.core.errors import UserError
 from aftercall.core.transcript import parse_transcript
 from aftercall.summarise.summariser import EmbeddedSummariser
 from aftercall.summarise.taxonomy import load_taxonomy, parse_taxonomy
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,3 +39,6 @@ class CallSummariserModel:
             return Answer(error=str(exc))
         except UnicodeDecodeError:
             return Answer(error="TAXONOMY_TOML is not UTF-8")
+        except Exception as exc:  # noqa: BLE001 - whatever one request does, the rest of its batch is answered
+            logger.exception("call_summariser failed on one request")
+            return Answer(error=f"the summariser failed on this transcript ({type(exc).__name__})")

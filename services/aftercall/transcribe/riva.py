@@ -2,13 +2,16 @@
 `nvidia-riva-client` (`riva.client.Auth`, `ASRService`).
 
 Encoding, rate and channel count are always set explicitly (the client's `wave`-based helpers cannot read G.711
-WAVs): the decoded call goes as interleaved LINEAR_PCM at its own rate, each channel recognised separately.
+WAVs). Each channel goes as its own mono LINEAR_PCM requests (Riva recognises single-channel audio), in stretches of
+at most five minutes so no request nears a gRPC message limit, several at once; the speaker is the channel's role.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -23,8 +26,11 @@ from aftercall.transcribe.base import ProgressCallback
 from aftercall.transcribe.turns import merge_channels, split_on_pauses
 
 logger = logging.getLogger(__name__)
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
-_MAX_MESSAGE = 512 * 1024 * 1024
+# Only an unreachable server is worth asking again; a timeout would queue the same decode behind itself.
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+_STRETCH_S = 300
+_CONCURRENT_REQUESTS = 4
+_MAX_MESSAGE = 32 * 1024 * 1024  # five minutes of 16 kHz PCM is under 10 MB
 
 
 def _file(path: str, key: str) -> str | None:
@@ -51,13 +57,11 @@ class RivaTranscriber:
                      ("grpc.max_receive_message_length", _MAX_MESSAGE)])
         self._service = riva.client.ASRService(self._auth)
 
-    def recognition_config(self, audio: Audio):
+    def recognition_config(self, sample_rate: int):
         import riva.client
 
-        channels = len(audio.channels)
         config = riva.client.RecognitionConfig(
-            encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=audio.sample_rate,
-            audio_channel_count=channels, enable_separate_recognition_per_channel=channels > 1,
+            encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=sample_rate, audio_channel_count=1,
             enable_word_time_offsets=True, enable_automatic_punctuation=True, language_code="en-US",
             max_alternatives=1)
         if self._config.boosted_words:
@@ -66,19 +70,30 @@ class RivaTranscriber:
 
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None) -> Transcript:
         speakers = roles[: len(audio.channels)] if len(audio.channels) > 1 else (self._config.mono_speaker,)
-        interleaved = np.stack(audio.channels, axis=1).astype("<i2").tobytes()
-        response = self._recognize(interleaved, self.recognition_config(audio))
+        stretches = [(channel, start) for channel in range(len(audio.channels))
+                     for start in range(0, max(1, int(np.ceil(audio.duration))), _STRETCH_S)]
+        total = audio.duration * len(audio.channels)
+        done = [0.0]
+        lock = threading.Lock()
+
+        def recognise(stretch: tuple[int, int]) -> tuple[int, list[Word]]:
+            channel, start = stretch
+            rate = audio.sample_rate
+            samples = audio.channels[channel][start * rate : (start + _STRETCH_S) * rate]
+            response = self._recognize(samples.astype("<i2").tobytes(), self.recognition_config(rate))
+            words = [Word(w.word, start + w.start_time / 1000, start + w.end_time / 1000, w.confidence or 1.0)
+                     for result in response.results if result.alternatives for w in result.alternatives[0].words]
+            with lock:
+                done[0] += len(samples) / rate
+                if progress:
+                    progress(min(done[0], total), total)
+            return channel, words
+
+        with ThreadPoolExecutor(max_workers=min(_CONCURRENT_REQUESTS, len(stretches))) as pool:
+            recognised = list(pool.map(recognise, stretches))
         per_channel: list[list[Turn]] = [[] for _ in speakers]
-        for result in response.results:
-            if not result.alternatives:
-                continue
-            channel = max(0, min(len(speakers) - 1, (result.channel_tag or 1) - 1))
-            words = [Word(w.word, w.start_time / 1000, w.end_time / 1000, w.confidence or 1.0)
-                     for w in result.alternatives[0].words]
+        for channel, words in recognised:
             per_channel[channel].extend(split_on_pauses(speakers[channel], words))
-        if progress:
-            total = audio.duration * len(audio.channels)
-            progress(total, total)
         return Transcript(tuple(merge_channels(per_channel)))
 
     def _recognize(self, audio_bytes: bytes, config):
