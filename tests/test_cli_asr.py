@@ -28,6 +28,8 @@ def test_demo_call_per_channel_recognition(transcriber):
     assert starts == sorted(starts)
     assert transcript.turns[0].speaker == "agent" and transcript.turns[1].speaker == "customer"
     assert all(t.words for t in transcript.turns)
+    # Whisper's pieces make whole words: "FR-7721" stays one word, as said, not "FR -7721".
+    assert "fr-7721" in agent and all(" " not in w.text for t in transcript.turns for w in t.words)
 
 
 @pytest.mark.slow

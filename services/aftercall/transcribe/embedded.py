@@ -61,15 +61,23 @@ class EmbeddedTranscriber:
             return self._model
 
     def recognise(self, samples: np.ndarray, on_segment: Callable[[float], None] | None = None) -> list[list[Word]]:
-        """One channel (float32, 16 kHz) -> its segments, each a list of timed words. `on_segment(end_s)` reports
-        progress. Whisper's words carry their leading space; here they are stripped."""
+        """One channel (float32, 16 kHz) -> its segments, each a list of timed, space-separated words (Whisper's
+        pieces without a leading space are joined to the word before). `on_segment(end_s)` reports progress."""
         segments, _info = self._load().transcribe(
             samples, language="en", beam_size=self._beam_size, word_timestamps=True, vad_filter=self._vad,
             condition_on_previous_text=False,
         )
         out = []
         for segment in segments:
-            out.append([Word(w.word.strip(), w.start, w.end, w.probability) for w in segment.words or ()])
+            words: list[Word] = []
+            for w in segment.words or ():
+                if words and not w.word.startswith(" "):
+                    # No leading space: the rest of the previous word ("FR" + "-7721"), not a word of its own.
+                    last = words[-1]
+                    words[-1] = Word(last.text + w.word.strip(), last.start, w.end, min(last.probability, w.probability))
+                else:
+                    words.append(Word(w.word.strip(), w.start, w.end, w.probability))
+            out.append(words)
             if on_segment is not None:
                 on_segment(segment.end)
         return out
