@@ -278,6 +278,13 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     parse_address(config.asr_server.metrics_listen, "config asr_server.metrics_listen")
     parse_address(config.asr.riva_uri, "config asr.riva_uri")
     parse_address(config.triton.url, "config triton.url")
+    for section, prefix in (("asr", "riva_tls_"), ("triton", "tls_")):
+        values = getattr(config, section)
+        if bool(getattr(values, prefix + "cert_file")) != bool(getattr(values, prefix + "key_file")):
+            raise ConfigError(f"config {section}.{prefix}cert_file: mutual TLS needs {section}.{prefix}key_file too "
+                              "(and the reverse)")
+        if getattr(values, prefix + "cert_file") and not getattr(values, prefix + "ca_file"):
+            raise ConfigError(f"config {section}.{prefix}ca_file: a client certificate needs TLS, which needs the CA")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:

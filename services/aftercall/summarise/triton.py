@@ -19,7 +19,7 @@ import numpy as np
 from aftercall.core.config import TritonConfig
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.transcript import Transcript
-from aftercall.summarise.taxonomy import Disposition, load_taxonomy, taxonomy_to_toml
+from aftercall.summarise.taxonomy import Disposition, taxonomy_to_toml
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ class TritonSummariser:
     def __init__(self, config: TritonConfig):
         self._config = config
         self._client = triton_client(config)
-        self._default_taxonomy = load_taxonomy()
         self._ready = False
         self._lock = threading.Lock()
 
@@ -74,9 +73,9 @@ class TritonSummariser:
 
         self._wait_for_model()
         document = {"turns": [t.to_json() for t in transcript.turns], "call_id": transcript.call_id}
-        inputs = [_bytes_input(grpcclient, "TRANSCRIPT_JSON", json.dumps(document, ensure_ascii=False))]
-        if taxonomy != self._default_taxonomy:
-            inputs.append(_bytes_input(grpcclient, "TAXONOMY_TOML", taxonomy_to_toml(taxonomy)))
+        # The taxonomy always goes along: the server's own default may come from another aftercall release.
+        inputs = [_bytes_input(grpcclient, "TRANSCRIPT_JSON", json.dumps(document, ensure_ascii=False)),
+                  _bytes_input(grpcclient, "TAXONOMY_TOML", taxonomy_to_toml(taxonomy))]
         try:
             result = self._client.infer(self._config.model, inputs,
                                         outputs=[grpcclient.InferRequestedOutput("SUMMARY_JSON")],
