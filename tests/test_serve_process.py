@@ -74,6 +74,17 @@ def servers(tmp_path):
             server.stop(signal.SIGKILL)
 
 
+def _call_messages(call_id: str, payload: bytes) -> list[pb.CallAudio]:
+    """A whole stereo mu-law call as a PBX streams it: CallStart, 200 ms chunks, CallEnd."""
+    messages = [pb.CallAudio(start=pb.CallStart(
+        call_id=call_id, encoding=pb.AUDIO_ENCODING_MULAW, sample_rate_hz=8000,
+        channel_roles=[pb.CHANNEL_ROLE_AGENT, pb.CHANNEL_ROLE_CUSTOMER]))]
+    messages += [pb.CallAudio(chunk=pb.AudioChunk(sequence=i, audio=payload[o : o + 3200]))
+                 for i, o in enumerate(range(0, len(payload), 3200))]
+    messages.append(pb.CallAudio(end=pb.CallEnd()))
+    return messages
+
+
 def _wait_for_summary(address: str, call_id: str, timeout: float = 180, **tls) -> spb.SummaryRecord:
     deadline = time.monotonic() + timeout
     with client_channel(address, **tls) as channel:
@@ -119,13 +130,7 @@ def test_kill_9_then_restart_still_summarises_every_received_call(servers, tmp_p
         stub = pb_grpc.CallIngestStub(channel)
         for index in range(3):
             call_id = f"crash-{index}"
-            messages = [pb.CallAudio(start=pb.CallStart(
-                call_id=call_id, encoding=pb.AUDIO_ENCODING_MULAW, sample_rate_hz=8000,
-                channel_roles=[pb.CHANNEL_ROLE_AGENT, pb.CHANNEL_ROLE_CUSTOMER]))]
-            messages += [pb.CallAudio(chunk=pb.AudioChunk(sequence=i, audio=payload[o : o + 3200]))
-                         for i, o in enumerate(range(0, len(payload), 3200))]
-            messages.append(pb.CallAudio(end=pb.CallEnd()))
-            events = stub.StreamCall(iter(messages))
+            events = stub.StreamCall(iter(_call_messages(call_id, payload)))
             for event in events:
                 if event.WhichOneof("event") == "received":  # durable from here on
                     received.append(call_id)
@@ -151,12 +156,7 @@ def test_sigterm_lets_the_call_in_flight_finish_then_exits(servers, demo_clip):
     events = []
 
     def call():
-        messages = [pb.CallAudio(start=pb.CallStart(
-            call_id="in-flight", encoding=pb.AUDIO_ENCODING_MULAW, sample_rate_hz=8000,
-            channel_roles=[pb.CHANNEL_ROLE_AGENT, pb.CHANNEL_ROLE_CUSTOMER]))]
-        messages += [pb.CallAudio(chunk=pb.AudioChunk(sequence=i, audio=payload[o : o + 3200]))
-                     for i, o in enumerate(range(0, len(payload), 3200))]
-        messages.append(pb.CallAudio(end=pb.CallEnd()))
+        messages = _call_messages("in-flight", payload)
         with client_channel(server.address) as channel:
             for event in pb_grpc.CallIngestStub(channel).StreamCall(iter(messages), timeout=120):
                 events.append(event.WhichOneof("event"))

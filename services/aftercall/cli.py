@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _page_size(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 500:
-        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 500, got {text!r}")
+    from aftercall.review.store import MAX_PAGE
+
+    if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to {MAX_PAGE}, got {text!r}")
     return int(text)
 
 

@@ -292,6 +292,15 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     return config
 
 
+def existing_file(path: str, key: str) -> str | None:
+    """A file a setting names (certificate, key): its path, or None when the setting is empty."""
+    if not path:
+        return None
+    if not Path(path).is_file():
+        raise ConfigError(f"config {key}: {path} is not a readable file")
+    return path
+
+
 def parse_address(text: str, where: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port`; port 0 asks the OS for a free one."""
     host, sep, port = text.rpartition(":")

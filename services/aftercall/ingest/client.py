@@ -12,15 +12,13 @@ from typing import Callable, Iterator
 
 import grpc
 
-from aftercall.core.audio import SAMPLE_BYTES, Encoding, read_wav
+from aftercall.core.audio import SAMPLE_BYTES, read_wav
 from aftercall.core.errors import AftercallError, UserError
 from aftercall.core.rpc import RemoteError
+from aftercall.ingest.wire import ENCODING_CODES, ROLE_CODES
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
 
-_ENCODINGS = {Encoding.MULAW: pb.AUDIO_ENCODING_MULAW, Encoding.ALAW: pb.AUDIO_ENCODING_ALAW,
-              Encoding.LINEAR_PCM: pb.AUDIO_ENCODING_LINEAR_PCM}
-_ROLES = {"agent": pb.CHANNEL_ROLE_AGENT, "customer": pb.CHANNEL_ROLE_CUSTOMER}
 
 
 @dataclass
@@ -50,8 +48,8 @@ def stream_call(channel: grpc.Channel, wav: bytes, call_id: str | None = None,
 
     def messages() -> Iterator[pb.CallAudio]:
         yield pb.CallAudio(start=pb.CallStart(
-            call_id=call_id, encoding=_ENCODINGS[audio.encoding], sample_rate_hz=audio.sample_rate,
-            channel_roles=[_ROLES[r] for r in channel_roles], metadata=pb.CallMetadata(**(metadata or {})),
+            call_id=call_id, encoding=ENCODING_CODES[audio.encoding], sample_rate_hz=audio.sample_rate,
+            channel_roles=[ROLE_CODES[r] for r in channel_roles], metadata=pb.CallMetadata(**(metadata or {})),
             interim_results=interim))
         started = time.monotonic()
         for sequence, offset in enumerate(range(0, len(audio.payload), chunk_bytes)):

@@ -18,7 +18,7 @@ from typing import AsyncIterator, Iterator
 
 import grpc
 
-from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, Encoding, read_wav
+from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, read_wav
 from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtocolError, StreamTimeoutError, UserError
 from aftercall.core.logsetup import call_id_var
@@ -27,6 +27,7 @@ from aftercall.core.rpc import ServiceBinding
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.spool import AudioFormat, Spool, StreamSpool
+from aftercall.ingest.wire import ENCODINGS, ROLES
 from aftercall.pipeline import Pipeline
 from aftercall.review.service import to_proto
 from aftercall.summarise.taxonomy import parse_taxonomy
@@ -35,18 +36,15 @@ from aftercall.v1 import ingest_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
-_ENCODINGS = {pb.AUDIO_ENCODING_MULAW: Encoding.MULAW, pb.AUDIO_ENCODING_ALAW: Encoding.ALAW,
-              pb.AUDIO_ENCODING_LINEAR_PCM: Encoding.LINEAR_PCM}
-_ROLES = {pb.CHANNEL_ROLE_AGENT: "agent", pb.CHANNEL_ROLE_CUSTOMER: "customer"}
 _DIRECTIONS = {pb.CALL_DIRECTION_INBOUND: "inbound", pb.CALL_DIRECTION_OUTBOUND: "outbound"}
 
 
 def _roles(values, default: tuple[str, ...], channels: int | None) -> tuple[str, ...]:
     if not values:
         return default
-    if any(v not in _ROLES for v in values):
+    if any(v not in ROLES for v in values):
         raise UserError("channel_roles: every channel needs AGENT or CUSTOMER")
-    roles = tuple(_ROLES[v] for v in values)
+    roles = tuple(ROLES[v] for v in values)
     if channels is not None and len(roles) != channels:
         raise UserError(f"channel_roles names {len(roles)} channel(s) but the audio has {channels}")
     if len(roles) == 2 and sorted(roles) != ["agent", "customer"]:
@@ -167,7 +165,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
 
     def _job_from_start(self, start: pb.CallStart) -> CallJob:
         call_id = check_call_id(start.call_id)
-        if start.encoding not in _ENCODINGS:
+        if start.encoding not in ENCODINGS:
             raise AudioFormatError(f"encoding must be MULAW, ALAW or LINEAR_PCM, got "
                                    f"{pb.AudioEncoding.Name(start.encoding) if start.encoding in pb.AudioEncoding.values() else start.encoding}")
         if start.sample_rate_hz not in SUPPORTED_RATES:
@@ -175,7 +173,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         if not start.channel_roles:
             raise UserError("channel_roles: name each channel (1 or 2), e.g. [AGENT, CUSTOMER]")
         roles = _roles(start.channel_roles, self._config.audio.roles, None)
-        audio_format = AudioFormat(_ENCODINGS[start.encoding], start.sample_rate_hz, len(roles))
+        audio_format = AudioFormat(ENCODINGS[start.encoding], start.sample_rate_hz, len(roles))
         if len(roles) == 1:
             roles = self._config.audio.roles  # mono: one mixed channel, attributed by the recogniser
         return CallJob(call_id, RECEIVING, "stream", audio_format, roles, _metadata(start.metadata),

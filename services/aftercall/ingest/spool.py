@@ -71,7 +71,7 @@ class StreamSpool:
             with open(self._directory / f"ch{channel}.raw", "rb") as reader:
                 reader.seek(start)
                 data = reader.read(end - start)
-            channels.append(decode_samples(data[: len(data) - len(data) % width], self.format.encoding, 1)[0])
+            channels.append(_decode_channel(data, self.format.encoding))
         return _same_length(channels, self.format.sample_rate, self.format.encoding)
 
     def seconds_after(self, size: int, channel: int | None) -> float:
@@ -123,12 +123,11 @@ class Spool:
         if (directory / _RECORDING).exists():
             return parse_wav((directory / _RECORDING).read_bytes())
         assert audio_format is not None, "a streamed call always has its format stored"
-        width = SAMPLE_BYTES[audio_format.encoding]
         channels = []
         for channel in range(audio_format.channels):
             path = directory / f"ch{channel}.raw"
             data = path.read_bytes() if path.exists() else b""
-            channels.append(decode_samples(data[: len(data) - len(data) % width], audio_format.encoding, 1)[0])
+            channels.append(_decode_channel(data, audio_format.encoding))
         return _same_length(channels, audio_format.sample_rate, audio_format.encoding)
 
     def received_seconds(self, call_id: str, audio_format: AudioFormat | None) -> float:
@@ -157,6 +156,12 @@ def fsync_directory(path: Path) -> None:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+
+
+def _decode_channel(data: bytes, encoding: Encoding) -> np.ndarray:
+    """One channel file's samples; a sample cut in half (a crash mid-write) is dropped."""
+    whole = len(data) - len(data) % SAMPLE_BYTES[encoding]
+    return decode_samples(data[:whole], encoding, 1)[0]
 
 
 def _same_length(channels: list[np.ndarray], sample_rate: int, encoding: Encoding) -> Audio:

@@ -11,7 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aftercall.core.errors import UserError
 from aftercall.core.rpc import ServiceBinding, require_identity
 from aftercall.review.edits import apply_edit
-from aftercall.review.store import APPROVED, DRAFT, EDITED, StoredSummary, SummaryFilter, SummaryStore
+from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter, SummaryStore
 from aftercall.v1 import summaries_pb2 as pb
 from aftercall.v1 import summaries_pb2_grpc as pb_grpc
 
@@ -59,8 +59,8 @@ class SummariesService(pb_grpc.SummariesServicer):
         return to_proto(self._store.get(request.call_id, request.include_history))
 
     async def List(self, request: pb.ListSummariesRequest, context) -> pb.ListSummariesResponse:
-        if request.page_size > 500:
-            raise UserError(f"page_size must be at most 500, got {request.page_size}")
+        if request.page_size > MAX_PAGE:
+            raise UserError(f"page_size must be at most {MAX_PAGE}, got {request.page_size}")
         if request.state not in _STATE_NAMES and request.state != pb.REVIEW_STATE_UNSPECIFIED:
             raise UserError(f"state: unknown value {request.state}")
         where = SummaryFilter(

@@ -12,11 +12,10 @@ import json
 import logging
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
-from aftercall.core.config import TritonConfig
+from aftercall.core.config import TritonConfig, existing_file
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.transcript import Transcript
 from aftercall.summarise.taxonomy import Disposition, taxonomy_to_toml
@@ -28,13 +27,11 @@ def triton_client(config: TritonConfig, url: str | None = None):
     """tritonclient opens the certificate files itself: it is given their paths, checked here first."""
     import tritonclient.grpc as grpcclient
 
-    for key in ("tls_ca_file", "tls_cert_file", "tls_key_file"):
-        path = getattr(config, key)
-        if path and not Path(path).is_file():
-            raise ConfigError(f"config triton.{key}: {path} is not a readable file")
     return grpcclient.InferenceServerClient(
-        url or config.url, ssl=bool(config.tls_ca_file), root_certificates=config.tls_ca_file or None,
-        private_key=config.tls_key_file or None, certificate_chain=config.tls_cert_file or None)
+        url or config.url, ssl=bool(config.tls_ca_file),
+        root_certificates=existing_file(config.tls_ca_file, "triton.tls_ca_file"),
+        private_key=existing_file(config.tls_key_file, "triton.tls_key_file"),
+        certificate_chain=existing_file(config.tls_cert_file, "triton.tls_cert_file"))
 
 
 class TritonSummariser:

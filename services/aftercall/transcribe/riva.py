@@ -12,13 +12,12 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import grpc
 import numpy as np
 
 from aftercall.core.audio import Audio
-from aftercall.core.config import AsrConfig
+from aftercall.core.config import AsrConfig, existing_file
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.rpc import read_api_key
 from aftercall.core.transcript import Transcript, Turn, Word
@@ -33,14 +32,6 @@ _CONCURRENT_REQUESTS = 4
 _MAX_MESSAGE = 32 * 1024 * 1024  # five minutes of 16 kHz PCM is under 10 MB
 
 
-def _file(path: str, key: str) -> str | None:
-    if not path:
-        return None
-    if not Path(path).is_file():
-        raise ConfigError(f"config asr.{key}: {path} is not a readable file")
-    return path
-
-
 class RivaTranscriber:
     def __init__(self, config: AsrConfig):
         import riva.client
@@ -49,9 +40,9 @@ class RivaTranscriber:
         api_key = read_api_key(config.riva_api_key_file, "asr.riva_api_key_file")
         self._auth = riva.client.Auth(
             uri=config.riva_uri, use_ssl=bool(config.riva_tls_ca_file),
-            ssl_root_cert=_file(config.riva_tls_ca_file, "riva_tls_ca_file"),
-            ssl_client_cert=_file(config.riva_tls_cert_file, "riva_tls_cert_file"),
-            ssl_client_key=_file(config.riva_tls_key_file, "riva_tls_key_file"),
+            ssl_root_cert=existing_file(config.riva_tls_ca_file, "asr.riva_tls_ca_file"),
+            ssl_client_cert=existing_file(config.riva_tls_cert_file, "asr.riva_tls_cert_file"),
+            ssl_client_key=existing_file(config.riva_tls_key_file, "asr.riva_tls_key_file"),
             metadata_args=[["api-key", api_key]] if api_key else None,
             options=[("grpc.max_send_message_length", _MAX_MESSAGE),
                      ("grpc.max_receive_message_length", _MAX_MESSAGE)])
