@@ -25,8 +25,11 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def triton(tmp_path_factory):
+    """The CPU configuration with the LLM path: call_summariser (no CPU variant: its only config),
+    call_summariser_llm and the llama.cpp stand-in for `llm` (both from configs/cpu.pbtxt)."""
     config = dataclasses.replace(Config(), triton=dataclasses.replace(
-        TritonConfig(), http_port=free_port(), metrics_port=free_port()))
+        TritonConfig(), http_port=free_port(), metrics_port=free_port(), model_config_name="cpu",
+        load_models=("call_summariser", "call_summariser_llm", "llm")))
     process = start_triton(config, f"127.0.0.1:{free_port()}", tmp_path_factory.mktemp("triton"))
     yield process, config
     process.stop()
@@ -65,10 +68,100 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(triton, redac
         backend.summarise(Transcript((Turn("robot", "beep"),)), load_taxonomy())
     assert backend.summarise(redacted, load_taxonomy()) == results[0]  # the model is still serving
 
+    assert successes(config, "call_summariser") >= 9
+
+
+def successes(config: Config, model: str) -> float:
+    """Triton's own count of successful requests to a model, from its Prometheus endpoint."""
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{config.triton.metrics_port}/metrics", timeout=10).read()
-    success = [line for line in metrics.decode().splitlines()
-               if line.startswith('nv_inference_request_success{model="call_summariser"')]
-    assert success and float(success[0].split()[-1]) >= 9
+    lines = [line for line in metrics.decode().splitlines()
+             if line.startswith(f'nv_inference_request_success{{model="{model}"')]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def llm_request(client, prompt: str, parameters: dict) -> str:
+    """One request to the decoupled `llm` model, as the vLLM backend is asked: over a gRPC stream."""
+    import queue
+
+    import tritonclient.grpc as grpcclient
+
+    answers: queue.Queue = queue.Queue()
+    inputs = [grpcclient.InferInput("text_input", [1], "BYTES"), grpcclient.InferInput("stream", [1], "BOOL"),
+              grpcclient.InferInput("sampling_parameters", [1], "BYTES"),
+              grpcclient.InferInput("exclude_input_in_output", [1], "BOOL")]
+    inputs[0].set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
+    inputs[1].set_data_from_numpy(np.array([False]))
+    inputs[2].set_data_from_numpy(np.array([json.dumps(parameters).encode()], dtype=np.object_))
+    inputs[3].set_data_from_numpy(np.array([True]))
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    try:
+        client.async_stream_infer("llm", inputs)
+        result, error = answers.get(timeout=120)
+    finally:
+        client.stop_stream()
+    if error is not None:
+        raise error
+    return b"".join(result.as_numpy("text_output").reshape(-1)).decode()
+
+
+def test_the_llm_stand_in_speaks_the_vllm_backend_io(triton):
+    import jsonschema
+    from tritonclient.utils import InferenceServerException
+
+    process, config = triton
+    client = triton_client(config.triton, process.grpc_address)
+    schema = {"type": "object", "properties": {"mood": {"enum": ["negative", "neutral", "positive"]}},
+              "required": ["mood"], "additionalProperties": False}
+    prompt = "<|im_start|>user\nHow does 'I am furious' sound?<|im_end|>\n<|im_start|>assistant\n"
+    text = llm_request(client, prompt, {"max_tokens": 20, "temperature": 0,
+                                        "guided_decoding": json.dumps({"json": schema})})
+    jsonschema.validate(json.loads(text), schema)
+    with pytest.raises(InferenceServerException, match="sampling_parameters.best_of: not supported"):
+        llm_request(client, prompt, {"best_of": 3})
+
+
+SHORT_CALL = Transcript((
+    Turn("agent", "Good morning, Northgate Bank, how can I help?"),
+    Turn("customer", "Hi, my debit card was stolen yesterday and there's a payment I don't recognise."),
+    Turn("agent", "I'm sorry to hear that. I've cancelled the card and raised a fraud claim for you."),
+    Turn("agent", "A new card will arrive within five working days."),
+    Turn("customer", "Thank you, that's a relief."),
+))
+
+
+def test_the_llm_summariser_answers_the_contract_through_triton(triton, summariser):
+    """Prompt, guided decoding on the stand-in, validation and grounding, for real. The 135M stand-in's content is
+    usually rejected; either way the answer must be a whole contract summary, and a used answer must be grounded."""
+    from aftercall.summarise.llm import check_grounding
+
+    process, config = triton
+    asked = successes(config, "llm")
+    summary = TritonSummariser(TritonConfig(url=process.grpc_address, model="call_summariser_llm")).summarise(
+        SHORT_CALL, load_taxonomy())
+    assert successes(config, "llm") == asked + 1  # the LLM was really asked
+    generator = summary.pop("generator")
+    assert generator["llm"] == "llm"
+    embedded = summariser.summarise(SHORT_CALL, load_taxonomy())
+    assert set(embedded) <= set(summary)
+    if generator["fallback"] is None:
+        assert summary["model"] == "aftercall-llm-0.1"
+        check_grounding({k: summary[k] for k in ("reason_for_contact", "issue", "narrative")} | {"follow_ups": []},
+                        SHORT_CALL)
+    else:
+        assert summary == embedded
+
+
+def test_the_llm_summariser_falls_back_when_the_llm_is_not_loaded(triton, redacted, summariser):
+    process, config = triton
+    client = triton_client(config.triton, process.grpc_address)
+    client.unload_model("llm")
+    try:
+        summary = TritonSummariser(TritonConfig(url=process.grpc_address, model="call_summariser_llm")).summarise(
+            redacted, load_taxonomy())
+    finally:
+        client.load_model("llm")
+    assert "model llm" in summary.pop("generator")["fallback"]
+    assert summary == summariser.summarise(redacted, load_taxonomy())
 
 
 def test_triton_down_is_a_clear_error(redacted):
@@ -127,3 +220,11 @@ def test_triton_grpc_over_tls(tmp_path, pki, redacted):
             plaintext.summarise(redacted, load_taxonomy())
     finally:
         process.stop()
+
+
+def test_a_model_not_in_the_repository_is_named_at_start(tmp_path):
+    from aftercall.core.errors import ConfigError
+
+    config = dataclasses.replace(Config(), triton=dataclasses.replace(TritonConfig(), load_models=("summarizer",)))
+    with pytest.raises(ConfigError, match="triton.load_models: .* has no model 'summarizer'"):
+        start_triton(config, f"127.0.0.1:{free_port()}", tmp_path / "triton")

@@ -85,13 +85,18 @@ def start_triton(config: Config, listen: str, scratch: Path) -> TritonProcess:
     binary = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
     backends = _backend_directory(scratch)
-    argv = [str(binary), f"--model-repository={model_repository(config)}", f"--backend-directory={backends}",
+    repository = model_repository(config)
+    argv = [str(binary), f"--model-repository={repository}", f"--backend-directory={backends}",
             "--pinned-memory-pool-byte-size=0", "--exit-timeout-secs=5", "--strict-readiness=true",
             # HTTP (the same inference API, but without TLS) and metrics stay on loopback: local tools and the
             # readiness probe use them; remote clients get the gRPC port, under TLS when [server] has it.
             f"--grpc-address={host}", f"--grpc-port={port}", "--http-address=127.0.0.1",
             f"--http-port={config.triton.http_port}", "--metrics-address=127.0.0.1",
-            f"--metrics-port={config.triton.metrics_port}"]
+            f"--metrics-port={config.triton.metrics_port}", "--model-control-mode=explicit"]
+    for name in config.triton.load_models:
+        if not (repository / name / "config.pbtxt").is_file():
+            raise ConfigError(f"config triton.load_models: {repository} has no model {name!r} (no {name}/config.pbtxt)")
+        argv.append(f"--load-model={name}")
     if config.triton.model_config_name:
         argv.append(f"--model-config-name={config.triton.model_config_name}")
     server = config.server

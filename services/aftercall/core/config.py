@@ -94,6 +94,9 @@ class TritonConfig:
     model_repository: str = ""
     # e.g. "cpu": each model's configs/cpu.pbtxt instead of config.pbtxt (GPU configs stay untouched).
     model_config_name: str = ""
+    # The models `aftercall serve triton` loads (explicit model control): a model whose backend this machine lacks
+    # (the vLLM `llm` without a GPU) is never tried. The LLM path on CPU: call_summariser_llm and llm, with "cpu".
+    load_models: tuple[str, ...] = ("call_summariser",)
     http_port: int = 8000
     metrics_port: int = 8002
 
@@ -278,6 +281,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     parse_address(config.asr_server.metrics_listen, "config asr_server.metrics_listen")
     parse_address(config.asr.riva_uri, "config asr.riva_uri")
     parse_address(config.triton.url, "config triton.url")
+    if not config.triton.load_models:
+        raise ConfigError("config triton.load_models: name at least one model")
     for section, prefix in (("asr", "riva_tls_"), ("triton", "tls_")):
         values = getattr(config, section)
         if bool(getattr(values, prefix + "cert_file")) != bool(getattr(values, prefix + "key_file")):

@@ -85,7 +85,16 @@ class EmbeddedSummariser:
         return summary
 
     # -- fields ------------------------------------------------------------------------------------------------
-    def _disposition(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
+    def disposition_probabilities(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict[str, float]:
+        """How well each code fits by this model's measure: the softmax over taxonomy similarities, and for UNKNOWN
+        the same score `summarise` gives it. Lets another generator's choice carry a measured confidence."""
+        said = extract.sentences(transcript.turns)
+        similarities, probabilities, _ = self._disposition_scores(
+            [s for s in said if s.speaker == "customer"], [s for s in said if s.speaker == "agent"], taxonomy)
+        scores = {d.code: round(float(p), 2) for d, p in zip(taxonomy, probabilities)}
+        return {**scores, UNKNOWN: round(1 - float(similarities.max()), 2)}
+
+    def _disposition_scores(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
         opening = [s for s in customer if s.turn <= _first_turns(customer, _REASON_WINDOW_TURNS)]
         text = " ".join(extract.strip_filler(s.text) for s in opening) or " ".join(s.text for s in agent[:3])
         actions = " ".join(s.text for s in agent if extract.ACTION.search(s.text))[:400]
@@ -93,12 +102,15 @@ class EmbeddedSummariser:
         query = vectors[0] * 0.7 + vectors[1] * 0.3
         query /= np.linalg.norm(query)
         similarities = self._taxonomy_vectors(taxonomy) @ query
-        best = int(np.argmax(similarities))
         weights = np.exp((similarities - similarities.max()) / _CONFIDENCE_TEMPERATURE)
-        confidence = float(weights[best] / weights.sum())
+        return similarities, weights / weights.sum(), query
+
+    def _disposition(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
+        similarities, probabilities, query = self._disposition_scores(customer, agent, taxonomy)
+        best = int(np.argmax(similarities))
         if similarities[best] < self._min_similarity:
             return {"code": UNKNOWN, "confidence": round(1 - float(similarities[best]), 2)}, query
-        return {"code": taxonomy[best].code, "confidence": round(confidence, 2),
+        return {"code": taxonomy[best].code, "confidence": round(float(probabilities[best]), 2),
                 "label": taxonomy[best].label}, query
 
     def _reason(self, customer: list[Sentence], reason_vector: np.ndarray) -> _Pick:

@@ -1,0 +1,275 @@
+"""The LLM summariser behind `call_summariser_llm`: prompt, JSON-schema guided decoding, validation, grounding, and the
+embedded summariser as the fallback.
+
+The LLM is any Triton model with the vLLM backend's I/O (`text_input`, `stream`, `sampling_parameters` in;
+`text_output` out): vLLM or TensorRT-LLM on a GPU appliance, the llama.cpp stand-in on CPU. It only ever sees the
+redacted transcript. Its answer is used only when it parses, matches the schema, cites turns that exist and every
+number, weekday and month it names was said in the call; otherwise the call gets the embedded summary and the reason
+is recorded in `generator.fallback`. No call is ever left without a summary because the LLM was wrong or down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import jsonschema
+
+from aftercall.core.transcript import Transcript
+from aftercall.redact.numbers import MONTHS, ORDINALS, TEENS, TENS, UNITS, normalise_numbers
+from aftercall.summarise.summariser import EmbeddedSummariser
+from aftercall.summarise.taxonomy import UNKNOWN, Disposition
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "aftercall-llm-0.1"
+RESOLUTION_STATUSES = ("resolved", "pending", "escalated", "unresolved")
+OWNERS = ("agent", "customer", "organisation")
+TONES = ("negative", "neutral", "positive")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+# Generate(prompt, sampling_parameters) -> the model's text; raises LlmUnavailableError when the LLM cannot answer.
+Generate = Callable[[str, dict[str, Any]], str]
+
+
+class LlmRejectedError(Exception):
+    """The LLM answered, but the answer cannot be used. The message names the rule, never the offending text."""
+
+
+class LlmUnavailableError(Exception):
+    """The LLM model did not answer (not loaded, timed out, failed)."""
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    llm_model: str = "llm"
+    max_tokens: int = 1024
+    # Longer transcripts go to the embedded summariser rather than being cut (a cut transcript loses the outcome).
+    max_transcript_chars: int = 24000
+    temperature: float = 0.0
+    # Above 1 discourages the loops small models fall into; 1 = off.
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, str]) -> "LlmSettings":
+        """From a Triton config's `parameters` (all strings); unknown keys are an error, not ignored."""
+        known = {"llm_model": str, "max_tokens": int, "max_transcript_chars": int, "temperature": float,
+                 "repetition_penalty": float, "seed": int}
+        values: dict[str, Any] = {}
+        for key, raw in parameters.items():
+            if key not in known:
+                raise ValueError(f"parameters.{key}: unknown (known: {', '.join(sorted(known))})")
+            try:
+                values[key] = known[key](raw)
+            except ValueError:
+                raise ValueError(f"parameters.{key}: {raw!r} is not a {known[key].__name__}") from None
+        settings = cls(**values)
+        if (settings.max_tokens < 16 or settings.max_transcript_chars < 100 or not 0 <= settings.temperature <= 2
+                or not 1 <= settings.repetition_penalty <= 2):
+            raise ValueError("parameters: max_tokens >= 16, max_transcript_chars >= 100, 0 <= temperature <= 2, "
+                             "1 <= repetition_penalty <= 2")
+        return settings
+
+
+def _text(max_length: int) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "maxLength": max_length}
+
+
+def output_schema(taxonomy: tuple[Disposition, ...], turn_count: int) -> dict[str, Any]:
+    """What the LLM must produce: the generated fields of the summary contract, each with the turns it rests on."""
+    turns = {"type": "array", "minItems": 1, "maxItems": 4,
+             "items": {"type": "integer", "minimum": 0, "maximum": max(turn_count - 1, 0)}}
+
+    def point(**fields: Any) -> dict[str, Any]:
+        properties = {**fields, "turns": turns}
+        return {"type": "object", "properties": properties, "required": list(properties),
+                "additionalProperties": False}
+
+    tone = {"enum": list(TONES)}
+    return {
+        "type": "object",
+        "properties": {
+            "reason_for_contact": point(text=_text(300)),
+            "issue": point(text=_text(300)),
+            "actions_taken": {"type": "array", "maxItems": 6, "items": point(text=_text(200))},
+            "resolution": point(status={"enum": list(RESOLUTION_STATUSES)}, detail=_text(300)),
+            "follow_ups": {"type": "array", "maxItems": 6, "items": point(
+                owner={"enum": list(OWNERS)}, action=_text(200),
+                due={"anyOf": [_text(60), {"type": "null"}]})},
+            "sentiment": {"type": "object", "properties": {"start": tone, "end": tone}, "required": ["start", "end"],
+                          "additionalProperties": False},
+            "disposition": {"enum": [d.code for d in taxonomy] + [UNKNOWN]},
+            "escalation": {"type": "object", "properties": {
+                "required": {"type": "boolean"}, "reason": {"anyOf": [_text(200), {"type": "null"}]},
+                "turns": {**turns, "minItems": 0}},
+                "required": ["required", "reason", "turns"], "additionalProperties": False},
+            "narrative": _text(900),
+        },
+        "required": ["reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
+                     "disposition", "escalation", "narrative"],
+        "additionalProperties": False,
+    }
+
+
+_INSTRUCTIONS = """You write the post-call summary of a contact-centre call for the agent's wrap-up.
+Use only what was said in the transcript. Never invent numbers, dates, names or references. Sensitive values are
+already masked (for example [CARD ****1234], [DOB]); keep them masked exactly as written.
+Answer with one JSON object and nothing else:
+- reason_for_contact, issue: one sentence each, in the third person ("The customer ...").
+- actions_taken: what the agent did during the call, one short sentence each; [] if nothing.
+- resolution: status is resolved, pending (something still has to happen), escalated or unresolved; detail says why.
+- follow_ups: commitments made in the call: owner (agent, customer or organisation), action, and due exactly as said
+  ("by Friday", "within 10 business days") or null if no time was said.
+- sentiment: the customer's tone at the start and at the end.
+- disposition: the one code below that fits best, or UNKNOWN.
+- escalation: required true only if the call was passed to someone else or a complaint was raised; reason or null;
+  turns [] when not required.
+- narrative: 2 to 5 sentences: why they called, what was done, what is still open.
+- turns: the numbers of the transcript turns (in square brackets) each point rests on.
+Disposition codes:
+"""
+
+
+def build_prompt(transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> str:
+    """A ChatML prompt (SmolLM2, Qwen and most instruction models served by vLLM/TensorRT-LLM use ChatML)."""
+    codes = "\n".join(f"- {d.code}: {d.label}. {d.description}" for d in taxonomy)
+    lines = "\n".join(f"[{index}] {turn.speaker.upper()}: {turn.text}" for index, turn in enumerate(transcript.turns))
+    return (f"<|im_start|>system\n{_INSTRUCTIONS}{codes}\n- {UNKNOWN}: none of these fits.<|im_end|>\n"
+            f"<|im_start|>user\nTranscript:\n{lines}<|im_end|>\n<|im_start|>assistant\n")
+
+
+def sampling_parameters(schema: dict[str, Any], settings: LlmSettings) -> dict[str, Any]:
+    """vLLM backend `sampling_parameters`. `guided_decoding` goes as a JSON string: the backend's older releases
+    json.loads it, newer ones accept the string too and map it to structured outputs."""
+    return {"temperature": settings.temperature, "max_tokens": settings.max_tokens, "seed": settings.seed,
+            "repetition_penalty": settings.repetition_penalty, "guided_decoding": json.dumps({"json": schema})}
+
+
+def parse_output(text: str, schema: dict[str, Any]) -> dict[str, Any]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LlmRejectedError(f"the LLM output is not JSON ({exc.msg} at character {exc.pos})") from None
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(document), key=lambda e: list(e.path))
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
+        raise LlmRejectedError(f"the LLM output does not match the schema at {where} ({errors[0].validator})")
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", document["narrative"].strip()) if s]
+    if not 2 <= len(sentences) <= 5:
+        raise LlmRejectedError(f"the narrative has {len(sentences)} sentence(s), the contract asks for 2 to 5")
+    return document
+
+
+_NUMBER_WORDS = {**UNITS, **TEENS, **TENS, **ORDINALS}
+_NUMBER_WORDS.pop("o")  # "o" is a letter far more often than a zero
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
+_WORD = re.compile(r"[a-z]+")
+
+
+def _facts(text: str) -> set[str]:
+    """The numbers (as digits, whether written or spoken), weekdays and months in a text."""
+    lowered = normalise_numbers(text).lower()
+    facts = {re.sub(r"\.0+$", "", m.group()) for m in _DIGITS.finditer(lowered.replace(",", ""))}
+    for word in _WORD.findall(lowered):
+        if word in _NUMBER_WORDS:
+            facts.add(str(_NUMBER_WORDS[word]))
+        elif word in WEEKDAYS or word in MONTHS:
+            facts.add(word)
+    return facts
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() if key != "turns" for s in _strings(item)]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings(item)]
+    return []
+
+
+def check_grounding(fields: dict[str, Any], transcript: Transcript) -> None:
+    """Every number, weekday and month in the output was said in the call; every `due` is a phrase from it."""
+    said = " ".join(turn.text for turn in transcript.turns)
+    ungrounded = set().union(*(_facts(s) for s in _strings(fields))) - _facts(said)
+    if ungrounded:
+        logger.debug("ungrounded values in the LLM output: %s", sorted(ungrounded))
+        raise LlmRejectedError(f"{len(ungrounded)} number(s) or date word(s) in the LLM output were not said in "
+                               "the call")
+    flat = re.sub(r"\s+", " ", said.lower())
+    for index, follow_up in enumerate(fields["follow_ups"]):
+        if follow_up["due"] is not None and re.sub(r"\s+", " ", follow_up["due"].lower()) not in flat:
+            raise LlmRejectedError(f"follow_ups/{index}/due is not a phrase from the call")
+
+
+def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
+          taxonomy: tuple[Disposition, ...]) -> dict[str, Any]:
+    """The embedded summary with the LLM's fields over it: the rest (call id, entities) stays as extracted."""
+    labels = {d.code: d.label for d in taxonomy}
+    code = fields["disposition"]
+    disposition: dict[str, Any] = {"code": code, "confidence": confidence}
+    if code in labels:
+        disposition["label"] = labels[code]
+    escalation = fields["escalation"]
+    return {
+        **baseline,
+        "reason_for_contact": fields["reason_for_contact"]["text"],
+        "issue": fields["issue"]["text"],
+        "actions_taken": [a["text"] for a in fields["actions_taken"]],
+        "resolution": {"status": fields["resolution"]["status"], "detail": fields["resolution"]["detail"]},
+        "follow_ups": [{k: f[k] for k in ("owner", "action", "due")} for f in fields["follow_ups"]],
+        "sentiment": dict(fields["sentiment"]),
+        "disposition": disposition,
+        "escalation": {"required": escalation["required"],
+                       "reason": escalation["reason"] if escalation["required"] else None},
+        "narrative": fields["narrative"].strip(),
+        "evidence": {
+            "reason_for_contact": fields["reason_for_contact"]["turns"],
+            "issue": fields["issue"]["turns"],
+            "actions_taken": [a["turns"] for a in fields["actions_taken"]],
+            "follow_ups": [f["turns"] for f in fields["follow_ups"]],
+            "resolution": fields["resolution"]["turns"],
+            "escalation": escalation["turns"] if escalation["required"] else [],
+        },
+        "model": MODEL_ID,
+    }
+
+
+class LlmSummariser:
+    """`summarise(transcript, taxonomy)` like the embedded summariser, so the same Triton glue serves both."""
+
+    def __init__(self, generate: Generate, settings: LlmSettings, embedded: EmbeddedSummariser | None = None):
+        self._generate = generate
+        self._settings = settings
+        self._embedded = embedded or EmbeddedSummariser()
+
+    def summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict[str, Any]:
+        # The embedded summary is cheap next to the LLM: it is the fallback, and it supplies what the LLM does not
+        # write (entities) and a measured disposition confidence.
+        baseline = self._embedded.summarise(transcript, taxonomy)
+        generator = {"llm": self._settings.llm_model, "fallback": None}
+        try:
+            fields = self._ask(transcript, taxonomy)
+        except (LlmRejectedError, LlmUnavailableError) as exc:
+            logger.warning("call %s: embedded summary used (%s)", transcript.call_id or "-", exc)
+            generator["fallback"] = str(exc)
+            return {**baseline, "generator": generator}
+        probabilities = self._embedded.disposition_probabilities(transcript, taxonomy)
+        summary = merge(baseline, fields, probabilities.get(fields["disposition"], 0.0), taxonomy)
+        return {**summary, "generator": generator}
+
+    def _ask(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict[str, Any]:
+        if not transcript.turns:
+            raise LlmRejectedError("the transcript has no turns")
+        if sum(len(t.text) for t in transcript.turns) > self._settings.max_transcript_chars:
+            raise LlmRejectedError(f"the transcript is longer than max_transcript_chars "
+                                   f"({self._settings.max_transcript_chars})")
+        schema = output_schema(taxonomy, len(transcript.turns))
+        text = self._generate(build_prompt(transcript, taxonomy), sampling_parameters(schema, self._settings))
+        fields = parse_output(text, schema)
+        check_grounding(fields, transcript)
+        return fields
