@@ -117,7 +117,8 @@ def test_cli_usage_errors_exit_2(args, message):
     ("", {"AFTERCALL_LOGGING__LEVEL": "LOUD"}, "config logging.level: must be one of"),
     ("[audio]\nroles = ['agent']\n", {}, "config audio.roles"),
     ("[asr]\nriva_tls_cert_file = 'c.pem'\n", {}, "config asr.riva_tls_cert_file: mutual TLS needs"),
-    ("[triton]\ntls_cert_file = 'c.pem'\ntls_key_file = 'k.pem'\n", {}, "config triton.tls_ca_file"),
+    ("[triton]\ntls_cert_file = 'c.pem'\ntls_key_file = 'k.pem'\n", {},
+     "config triton.tls_cert_file: a client certificate needs TLS: set triton.tls_ca_file or triton.tls = true"),
     ("[asr]\nbackend = 'whisperx'\n", {}, "config asr.backend: must be one of embedded, riva"),
     ("[triton]\nurl = 'nowhere'\n", {}, "config triton.url: must be HOST:PORT"),
 ])

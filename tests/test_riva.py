@@ -7,6 +7,8 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
+import time
 from pathlib import Path
 
 import grpc
@@ -172,6 +174,22 @@ async def test_riva_backend_over_mutual_tls_with_an_api_key(asr_server, pki, dem
         RivaTranscriber(dataclasses.replace(secure, riva_api_key_file=pki["ca"]))  # a PEM file by mistake
 
 
+async def test_riva_tls_can_trust_the_system_cas(asr_server, pki, demo_clip, tmp_path):
+    """`asr.riva_tls = true` and no CA file: gRPC's default roots, here pointed at the test CA for a fresh process."""
+    uri = await asr_server(server=ServerConfig(tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"]))
+    clip, config = tmp_path / "clip.wav", tmp_path / "riva.toml"
+    clip.write_bytes(demo_clip)
+    config.write_text(f'[asr]\nbackend = "riva"\nriva_tls = true\nriva_uri = "{uri.replace("127.0.0.1", "localhost")}"\n')
+    result = await asyncio.to_thread(run_cli, "summarise", clip, "--config", config, "--quiet",
+                                     env={"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": pki["ca"]})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["disposition"]["code"] == "CARD_LOST_STOLEN"
+    config.write_text(f'[asr]\nbackend = "riva"\nriva_tls_cert_file = "{pki["client_cert"]}"\n'
+                      f'riva_tls_key_file = "{pki["client_key"]}"\n')
+    refused = await asyncio.to_thread(run_cli, "summarise", clip, "--config", config)
+    assert refused.returncode == 2 and "asr.riva_tls_cert_file: a client certificate needs TLS" in refused.stderr
+
+
 def test_riva_down_is_a_clear_error_after_the_retries(demo_clip):
     port = free_port()
     backend = RivaTranscriber(AsrConfig(backend="riva", riva_uri=f"127.0.0.1:{port}", retries=1, timeout_s=5))
@@ -199,3 +217,52 @@ def test_summarise_over_riva_equals_the_in_process_summary(tmp_path, demo_clip):
     for field in ("transcript", "reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups",
                   "sentiment", "disposition", "escalation", "entities", "narrative", "redactions"):
         assert remote[field] == local[field], field
+
+
+@pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="counts requests on the in-process server")
+async def test_a_live_call_on_the_riva_backend_streams_each_channel(tmp_path, transcriber, summariser, demo_clip):
+    """StreamCall with interim results and asr = riva: one StreamingRecognize stream per channel fed as the audio
+    arrives; what comes back is redacted like every interim segment; the summary still comes from Recognize."""
+    from aftercall.app import SERVICES
+    from aftercall.core.config import IngestConfig
+    from aftercall.pipeline import Pipeline
+    from aftercall.summarise.taxonomy import load_taxonomy
+    from test_services import _END, _chunks, _exchange, _start
+
+    asr_config = dataclasses.replace(Config(), asr_server=dataclasses.replace(AsrServerConfig(), max_window_s=5.0))
+    asr = await start_appliance(asr_config, ("asr",), tmp_path / "asr", "127.0.0.1:0", "", CollectorRegistry(),
+                                asr_transcriber=transcriber)
+    config = dataclasses.replace(
+        Config(), asr=dataclasses.replace(AsrConfig(), backend="riva", riva_uri=f"127.0.0.1:{asr.port}"),
+        ingest=dataclasses.replace(IngestConfig(), max_interim_calls=1))
+    payload = read_wav(demo_clip).payload
+
+    def paced():  # three times real time
+        yield _start(call_id="live-riva", interim_results=True)
+        for message in _chunks(payload, 1600):
+            time.sleep(0.1 / 3)
+            yield message
+        yield _END
+
+    try:
+        appliance = await start_appliance(config, SERVICES, tmp_path / "data", "127.0.0.1:0", "",
+                                          CollectorRegistry(), Pipeline(config, load_taxonomy(), summariser,
+                                                                        lambda: RivaTranscriber(config.asr)))
+        try:
+            events, error = await asyncio.to_thread(_exchange, appliance.port, paced())
+        finally:
+            await appliance.stop(2)
+    finally:
+        await asr.stop(1)
+    assert error is None and events[0].accepted.interim_results
+    segments = [e.segment for e in events if e.WhichOneof("event") == "segment"]
+    live = [s for s in segments if not s.final]
+    assert {s.speaker for s in live} == {"agent", "customer"}
+    assert segments.index(live[-1]) < segments.index(next(s for s in segments if s.final))
+    assert all(0 <= s.start_s <= s.end_s <= 14.5 for s in live)
+    assert all(not re.search(r"(?<![\d*])\d(?:[\s.-]?\d){3,}", s.text) for s in live)
+    assert events[-1].WhichOneof("event") == "summary"
+    sample = asr.metrics.registry.get_sample_value
+    assert sample("aftercall_asr_requests_total", {"rpc": "StreamingRecognize"}) == 2  # one stream per channel
+    assert sample("aftercall_asr_audio_seconds_total", {"rpc": "StreamingRecognize"}) == pytest.approx(28, abs=1)
+    assert sample("aftercall_asr_requests_total", {"rpc": "Recognize"}) >= 2  # the post-call transcript

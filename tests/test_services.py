@@ -429,11 +429,20 @@ def test_interim_text_masks_every_long_digit_run(summariser, demo_clip):
     from aftercall.core.audio import parse_wav
 
     scripted = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=_ScriptedTranscriber)
-    turns = scripted.interim(parse_wav(demo_clip), ("agent", "customer"), offset_s=100.0)
-    assert (turns[0].start, turns[1].end) == (101.0, 107.0)
+    heard, turns = scripted.interim(parse_wav(demo_clip), ("agent", "customer"), offset_s=100.0)
+    assert (turns[0].start, turns[1].end) == (101.0, 107.0) and heard[1].text.endswith("0366 by the way.")
     # Digits the conversation-level redactor leaves (no cue, no Luhn yet) go too while the call is live.
     assert "4532" not in turns[0].text and "77 12 34" not in turns[0].text and "[NUMBER]" in turns[0].text
     assert "[CARD ****0366]" in turns[1].text
+
+
+def test_interim_redaction_remembers_what_was_said_earlier_in_the_call(pipeline):
+    from aftercall.core.transcript import Turn
+
+    earlier = [Turn("customer", "Hi, my name is Daniel Harper.", 1.0, 3.0)]
+    later = [Turn("agent", "Thank you Daniel, one moment.", 4.0, 6.0)]
+    assert "Daniel" in pipeline.redact_interim(later)[0].text  # on its own, nothing says it is a name
+    assert pipeline.redact_interim(later, earlier)[0].text == "Thank you [NAME], one moment."
 
 
 class _BrokenTranscriber:

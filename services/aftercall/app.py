@@ -109,8 +109,8 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             # As many decodes in the model as the server runs requests at once.
             recogniser = asr_transcriber or build_embedded_transcriber(
                 config, max(config.asr.parallel_decodes, config.asr_server.workers))
-            bindings.append(RivaCompatibleAsr(recogniser, config.asr_server,
-                                              read_api_key(config.asr_server.api_key_file, "asr_server.api_key_file")).binding())
+            api_key = read_api_key(config.asr_server.api_key_file, "asr_server.api_key_file")
+            bindings.append(RivaCompatibleAsr(recogniser, config.asr_server, metrics, api_key).binding())
         largest_mb = max(config.ingest.max_recording_mb if "ingest" in services else 4,
                          config.asr_server.max_request_mb if "asr" in services else 4)
         server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,

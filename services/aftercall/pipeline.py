@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from aftercall.core.audio import Audio, Encoding, load_audio
 from aftercall.core.config import Config
@@ -139,13 +139,20 @@ class Pipeline:
             timings["redaction_s"] = time.perf_counter() - started
         return redaction
 
-    def interim(self, audio: Audio, roles: tuple[str, ...], offset_s: float) -> list[Turn]:
-        """Turns of a stretch of a call still in progress, redacted on their own and then bluntly: without the rest
-        of the conversation a card number may be split across stretches, so every run of 4+ digits goes."""
-        turns = self.redact(self.transcribe(audio, roles), "interim").transcript.turns
-        return [Turn(t.speaker, _INTERIM_DIGITS.sub("[NUMBER]", t.text),
-                     None if t.start is None else t.start + offset_s, None if t.end is None else t.end + offset_s)
-                for t in turns]
+    def interim(self, audio: Audio, roles: tuple[str, ...], offset_s: float,
+                context: Sequence[Turn] = ()) -> tuple[list[Turn], list[Turn]]:
+        """Turns of a stretch of a call still in progress, `offset_s` into it: (as heard, redacted). See
+        `redact_interim` for the redaction and `context`."""
+        heard = [Turn(t.speaker, t.text, None if t.start is None else t.start + offset_s,
+                      None if t.end is None else t.end + offset_s) for t in self.transcribe(audio, roles).turns]
+        return heard, self.redact_interim(heard, context)
+
+    def redact_interim(self, turns: Sequence[Turn], context: Sequence[Turn] = ()) -> list[Turn]:
+        """Live turns, redacted with the call's earlier live turns as context (a name or a card cue said a minute
+        ago still counts) and then bluntly: the rest of the conversation is not known yet, so a card number may be
+        split across batches, and every run of 4+ digits goes."""
+        redacted = self.redact(Transcript((*context, *turns)), "interim").transcript.turns[len(context):]
+        return [Turn(t.speaker, _INTERIM_DIGITS.sub("[NUMBER]", t.text), t.start, t.end) for t in redacted]
 
     def summarise(self, redaction: Redaction, taxonomy: tuple[Disposition, ...] | None = None,
                   timings: dict[str, float] | None = None, audio_seconds: float | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from riva.client.proto import riva_audio_pb2 as raudio
 from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, Audio, Encoding, decode_samples, parse_raw, read_wav
 from aftercall.core.config import AsrServerConfig
 from aftercall.core.errors import AudioFormatError, AuthenticationError, NotFoundError, UserError
+from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding
 from aftercall.core.transcript import Word
 from aftercall.transcribe.embedded import EmbeddedTranscriber
@@ -118,9 +119,11 @@ class _ChannelWindow:
 
 
 class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
-    def __init__(self, transcriber: EmbeddedTranscriber, config: AsrServerConfig, api_key: str | None = None):
+    def __init__(self, transcriber: EmbeddedTranscriber, config: AsrServerConfig, metrics: Metrics,
+                 api_key: str | None = None):
         self._transcriber = transcriber
         self._config = config
+        self._metrics = metrics
         self._api_key = api_key
         self._executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="aftercall-asr")
 
@@ -157,6 +160,8 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
             payload = request.audio
         encoding, rate, channels = _layout(config, header)
         audio = parse_raw(payload, encoding, rate, channels)
+        self._metrics.asr_requests.labels(rpc="Recognize").inc()
+        self._metrics.asr_audio_seconds.labels(rpc="Recognize").inc(audio.duration)
         per_channel = await asyncio.gather(*(self._recognise(s) for s in _channels(
             audio, config.enable_separate_recognition_per_channel)))
         results = [(words[0].start, tag, words) for tag, segments in enumerate(per_channel, start=1)
@@ -177,6 +182,7 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
         config = first.streaming_config.config
         interim = first.streaming_config.interim_results
         _check_config(config)
+        self._metrics.asr_requests.labels(rpc="StreamingRecognize").inc()
         separate = config.enable_separate_recognition_per_channel
         layout: tuple[Encoding, int, int] | None = None
         windows: list[_ChannelWindow] = []
@@ -210,6 +216,7 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
             for window, samples in zip(windows, decoded):
                 window.append(samples)
             seconds = whole / frame / rate
+            self._metrics.asr_audio_seconds.labels(rpc="StreamingRecognize").inc(seconds)
             received_s += seconds
             since_interim += seconds
             for tag, window in enumerate(windows, start=1):  # each channel's window fills on its own

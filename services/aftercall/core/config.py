@@ -30,6 +30,8 @@ class AsrConfig:
     mono_speaker: str = "customer"
     # backend = "riva": a Riva server, or `aftercall serve asr` (same API).
     riva_uri: str = "127.0.0.1:50052"
+    # TLS to Riva trusting the system's CAs; a CA file turns TLS on too and is trusted instead.
+    riva_tls: bool = False
     # Set: TLS, trusting this CA; with cert and key files too: mutual TLS.
     riva_tls_ca_file: str = ""
     riva_tls_cert_file: str = ""
@@ -86,6 +88,8 @@ class TritonConfig:
     timeout_s: float = 120.0
     # How long to wait for the server and the model to be ready before calling it unavailable.
     ready_timeout_s: float = 60.0
+    # TLS to Triton trusting the system's CAs; a CA file turns TLS on too and is trusted instead.
+    tls: bool = False
     # Set: TLS to Triton, trusting this CA; with cert and key files: mutual TLS.
     tls_ca_file: str = ""
     tls_cert_file: str = ""
@@ -288,13 +292,19 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         if bool(getattr(values, prefix + "cert_file")) != bool(getattr(values, prefix + "key_file")):
             raise ConfigError(f"config {section}.{prefix}cert_file: mutual TLS needs {section}.{prefix}key_file too "
                               "(and the reverse)")
-        if getattr(values, prefix + "cert_file") and not getattr(values, prefix + "ca_file"):
-            raise ConfigError(f"config {section}.{prefix}ca_file: a client certificate needs TLS, which needs the CA")
+        if getattr(values, prefix + "cert_file") and not uses_tls(values, prefix):
+            raise ConfigError(f"config {section}.{prefix}cert_file: a client certificate needs TLS: set "
+                              f"{section}.{prefix}ca_file or {section}.{prefix.rstrip('_')} = true")
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:
         raise ConfigError("config server.tls_client_ca_file: mutual TLS needs server.tls_cert_file and tls_key_file")
     return config
+
+
+def uses_tls(section: Any, prefix: str) -> bool:
+    """TLS to a backend (asr `riva_tls_`, triton `tls_`): the flag, or a CA file to trust."""
+    return bool(getattr(section, prefix.rstrip("_")) or getattr(section, prefix + "ca_file"))
 
 
 def existing_file(path: str, key: str) -> str | None:

@@ -44,8 +44,16 @@ class Metrics:
                                  registry=r)
         self.errors = Counter("aftercall_errors_total", "Errors returned to clients, by service and status code.",
                               ["service", "code"], registry=r)
+        self.asr_requests = Counter("aftercall_asr_requests_total",
+                                    "Requests to the Riva-compatible recogniser, by RPC.", ["rpc"], registry=r)
+        self.asr_audio_seconds = Counter("aftercall_asr_audio_seconds_total",
+                                         "Seconds of audio the Riva-compatible recogniser received, by RPC.", ["rpc"],
+                                         registry=r)
         for stage in STAGES:  # so every series exists from the first scrape
             self.stage_seconds.labels(stage=stage)
+        for rpc in ("Recognize", "StreamingRecognize"):
+            self.asr_requests.labels(rpc=rpc)
+            self.asr_audio_seconds.labels(rpc=rpc)
 
     def rpc_error(self, method: str, code) -> None:
         """Hook for `aftercall.core.rpc.ErrorInterceptor`: "/aftercall.v1.CallIngest/StreamCall" -> CallIngest."""

@@ -24,6 +24,7 @@ from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtoco
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding
+from aftercall.core.transcript import Turn
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.spool import AudioFormat, Spool, StreamSpool
@@ -75,6 +76,7 @@ class _InterimRecognition:
         self._interval_s = interval_s
         self._recognised_until = 0.0
         self._batch: asyncio.Future | None = None
+        self._heard: list[Turn] = []  # the call's live turns so far, unredacted (memory only): redaction context
 
     def poll(self) -> list[pb.CallEvent]:
         events = []
@@ -85,7 +87,7 @@ class _InterimRecognition:
             start, end = self._recognised_until, self._spool.seconds
             audio = self._spool.window(start, end)
             self._batch = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._pipeline.interim, audio, self._roles, start)
+                self._executor, self._pipeline.interim, audio, self._roles, start, tuple(self._heard))
             self._recognised_until = end
         return events
 
@@ -102,12 +104,51 @@ class _InterimRecognition:
         if self._batch is not None:
             self._batch.add_done_callback(lambda batch: batch.cancelled() or batch.exception())
 
-    @staticmethod
-    def _events(batch: asyncio.Future) -> list[pb.CallEvent]:
+    def _events(self, batch: asyncio.Future) -> list[pb.CallEvent]:
         if batch.exception() is not None:
             logger.warning("interim recognition failed (%s); skipped", type(batch.exception()).__name__)
             return []
-        return [_segment(turn.to_json(), final=False) for turn in batch.result()]
+        heard, redacted = batch.result()
+        self._heard += heard
+        return [_segment(turn.to_json(), final=False) for turn in redacted]
+
+
+class _StreamedRecognition:
+    """Interim segments from a streaming recogniser (Riva StreamingRecognize): one stream per channel, fed with each
+    chunk as it arrives; its final results are redacted like every interim segment and sent with the next event."""
+
+    def __init__(self, pipeline: Pipeline, transcriber, spool: StreamSpool, roles: tuple[str, ...]):
+        self._pipeline, self._spool = pipeline, spool
+        self._channels = [transcriber.open_live_channel(spool.format.sample_rate, speaker)
+                          for speaker in transcriber.speakers(spool.format.channels, roles)]
+        self._fed_until = 0.0
+        self._heard: list[Turn] = []  # as in _InterimRecognition
+
+    def poll(self) -> list[pb.CallEvent]:
+        end = self._spool.seconds
+        if end > self._fed_until:
+            audio = self._spool.window(self._fed_until, end)
+            for channel, samples in zip(self._channels, audio.channels):
+                channel.push(samples.astype("<i2").tobytes())
+            self._fed_until = end
+        return self._events()
+
+    async def drain(self) -> list[pb.CallEvent]:
+        """The call ended (everything was fed with its last chunk): the streams' last results."""
+        await asyncio.gather(*(asyncio.to_thread(channel.finish) for channel in self._channels))
+        return self._events()
+
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.cancel()
+
+    def _events(self) -> list[pb.CallEvent]:
+        turns = sorted((t for channel in self._channels for t in channel.take()), key=lambda t: t.start or 0.0)
+        if not turns:
+            return []
+        redacted = self._pipeline.redact_interim(turns, self._heard)
+        self._heard += turns
+        return [_segment(turn.to_json(), final=False) for turn in redacted]
 
 
 def _segment(turn: dict, final: bool) -> pb.CallEvent:
@@ -245,8 +286,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         interim = None
         if first.start.interim_results and self._interim_active < self._limits.max_interim_calls:
             self._interim_active += 1
-            interim = _InterimRecognition(self._pipeline, self._interim_executor, spool, job.roles,
-                                          self._limits.interim_interval_s)
+            interim = self._live_recognition(spool, job.roles)
         handed_over = False
         try:
             yield pb.CallEvent(accepted=pb.CallAccepted(call_id=job.call_id, interim_results=interim is not None))
@@ -288,6 +328,13 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             finally:
                 self._active -= 1
                 self._metrics.calls_active.dec()
+
+    def _live_recognition(self, spool: StreamSpool, roles: tuple[str, ...]):
+        transcriber = self._pipeline.transcriber()
+        if hasattr(transcriber, "open_live_channel"):  # a streaming recogniser: Riva
+            return _StreamedRecognition(self._pipeline, transcriber, spool, roles)
+        return _InterimRecognition(self._pipeline, self._interim_executor, spool, roles,
+                                   self._limits.interim_interval_s)
 
     # -- SubmitRecording ---------------------------------------------------------------------------------------
     def _recording_bytes(self, request: pb.SubmitRecordingRequest) -> bytes:

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from aftercall.core.config import TritonConfig, existing_file
+from aftercall.core.config import TritonConfig, existing_file, uses_tls
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.transcript import Transcript
 from aftercall.summarise.taxonomy import Disposition, taxonomy_to_toml
@@ -28,7 +28,7 @@ def triton_client(config: TritonConfig, url: str | None = None):
     import tritonclient.grpc as grpcclient
 
     return grpcclient.InferenceServerClient(
-        url or config.url, ssl=bool(config.tls_ca_file),
+        url or config.url, ssl=uses_tls(config, "tls_"),
         root_certificates=existing_file(config.tls_ca_file, "triton.tls_ca_file"),
         private_key=existing_file(config.tls_key_file, "triton.tls_key_file"),
         certificate_chain=existing_file(config.tls_cert_file, "triton.tls_cert_file"))

@@ -4,11 +4,13 @@
 Encoding, rate and channel count are always set explicitly (the client's `wave`-based helpers cannot read G.711
 WAVs). Each channel goes as its own mono LINEAR_PCM requests (Riva recognises single-channel audio), in stretches of
 at most five minutes so no request nears a gRPC message limit, several at once; the speaker is the channel's role.
+Live calls: one StreamingRecognize stream per channel (`open_live_channel`), fed as the audio arrives.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +19,7 @@ import grpc
 import numpy as np
 
 from aftercall.core.audio import Audio
-from aftercall.core.config import AsrConfig, existing_file
+from aftercall.core.config import AsrConfig, existing_file, uses_tls
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.rpc import read_api_key
 from aftercall.core.transcript import Transcript, Turn, Word
@@ -39,7 +41,7 @@ class RivaTranscriber:
         self._config = config
         api_key = read_api_key(config.riva_api_key_file, "asr.riva_api_key_file")
         self._auth = riva.client.Auth(
-            uri=config.riva_uri, use_ssl=bool(config.riva_tls_ca_file),
+            uri=config.riva_uri, use_ssl=uses_tls(config, "riva_tls_"),
             ssl_root_cert=existing_file(config.riva_tls_ca_file, "asr.riva_tls_ca_file"),
             ssl_client_cert=existing_file(config.riva_tls_cert_file, "asr.riva_tls_cert_file"),
             ssl_client_key=existing_file(config.riva_tls_key_file, "asr.riva_tls_key_file"),
@@ -59,8 +61,17 @@ class RivaTranscriber:
             riva.client.add_word_boosting_to_config(config, list(self._config.boosted_words), self._config.boost_score)
         return config
 
+    def speakers(self, channel_count: int, roles: tuple[str, ...]) -> tuple[str, ...]:
+        return roles[:channel_count] if channel_count > 1 else (self._config.mono_speaker,)
+
+    def open_live_channel(self, sample_rate: int, speaker: str) -> "RivaLiveChannel":
+        return RivaLiveChannel(self, sample_rate, speaker, self._config.timeout_s)
+
+    def streaming_call(self, requests):
+        return self._service.stub.StreamingRecognize(requests, metadata=self._auth.get_auth_metadata())
+
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None) -> Transcript:
-        speakers = roles[: len(audio.channels)] if len(audio.channels) > 1 else (self._config.mono_speaker,)
+        speakers = self.speakers(len(audio.channels), roles)
         stretches = [(channel, start) for channel in range(len(audio.channels))
                      for start in range(0, max(1, int(np.ceil(audio.duration))), _STRETCH_S)]
         total = audio.duration * len(audio.channels)
@@ -111,3 +122,72 @@ class RivaTranscriber:
                 logger.warning("Riva ASR at %s: %s; retrying in %.1f s", uri, code.name, pause)
                 time.sleep(pause)
                 attempt += 1
+
+
+class RivaLiveChannel:
+    """One channel of a live call on Riva StreamingRecognize: 16-bit PCM pushed as it arrives, Riva's final result
+    per utterance collected as a turn (times from the start of the call). Partial hypotheses are not requested: each
+    would be a whole new redacted segment several times a second. Best effort: an error ends this channel's live
+    text (logged), never the call, which is transcribed in full after hang-up."""
+
+    def __init__(self, transcriber: RivaTranscriber, sample_rate: int, speaker: str, timeout_s: float):
+        self._transcriber = transcriber
+        self._speaker = speaker
+        self._timeout_s = timeout_s
+        self._config = transcriber.recognition_config(sample_rate)
+        self._audio: queue.Queue[bytes | None] = queue.Queue()
+        self._turns: list[Turn] = []
+        self._lock = threading.Lock()
+        self._call = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name=f"riva-live-{speaker}", daemon=True)
+        self._thread.start()
+
+    def push(self, pcm: bytes) -> None:
+        self._audio.put(pcm)
+
+    def finish(self) -> None:
+        """The call ended: send the rest and wait (up to asr.timeout_s) for the last results."""
+        self._audio.put(None)
+        self._thread.join(self._timeout_s)
+        if self._thread.is_alive():
+            logger.warning("Riva live recognition (%s) still busy after %.0f s (asr.timeout_s); its last results "
+                           "are dropped", self._speaker, self._timeout_s)
+            self.cancel()
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self._audio.put(None)
+        if self._call is not None:
+            self._call.cancel()
+
+    def take(self) -> list[Turn]:
+        with self._lock:
+            turns, self._turns = self._turns, []
+        return turns
+
+    def _requests(self):
+        from riva.client.proto import riva_asr_pb2 as rasr
+
+        yield rasr.StreamingRecognizeRequest(streaming_config=rasr.StreamingRecognitionConfig(
+            config=self._config, interim_results=False))
+        while (pcm := self._audio.get()) is not None:
+            yield rasr.StreamingRecognizeRequest(audio_content=pcm)
+
+    def _run(self) -> None:
+        try:
+            self._call = self._transcriber.streaming_call(self._requests())
+            for response in self._call:
+                for result in response.results:
+                    if result.is_final and result.alternatives and result.alternatives[0].transcript.strip():
+                        self._add(result.alternatives[0])
+        except grpc.RpcError as error:
+            if not self._cancelled:
+                logger.warning("Riva live recognition (%s) failed: %s", self._speaker, error.code().name)
+
+    def _add(self, alternative) -> None:
+        words = alternative.words
+        start = words[0].start_time / 1000 if words else None
+        end = words[-1].end_time / 1000 if words else None
+        with self._lock:
+            self._turns.append(Turn(self._speaker, alternative.transcript.strip(), start, end))
