@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 import riva.client
 from prometheus_client import CollectorRegistry
@@ -140,6 +141,54 @@ async def test_api_key_is_required_when_configured(asr_server, demo_clip):
     listing = await asyncio.to_thread(_service(uri, "s3cret-key").stub.GetRivaSpeechRecognitionConfig,
                                       rasr.RivaSpeechRecognitionConfigRequest(), metadata=[("api-key", "s3cret-key")])
     assert listing.model_config[0].model_name == "aftercall-whisper-tiny.en"
+    bearer = await asyncio.to_thread(_service(uri).stub.Recognize, rasr.RecognizeRequest(config=config, audio=demo_clip),
+                                     metadata=[("authorization", "Bearer s3cret-key")])
+    assert bearer.results
+    streaming = riva.client.StreamingRecognitionConfig(config=config)
+    with pytest.raises(grpc.RpcError) as caught:
+        await asyncio.to_thread(lambda: list(_service(uri, "wrong").streaming_response_generator([demo_clip],
+                                                                                                 streaming)))
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    streamed = await asyncio.to_thread(lambda: list(_service(uri, "s3cret-key").streaming_response_generator(
+        [demo_clip], streaming)))
+    assert any(r.is_final for response in streamed for r in response.results)
+
+
+@pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="Riva's own endpointing would cut the results differently")
+async def test_a_stream_whose_chunks_cut_sample_frames_is_heard_the_same(asr_server, demo_clip):
+    """Stereo 16-bit PCM (4-byte frames) in 999-byte chunks: every chunk ends mid-frame."""
+    uri = await asr_server()
+    wav = parse_wav(demo_clip)
+    pcm = np.stack(wav.channels, axis=1).astype("<i2").tobytes()
+    config = riva.client.StreamingRecognitionConfig(config=_per_channel_config(
+        encoding=riva.client.AudioEncoding.LINEAR_PCM, sample_rate_hertz=8000, audio_channel_count=2))
+
+    aligned = await asyncio.to_thread(_finals, uri, _split(pcm, 4000), config)
+    cut = await asyncio.to_thread(_finals, uri, _split(pcm, 999), config)
+    assert cut == aligned and {tag for tag, _ in cut} == {1, 2}
+
+
+def _split(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def _finals(uri: str, chunks: list[bytes], config) -> list[tuple[int, str]]:
+    responses = _service(uri).streaming_response_generator(chunks, config)
+    return [(r.channel_tag, r.alternatives[0].transcript) for response in responses for r in response.results
+            if r.is_final]
+
+
+@pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="Riva's own endpointing would cut the results differently")
+async def test_a_streamed_wav_ends_where_its_header_says(asr_server, demo_clip):
+    """What follows the declared data chunk is not audio, though it arrives in the stream: here a chunk that happens
+    to hold 3 s of speech-like bytes, which would be heard as words if it were decoded."""
+    uri = await asr_server()
+    config = riva.client.StreamingRecognitionConfig(config=_per_channel_config())
+    speech = read_wav(demo_clip).payload[:48000]
+    trailer = b"junk" + len(speech).to_bytes(4, "little") + speech
+    plain = await asyncio.to_thread(_finals, uri, _split(demo_clip, 3200), config)
+    tagged = await asyncio.to_thread(_finals, uri, _split(demo_clip + trailer, 3200), config)
+    assert tagged == plain
 
 
 @pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="compares with the embedded recogniser behind our server")

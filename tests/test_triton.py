@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import signal
+import subprocess
+import sys
+import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,6 +74,8 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(triton, redac
     assert backend.summarise(redacted, load_taxonomy()) == results[0]  # the model is still serving
 
     assert successes(config, "call_summariser") >= 9
+    statistics = client.get_inference_statistics("call_summariser", as_json=True)["model_stats"][0]
+    assert max(int(b["batch_size"]) for b in statistics["batch_stats"]) > 1, "dynamic batching formed no batch"
 
 
 def successes(config: Config, model: str) -> float:
@@ -228,3 +235,53 @@ def test_a_model_not_in_the_repository_is_named_at_start(tmp_path):
     config = dataclasses.replace(Config(), triton=dataclasses.replace(TritonConfig(), load_models=("summarizer",)))
     with pytest.raises(ConfigError, match="triton.load_models: .* has no model 'summarizer'"):
         start_triton(config, f"127.0.0.1:{free_port()}", tmp_path / "triton")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def _wait_for(condition, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
+
+
+def _serve_triton(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    log = tmp_path / f"serve-{time.monotonic_ns()}.log"
+    env = {**os.environ, "AFTERCALL_TRITON__HTTP_PORT": str(free_port()),
+           "AFTERCALL_TRITON__METRICS_PORT": str(free_port())}
+    with open(log, "w") as handle:
+        process = subprocess.Popen([sys.executable, "-m", "aftercall", "serve", "triton", "--listen",
+                                    f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "data")],
+                                   stderr=handle, stdout=subprocess.DEVNULL, env=env)
+    return process, log
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
+def test_serve_triton_stops_while_starting_and_never_leaves_an_orphan(tmp_path):
+    process, log = _serve_triton(tmp_path)
+    triton = _wait_for(lambda: _children(process.pid))[0]
+    process.send_signal(signal.SIGTERM)  # models still loading: the readiness wait gives up at once
+    assert process.wait(30) == 0, log.read_text()
+    assert "stopped while tritonserver was starting" in log.read_text()
+    _wait_for(lambda: not _running(triton), timeout=15)
+
+    process, log = _serve_triton(tmp_path)
+    _wait_for(lambda: "serving triton" in log.read_text() or process.poll() is not None)
+    triton = _children(process.pid)[0]
+    process.kill()  # no chance to clean up: tritonserver must go by itself
+    process.wait(10)
+    _wait_for(lambda: not _running(triton), timeout=15)

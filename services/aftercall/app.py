@@ -145,12 +145,16 @@ async def serve(config: Config, services: tuple[str, ...], data_dir: Path, liste
 
 def serve_triton(config: Config, data_dir: Path, listen: str | None) -> int:
     """Run tritonserver on the model repository until SIGTERM/SIGINT; its exit code."""
-    from aftercall.tritonserver import start_triton
+    from aftercall.tritonserver import StartCancelled, start_triton
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    triton = start_triton(config, listen or config.triton.url, data_dir / "triton")
+    try:
+        triton = start_triton(config, listen or config.triton.url, data_dir / "triton", cancel=stop)
+    except StartCancelled:
+        print("aftercall: stopped while tritonserver was starting", file=sys.stderr)
+        return 0
     print(f"aftercall: serving triton on {triton.grpc_address} (HTTP port {config.triton.http_port}, metrics port "
           f"{config.triton.metrics_port}); log in {triton.log}", file=sys.stderr, flush=True)
     while not stop.wait(0.5):

@@ -9,11 +9,14 @@ finds aftercall and its dependencies; the wheel's own libraries are on LD_LIBRAR
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -76,7 +79,17 @@ class TritonProcess:
             return ""
 
 
-def start_triton(config: Config, listen: str, scratch: Path) -> TritonProcess:
+class StartCancelled(Exception):
+    """`cancel` was set while tritonserver was starting (SIGTERM during the readiness wait); it has been stopped."""
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the thread that started it goes, even by SIGKILL, so no
+    orphaned tritonserver keeps the ports and the models' memory."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def start_triton(config: Config, listen: str, scratch: Path, cancel: threading.Event | None = None) -> TritonProcess:
     """Start tritonserver with its gRPC port on `listen` and wait until it and every model are ready."""
     import pytriton
 
@@ -114,21 +127,24 @@ def start_triton(config: Config, listen: str, scratch: Path) -> TritonProcess:
     environment["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), environment.get("PATH", "")))
     log = scratch / "tritonserver.log"
     with open(log, "w") as handle:
-        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=environment)
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=environment,
+                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     triton = TritonProcess(process, listen, log)
     try:
-        wait_until_ready(config, triton)
+        wait_until_ready(config, triton, cancel or threading.Event())
     except BaseException:
         triton.stop(10)
         raise
     return triton
 
 
-def wait_until_ready(config: Config, triton: TritonProcess) -> None:
+def wait_until_ready(config: Config, triton: TritonProcess, cancel: threading.Event) -> None:
     """Ready means the server and every model loaded; asked over loopback HTTP, whatever TLS the gRPC port has."""
     url = f"http://127.0.0.1:{config.triton.http_port}/v2/health/ready"
     deadline = time.monotonic() + max(config.triton.ready_timeout_s, 1.0)
     while time.monotonic() < deadline:
+        if cancel.is_set():
+            raise StartCancelled()
         if triton.process.poll() is not None:
             raise BackendUnavailableError(f"tritonserver exited with code {triton.process.returncode}:\n"
                                           f"{triton.log_tail()}")
@@ -138,6 +154,6 @@ def wait_until_ready(config: Config, triton: TritonProcess) -> None:
                     return
         except OSError:
             pass  # not up yet; the deadline decides
-        time.sleep(0.25)
+        cancel.wait(0.25)
     raise BackendUnavailableError(f"tritonserver was not ready after {config.triton.ready_timeout_s:g} s "
                                   f"(triton.ready_timeout_s):\n{triton.log_tail()}")

@@ -187,6 +187,7 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
         layout: tuple[Encoding, int, int] | None = None
         windows: list[_ChannelWindow] = []
         pending = b""  # bytes of a frame cut by a chunk boundary
+        audio_left: int | None = None  # a WAV header's declared length still to come; what follows it is not audio
         since_interim = 0.0
         received_s = 0.0
         async for message in messages:
@@ -200,9 +201,13 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
                 if data[:4] == b"RIFF":
                     wav = read_wav(data, head_only=True)
                     header, data = (wav.encoding, wav.sample_rate, wav.channels), wav.payload
+                    if wav.declared_bytes is not None:
+                        audio_left = wav.declared_bytes - len(data)
                 layout = _layout(config, header)
                 encoding, rate, channels = layout
                 windows = [_ChannelWindow(rate, encoding) for _ in range(channels if separate else 1)]
+            elif audio_left is not None:
+                data, audio_left = data[:audio_left], max(0, audio_left - len(data))
             encoding, rate, channels = layout
             data = pending + data
             frame = SAMPLE_BYTES[encoding] * channels

@@ -131,6 +131,8 @@ class WavPayload:
     sample_rate: int
     channels: int
     payload: bytes
+    # head_only: the data chunk's declared length (the whole stream's audio), None when the writer did not know it.
+    declared_bytes: int | None = None
 
 
 def parse_wav(data: bytes) -> Audio:
@@ -141,13 +143,15 @@ def parse_wav(data: bytes) -> Audio:
 
 def read_wav(data: bytes, head_only: bool = False) -> WavPayload:
     """Parse and validate a RIFF/WAVE file held in memory, without decoding the samples. `head_only`: the start of a
-    stream (header plus whatever audio came with it): the declared length is ignored, a cut frame is allowed."""
+    stream (header plus whatever audio came with it): the rest of the declared length may follow in later messages
+    (`declared_bytes` tells how much), and a cut frame is allowed."""
     if len(data) == 0:
         raise AudioFormatError("empty file")
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise AudioFormatError("not a RIFF/WAVE file" + _sniff(data))
     fmt: tuple[Encoding, int, int, int] | None = None
     payload: bytes | None = None
+    declared: int | None = None
     offset = 12
     while offset + 8 <= len(data):
         chunk_id, size = struct.unpack_from("<4sI", data, offset)
@@ -155,7 +159,8 @@ def read_wav(data: bytes, head_only: bool = False) -> WavPayload:
         if chunk_id == b"data":
             available = len(data) - body_start
             # 0 and 0xFFFFFFFF are what live recorders write before they know the length.
-            if head_only or (size in (0, 0xFFFFFFFF) and available > 0):
+            declared = None if size in (0, 0xFFFFFFFF) else size
+            if (head_only and (declared is None or declared > available)) or (declared is None and available > 0):
                 size = available
             if size > available:
                 raise AudioFormatError(f"truncated: the data chunk declares {size} bytes but only {available} follow")
@@ -173,7 +178,7 @@ def read_wav(data: bytes, head_only: bool = False) -> WavPayload:
         raise AudioFormatError("corrupt: no data chunk")
     encoding, rate, channel_count, block_align = fmt
     if head_only:
-        return WavPayload(encoding, rate, channel_count, payload)
+        return WavPayload(encoding, rate, channel_count, payload, declared)
     if len(payload) == 0:
         raise AudioFormatError("empty: the data chunk holds no samples")
     if len(payload) % block_align:
