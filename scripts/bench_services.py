@@ -185,6 +185,47 @@ def triton_vs_in_process(scratch: Path, requests: int = 40, concurrency: int = 8
     return figures
 
 
+def llm_summariser(scratch: Path) -> dict:
+    """call_summariser_llm on the CPU stand-in (SmolLM2-135M on llama.cpp) over the 12 regression calls: how long a
+    summary takes, and how often the LLM's answer passes validation and grounding (the rest fall back)."""
+    import dataclasses
+    from collections import Counter
+
+    from aftercall.core.config import TritonConfig
+    from aftercall.core.transcript import parse_transcript
+    from aftercall.redact import Redactor
+    from aftercall.summarise.taxonomy import load_taxonomy
+    from aftercall.summarise.triton import TritonSummariser
+    from aftercall.tritonserver import start_triton
+
+    config = dataclasses.replace(Config(), triton=dataclasses.replace(
+        TritonConfig(), http_port=free_port(), metrics_port=free_port(), model_config_name="cpu",
+        load_models=("call_summariser", "call_summariser_llm", "llm")))
+    triton = start_triton(config, f"127.0.0.1:{free_port()}", scratch / "triton-llm")
+    calls = sorted((ROOT / "tests" / "calls").glob("*.json"))
+    outcomes: Counter = Counter()
+    timings = {"call_summariser": [], "call_summariser_llm": []}
+    try:
+        for index, path in enumerate(calls, 1):
+            transcript = Redactor().redact_transcript(parse_transcript(path.read_bytes())).transcript
+            for model in timings:
+                backend = TritonSummariser(TritonConfig(url=triton.grpc_address, model=model, timeout_s=600))
+                started = time.perf_counter()
+                summary = backend.summarise(transcript, load_taxonomy())
+                timings[model].append(time.perf_counter() - started)
+            fallback = summary["generator"]["fallback"]
+            outcomes[re.sub(r"\d+", "N", fallback) if fallback else "LLM answer used"] += 1
+            print(f"bench: llm {index}/{len(calls)} {path.stem}: {fallback or 'used'}", file=sys.stderr)
+    finally:
+        triton.stop()
+    figures = {name: {"mean_s": round(sum(t) / len(t), 2), "max_s": round(max(t), 2)} for name, t in timings.items()}
+    figures["calls"] = len(calls)
+    figures["outcomes"] = dict(outcomes.most_common())
+    figures["latency_ratio"] = round(figures["call_summariser_llm"]["mean_s"] / figures["call_summariser"]["mean_s"], 1)
+    print(f"bench: llm {figures}", file=sys.stderr)
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clip-seconds", type=float, default=30.0, help="audio per call (default 30 s of the demo)")
@@ -215,6 +256,7 @@ def main() -> int:
             process.terminate()
             process.wait(60)
         triton = triton_vs_in_process(Path(scratch))
+        llm = llm_summariser(Path(scratch))
     single = next((r for r in results if r["concurrency"] == 1), None)
     report = {
         "machine": f"{os.cpu_count()} cores", "clip_seconds": args.clip_seconds,
@@ -222,6 +264,7 @@ def main() -> int:
         "served_over_in_process": round(single["p50_s"] / in_process_s, 2) if single and single["p50_s"] else None,
         "stalled_streams": stall,
         "summarisation_triton_vs_in_process": triton,
+        "llm_summariser_cpu_stand_in": llm,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -246,6 +289,14 @@ def main() -> int:
         f"{triton['triton_metrics']['requests']:.0f} requests in {triton['triton_metrics']['executions']:.0f} "
         f"executions (mean batch {triton['triton_metrics']['mean_batch']}), mean queue "
         f"{triton['triton_metrics']['mean_queue_ms']} ms, mean compute {triton['triton_metrics']['mean_compute_ms']} ms.",
+        "",
+        f"LLM summariser on the CPU stand-in (SmolLM2-135M, llama.cpp, 2 threads), the {llm['calls']} regression calls:",
+        "",
+        "| model | mean (s) | max (s) |", "|---|---|---|",
+        *[f"| {name} | {llm[name]['mean_s']} | {llm[name]['max_s']} |" for name in ("call_summariser",
+                                                                              "call_summariser_llm")], "",
+        f"- Ratio LLM / embedded: **{llm['latency_ratio']}**. Outcomes: "
+        + "; ".join(f"{reason}: {count}" for reason, count in llm["outcomes"].items()) + ".",
         "",
     ]
     (args.out / "bench.md").write_text("\n".join(lines))

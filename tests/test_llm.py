@@ -83,8 +83,8 @@ def test_a_valid_grounded_answer_becomes_the_summary(summariser):
                                         "due": "by Friday"}
     assert summary["evidence"]["follow_ups"] == [[3], [3]] and summary["evidence"]["escalation"] == [2]
     # The confidence is the embedding model's measure for the LLM's code, not the LLM's say-so.
-    probabilities = summariser.disposition_probabilities(CALL, load_taxonomy())
-    assert summary["disposition"] == {"code": "CARD_LOST_STOLEN", "confidence": probabilities["CARD_LOST_STOLEN"],
+    fit = summariser.disposition_fit(CALL, load_taxonomy())["CARD_LOST_STOLEN"]
+    assert summary["disposition"] == {"code": "CARD_LOST_STOLEN", "confidence": fit.confidence,
                                       "label": "Lost or stolen card / fraud"}
     embedded = summariser.summarise(CALL, load_taxonomy())
     assert summary["entities"] == embedded["entities"] and summary["call_id"] == "call-7"
@@ -104,6 +104,11 @@ def test_a_valid_grounded_answer_becomes_the_summary(summariser):
                           "turns": [3]}]), "not said"),
     (changed(follow_ups=[{"owner": "agent", "action": "Call back", "due": "later this week", "turns": [3]}]),
      "follow_ups/0/due is not a phrase from the call"),
+    (changed(issue={"text": "Lawns", "turns": [1]}), "issue is not a sentence"),
+    (changed(resolution={"status": "resolved", "detail": "{CARDLOST}", "turns": [3]}), "resolution/detail has a placeholder that is not"),
+    (changed(narrative="The customer decided on the health insurance company's matter. It is not an emergency."),
+     "narrative is mostly words that were not said"),
+    (changed(disposition="MEDICAL_QUERY"), "the disposition does not fit the call"),
 ])
 def test_an_unusable_answer_falls_back_to_the_embedded_summary(summariser, answer, rule):
     summary = LlmSummariser(RecordingLlm(answer), LlmSettings(), summariser).summarise(CALL, load_taxonomy())

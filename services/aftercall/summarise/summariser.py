@@ -28,6 +28,12 @@ _CONFIDENCE_TEMPERATURE = 0.04
 
 
 @dataclass(frozen=True)
+class DispositionFit:
+    similarity: float
+    confidence: float
+
+
+@dataclass(frozen=True)
 class _Pick:
     text: str
     turns: list[int]
@@ -37,7 +43,7 @@ class EmbeddedSummariser:
     def __init__(self, embedder: Embedder | None = None, min_similarity: float = 0.22):
         self._embedder = embedder or Embedder()
         self._sentiment = SentimentScorer()
-        self._min_similarity = min_similarity
+        self.min_similarity = min_similarity  # below it for every code, the disposition is UNKNOWN
         self._taxonomy_cache: dict[tuple[Disposition, ...], np.ndarray] = {}
 
     def _taxonomy_vectors(self, taxonomy: tuple[Disposition, ...]) -> np.ndarray:
@@ -85,14 +91,17 @@ class EmbeddedSummariser:
         return summary
 
     # -- fields ------------------------------------------------------------------------------------------------
-    def disposition_probabilities(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict[str, float]:
-        """How well each code fits by this model's measure: the softmax over taxonomy similarities, and for UNKNOWN
-        the same score `summarise` gives it. Lets another generator's choice carry a measured confidence."""
+    def disposition_fit(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict[str, DispositionFit]:
+        """How well each code fits the call by this model's measure: cosine similarity to the code's description and
+        the softmax confidence `summarise` reports (for UNKNOWN: the score `summarise` gives it). Lets another
+        generator's choice be checked and carry a measured confidence."""
         said = extract.sentences(transcript.turns)
         similarities, probabilities, _ = self._disposition_scores(
             [s for s in said if s.speaker == "customer"], [s for s in said if s.speaker == "agent"], taxonomy)
-        scores = {d.code: round(float(p), 2) for d, p in zip(taxonomy, probabilities)}
-        return {**scores, UNKNOWN: round(1 - float(similarities.max()), 2)}
+        fits = {d.code: DispositionFit(float(s), round(float(p), 2))
+                for d, s, p in zip(taxonomy, similarities, probabilities)}
+        best = float(similarities.max())
+        return {**fits, UNKNOWN: DispositionFit(best, round(1 - best, 2))}
 
     def _disposition_scores(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
         opening = [s for s in customer if s.turn <= _first_turns(customer, _REASON_WINDOW_TURNS)]
@@ -108,7 +117,7 @@ class EmbeddedSummariser:
     def _disposition(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
         similarities, probabilities, query = self._disposition_scores(customer, agent, taxonomy)
         best = int(np.argmax(similarities))
-        if similarities[best] < self._min_similarity:
+        if similarities[best] < self.min_similarity:
             return {"code": UNKNOWN, "confidence": round(1 - float(similarities[best]), 2)}, query
         return {"code": taxonomy[best].code, "confidence": round(float(probabilities[best]), 2),
                 "label": taxonomy[best].label}, query
