@@ -229,6 +229,37 @@ def test_triton_grpc_over_tls(tmp_path, pki, redacted):
         process.stop()
 
 
+def test_the_llm_summariser_falls_back_when_the_llm_is_too_slow(triton, summariser):
+    """llm_timeout_s, set low through a config override (explicit model control), then the repository's again."""
+    process, config = triton
+    client = triton_client(config.triton, process.grpc_address)
+    model = client.get_model_config("call_summariser_llm", as_json=True)["config"]
+    model["parameters"]["llm_timeout_s"] = {"string_value": "0.05"}
+    client.load_model("call_summariser_llm", config=json.dumps(model))
+    try:
+        summary = TritonSummariser(TritonConfig(url=process.grpc_address, model="call_summariser_llm")).summarise(
+            SHORT_CALL, load_taxonomy())
+    finally:
+        client.load_model("call_summariser_llm")
+    assert "model llm:" in summary.pop("generator")["fallback"]
+    assert summary == summariser.summarise(SHORT_CALL, load_taxonomy())
+
+
+def test_a_bad_llm_summariser_parameter_is_named_when_the_model_loads(triton):
+    from tritonclient.utils import InferenceServerException
+
+    process, config = triton
+    client = triton_client(config.triton, process.grpc_address)
+    model = client.get_model_config("call_summariser_llm", as_json=True)["config"]
+    model["parameters"]["max_token"] = {"string_value": "700"}
+    try:
+        with pytest.raises(InferenceServerException, match=r"parameters\.max_token: unknown"):
+            client.load_model("call_summariser_llm", config=json.dumps(model))
+    finally:
+        client.load_model("call_summariser_llm")
+    assert client.is_model_ready("call_summariser_llm")
+
+
 def test_a_model_not_in_the_repository_is_named_at_start(tmp_path):
     from aftercall.core.errors import ConfigError
 

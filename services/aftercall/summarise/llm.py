@@ -48,6 +48,8 @@ class LlmUnavailableError(Exception):
 @dataclass(frozen=True)
 class LlmSettings:
     llm_model: str = "llm"
+    # An LLM that has not answered by then is treated as down: the call gets the embedded summary.
+    llm_timeout_s: float = 60.0
     max_tokens: int = 1024
     # Longer transcripts go to the embedded summariser rather than being cut (a cut transcript loses the outcome).
     max_transcript_chars: int = 24000
@@ -55,12 +57,14 @@ class LlmSettings:
     # Above 1 discourages the loops small models fall into; 1 = off.
     repetition_penalty: float = 1.0
     seed: int = 0
+    # Requests of one Triton batch sent to the LLM at once (it batches them itself).
+    concurrent_requests: int = 8
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> "LlmSettings":
         """From a Triton config's `parameters` (all strings); unknown keys are an error, not ignored."""
-        known = {"llm_model": str, "max_tokens": int, "max_transcript_chars": int, "temperature": float,
-                 "repetition_penalty": float, "seed": int}
+        known = {"llm_model": str, "llm_timeout_s": float, "max_tokens": int, "max_transcript_chars": int,
+                 "temperature": float, "repetition_penalty": float, "seed": int, "concurrent_requests": int}
         values: dict[str, Any] = {}
         for key, raw in parameters.items():
             if key not in known:
@@ -71,9 +75,10 @@ class LlmSettings:
                 raise ValueError(f"parameters.{key}: {raw!r} is not a {known[key].__name__}") from None
         settings = cls(**values)
         if (settings.max_tokens < 16 or settings.max_transcript_chars < 100 or not 0 <= settings.temperature <= 2
-                or not 1 <= settings.repetition_penalty <= 2):
+                or not 1 <= settings.repetition_penalty <= 2 or settings.llm_timeout_s <= 0
+                or settings.concurrent_requests < 1):
             raise ValueError("parameters: max_tokens >= 16, max_transcript_chars >= 100, 0 <= temperature <= 2, "
-                             "1 <= repetition_penalty <= 2")
+                             "1 <= repetition_penalty <= 2, llm_timeout_s > 0, concurrent_requests >= 1")
         return settings
 
 

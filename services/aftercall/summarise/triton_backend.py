@@ -69,12 +69,14 @@ class LlmSummaryModel(_SummaryModel):
     """`call_summariser_llm`: prompt, guided decoding on the `llm` model (BLS), validation, grounding, fallback."""
 
     def initialize(self, args):
-        parameters = _parameters(args)
-        concurrency = int(parameters.pop("concurrent_requests", "8"))
-        self._settings = LlmSettings.from_parameters(parameters)
+        self._settings = LlmSettings.from_parameters(_parameters(args))
         self._model = CallSummariserModel(LlmSummariser(self._generate, self._settings))
         # The LLM batches concurrent requests itself (continuous batching): hand it a whole batch at once.
-        self._pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="llm-request")
+        self._pool = ThreadPoolExecutor(max_workers=self._settings.concurrent_requests,
+                                        thread_name_prefix="llm-request")
+        # Room for as many answers again as may still be running after their requests gave up waiting.
+        self._llm_calls = ThreadPoolExecutor(max_workers=2 * self._settings.concurrent_requests,
+                                             thread_name_prefix="llm-exec")
 
     def _generate(self, prompt: str, sampling_parameters: dict[str, Any]) -> str:
         request = pb_utils.InferenceRequest(
@@ -83,6 +85,15 @@ class LlmSummaryModel(_SummaryModel):
                     pb_utils.Tensor("stream", np.array([False])),
                     _bytes_tensor("sampling_parameters", [json.dumps(sampling_parameters).encode("utf-8")], (1,)),
                     pb_utils.Tensor("exclude_input_in_output", np.array([True]))])
+        # Triton's own request timeout covers only time in a queue, not a generation that runs long: wait here.
+        answer = self._llm_calls.submit(self._exec, request)
+        try:
+            return answer.result(timeout=self._settings.llm_timeout_s)
+        except TimeoutError:
+            raise LlmUnavailableError(f"model {self._settings.llm_model}: no answer within llm_timeout_s "
+                                      f"({self._settings.llm_timeout_s:g} s)") from None
+
+    def _exec(self, request) -> str:
         pieces: list[str] = []
         try:
             for response in request.exec(decoupled=True):
@@ -95,6 +106,10 @@ class LlmSummaryModel(_SummaryModel):
             raise LlmUnavailableError(f"model {self._settings.llm_model}: {exc}") from None
         return "".join(pieces)
 
+    def finalize(self):
+        super().finalize()
+        self._llm_calls.shutdown(wait=False, cancel_futures=True)
+
 
 class LlamaCppLlmModel:
     """`llm` on CPU (configs/cpu.pbtxt): the vLLM backend's inputs and outputs, served by llama.cpp. Decoupled like
@@ -102,9 +117,9 @@ class LlamaCppLlmModel:
 
     def initialize(self, args):
         parameters = _parameters(args)
-        parallel = int(parameters.get("parallel", "1"))
-        self._engine = LlamaCppEngine(context_tokens=int(parameters.get("context_tokens", "4096")),
-                                      threads=int(parameters.get("threads", "2")), parallel=parallel)
+        parallel = _count(parameters, "parallel", 1)
+        self._engine = LlamaCppEngine(context_tokens=_count(parameters, "context_tokens", 4096),
+                                      threads=_count(parameters, "threads", 2), parallel=parallel)
         self._engine.load()  # a model that cannot load is not READY
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llamacpp")
 
@@ -143,6 +158,16 @@ class LlamaCppLlmModel:
 
     def finalize(self):
         self._pool.shutdown(wait=True)
+
+
+def _count(parameters: dict[str, str], key: str, default: int) -> int:
+    try:
+        value = int(parameters.get(key, default))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"parameters.{key}: {parameters[key]!r} is not a positive whole number")
+    return value
 
 
 def _flag(request, name: str, default: bool) -> bool:
