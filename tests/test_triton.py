@@ -21,7 +21,7 @@ from aftercall.core.errors import BackendUnavailableError, UserError
 from aftercall.core.transcript import Transcript, Turn, parse_transcript
 from aftercall.redact import Redactor
 from aftercall.summarise.taxonomy import Disposition, load_taxonomy
-from aftercall.summarise.triton import TritonSummariser, triton_client
+from aftercall.summarise.triton import TritonSummariser, client_tls
 from aftercall.tritonserver import start_triton
 from conftest import DEMO_JSON, free_port, run_cli
 
@@ -38,6 +38,13 @@ def triton(tmp_path_factory):
     process = start_triton(config, f"127.0.0.1:{free_port()}", tmp_path_factory.mktemp("triton"))
     yield process, config
     process.stop()
+
+
+def triton_client(config: TritonConfig, url: str):
+    """A synchronous client for what the tests do by hand (load, unload, statistics, raw requests)."""
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient.InferenceServerClient(url, **client_tls(config))
 
 
 @pytest.fixture(scope="module")

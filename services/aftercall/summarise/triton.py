@@ -2,16 +2,18 @@
 API (`tritonclient`), the summary fields come back. Same interface as EmbeddedSummariser, so the pipeline, its
 redaction re-check and the summary contract do not change with the backend.
 
-The synchronous gRPC client: the pipeline's stages already run in worker threads, where an asyncio client would
-need a loop of its own per thread.
+tritonclient's asyncio client, on an event loop of its own: the pipeline's stages run in worker threads (and the
+CLI has no loop), so `summarise` stays a plain call while every thread's requests share one channel.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+from typing import Any
 
 import numpy as np
 
@@ -23,36 +25,51 @@ from aftercall.summarise.taxonomy import Disposition, taxonomy_to_toml
 logger = logging.getLogger(__name__)
 
 
-def triton_client(config: TritonConfig, url: str | None = None):
-    """tritonclient opens the certificate files itself: it is given their paths, checked here first."""
-    import tritonclient.grpc as grpcclient
-
-    return grpcclient.InferenceServerClient(
-        url or config.url, ssl=uses_tls(config, "tls_"),
-        root_certificates=existing_file(config.tls_ca_file, "triton.tls_ca_file"),
-        private_key=existing_file(config.tls_key_file, "triton.tls_key_file"),
-        certificate_chain=existing_file(config.tls_cert_file, "triton.tls_cert_file"))
+def client_tls(config: TritonConfig) -> dict[str, Any]:
+    """tritonclient's TLS arguments. It opens the certificate files itself: it is given their paths, checked here."""
+    return {"ssl": uses_tls(config, "tls_"),
+            "root_certificates": existing_file(config.tls_ca_file, "triton.tls_ca_file"),
+            "private_key": existing_file(config.tls_key_file, "triton.tls_key_file"),
+            "certificate_chain": existing_file(config.tls_cert_file, "triton.tls_cert_file")}
 
 
 class TritonSummariser:
     def __init__(self, config: TritonConfig):
         self._config = config
-        self._client = triton_client(config)
+        tls = client_tls(config)
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="triton-client", daemon=True).start()
+        self._client = self._call(self._connect(tls))
         self._ready = False
-        self._lock = threading.Lock()
+        self._ready_lock = asyncio.Lock()
 
-    def _wait_for_model(self) -> None:
+    def _call(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _connect(self, tls: dict[str, Any]):
+        import tritonclient.grpc.aio as grpcclient
+
+        return grpcclient.InferenceServerClient(self._config.url, **tls)  # its channel belongs to this loop
+
+    def summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict:
+        return self._call(self._summarise(transcript, taxonomy))
+
+    def close(self) -> None:
+        self._call(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _wait_for_model(self) -> None:
         """Once per process: the server up and the model loaded, within triton.ready_timeout_s."""
-        with self._lock:
+        async with self._ready_lock:
             if self._ready:
                 return
             deadline = time.monotonic() + self._config.ready_timeout_s
             problem = "not reachable"
             while True:
                 try:
-                    if not self._client.is_server_live(client_timeout=5):
+                    if not await self._client.is_server_live(client_timeout=5):
                         problem = "not live"
-                    elif not self._client.is_model_ready(self._config.model, client_timeout=5):
+                    elif not await self._client.is_model_ready(self._config.model, client_timeout=5):
                         problem = f"model {self._config.model!r} is not loaded"
                     else:
                         self._ready = True
@@ -62,21 +79,21 @@ class TritonSummariser:
                 if time.monotonic() >= deadline:
                     raise BackendUnavailableError(f"Triton at {self._config.url}: {problem} after "
                                                   f"{self._config.ready_timeout_s:g} s (triton.ready_timeout_s)")
-                time.sleep(0.5)
+                await asyncio.sleep(0.5)
 
-    def summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict:
-        import tritonclient.grpc as grpcclient
+    async def _summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict:
+        import tritonclient.grpc.aio as grpcclient
         from tritonclient.utils import InferenceServerException
 
-        self._wait_for_model()
+        await self._wait_for_model()
         document = {"turns": [t.to_json() for t in transcript.turns], "call_id": transcript.call_id}
         # The taxonomy always goes along: the server's own default may come from another aftercall release.
         inputs = [_bytes_input(grpcclient, "TRANSCRIPT_JSON", json.dumps(document, ensure_ascii=False)),
                   _bytes_input(grpcclient, "TAXONOMY_TOML", taxonomy_to_toml(taxonomy))]
         try:
-            result = self._client.infer(self._config.model, inputs,
-                                        outputs=[grpcclient.InferRequestedOutput("SUMMARY_JSON")],
-                                        client_timeout=self._config.timeout_s)
+            result = await self._client.infer(self._config.model, inputs,
+                                              outputs=[grpcclient.InferRequestedOutput("SUMMARY_JSON")],
+                                              client_timeout=self._config.timeout_s)
         except InferenceServerException as exc:
             status = exc.status() or ""
             if "INVALID_ARGUMENT" in status:
