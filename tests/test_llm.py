@@ -78,7 +78,8 @@ def test_a_valid_grounded_answer_becomes_the_summary(summariser):
     assert summary["generator"] == {"llm": "llm", "fallback": None}
     assert summary["model"] == "aftercall-llm-0.1"
     assert summary["reason_for_contact"] == "The customer's debit card was stolen."
-    assert summary["actions_taken"] == ["The agent cancelled the card [CARD ****0366].", "The agent raised a fraud claim."]
+    assert summary["actions_taken"] == ["The agent cancelled the card [CARD ****0366].",
+                                        "The agent raised a fraud claim."]
     assert summary["follow_ups"][1] == {"owner": "organisation", "action": "Fraud team calls the customer",
                                         "due": "by Friday"}
     assert summary["evidence"]["follow_ups"] == [[3], [3]] and summary["evidence"]["escalation"] == [2]
@@ -105,7 +106,8 @@ def test_a_valid_grounded_answer_becomes_the_summary(summariser):
     (changed(follow_ups=[{"owner": "agent", "action": "Call back", "due": "later this week", "turns": [3]}]),
      "follow_ups/0/due is not a phrase from the call"),
     (changed(issue={"text": "Lawns", "turns": [1]}), "issue is not a sentence"),
-    (changed(resolution={"status": "resolved", "detail": "{CARDLOST}", "turns": [3]}), "resolution/detail has a placeholder that is not"),
+    (changed(resolution={"status": "resolved", "detail": "{CARDLOST}", "turns": [3]}),
+     "resolution/detail has a placeholder that is not"),
     (changed(narrative="The customer decided on the health insurance company's matter. It is not an emergency."),
      "narrative is mostly words that were not said"),
     (changed(disposition="MEDICAL_QUERY"), "the disposition does not fit the call"),

@@ -141,7 +141,8 @@ async def test_api_key_is_required_when_configured(asr_server, demo_clip):
     listing = await asyncio.to_thread(_service(uri, "s3cret-key").stub.GetRivaSpeechRecognitionConfig,
                                       rasr.RivaSpeechRecognitionConfigRequest(), metadata=[("api-key", "s3cret-key")])
     assert listing.model_config[0].model_name == "aftercall-whisper-tiny.en"
-    bearer = await asyncio.to_thread(_service(uri).stub.Recognize, rasr.RecognizeRequest(config=config, audio=demo_clip),
+    bearer = await asyncio.to_thread(_service(uri).stub.Recognize,
+                                     rasr.RecognizeRequest(config=config, audio=demo_clip),
                                      metadata=[("authorization", "Bearer s3cret-key")])
     assert bearer.results
     streaming = riva.client.StreamingRecognitionConfig(config=config)
@@ -228,7 +229,8 @@ async def test_riva_tls_can_trust_the_system_cas(asr_server, pki, demo_clip, tmp
     uri = await asr_server(server=ServerConfig(tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"]))
     clip, config = tmp_path / "clip.wav", tmp_path / "riva.toml"
     clip.write_bytes(demo_clip)
-    config.write_text(f'[asr]\nbackend = "riva"\nriva_tls = true\nriva_uri = "{uri.replace("127.0.0.1", "localhost")}"\n')
+    named = uri.replace("127.0.0.1", "localhost")  # the name in the server's certificate
+    config.write_text(f'[asr]\nbackend = "riva"\nriva_tls = true\nriva_uri = "{named}"\n')
     result = await asyncio.to_thread(run_cli, "summarise", clip, "--config", config, "--quiet",
                                      env={"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": pki["ca"]})
     assert result.returncode == 0, result.stderr
@@ -269,14 +271,17 @@ def test_summarise_over_riva_equals_the_in_process_summary(tmp_path, demo_clip):
 
 
 @pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="counts requests on the in-process server")
-async def test_a_live_call_on_the_riva_backend_streams_each_channel(tmp_path, transcriber, summariser, demo_clip):
+@pytest.mark.parametrize("layout", ["interleaved", "per_channel"])
+async def test_a_live_call_on_the_riva_backend_streams_each_channel(tmp_path, transcriber, summariser, demo_clip,
+                                                                     layout):
     """StreamCall with interim results and asr = riva: one StreamingRecognize stream per channel fed as the audio
-    arrives; what comes back is redacted like every interim segment; the summary still comes from Recognize."""
+    arrives (each channel on its own, whether chunks carry both or one); what comes back is redacted like every
+    interim segment; the summary still comes from Recognize."""
     from aftercall.app import SERVICES
     from aftercall.core.config import IngestConfig
     from aftercall.pipeline import Pipeline
     from aftercall.summarise.taxonomy import load_taxonomy
-    from test_services import _END, _chunks, _exchange, _start
+    from test_services import _END, _chunk, _chunks, _exchange, _start
 
     asr_config = dataclasses.replace(Config(), asr_server=dataclasses.replace(AsrServerConfig(), max_window_s=5.0))
     asr = await start_appliance(asr_config, ("asr",), tmp_path / "asr", "127.0.0.1:0", "", CollectorRegistry(),
@@ -285,11 +290,17 @@ async def test_a_live_call_on_the_riva_backend_streams_each_channel(tmp_path, tr
         Config(), asr=dataclasses.replace(AsrConfig(), backend="riva", riva_uri=f"127.0.0.1:{asr.port}"),
         ingest=dataclasses.replace(IngestConfig(), max_interim_calls=1))
     payload = read_wav(demo_clip).payload
+    if layout == "interleaved":
+        messages = _chunks(payload, 1600)
+    else:  # 100 ms of the agent, then 100 ms of the customer, and so on
+        agent, customer = payload[0::2], payload[1::2]
+        messages = [_chunk(2 * i + c, side[o : o + 800], channel=c) for i, o in enumerate(range(0, len(agent), 800))
+                    for c, side in enumerate((agent, customer))]
 
     def paced():  # three times real time
         yield _start(call_id="live-riva", interim_results=True)
-        for message in _chunks(payload, 1600):
-            time.sleep(0.1 / 3)
+        for message in messages:
+            time.sleep((0.1 if layout == "interleaved" else 0.05) / 3)
             yield message
         yield _END
 

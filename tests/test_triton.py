@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -161,19 +162,30 @@ def test_the_llm_summariser_answers_the_contract_through_triton(triton, summaris
         assert summary["model"] == "aftercall-llm-0.1"
         written = [summary["reason_for_contact"], summary["issue"], summary["narrative"], *summary["actions_taken"]]
         assert not unsaid_facts(written, SHORT_CALL)
-    else:
+    else:  # the LLM answered (the grammar held) and a named rule turned the answer down
+        assert not generator["fallback"].startswith("model llm"), generator["fallback"]
         assert summary == embedded
 
 
 def test_the_llm_summariser_falls_back_when_the_llm_is_not_loaded(triton, redacted, summariser):
+    from tritonclient.utils import InferenceServerException
+
     process, config = triton
     client = triton_client(config.triton, process.grpc_address)
-    client.unload_model("llm")
+    # Loading and unloading are the admin's: without the key nobody can load a model (code) of their own.
+    with pytest.raises(InferenceServerException, match="restricted"):
+        client.unload_model("llm")
+    refused = urllib.request.Request(f"http://127.0.0.1:{config.triton.http_port}/v2/repository/models/llm/unload",
+                                     method="POST")
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(refused, timeout=10)
+    assert client.is_model_ready("llm")
+    client.unload_model("llm", headers=process.admin_headers)
     try:
         summary = TritonSummariser(TritonConfig(url=process.grpc_address, model="call_summariser_llm")).summarise(
             redacted, load_taxonomy())
     finally:
-        client.load_model("llm")
+        client.load_model("llm", headers=process.admin_headers)
     assert "model llm" in summary.pop("generator")["fallback"]
     assert summary == summariser.summarise(redacted, load_taxonomy())
 
@@ -242,13 +254,13 @@ def test_the_llm_summariser_falls_back_when_the_llm_is_too_slow(triton, summaris
     client = triton_client(config.triton, process.grpc_address)
     model = client.get_model_config("call_summariser_llm", as_json=True)["config"]
     model["parameters"]["llm_timeout_s"] = {"string_value": "0.05"}
-    client.load_model("call_summariser_llm", config=json.dumps(model))
+    client.load_model("call_summariser_llm", config=json.dumps(model), headers=process.admin_headers)
     try:
         summary = TritonSummariser(TritonConfig(url=process.grpc_address, model="call_summariser_llm")).summarise(
             SHORT_CALL, load_taxonomy())
     finally:
-        client.load_model("call_summariser_llm")
-    assert "model llm:" in summary.pop("generator")["fallback"]
+        client.load_model("call_summariser_llm", headers=process.admin_headers)
+    assert "model llm: no answer within llm_timeout_s (0.05 s)" == summary.pop("generator")["fallback"]
     assert summary == summariser.summarise(SHORT_CALL, load_taxonomy())
 
 
@@ -261,9 +273,9 @@ def test_a_bad_llm_summariser_parameter_is_named_when_the_model_loads(triton):
     model["parameters"]["max_token"] = {"string_value": "700"}
     try:
         with pytest.raises(InferenceServerException, match=r"parameters\.max_token: unknown"):
-            client.load_model("call_summariser_llm", config=json.dumps(model))
+            client.load_model("call_summariser_llm", config=json.dumps(model), headers=process.admin_headers)
     finally:
-        client.load_model("call_summariser_llm")
+        client.load_model("call_summariser_llm", headers=process.admin_headers)
     assert client.is_model_ready("call_summariser_llm")
 
 
@@ -319,6 +331,7 @@ def test_serve_triton_stops_while_starting_and_never_leaves_an_orphan(tmp_path):
 
     process, log = _serve_triton(tmp_path)
     _wait_for(lambda: "serving triton" in log.read_text() or process.poll() is not None)
+    assert process.poll() is None, log.read_text()
     triton = _children(process.pid)[0]
     process.kill()  # no chance to clean up: tritonserver must go by itself
     process.wait(10)

@@ -10,7 +10,9 @@ finds aftercall and its dependencies; the wheel's own libraries are on LD_LIBRAR
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -57,11 +59,18 @@ def _backend_directory(scratch: Path) -> Path:
     return scratch / "backends"
 
 
+ADMIN_HEADER = "aftercall-triton-admin"
+
+
 @dataclass
 class TritonProcess:
     process: subprocess.Popen
     grpc_address: str
     log: Path
+    # gRPC metadata that loading and unloading models needs (explicit model control would otherwise let any client
+    # load a model of its own, that is, run code in the server). The key is also in admin.key beside the log (0600);
+    # over HTTP the header is `aftercall-triton-admin`.
+    admin_headers: dict[str, str]
 
     def stop(self, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -83,10 +92,16 @@ class StartCancelled(Exception):
     """`cancel` was set while tritonserver was starting (SIGTERM during the readiness wait); it has been stopped."""
 
 
-def _die_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM when the thread that started it goes, even by SIGKILL, so no
-    orphaned tritonserver keeps the ports and the models' memory."""
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None  # looked up before any fork
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec (Linux): SIGTERM when the thread that started it ends, even by SIGKILL, so no
+    orphaned tritonserver keeps the ports and the models' memory. start_triton is called from a thread that lives as
+    long as the server should (the main thread)."""
+    _PRCTL(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the line above: no signal will come
+        os._exit(1)
 
 
 def start_triton(config: Config, listen: str, scratch: Path, cancel: threading.Event | None = None) -> TritonProcess:
@@ -106,6 +121,13 @@ def start_triton(config: Config, listen: str, scratch: Path, cancel: threading.E
             f"--grpc-address={host}", f"--grpc-port={port}", "--http-address=127.0.0.1",
             f"--http-port={config.triton.http_port}", "--metrics-address=127.0.0.1",
             f"--metrics-port={config.triton.metrics_port}", "--model-control-mode=explicit"]
+    admin_key = secrets.token_hex(24)
+    argv += [f"--grpc-restricted-protocol=model-repository:{ADMIN_HEADER}={admin_key}",
+             f"--http-restricted-api=model-repository:{ADMIN_HEADER}={admin_key}"]
+    key_file = scratch / "admin.key"
+    key_file.unlink(missing_ok=True)
+    key_file.touch(mode=0o600)
+    key_file.write_text(admin_key + "\n")
     for name in config.triton.load_models:
         if not (repository / name / "config.pbtxt").is_file():
             raise ConfigError(f"config triton.load_models: {repository} has no model {name!r} (no {name}/config.pbtxt)")
@@ -128,8 +150,9 @@ def start_triton(config: Config, listen: str, scratch: Path, cancel: threading.E
     log = scratch / "tritonserver.log"
     with open(log, "w") as handle:
         process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=environment,
-                                   preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    triton = TritonProcess(process, listen, log)
+                                   preexec_fn=functools.partial(_die_with_parent, os.getpid()) if _PRCTL else None)
+    # Triton prefixes the configured key for gRPC.
+    triton = TritonProcess(process, listen, log, {f"triton-grpc-protocol-{ADMIN_HEADER}": admin_key})
     try:
         wait_until_ready(config, triton, cancel or threading.Event())
     except BaseException:

@@ -66,45 +66,26 @@ def _taxonomy(text: str) -> str:
     return text
 
 
-class _InterimRecognition:
-    """Interim segments of one live call: each `interval` of new audio is recognised in the background while the
-    stream goes on; finished batches are sent with the next event. Best effort: a failed batch is skipped."""
+class _LiveSegments:
+    """Interim segments of one live call (best effort: a failed batch is logged and skipped). Work runs in the
+    interim executor, one batch at a time; a batch returns the turns as heard and as redacted, and the turns heard so
+    far (memory only) are the next batch's redaction context, so a name said a minute ago still counts."""
 
-    def __init__(self, pipeline: Pipeline, executor: ThreadPoolExecutor, spool: StreamSpool, roles: tuple[str, ...],
-                 interval_s: float):
-        self._pipeline, self._executor, self._spool, self._roles = pipeline, executor, spool, roles
-        self._interval_s = interval_s
-        self._recognised_until = 0.0
+    _CONTEXT_TURNS = 40  # enough for the cues that matter; bounded, so a long call's batches stay cheap
+
+    def __init__(self, pipeline: Pipeline, executor: ThreadPoolExecutor):
+        self._pipeline, self._executor = pipeline, executor
         self._batch: asyncio.Future | None = None
-        self._heard: list[Turn] = []  # the call's live turns so far, unredacted (memory only): redaction context
+        self._heard: list[Turn] = []
 
-    def poll(self) -> list[pb.CallEvent]:
-        events = []
-        if self._batch is not None and self._batch.done():
-            events = self._events(self._batch)
-            self._batch = None
-        if self._batch is None and self._spool.seconds - self._recognised_until >= self._interval_s:
-            start, end = self._recognised_until, self._spool.seconds
-            audio = self._spool.window(start, end)
-            self._batch = asyncio.get_running_loop().run_in_executor(
-                self._executor, self._pipeline.interim, audio, self._roles, start, tuple(self._heard))
-            self._recognised_until = end
-        return events
+    def _start(self, work, *args) -> None:
+        self._batch = asyncio.get_running_loop().run_in_executor(
+            self._executor, work, *args, tuple(self._heard[-self._CONTEXT_TURNS:]))
 
-    async def drain(self) -> list[pb.CallEvent]:
-        """The batch still being recognised when the call ended."""
-        if self._batch is None:
+    def _finished(self) -> list[pb.CallEvent]:
+        if self._batch is None or not self._batch.done():
             return []
-        await asyncio.wait([self._batch])
-        events, self._batch = self._events(self._batch), None
-        return events
-
-    def close(self) -> None:
-        """The call ended early: a batch still running is left to finish, its result (or error) discarded."""
-        if self._batch is not None:
-            self._batch.add_done_callback(lambda batch: batch.cancelled() or batch.exception())
-
-    def _events(self, batch: asyncio.Future) -> list[pb.CallEvent]:
+        batch, self._batch = self._batch, None
         if batch.exception() is not None:
             logger.warning("interim recognition failed (%s); skipped", type(batch.exception()).__name__)
             return []
@@ -112,43 +93,80 @@ class _InterimRecognition:
         self._heard += heard
         return [_segment(turn.to_json(), final=False) for turn in redacted]
 
-
-class _StreamedRecognition:
-    """Interim segments from a streaming recogniser (Riva StreamingRecognize): one stream per channel, fed with each
-    chunk as it arrives; its final results are redacted like every interim segment and sent with the next event."""
-
-    def __init__(self, pipeline: Pipeline, transcriber, spool: StreamSpool, roles: tuple[str, ...]):
-        self._pipeline, self._spool = pipeline, spool
-        self._channels = [transcriber.open_live_channel(spool.format.sample_rate, speaker)
-                          for speaker in transcriber.speakers(spool.format.channels, roles)]
-        self._fed_until = 0.0
-        self._heard: list[Turn] = []  # as in _InterimRecognition
-
-    def poll(self) -> list[pb.CallEvent]:
-        end = self._spool.seconds
-        if end > self._fed_until:
-            audio = self._spool.window(self._fed_until, end)
-            for channel, samples in zip(self._channels, audio.channels):
-                channel.push(samples.astype("<i2").tobytes())
-            self._fed_until = end
-        return self._events()
-
-    async def drain(self) -> list[pb.CallEvent]:
-        """The call ended (everything was fed with its last chunk): the streams' last results."""
-        await asyncio.gather(*(asyncio.to_thread(channel.finish) for channel in self._channels))
-        return self._events()
+    async def _settled(self) -> list[pb.CallEvent]:
+        if self._batch is not None:
+            await asyncio.wait([self._batch])
+        return self._finished()
 
     def close(self) -> None:
+        """The call ended early: a batch still running is left to finish, its result (or error) discarded."""
+        if self._batch is not None:
+            self._batch.add_done_callback(lambda batch: batch.cancelled() or batch.exception())
+
+
+class _InterimRecognition(_LiveSegments):
+    """With a recogniser that cannot stream (the embedded one): each `interval` of new audio is recognised."""
+
+    def __init__(self, pipeline: Pipeline, executor: ThreadPoolExecutor, spool: StreamSpool, roles: tuple[str, ...],
+                 interval_s: float):
+        super().__init__(pipeline, executor)
+        self._spool, self._roles, self._interval_s = spool, roles, interval_s
+        self._recognised_until = 0.0
+
+    def poll(self) -> list[pb.CallEvent]:
+        events = self._finished()
+        if self._batch is None and self._spool.seconds - self._recognised_until >= self._interval_s:
+            start, end = self._recognised_until, self._spool.seconds
+            self._start(self._pipeline.interim, self._spool.window(start, end), self._roles, start)
+            self._recognised_until = end
+        return events
+
+    async def drain(self) -> list[pb.CallEvent]:
+        """The batch still being recognised when the call ended."""
+        return await self._settled()
+
+
+class _StreamedRecognition(_LiveSegments):
+    """With a streaming recogniser (Riva StreamingRecognize): one stream per channel, each fed with its channel's
+    audio as it arrives; the streams' final results are redacted in the executor and sent with the next event."""
+
+    def __init__(self, pipeline: Pipeline, executor: ThreadPoolExecutor, channels: list, spool: StreamSpool):
+        super().__init__(pipeline, executor)
+        self._channels, self._spool = channels, spool
+        self._fed = [0] * len(channels)  # bytes of each channel's file sent on: channels may arrive unevenly
+        self._heard_waiting: list[Turn] = []
+
+    def poll(self) -> list[pb.CallEvent]:
+        for index, channel in enumerate(self._channels):
+            received = self._spool.channel_bytes[index]
+            if received > self._fed[index]:
+                channel.push(self._spool.channel_samples(index, self._fed[index], received).astype("<i2").tobytes())
+                self._fed[index] = received
+        events = self._finished()
+        self._heard_waiting += [t for channel in self._channels for t in channel.take()]
+        if self._batch is None and self._heard_waiting:
+            turns, self._heard_waiting = sorted(self._heard_waiting, key=lambda t: t.start or 0.0), []
+            self._start(self._redact, turns)
+        return events
+
+    def _redact(self, turns: list[Turn], context: tuple[Turn, ...]) -> tuple[list[Turn], list[Turn]]:
+        return turns, self._pipeline.redact_interim(turns, context)
+
+    async def drain(self) -> list[pb.CallEvent]:
+        """The call ended (its last chunk was fed): the streams' last results."""
+        await asyncio.gather(*(asyncio.to_thread(channel.finish) for channel in self._channels))
+        events = await self._settled()
+        self._heard_waiting += [t for channel in self._channels for t in channel.take()]
+        if self._heard_waiting:
+            self._start(self._redact, sorted(self._heard_waiting, key=lambda t: t.start or 0.0))
+            self._heard_waiting = []
+            events += await self._settled()
+        return events
+
+    def close(self) -> None:
+        super().close()
         for channel in self._channels:
             channel.cancel()
-
-    def _events(self) -> list[pb.CallEvent]:
-        turns = sorted((t for channel in self._channels for t in channel.take()), key=lambda t: t.start or 0.0)
-        if not turns:
-            return []
-        redacted = self._pipeline.redact_interim(turns, self._heard)
-        self._heard += turns
-        return [_segment(turn.to_json(), final=False) for turn in redacted]
 
 
 def _segment(turn: dict, final: bool) -> pb.CallEvent:
@@ -284,11 +302,13 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._metrics.calls_active.inc()
         self._metrics.calls_accepted.labels(source="stream").inc()
         interim = None
-        if first.start.interim_results and self._interim_active < self._limits.max_interim_calls:
-            self._interim_active += 1
-            interim = self._live_recognition(spool, job.roles)
         handed_over = False
         try:
+            if first.start.interim_results and self._interim_active < self._limits.max_interim_calls:
+                self._interim_active += 1
+                interim = await self._live_recognition(spool, job.roles)
+                if interim is None:
+                    self._interim_active -= 1
             yield pb.CallEvent(accepted=pb.CallAccepted(call_id=job.call_id, interim_results=interim is not None))
             expected = 0
             while True:
@@ -329,10 +349,25 @@ class CallIngestService(pb_grpc.CallIngestServicer):
                 self._active -= 1
                 self._metrics.calls_active.dec()
 
-    def _live_recognition(self, spool: StreamSpool, roles: tuple[str, ...]):
-        transcriber = self._pipeline.transcriber()
-        if hasattr(transcriber, "open_live_channel"):  # a streaming recogniser: Riva
-            return _StreamedRecognition(self._pipeline, transcriber, spool, roles)
+    async def _live_recognition(self, spool: StreamSpool, roles: tuple[str, ...]) -> _LiveSegments | None:
+        """Interim recognition for this call, or None when the recogniser cannot be had (the call goes on without)."""
+        try:
+            # Off the event loop: the first call may build the recogniser (load Whisper, open a Riva channel).
+            transcriber = await asyncio.to_thread(self._pipeline.transcriber)
+            if hasattr(transcriber, "open_live_channel"):  # a streaming recogniser: Riva
+                channels = []
+                try:
+                    for speaker in transcriber.speakers(spool.format.channels, roles):
+                        channels.append(transcriber.open_live_channel(spool.format.sample_rate, speaker))
+                except BaseException:
+                    for channel in channels:
+                        channel.cancel()
+                    raise
+                return _StreamedRecognition(self._pipeline, self._interim_executor, channels, spool)
+        except Exception as exc:  # noqa: BLE001 - interim text is best effort; the call itself must go on
+            logger.warning("no interim results for this call: the recogniser failed to start (%s)",
+                           type(exc).__name__)
+            return None
         return _InterimRecognition(self._pipeline, self._interim_executor, spool, roles,
                                    self._limits.interim_interval_s)
 

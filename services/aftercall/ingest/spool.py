@@ -65,14 +65,16 @@ class StreamSpool:
         """The audio received between two offsets (for interim recognition while the call goes on)."""
         width = SAMPLE_BYTES[self.format.encoding]
         start, end = (int(t * self.format.sample_rate) * width for t in (start_s, end_s))
-        channels = []
-        for channel, handle in enumerate(self._files):
-            handle.flush()
-            with open(self._directory / f"ch{channel}.raw", "rb") as reader:
-                reader.seek(start)
-                data = reader.read(end - start)
-            channels.append(_decode_channel(data, self.format.encoding))
+        channels = [self.channel_samples(channel, start, end) for channel in range(len(self._files))]
         return _same_length(channels, self.format.sample_rate, self.format.encoding)
+
+    def channel_samples(self, channel: int, start: int, end: int) -> np.ndarray:
+        """One channel's samples between two byte offsets of its file (what a live recogniser is fed)."""
+        self._files[channel].flush()
+        with open(self._directory / f"ch{channel}.raw", "rb") as reader:
+            reader.seek(start)
+            data = reader.read(end - start)
+        return _decode_channel(data, self.format.encoding)
 
     def seconds_after(self, size: int, channel: int | None) -> float:
         """The call's length once `size` more bytes (of one channel, or interleaved) are written."""

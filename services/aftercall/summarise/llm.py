@@ -12,6 +12,7 @@ ever left without a summary because the LLM was wrong or down.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -62,24 +63,29 @@ class LlmSettings:
 
     @classmethod
     def from_parameters(cls, parameters: dict[str, str]) -> "LlmSettings":
-        """From a Triton config's `parameters` (all strings); unknown keys are an error, not ignored."""
-        known = {"llm_model": str, "llm_timeout_s": float, "max_tokens": int, "max_transcript_chars": int,
-                 "temperature": float, "repetition_penalty": float, "seed": int, "concurrent_requests": int}
-        values: dict[str, Any] = {}
-        for key, raw in parameters.items():
-            if key not in known:
-                raise ValueError(f"parameters.{key}: unknown (known: {', '.join(sorted(known))})")
-            try:
-                values[key] = known[key](raw)
-            except ValueError:
-                raise ValueError(f"parameters.{key}: {raw!r} is not a {known[key].__name__}") from None
-        settings = cls(**values)
+        """From a Triton config's `parameters`; unknown keys are an error, not ignored."""
+        settings = cls(**typed_parameters(parameters, {f.name: f.type for f in dataclasses.fields(cls)}))
         if (settings.max_tokens < 16 or settings.max_transcript_chars < 100 or not 0 <= settings.temperature <= 2
                 or not 1 <= settings.repetition_penalty <= 2 or settings.llm_timeout_s <= 0
                 or settings.concurrent_requests < 1):
             raise ValueError("parameters: max_tokens >= 16, max_transcript_chars >= 100, 0 <= temperature <= 2, "
                              "1 <= repetition_penalty <= 2, llm_timeout_s > 0, concurrent_requests >= 1")
         return settings
+
+
+def typed_parameters(parameters: dict[str, str], known: dict[str, Any]) -> dict[str, Any]:
+    """A Triton config's `parameters` (all strings) as the types `known` names (types or their names)."""
+    types = {"str": str, "int": int, "float": float}
+    values: dict[str, Any] = {}
+    for key, raw in parameters.items():
+        if key not in known:
+            raise ValueError(f"parameters.{key}: unknown (known: {', '.join(sorted(known))})")
+        kind = types.get(known[key], known[key])
+        try:
+            values[key] = kind(raw)
+        except ValueError:
+            raise ValueError(f"parameters.{key}: {raw!r} is not a {kind.__name__}") from None
+    return values
 
 
 def _text(max_length: int) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,8 @@ class TritonSummariser:
         self._client = self._call(self._connect(tls))
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        # Closed with the object (or at exit): the channel, then the loop and its thread.
+        self.close = weakref.finalize(self, _shut_down, self._loop, self._client)
 
     def _call(self, coroutine):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
@@ -53,10 +56,6 @@ class TritonSummariser:
 
     def summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict:
         return self._call(self._summarise(transcript, taxonomy))
-
-    def close(self) -> None:
-        self._call(self._client.close())
-        self._loop.call_soon_threadsafe(self._loop.stop)
 
     async def _wait_for_model(self) -> None:
         """Once per process: the server up and the model loaded, within triton.ready_timeout_s."""
@@ -103,6 +102,12 @@ class TritonSummariser:
             self._ready = False  # look again before the next call
             raise BackendUnavailableError(f"Triton at {self._config.url}: {status}: {exc.message()}") from exc
         return json.loads(result.as_numpy("SUMMARY_JSON").reshape(-1)[0])
+
+
+def _shut_down(loop: asyncio.AbstractEventLoop, client) -> None:
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(client.close(), loop).result(timeout=5)
+        loop.call_soon_threadsafe(loop.stop)
 
 
 def _bytes_input(grpcclient, name: str, text: str):

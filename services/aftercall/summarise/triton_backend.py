@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as AnswerTimeout  # not the builtin before Python 3.11
 from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from aftercall.summarise.llamacpp import BadSamplingParametersError, LlamaCppEngine
-from aftercall.summarise.llm import LlmSettings, LlmSummariser, LlmUnavailableError
+from aftercall.summarise.llm import LlmSettings, LlmSummariser, LlmUnavailableError, typed_parameters
 from aftercall.summarise.triton_model import Answer, CallSummariserModel
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ class LlmSummaryModel(_SummaryModel):
         answer = self._llm_calls.submit(self._exec, request)
         try:
             return answer.result(timeout=self._settings.llm_timeout_s)
-        except TimeoutError:
+        except AnswerTimeout:
             raise LlmUnavailableError(f"model {self._settings.llm_model}: no answer within llm_timeout_s "
                                       f"({self._settings.llm_timeout_s:g} s)") from None
 
@@ -116,10 +117,13 @@ class LlamaCppLlmModel:
     vLLM: one final response per request, sent from a worker thread so requests overlap in llama.cpp's slots."""
 
     def initialize(self, args):
-        parameters = _parameters(args)
-        parallel = _count(parameters, "parallel", 1)
-        self._engine = LlamaCppEngine(context_tokens=_count(parameters, "context_tokens", 4096),
-                                      threads=_count(parameters, "threads", 2), parallel=parallel)
+        settings = {"context_tokens": 4096, "threads": 2, "parallel": 1,
+                    **typed_parameters(_parameters(args), {"context_tokens": int, "threads": int, "parallel": int})}
+        if min(settings.values()) < 1:
+            raise ValueError("parameters: context_tokens, threads and parallel must be at least 1")
+        parallel = settings["parallel"]
+        self._engine = LlamaCppEngine(context_tokens=settings["context_tokens"], threads=settings["threads"],
+                                      parallel=parallel)
         self._engine.load()  # a model that cannot load is not READY
         self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="llamacpp")
 
@@ -143,6 +147,9 @@ class LlamaCppLlmModel:
         return None
 
     def _complete(self, sender, prompt: str, parameters: dict[str, Any], exclude_input: bool) -> None:
+        if sender.is_cancelled():  # its caller gave up while it queued: do not spend the only slot on it
+            sender.send(flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            return
         try:
             text = self._engine.generate(prompt, parameters)
         except BadSamplingParametersError as exc:
@@ -158,16 +165,6 @@ class LlamaCppLlmModel:
 
     def finalize(self):
         self._pool.shutdown(wait=True)
-
-
-def _count(parameters: dict[str, str], key: str, default: int) -> int:
-    try:
-        value = int(parameters.get(key, default))
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"parameters.{key}: {parameters[key]!r} is not a positive whole number")
-    return value
 
 
 def _flag(request, name: str, default: bool) -> bool:

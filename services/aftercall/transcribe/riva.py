@@ -32,6 +32,7 @@ _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 _STRETCH_S = 300
 _CONCURRENT_REQUESTS = 4
 _MAX_MESSAGE = 32 * 1024 * 1024  # five minutes of 16 kHz PCM is under 10 MB
+_LIVE_QUEUE_CHUNKS = 3000  # a minute of 20 ms chunks
 
 
 class RivaTranscriber:
@@ -135,31 +136,54 @@ class RivaLiveChannel:
         self._speaker = speaker
         self._timeout_s = timeout_s
         self._config = transcriber.recognition_config(sample_rate)
-        self._audio: queue.Queue[bytes | None] = queue.Queue()
+        # Bounded: if Riva stops reading, a live call must not pile its audio up in memory (it is on disk anyway).
+        self._audio: queue.Queue[bytes | None] = queue.Queue(maxsize=_LIVE_QUEUE_CHUNKS)
         self._turns: list[Turn] = []
         self._lock = threading.Lock()
         self._call = None
         self._cancelled = False
+        self._dropping = False
         self._thread = threading.Thread(target=self._run, name=f"riva-live-{speaker}", daemon=True)
         self._thread.start()
 
     def push(self, pcm: bytes) -> None:
-        self._audio.put(pcm)
+        if not self._thread.is_alive():
+            return  # the stream ended (an error, logged): the rest of the call is heard after hang-up
+        try:
+            self._audio.put_nowait(pcm)
+        except queue.Full:
+            if not self._dropping:
+                logger.warning("Riva live recognition (%s) is not keeping up; live audio dropped", self._speaker)
+            self._dropping = True
 
     def finish(self) -> None:
-        """The call ended: send the rest and wait (up to asr.timeout_s) for the last results."""
-        self._audio.put(None)
-        self._thread.join(self._timeout_s)
+        """The call ended: send the rest and wait (up to asr.timeout_s) for the last results. Blocks: call it off
+        the event loop."""
+        try:
+            if self._thread.is_alive():
+                self._audio.put(None, timeout=self._timeout_s)
+            self._thread.join(self._timeout_s)
+        except queue.Full:
+            pass
         if self._thread.is_alive():
             logger.warning("Riva live recognition (%s) still busy after %.0f s (asr.timeout_s); its last results "
                            "are dropped", self._speaker, self._timeout_s)
             self.cancel()
 
     def cancel(self) -> None:
+        """Stop now, without waiting (safe on the event loop)."""
         self._cancelled = True
-        self._audio.put(None)
         if self._call is not None:
             self._call.cancel()
+        while True:  # unblock the request iterator even when the queue is full
+            try:
+                self._audio.get_nowait()
+            except queue.Empty:
+                break
+        try:
+            self._audio.put_nowait(None)
+        except queue.Full:
+            pass  # a push raced in; the cancelled call stops the iterator anyway
 
     def take(self) -> list[Turn]:
         with self._lock:
