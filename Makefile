@@ -51,9 +51,11 @@ test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 quality: $(STAMP)
 	$(BIN)/python scripts/quality_report.py
 
-# Served-path figures (post-call latency at 1/10/50 concurrent calls, peak memory, overhead): reports/bench.md.
+# Served-path figures (post-call latency at 1/10/50 concurrent calls, peak memory, overhead): reports/bench.md;
+# the vault's (sealed vs clear throughput, key rotation): reports/bench-vault.md.
 bench: $(STAMP) $(GENERATED)
 	$(BIN)/python scripts/bench_services.py
+	$(BIN)/python scripts/bench_vault.py
 
 sample-audio: $(SYSTEM_STAMP)
 	$(BIN)/python scripts/make_call_audio.py samples/demo_call.json --out samples/demo_call.wav

@@ -16,6 +16,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_key_files(tmp_path_factory):
+    """Key files the appliance makes on first start go to a scratch config home, never the user's own (subprocess
+    servers inherit it)."""
+    previous = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CONFIG_HOME")
+    else:
+        os.environ["XDG_CONFIG_HOME"] = previous
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DEMO_WAV = ROOT / "samples" / "demo_call.wav"
 DEMO_JSON = ROOT / "samples" / "demo_call.json"

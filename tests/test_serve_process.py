@@ -98,12 +98,21 @@ def _wait_for_summary(address: str, call_id: str, timeout: float = 180, **tls) -
             time.sleep(0.3)
 
 
+def _assert_nowhere_in_the_clear(data_dir: Path, log: Path, secrets: tuple[bytes, ...]) -> None:
+    files = [p for p in data_dir.rglob("*") if p.is_file()] + [log]
+    assert any(p.suffix == ".sealed" or p.name.startswith("aftercall.db") for p in files)
+    for path in files:
+        content = path.read_bytes()
+        for secret in secrets:
+            assert secret not in content, (path, secret[:20])
+
+
 def test_serve_and_stream_console_scripts_round_trip(servers, tmp_path, demo_clip):
     server = servers(env={"AFTERCALL_INGEST__INTERIM_INTERVAL_S": "3"})
     clip = tmp_path / "clip.wav"
     clip.write_bytes(demo_clip)
     result = run_cli("stream", clip, "--server", server.address, "--call-id", "cli-1", "--speed", "20",
-                     "--chunk-ms", "40", "--interim")
+                     "--chunk-ms", "40", "--interim", "--agent-id", "agent-4711")
     assert result.returncode == 0, result.stderr
     assert re.search(r"interim +\d+\.\ds (agent|customer): \w", result.stderr), result.stderr
     summary = json.loads(result.stdout)
@@ -117,6 +126,11 @@ def test_serve_and_stream_console_scripts_round_trip(servers, tmp_path, demo_cli
     missing = run_cli("summaries", "get", "nope", "--server", server.address)
     assert missing.returncode == 2 and "NOT_FOUND" in missing.stderr
     assert server.stop(signal.SIGTERM) == 0
+    # The vault: nothing said in the call, and no one's id, is anywhere on disk or in the log in the clear.
+    said = [turn["text"][:16].encode() for turn in summary["transcript"] if len(turn["text"]) >= 16]
+    written = [summary["narrative"][:24].encode(), *(e["value"].encode() for e in summary["entities"])]
+    assert len(said) >= 2 and written
+    _assert_nowhere_in_the_clear(tmp_path / "data", server.log, (*said, *written, b"agent-4711"))
 
 
 def test_kill_9_then_restart_still_summarises_every_received_call(servers, tmp_path, demo_clip):
@@ -139,6 +153,8 @@ def test_kill_9_then_restart_still_summarises_every_received_call(servers, tmp_p
         stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="crash-rec", wav=demo_clip))
     server.stop(signal.SIGKILL)
     assert received == ["crash-0", "crash-1", "crash-2"]
+    # Spooled audio as it would sit in a per-channel file, and the submitted recording as it was sent.
+    _assert_nowhere_in_the_clear(data, server.log, (payload[8000:8800:2], demo_clip[20000:20400]))
     restarted = servers(data_dir=data)
     for call_id in [*received, "crash-rec"]:
         record = _wait_for_summary(restarted.address, call_id)

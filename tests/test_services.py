@@ -128,9 +128,12 @@ async def test_streamed_call_gets_events_in_order_and_a_stored_summary(serve, de
 
 
 def test_per_channel_and_interleaved_chunks_spool_the_same_audio(tmp_path, demo_clip):
+    from aftercall.vault.envelope import Vault
+    from aftercall.vault.keys import KeyRing
+
     wav = read_wav(demo_clip)
     fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
-    spool = Spool(tmp_path)
+    spool = Spool(tmp_path, Vault(KeyRing.create(tmp_path / "keys.json")))
     interleaved = spool.open_stream("a", fmt)
     interleaved.write_interleaved(wav.payload)
     interleaved.finish()
@@ -331,6 +334,9 @@ async def test_review_edit_approve_and_search(serve):
         approved = await stub.Approve(spb.ApproveSummaryRequest(call_id="r-1", expected_version=2),
                                       metadata=(("x-aftercall-user", "supervisor.sam"),))
         assert approved.state == spb.REVIEW_STATE_APPROVED and approved.approved_by == "supervisor.sam"
+        sample = appliance.metrics.registry.get_sample_value
+        assert sample("aftercall_review_edit_distance_ratio_count") == 1  # how much the draft was rewritten
+        assert 0 < sample("aftercall_review_edit_distance_ratio_sum") < 0.5
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json='{"issue": "x"}'),
                             metadata=user)
@@ -368,15 +374,18 @@ async def test_health_and_reflection_name_every_service(serve):
 async def test_a_call_cut_off_by_a_crash_resumes_as_incomplete(serve, tmp_path, demo_clip):
     from aftercall.core.database import open_database
     from aftercall.ingest.calls import RECEIVING, CallJob, CallStore
+    from aftercall.vault.envelope import Vault
+    from aftercall.vault.keys import open_key_ring
 
     # What a crash mid-stream leaves behind: the call row still receiving, part of the audio spooled.
     wav = read_wav(demo_clip)
     fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
     db = open_database(tmp_path / "data")
-    calls = CallStore(db)
+    vault = Vault(open_key_ring("", create_missing=True))  # the key file the appliance will find
+    calls = CallStore(db, vault)
     for call_id in ("cut", "nothing-arrived"):
         calls.create(CallJob(call_id, RECEIVING, "stream", fmt, ("agent", "customer"), {"agent_id": "a1"}))
-    partial = Spool(tmp_path / "data" / "spool").open_stream("cut", fmt)
+    partial = Spool(tmp_path / "data" / "spool", vault).open_stream("cut", fmt)
     partial.write_interleaved(wav.payload[: 5 * 16000])
     partial.finish()
     db.close()
@@ -472,21 +481,111 @@ async def test_a_summary_stored_just_before_a_crash_finishes_its_bookkeeping(ser
     from aftercall.core.database import open_database
     from aftercall.ingest.calls import RECEIVED, CallJob, CallStore
     from aftercall.review.store import SummaryStore
+    from aftercall.vault.envelope import Vault
+    from aftercall.vault.keys import open_key_ring
 
     db = open_database(tmp_path / "data")
     wav = read_wav(demo_clip)
     fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
-    CallStore(db).create(CallJob("stored", RECEIVED, "stream", fmt, ("agent", "customer"), {"ani": "07700900123"}))
-    spool = Spool(tmp_path / "data" / "spool").open_stream("stored", fmt)
+    vault = Vault(open_key_ring("", create_missing=True))
+    CallStore(db, vault).create(CallJob("stored", RECEIVED, "stream", fmt, ("agent", "customer"),
+                                        {"ani": "07700900123"}))
+    spool = Spool(tmp_path / "data" / "spool", vault).open_stream("stored", fmt)
     spool.write_interleaved(wav.payload[:16000])
     spool.finish()
     summary = {"call_id": "stored", "disposition": {"code": "UNKNOWN"}}
-    SummaryStore(db).create_draft(summary, {}, True, "test")
+    SummaryStore(db, vault).create_draft(summary, {}, True, "test")
     db.close()
 
     await serve()
     db = open_database(tmp_path / "data")
-    job = CallStore(db).get("stored")
+    job = CallStore(db, vault).get("stored")
     db.close()
     assert job.state == "done" and job.metadata == {}, "done, and the caller's number dropped"
     assert not (tmp_path / "data" / "spool" / "stored").exists()
+
+
+async def test_a_stored_record_that_was_tampered_with_is_data_loss_not_garbage(serve, tmp_path):
+    from aftercall.core.database import open_database
+    from aftercall.review.store import SummaryStore
+    from aftercall.vault.envelope import Vault
+    from aftercall.vault.keys import open_key_ring
+
+    appliance = await serve()
+    db = open_database(tmp_path / "data")
+    store = SummaryStore(db, Vault(open_key_ring("", create_missing=False)))  # the key file the appliance made
+    store.create_draft({"call_id": "tampered", "disposition": {"code": "UNKNOWN"}}, {}, True, "test")
+    record = bytearray(db.execute("SELECT record FROM sealed_summaries").fetchone()["record"])
+    record[-5] ^= 0xFF
+    db.execute("UPDATE sealed_summaries SET record = ?", (bytes(record),))
+    db.close()
+    channel, stub = await _summaries(appliance.port)
+    async with channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Get(spb.GetSummaryRequest(call_id="tampered"))
+    assert caught.value.code() is grpc.StatusCode.DATA_LOSS and "altered" in caught.value.details()
+
+
+async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeline):
+    from aftercall.core.config import AccessConfig, ServerConfig
+    from aftercall.core.database import open_database
+    from aftercall.core.errors import ConfigError
+    from aftercall.review.store import SummaryStore
+    from aftercall.vault.envelope import Vault
+    from aftercall.vault.keys import open_key_ring
+
+    access = AccessConfig(pbx=("pbx-1",), agent=("agent-a", "agent-b"), supervisor=("sup-s",), auditor=("aud-1",),
+                          admin=("adm",), teams=("sup-s: agent-a",))
+    config = dataclasses.replace(Config(), access=access)
+    appliance = await start_appliance(config, SERVICES, tmp_path / "data", "127.0.0.1:0", "", CollectorRegistry(),
+                                      pipeline)
+    db = open_database(tmp_path / "data")
+    store = SummaryStore(db, Vault(open_key_ring("", create_missing=False)))
+    for call_id, agent in (("call-A", "agent-a"), ("call-B", "agent-b")):
+        store.create_draft({"call_id": call_id, "disposition": {"code": "UNKNOWN"}}, {"agent_id": agent}, True, "ai")
+    db.close()
+
+    def as_user(user):
+        return (("x-aftercall-user", user),) if user else ()
+
+    async def code_of(call):
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            return error.code().name
+        return "OK"
+
+    channel, stub = await _summaries(appliance.port)
+    try:
+        async with channel:
+            get = {(user, call_id): await code_of(stub.Get(spb.GetSummaryRequest(call_id=call_id),
+                                                            metadata=as_user(user)))
+                   for user in ("agent-a", "agent-b", "sup-s", "aud-1", "adm", "pbx-1", "")
+                   for call_id in ("call-A", "call-B")}
+            assert {key for key, code in get.items() if code == "OK"} == {
+                ("agent-a", "call-A"), ("agent-b", "call-B"), ("sup-s", "call-A"), ("aud-1", "call-A"),
+                ("aud-1", "call-B")}
+            assert set(get.values()) == {"OK", "PERMISSION_DENIED"}
+            for user, visible in (("agent-b", ["call-B"]), ("sup-s", ["call-A"]), ("aud-1", ["call-A", "call-B"])):
+                listed = await stub.List(spb.ListSummariesRequest(), metadata=as_user(user))
+                assert sorted(s.call_id for s in listed.summaries) == visible, user
+            edit = spb.EditSummaryRequest(call_id="call-A", expected_version=1, fields_json='{"issue": "Checked."}')
+            assert await code_of(stub.Edit(edit, metadata=as_user("aud-1"))) == "PERMISSION_DENIED"
+            assert await code_of(stub.Edit(edit, metadata=as_user("sup-s"))) == "OK"
+        events, error = await asyncio.to_thread(_exchange_as, appliance.port, "agent-a", [_start(), _END])
+        assert error.code() is grpc.StatusCode.PERMISSION_DENIED and "for pbx" in error.details()
+    finally:
+        await appliance.stop(1)
+    remote = dataclasses.replace(Config(), server=ServerConfig(allow_plaintext_remote=True))
+    with pytest.raises(ConfigError, match="config access: no roles are set"):
+        await start_appliance(remote, SERVICES, tmp_path / "data2", "0.0.0.0:0", "", CollectorRegistry(), pipeline)
+
+
+def _exchange_as(port: int, user: str, messages):
+    from aftercall.core.rpc import client_channel
+
+    with client_channel(f"127.0.0.1:{port}", user=user) as channel:
+        try:
+            return list(pb_grpc.CallIngestStub(channel).StreamCall(iter(messages))), None
+        except grpc.RpcError as error:
+            return [], error

@@ -19,11 +19,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from aftercall.core.config import Config
+from aftercall.core.config import Config, parse_address
 from aftercall.core.database import lock_data_dir, open_database
 from aftercall.core.errors import ConfigError
 from aftercall.core.metrics import Metrics, serve_metrics
-from aftercall.core.rpc import GrpcServer, check_listen_security, read_api_key
+from aftercall.core.rpc import GrpcServer, check_listen_security, is_loopback, read_api_key
 from aftercall.ingest.calls import CallStore
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.service import CallIngestService
@@ -32,6 +32,9 @@ from aftercall.asr.service import RivaCompatibleAsr
 from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline
 from aftercall.review.service import SummariesService
 from aftercall.review.store import SummaryStore
+from aftercall.vault.access import AccessPolicy
+from aftercall.vault.envelope import Vault
+from aftercall.vault.keys import open_key_ring
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +85,12 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
         metrics_listen = config.asr_server.metrics_listen if alone_asr else config.server.metrics_listen
     if metrics_listen:
         check_listen_security(metrics_listen, config.server, "metrics_listen")
+    check_listen_security(listen, config.server, "listen")
+    access = AccessPolicy(config.access)
+    if not access.enforced and not alone_asr and not is_loopback(parse_address(listen, "--listen")[0]):
+        raise ConfigError(f"config access: no roles are set, so anyone who reaches {listen} could read and change "
+                          "every summary; list who is who under [access] (pbx, agent, supervisor, auditor, admin), "
+                          "or listen on loopback")
     db = open_database(data_dir)
     closers = [db.close]
     metrics = Metrics(registry)
@@ -92,19 +101,23 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
             metrics_port = http_server.server_port
             closers.insert(0, http_server.shutdown)
-        calls, summaries, spool = CallStore(db), SummaryStore(db), Spool(data_dir / "spool")
+        vault = summaries = None
+        if {"ingest", "summaries"} & set(services):  # `serve asr` alone stores nothing
+            vault = Vault(open_key_ring(config.vault.key_file, create_missing=True))
+            summaries = SummaryStore(db, vault)
         bindings, processor = [], None
         if "ingest" in services:
             # One ingest per data directory: another would take this one's live calls for crashed ones.
             closers.append(lock_data_dir(data_dir, "ingest"))
+            calls, spool = CallStore(db, vault), Spool(data_dir / "spool", vault)
             pipeline = pipeline or build_pipeline(config)
             processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
                                       config.ingest.max_attempts)
-            ingest = CallIngestService(config, calls, spool, processor, metrics, pipeline)
+            ingest = CallIngestService(config, calls, spool, processor, metrics, pipeline, access)
             closers.insert(0, ingest.close)
             bindings.append(ingest.binding())
         if "summaries" in services:
-            bindings.append(SummariesService(summaries).binding())
+            bindings.append(SummariesService(summaries, access, metrics).binding())
         if "asr" in services:
             # As many decodes in the model as the server runs requests at once.
             recogniser = asr_transcriber or build_embedded_transcriber(

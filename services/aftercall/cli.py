@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import json
 import logging
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from aftercall import __version__
 from aftercall.core.audio import Encoding
 from aftercall.core.config import load_config, parse_roles
-from aftercall.core.errors import AftercallError, ModelIntegrityError, UserError
+from aftercall.core.errors import AftercallError, ModelIntegrityError, NotFoundError, UserError
 from aftercall.core.logsetup import call_id_var, configure_logging
 from aftercall.core.rpc import RemoteError
 
@@ -68,6 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--format", choices=("json", "text"), default="json")
     _add_client_tls(stream)
 
+    keys = commands.add_parser("keys", help="the vault's key-encryption keys (vault.key_file)")
+    key_actions = keys.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
+    key_actions.add_parser("init", help="create the key file (never overwrites one)")
+    key_actions.add_parser("list", help="the keys, their state, and how many stored records each protects")
+    key_actions.add_parser("rotate", help="a new active key, then every stored record re-wrapped with it (online)")
+    retire = key_actions.add_parser("retire", help="erase an old key once no record needs it")
+    retire.add_argument("kek_id", type=int, metavar="ID")
+    for sub in key_actions.choices.values():
+        _add_data_options(sub)
+
+    erase = commands.add_parser("erase", help="crypto-shred a call's or a customer's stored records (erasure "
+                                              "request)")
+    whom = erase.add_mutually_exclusive_group(required=True)
+    whom.add_argument("--call-id")
+    whom.add_argument("--customer-ref", help="every call stored with this customer reference")
+    erase.add_argument("--reason", default="erasure request", help="recorded in the audit trail")
+    _add_data_options(erase)
+
+    retention = commands.add_parser("retention", help="apply the retention policy ([retention])")
+    retention_actions = retention.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
+    run = retention_actions.add_parser("run", help="crypto-shred what expired (legal holds excepted)")
+    run.add_argument("--dry-run", action="store_true", help="only count what would go")
+    _add_data_options(run)
+
+    audit = commands.add_parser("audit", help="the audit trail of the data directory")
+    audit_actions = audit.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
+    verify = audit_actions.add_parser("verify", help="check the chain: any entry changed, removed or moved")
+    verify.add_argument("--expect-head", default="", help="the head printed by an earlier verify (finds entries "
+                                                          "cut off the end)")
+    show = audit_actions.add_parser("list", help="the entries, oldest first")
+    show.add_argument("--call-id", default="", help="only the entries about this call")
+    for sub in audit_actions.choices.values():
+        _add_data_options(sub)
+
     summaries = commands.add_parser("summaries", help="read stored summaries from a server")
     actions = summaries.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
     listing = actions.add_parser("list", help="search summaries, newest first")
@@ -93,7 +130,15 @@ def _page_size(text: str) -> int:
     return int(text)
 
 
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """The admin commands work on a data directory with the key file, both named by the config."""
+    parser.add_argument("--config", type=Path, help="aftercall TOML config file (optional)")
+    parser.add_argument("--data-dir", type=Path, help="the data directory (default server.data_dir)")
+
+
 def _add_client_tls(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user", default="", help="who you are, for a server on loopback (x-aftercall-user; over "
+                                                   "mutual TLS the certificate says it)")
     parser.add_argument("--tls-ca", default="", help="CA certificate: use TLS and trust this CA")
     parser.add_argument("--tls-cert", default="", help="client certificate for mutual TLS")
     parser.add_argument("--tls-key", default="", help="client key for mutual TLS")
@@ -148,12 +193,12 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from aftercall.app import SERVICES, default_data_dir, serve, serve_triton
+    from aftercall.app import SERVICES, serve, serve_triton
 
     config = load_config(args.config)
     configure_logging(config.logging.level, config.logging.format)
     services = tuple(args.services) or SERVICES
-    data_dir = args.data_dir or (Path(config.server.data_dir) if config.server.data_dir else default_data_dir())
+    data_dir = _data_dir(args, config)
     if "triton" in services:
         if services != ("triton",):
             raise UserError("triton runs on its own: aftercall serve triton --listen HOST:PORT")
@@ -166,13 +211,138 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_dir(args: argparse.Namespace, config) -> Path:
+    from aftercall.app import default_data_dir
+
+    return args.data_dir or (Path(config.server.data_dir) if config.server.data_dir else default_data_dir())
+
+
+@contextlib.contextmanager
+def _data_stores(args: argparse.Namespace, config):
+    """The data directory's stores opened with the key file, as the admin commands use them (the server may be
+    running: SQLite lets both write, one transaction at a time)."""
+    from aftercall.core.database import open_database
+    from aftercall.ingest.calls import CallStore
+    from aftercall.ingest.spool import Spool
+    from aftercall.review.store import SummaryStore
+    from aftercall.vault.envelope import Vault
+    from aftercall.vault.keys import KeyRing, key_file_path
+
+    vault = Vault(KeyRing.load(key_file_path(config.vault.key_file)))
+    data_dir = _data_dir(args, config)
+    db = open_database(data_dir)
+    try:
+        yield SimpleNamespace(db=db, vault=vault, summaries=SummaryStore(db, vault), calls=CallStore(db, vault),
+                              spool=Spool(data_dir / "spool", vault))
+    finally:
+        db.close()
+
+
+def _admin_config(args: argparse.Namespace):
+    config = load_config(args.config)
+    configure_logging(config.logging.level, config.logging.format)
+    return config
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from aftercall.vault.envelope import kek_of
+    from aftercall.vault.keys import KeyRing, key_file_path
+    from aftercall.vault.rotation import count_by_kek, rewrap_rows
+
+    config = _admin_config(args)
+    if args.action == "init":
+        path = key_file_path(config.vault.key_file)
+        KeyRing.create(path)
+        print(f"aftercall: created {path} (key 1 active); back it up apart from the data", file=sys.stderr)
+        return 0
+    with _data_stores(args, config) as stores:
+        ring, audit = stores.vault.keys, stores.summaries.audit
+        sources = (stores.summaries.sealed_rows, audit.sealed_rows, stores.calls.sealed_rows)
+
+        def protected() -> dict[int, int]:
+            counts = count_by_kek(sources)
+            for *_, blob in stores.spool.sealed_keys():
+                counts[kek_of(blob)] = counts.get(kek_of(blob), 0) + 1
+            return counts
+
+        if args.action == "rotate":
+            fresh = ring.rotate()
+            audit.record(getpass.getuser(), "keys.rotate", "", kek=fresh.id)
+            print(f"aftercall: key {fresh.id} is now active; re-wrapping stored records", file=sys.stderr)
+            changed = rewrap_rows(stores.db, stores.vault, sources) + stores.spool.rewrap()
+            print(f"aftercall: {changed} record(s) re-wrapped with key {fresh.id}", file=sys.stderr)
+        elif args.action == "retire":
+            still = protected().get(args.kek_id, 0)
+            if still:
+                raise UserError(f"key {args.kek_id} still protects {still} record(s): `aftercall keys rotate` "
+                                "re-wraps them first")
+            ring.retire(args.kek_id)
+            audit.record(getpass.getuser(), "keys.retire", "", kek=args.kek_id)
+            print(f"aftercall: key {args.kek_id} retired (erased from {ring.path})", file=sys.stderr)
+        counts = protected()
+    for kek in ring.keks:
+        created = time.strftime("%Y-%m-%d %H:%M", time.gmtime(kek.created_at))
+        print(f"{kek.id}\t{kek.state}\t{created} UTC\t{counts.get(kek.id, 0)} record(s)")
+    return 0
+
+
+def _erase(args: argparse.Namespace) -> int:
+    with _data_stores(args, _admin_config(args)) as stores:
+        summaries = stores.summaries
+        call_ids = [args.call_id] if args.call_id else summaries.call_ids_for_customer(args.customer_ref)
+        erased = {call_id: summaries.erase(call_id, getpass.getuser(), args.reason) for call_id in call_ids}
+        for call_id in call_ids:  # the call's job row and any audio still spooled go with it
+            stores.calls.delete(call_id)
+            stores.spool.remove(call_id)
+    found = [call_id for call_id, records in erased.items() if records]
+    if not found:
+        raise NotFoundError("nothing stored matches: no summary for that call id or customer reference")
+    print(f"aftercall: erased {len(found)} call(s), {sum(erased.values())} record(s)", file=sys.stderr)
+    return 0
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from aftercall.vault.retention import run_retention
+
+    config = _admin_config(args)
+    with _data_stores(args, config) as stores:
+        report = run_retention(config.retention, stores.summaries, stores.calls, stores.spool, getpass.getuser(),
+                               dry_run=args.dry_run)
+    done = "dry run, nothing removed: would have" if args.dry_run else "retention:"
+    print(f"aftercall: {done} {report.summaries_erased} summaries erased, {report.transcripts_dropped} transcripts "
+          f"dropped, {report.audio_removed} failed calls' audio removed; {len(report.held)} call(s) on legal hold",
+          file=sys.stderr)
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    with _data_stores(args, _admin_config(args)) as stores:
+        log = stores.summaries.audit
+        if args.action == "list":
+            for entry in log.entries(args.call_id):
+                sys.stdout.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            return 0
+        verdict = log.verify()
+    if verdict.problem:
+        print(f"aftercall: audit trail broken after {verdict.entries} good entries: {verdict.problem}",
+              file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    if args.expect_head and args.expect_head not in (verdict.head, f"{verdict.entries}:{verdict.head}"):
+        print(f"aftercall: audit trail intact but its head is not the expected one: entries were cut off the end "
+              f"or it is another trail (now {verdict.entries}:{verdict.head})", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    print(f"{verdict.entries}:{verdict.head}")
+    print(f"aftercall: {verdict.entries} entries, chain intact", file=sys.stderr)
+    return 0
+
+
 def _channel(args: argparse.Namespace):
     from aftercall.core.rpc import client_channel
 
     if (args.tls_cert or args.tls_key) and not (args.tls_cert and args.tls_key and args.tls_ca):
         raise UserError("mutual TLS needs --tls-ca, --tls-cert and --tls-key together")
     try:
-        return client_channel(args.server, args.tls_ca, args.tls_cert, args.tls_key)
+        return client_channel(args.server, args.tls_ca, args.tls_cert, args.tls_key, args.user)
     except OSError as exc:
         raise UserError(f"cannot read a TLS file: {exc.filename}: {exc.strerror}") from exc
 
@@ -252,7 +422,8 @@ _CLIENT_FAULTS = ("INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRE
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries}[args.command](args)
+        return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries,
+                "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention}[args.command](args)
     except UserError as exc:
         print(f"aftercall: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

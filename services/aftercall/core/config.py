@@ -155,6 +155,43 @@ class IngestConfig:
 
 
 @dataclass(frozen=True)
+class VaultConfig:
+    # The key-encryption keys (JSON, mode 0600, this user's). Empty: $XDG_CONFIG_HOME/aftercall/keys.json
+    # (~/.config/aftercall/keys.json), apart from the data it protects. `aftercall keys init` makes it; `aftercall
+    # serve` makes one on first start when there is none, and says so.
+    key_file: str = ""
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """What `aftercall retention run` crypto-shreds, by age in days (0 keeps it for ever)."""
+
+    # Summaries with every version, by when the summary was made.
+    summary_days: int = 0
+    # Only the transcript inside each summary (the rest stays), by the same date.
+    transcript_days: int = 0
+    # Audio kept for an operator after a call failed for good.
+    audio_days: int = 30
+    # Legal hold: calls (by call id) and customers (by customer reference) nothing is removed from.
+    hold_call_ids: tuple[str, ...] = ()
+    hold_customer_refs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """Roles by identity (mTLS certificate CN, or from loopback the x-aftercall-user metadata). All empty: single-user
+    mode, allowed only on loopback listeners."""
+
+    pbx: tuple[str, ...] = ()
+    agent: tuple[str, ...] = ()
+    supervisor: tuple[str, ...] = ()
+    auditor: tuple[str, ...] = ()
+    admin: tuple[str, ...] = ()
+    # "SUPERVISOR: AGENT AGENT ...", one entry per supervisor.
+    teams: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -164,6 +201,9 @@ class Config:
     ingest: IngestConfig = field(default_factory=IngestConfig)
     asr_server: AsrServerConfig = field(default_factory=AsrServerConfig)
     triton: TritonConfig = field(default_factory=TritonConfig)
+    vault: VaultConfig = field(default_factory=VaultConfig)
+    access: AccessConfig = field(default_factory=AccessConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -199,6 +239,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "triton.timeout_s": (1.0, 3600.0),
     "triton.ready_timeout_s": (0.0, 3600.0),
     "triton.http_port": (1, 65535),
+    "retention.summary_days": (0, 36500),
+    "retention.transcript_days": (0, 36500),
+    "retention.audio_days": (0, 36500),
     "triton.metrics_port": (1, 65535),
 }
 

@@ -1,7 +1,8 @@
 """The appliance's SQLite database (one file in the data directory): calls in flight and stored summaries.
 
-WAL with synchronous=FULL: a committed row survives `kill -9` and power loss. Owner-only permissions, because until
-the vault lands its rows (metadata, redacted transcripts) are not yet encrypted.
+WAL with synchronous=FULL: a committed row survives `kill -9` and power loss. secure_delete: a deleted or replaced
+row's bytes are overwritten, not left in free pages (what crypto-shredding and the migration from plaintext rely on).
+Owner-only permissions as well as the vault's encryption.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def open_database(data_dir: Path) -> sqlite3.Connection:
     connection.row_factory = sqlite3.Row
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("PRAGMA secure_delete=ON")
     connection.execute("PRAGMA busy_timeout=5000")
     return connection
 

@@ -64,3 +64,11 @@ class CapacityError(AftercallError):
 
 class ModelIntegrityError(AftercallError):
     """A model file is missing or does not match its pinned sha256: refuse to run it."""
+
+
+class RecordUnreadableError(AftercallError):
+    """A stored record cannot be decrypted: altered, truncated, or its key retired or missing. Nothing is guessed."""
+
+
+class PermissionDeniedError(AftercallError):
+    """The caller is known but their role does not allow this."""

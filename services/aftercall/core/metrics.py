@@ -42,6 +42,10 @@ class Metrics:
                                   ["type"], registry=r)
         self.queue_depth = Gauge("aftercall_pipeline_queue_depth", "Calls received and waiting to be processed.",
                                  registry=r)
+        self.review_edit_distance = Histogram(
+            "aftercall_review_edit_distance_ratio",
+            "At approval: the share of the AI draft's words people rewrote (0 = approved as drafted).",
+            buckets=(0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0), registry=r)
         self.errors = Counter("aftercall_errors_total", "Errors returned to clients, by service and status code.",
                               ["service", "code"], registry=r)
         self.asr_requests = Counter("aftercall_asr_requests_total",

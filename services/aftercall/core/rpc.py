@@ -28,6 +28,7 @@ _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.CapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.StreamTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (errors.AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (errors.BackendUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.CallFailedError, grpc.StatusCode.ABORTED),
     (errors.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
@@ -36,6 +37,7 @@ _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.StateError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.UserError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ModelIntegrityError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.RecordUnreadableError, grpc.StatusCode.DATA_LOSS),
 )
 ERROR_DOMAIN = "aftercall"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -272,7 +274,25 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "") -> grpc.Channel:
+class _UserMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds `x-aftercall-user` to every call: who the person at a loopback client is (a server believes it from
+    loopback only; elsewhere the client certificate says who is calling)."""
+
+    def __init__(self, user: str):
+        self._metadata = ((USER_METADATA_KEY, user),)
+
+    def _details(self, details):
+        return details._replace(metadata=tuple(details.metadata or ()) + self._metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_stream_stream(self, continuation, details, requests):
+        return continuation(self._details(details), requests)
+
+
+def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "",
+                   user: str = "") -> grpc.Channel:
     """A channel to an aftercall server: plaintext, TLS (ca_file) or mutual TLS (plus cert_file and key_file).
 
     The CLI's clients are synchronous on purpose: a grpc.aio client that is still writing when the server ends a
@@ -280,10 +300,12 @@ def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_fil
     """
     options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
     if not ca_file:
-        return grpc.insecure_channel(address, options=options)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=Path(ca_file).read_bytes(),
-        private_key=Path(key_file).read_bytes() if key_file else None,
-        certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
-    )
-    return grpc.secure_channel(address, credentials, options=options)
+        channel = grpc.insecure_channel(address, options=options)
+    else:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(ca_file).read_bytes(),
+            private_key=Path(key_file).read_bytes() if key_file else None,
+            certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+        )
+        channel = grpc.secure_channel(address, credentials, options=options)
+    return grpc.intercept_channel(channel, _UserMetadata(user)) if user else channel

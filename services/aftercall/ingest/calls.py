@@ -1,5 +1,8 @@
 """Every accepted call is a durable job: a row that moves receiving -> received -> transcribed -> done (or failed),
-with the redacted transcript checkpointed so a restart after recognition does not recognise again."""
+with the redacted transcript checkpointed so a restart after recognition does not recognise again.
+
+The job's metadata (the caller's number, agent, customer reference) and its transcript checkpoint are sealed by the
+vault; both are emptied once the summary is stored. Rows written before the vault (plain JSON) are still read."""
 
 from __future__ import annotations
 
@@ -8,11 +11,13 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from aftercall.core.audio import Encoding
 from aftercall.core.errors import AlreadyExistsError, StreamProtocolError
 from aftercall.ingest.spool import AudioFormat
+from aftercall.vault.envelope import Vault
+from aftercall.vault.rotation import SealedRow
 
 RECEIVING, RECEIVED, TRANSCRIBED, DONE, FAILED = "receiving", "received", "transcribed", "done", "failed"
 # States a restart resumes: audio (or its redacted transcript) is on disk and no summary exists yet.
@@ -69,10 +74,21 @@ class CallJob:
 
 
 class CallStore:
-    def __init__(self, db: sqlite3.Connection, clock=time.time):
+    def __init__(self, db: sqlite3.Connection, vault: Vault, clock=time.time):
         self._db = db
+        self._vault = vault
         self._clock = clock
         db.executescript(_SCHEMA)
+
+    def _seal(self, kind: str, call_id: str, document: Any) -> bytes:
+        return self._vault.seal(json.dumps(document, ensure_ascii=False).encode("utf-8"), kind, call_id)
+
+    def _open(self, kind: str, call_id: str, value: bytes | str | None) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):  # written before the vault
+            return json.loads(value)
+        return json.loads(self._vault.open(value, kind, call_id))
 
     def create(self, job: CallJob) -> None:
         now = self._clock()
@@ -83,13 +99,13 @@ class CallStore:
                 "taxonomy_toml, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (job.call_id, job.state, job.source, fmt.encoding.value if fmt else None,
                  fmt.sample_rate if fmt else None, fmt.channels if fmt else None, json.dumps(job.roles),
-                 json.dumps(job.metadata), job.taxonomy_toml, now, now))
+                 self._seal("call-metadata", job.call_id, job.metadata), job.taxonomy_toml, now, now))
         except sqlite3.IntegrityError as exc:
             raise AlreadyExistsError(f"call_id {job.call_id!r} already exists") from exc
 
     def get(self, call_id: str) -> CallJob | None:
         row = self._db.execute("SELECT * FROM calls WHERE call_id = ?", (call_id,)).fetchone()
-        return None if row is None else _job(row)
+        return None if row is None else self._job(row)
 
     def delete(self, call_id: str) -> None:
         self._db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
@@ -99,12 +115,13 @@ class CallStore:
                      received_at=self._clock())
 
     def checkpoint_transcript(self, call_id: str, transcript: dict[str, Any]) -> None:
-        self._update(call_id, state=TRANSCRIBED, transcript=json.dumps(transcript))
+        self._update(call_id, state=TRANSCRIBED, transcript=self._seal("call-transcript", call_id, transcript))
 
     def mark_done(self, call_id: str) -> None:
         # The transcript lives on in the summary; the checkpoint is no longer needed, nor the caller's numbers
         # (ANI/DNIS are personal data the summary record does not carry).
-        self._update(call_id, state=DONE, transcript=None, error=None, metadata="{}")
+        self._update(call_id, state=DONE, transcript=None, error=None,
+                     metadata=self._seal("call-metadata", call_id, {}))
 
     def record_failure(self, call_id: str, error: str, max_attempts: int) -> tuple[int, bool]:
         """Count a failed attempt; after `max_attempts` the call is failed (kept for an operator). -> (n, final)"""
@@ -118,7 +135,31 @@ class CallStore:
         rows = self._db.execute(
             f"SELECT * FROM calls WHERE state IN ({','.join('?' * len(RESUMABLE))}) ORDER BY created_at",
             RESUMABLE).fetchall()
-        return [_job(row) for row in rows]
+        return [self._job(row) for row in rows]
+
+    def _job(self, row: sqlite3.Row) -> CallJob:
+        fmt = None
+        if row["encoding"]:
+            fmt = AudioFormat(Encoding(row["encoding"]), row["sample_rate"], row["channels"])
+        return CallJob(
+            call_id=row["call_id"], state=row["state"], source=row["source"], audio_format=fmt,
+            roles=tuple(json.loads(row["roles"])),
+            metadata=self._open("call-metadata", row["call_id"], row["metadata"]),
+            taxonomy_toml=row["taxonomy_toml"], complete=bool(row["complete"]), audio_seconds=row["audio_seconds"],
+            received_at=row["received_at"], transcript=self._open("call-transcript", row["call_id"], row["transcript"]),
+            attempts=row["attempts"], error=row["error"])
+
+    def failed_before(self, when: float) -> list[str]:
+        """Calls that failed for good and were last touched before `when` (their audio is kept for an operator)."""
+        rows = self._db.execute("SELECT call_id FROM calls WHERE state = ? AND updated_at < ?", (FAILED, when))
+        return [row["call_id"] for row in rows]
+
+    def sealed_rows(self) -> Iterator[SealedRow]:
+        for row in self._db.execute("SELECT call_id, metadata, transcript FROM calls"):
+            for column, kind in (("metadata", "call-metadata"), ("transcript", "call-transcript")):
+                if isinstance(row[column], bytes):  # None, or plain JSON from before the vault, holds no key
+                    yield SealedRow("calls", "call_id = ?", (row["call_id"],), column, kind, row["call_id"],
+                                    row[column])
 
     def _update(self, call_id: str, **values: Any) -> None:
         values["updated_at"] = self._clock()
@@ -126,13 +167,3 @@ class CallStore:
         self._db.execute(f"UPDATE calls SET {assignments} WHERE call_id = ?", (*values.values(), call_id))
 
 
-def _job(row: sqlite3.Row) -> CallJob:
-    fmt = None
-    if row["encoding"]:
-        fmt = AudioFormat(Encoding(row["encoding"]), row["sample_rate"], row["channels"])
-    return CallJob(
-        call_id=row["call_id"], state=row["state"], source=row["source"], audio_format=fmt,
-        roles=tuple(json.loads(row["roles"])), metadata=json.loads(row["metadata"]),
-        taxonomy_toml=row["taxonomy_toml"], complete=bool(row["complete"]), audio_seconds=row["audio_seconds"],
-        received_at=row["received_at"], transcript=json.loads(row["transcript"]) if row["transcript"] else None,
-        attempts=row["attempts"], error=row["error"])

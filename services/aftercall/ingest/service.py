@@ -23,7 +23,7 @@ from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtocolError, StreamTimeoutError, UserError
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
-from aftercall.core.rpc import ServiceBinding
+from aftercall.core.rpc import ServiceBinding, caller_identity
 from aftercall.core.transcript import Turn
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
 from aftercall.ingest.processor import CallProcessor
@@ -34,6 +34,7 @@ from aftercall.review.service import to_proto
 from aftercall.summarise.taxonomy import parse_taxonomy
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
+from aftercall.vault.access import AccessPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ def _segment(turn: dict, final: bool) -> pb.CallEvent:
 
 class CallIngestService(pb_grpc.CallIngestServicer):
     def __init__(self, config: Config, calls: CallStore, spool: Spool, processor: CallProcessor, metrics: Metrics,
-                 pipeline: Pipeline):
+                 pipeline: Pipeline, access: AccessPolicy):
         self._config = config
         self._limits = config.ingest
         self._calls = calls
@@ -185,6 +186,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._processor = processor
         self._metrics = metrics
         self._pipeline = pipeline
+        self._access = access
         self._active = 0
         self._interim_active = 0
         # Apart from the post-call workers, so live calls' interim batches never queue behind whole calls.
@@ -282,6 +284,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         return True
 
     async def StreamCall(self, requests: AsyncIterator[pb.CallAudio], context: grpc.aio.ServicerContext):
+        self._access.require(caller_identity(context), "Sending calls", "pbx")
         messages = aiter(requests)
         first = await self._next(messages)
         if first is None:
@@ -394,6 +397,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             raise AudioFormatError(f"cannot read {request.path}: {exc.strerror}") from exc
 
     async def SubmitRecording(self, request: pb.SubmitRecordingRequest, context) -> pb.SubmitRecordingResponse:
+        self._access.require(caller_identity(context), "Sending calls", "pbx")
         call_id = check_call_id(request.call_id)
         call_id_var.set(call_id)
         self._admit(streaming=False)

@@ -8,12 +8,14 @@ import json
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aftercall.core.errors import UserError
-from aftercall.core.rpc import ServiceBinding, require_identity
+from aftercall.core.errors import PermissionDeniedError, UserError
+from aftercall.core.metrics import Metrics
+from aftercall.core.rpc import ServiceBinding, caller_identity, require_identity
 from aftercall.review.edits import apply_edit
 from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter, SummaryStore
 from aftercall.v1 import summaries_pb2 as pb
 from aftercall.v1 import summaries_pb2_grpc as pb_grpc
+from aftercall.vault.access import AccessPolicy
 
 _STATES = {DRAFT: pb.REVIEW_STATE_DRAFT, EDITED: pb.REVIEW_STATE_EDITED, APPROVED: pb.REVIEW_STATE_APPROVED}
 _STATE_NAMES = {value: key for key, value in _STATES.items()}
@@ -47,37 +49,68 @@ def _page_offset(token: str) -> int:
     return offset
 
 
+def _reader(context: grpc.aio.ServicerContext) -> str:
+    return caller_identity(context) or "unidentified"
+
+
 class SummariesService(pb_grpc.SummariesServicer):
-    def __init__(self, store: SummaryStore):
+    def __init__(self, store: SummaryStore, access: AccessPolicy, metrics: Metrics):
         self._store = store
+        self._access = access
+        self._metrics = metrics
+
+    def _readable(self, context, call_id: str, include_history: bool = False):
+        identity = caller_identity(context)
+        scope = self._access.summaries_scope(identity, "reading summaries")
+        record = self._store.get(call_id, include_history)
+        if not scope.allows(record.agent_id):
+            raise PermissionDeniedError(f"{identity!r} may not read the summary of call {call_id!r} (not their "
+                                        "call or their team's)")
+        return record
+
+    def _changeable(self, context, call_id: str, action: str) -> str:
+        identity = require_identity(context, action)
+        scope = self._access.change_scope(identity, action)
+        if not scope.allows(self._store.get(call_id).agent_id):
+            raise PermissionDeniedError(f"{identity!r} may not {action.lower()} the summary of call {call_id!r} "
+                                        "(not their call or their team's)")
+        return identity
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(pb.DESCRIPTOR.services_by_name["Summaries"].full_name,
                               lambda server: pb_grpc.add_SummariesServicer_to_server(self, server))
 
     async def Get(self, request: pb.GetSummaryRequest, context: grpc.aio.ServicerContext) -> pb.SummaryRecord:
-        return to_proto(self._store.get(request.call_id, request.include_history))
+        record = self._readable(context, request.call_id, request.include_history)
+        self._store.audit.record(_reader(context), "read", request.call_id, history=request.include_history)
+        return to_proto(record)
 
     async def List(self, request: pb.ListSummariesRequest, context) -> pb.ListSummariesResponse:
         if request.page_size > MAX_PAGE:
             raise UserError(f"page_size must be at most {MAX_PAGE}, got {request.page_size}")
         if request.state not in _STATE_NAMES and request.state != pb.REVIEW_STATE_UNSPECIFIED:
             raise UserError(f"state: unknown value {request.state}")
+        scope = self._access.summaries_scope(caller_identity(context), "searching summaries")
         where = SummaryFilter(
             agent_id=request.agent_id, disposition_code=request.disposition_code, tenant=request.tenant,
+            agents=scope.agents,
             state=_STATE_NAMES.get(request.state, ""),
             created_from=request.created_from.ToNanoseconds() / 1e9 if request.HasField("created_from") else None,
             created_to=request.created_to.ToNanoseconds() / 1e9 if request.HasField("created_to") else None)
         page, next_offset = self._store.list(where, request.page_size, _page_offset(request.page_token))
+        filters = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in vars(where).items() if v}
+        self._store.audit.record(_reader(context), "search", "", filters=filters, results=[s.call_id for s in page])
         token = base64.urlsafe_b64encode(str(next_offset).encode()).decode() if next_offset is not None else ""
         return pb.ListSummariesResponse(summaries=[to_proto(s) for s in page], next_page_token=token)
 
     async def Edit(self, request: pb.EditSummaryRequest, context) -> pb.SummaryRecord:
-        author = require_identity(context, "Edit")
+        author = self._changeable(context, request.call_id, "Edit")
         current = self._store.get(request.call_id)
         edited = apply_edit(current.summary, request.fields_json)
         return to_proto(self._store.edit(request.call_id, request.expected_version, edited, author))
 
     async def Approve(self, request: pb.ApproveSummaryRequest, context) -> pb.SummaryRecord:
-        approver = require_identity(context, "Approve")
-        return to_proto(self._store.approve(request.call_id, request.expected_version, approver))
+        approver = self._changeable(context, request.call_id, "Approve")
+        approved, distance = self._store.approve(request.call_id, request.expected_version, approver)
+        self._metrics.review_edit_distance.observe(distance)
+        return to_proto(approved)

@@ -1,46 +1,53 @@
 """Stored summaries and every version of them: the AI draft (version 1), each person's edit, and the approval.
 
-Nothing is overwritten: a version row is written once. The vault issue encrypts `summary_json` at rest; the
-columns a search needs (agent, queue, tenant, disposition, times) stay clear.
+Nothing is overwritten: a version row is written once. Everything about a call that could identify someone (the
+summary, the call id, agent, queue, tenant, customer reference, who approved) is sealed by the vault (a data key per
+record); the columns people filter on hold keyed blind indexes (HMACs) of those values, so searches run on
+ciphertext. Left clear: the review state, the version number, whether the call arrived whole, and the times, which
+order and page the results and drive retention.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from aftercall.core.database import transaction
 from aftercall.core.errors import AlreadyExistsError, ConflictError, NotFoundError, StateError
+from aftercall.vault.audit import AuditLog
+from aftercall.vault.envelope import Vault
+from aftercall.vault.rotation import SealedRow
 
 DRAFT, EDITED, APPROVED = "draft", "edited", "approved"
+SUMMARY, VERSION = "summary", "summary-version"  # the vault's record kinds (part of each record's associated data)
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS summaries (
-    call_id TEXT PRIMARY KEY,
+CREATE TABLE IF NOT EXISTS sealed_summaries (
+    call_key TEXT PRIMARY KEY,
     state TEXT NOT NULL,
     version INTEGER NOT NULL,
-    agent_id TEXT NOT NULL,
-    queue TEXT NOT NULL,
-    tenant TEXT NOT NULL,
-    disposition_code TEXT NOT NULL,
+    agent_key TEXT NOT NULL,
+    tenant_key TEXT NOT NULL,
+    disposition_key TEXT NOT NULL,
+    customer_key TEXT NOT NULL,
     complete INTEGER NOT NULL,
-    summary_json TEXT NOT NULL,
-    approved_by TEXT NOT NULL DEFAULT '',
+    record BLOB NOT NULL,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS summaries_created ON summaries(created_at);
-CREATE INDEX IF NOT EXISTS summaries_agent ON summaries(agent_id, created_at);
-CREATE TABLE IF NOT EXISTS summary_versions (
-    call_id TEXT NOT NULL REFERENCES summaries(call_id),
+CREATE INDEX IF NOT EXISTS sealed_summaries_created ON sealed_summaries(created_at);
+CREATE INDEX IF NOT EXISTS sealed_summaries_agent ON sealed_summaries(agent_key, created_at);
+CREATE INDEX IF NOT EXISTS sealed_summaries_customer ON sealed_summaries(customer_key);
+CREATE TABLE IF NOT EXISTS sealed_summary_versions (
+    call_key TEXT NOT NULL REFERENCES sealed_summaries(call_key),
     version INTEGER NOT NULL,
-    author TEXT NOT NULL,
-    summary_json TEXT NOT NULL,
+    record BLOB NOT NULL,
     created_at REAL NOT NULL,
-    PRIMARY KEY (call_id, version)
+    PRIMARY KEY (call_key, version)
 );
 """
 MAX_PAGE = 500
@@ -78,101 +85,262 @@ class SummaryFilter:
     disposition_code: str = ""
     state: str = ""
     tenant: str = ""
+    customer_ref: str = ""
+    # The caller's scope: only these agents' calls (None: every call).
+    agents: frozenset[str] | None = None
     created_from: float | None = None
     created_to: float | None = None
 
 
 class SummaryStore:
-    def __init__(self, db: sqlite3.Connection, clock=time.time):
+    def __init__(self, db: sqlite3.Connection, vault: Vault, audit: AuditLog | None = None, clock=time.time):
         self._db = db
+        self._vault = vault
+        self._audit = audit or AuditLog(db, vault, clock)  # every change is audited in its own transaction
         self._clock = clock
         db.executescript(_SCHEMA)
+        _migrate_plaintext(db, self)
 
-    def create_draft(self, summary: dict[str, Any], metadata: dict[str, Any], complete: bool, author: str) -> None:
-        now = self._clock()
-        text = json.dumps(summary, ensure_ascii=False)
+    # -- keys and sealing -----------------------------------------------------------------------------------------
+    def _key(self, field_name: str, value: str) -> str:
+        return self._vault.blind_index(field_name, value)
+
+    def _seal(self, kind: str, record_id: str, document: dict[str, Any]) -> bytes:
+        return self._vault.seal(json.dumps(document, ensure_ascii=False).encode("utf-8"), kind, record_id)
+
+    def _open(self, kind: str, record_id: str, blob: bytes) -> dict[str, Any]:
+        return json.loads(self._vault.open(blob, kind, record_id))
+
+    # -- writes ---------------------------------------------------------------------------------------------------
+    def create_draft(self, summary: dict[str, Any], metadata: dict[str, Any], complete: bool, author: str,
+                     created_at: float | None = None) -> None:
+        now = self._clock() if created_at is None else created_at
         call_id = summary["call_id"]
+        call_key = self._key("call_id", call_id)
+        record = {"call_id": call_id, "summary": summary, "agent_id": metadata.get("agent_id", ""),
+                  "queue": metadata.get("queue", ""), "tenant": metadata.get("tenant", ""),
+                  "customer_ref": metadata.get("customer_ref", ""), "approved_by": ""}
         try:
             with transaction(self._db):
                 self._db.execute(
-                    "INSERT INTO summaries (call_id, state, version, agent_id, queue, tenant, disposition_code, "
-                    "complete, summary_json, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (call_id, DRAFT, metadata.get("agent_id", ""), metadata.get("queue", ""),
-                     metadata.get("tenant", ""), summary["disposition"]["code"], int(complete), text, now, now))
-                self._db.execute("INSERT INTO summary_versions VALUES (?, 1, ?, ?, ?)", (call_id, author, text, now))
+                    "INSERT INTO sealed_summaries (call_key, state, version, agent_key, tenant_key, disposition_key, "
+                    "customer_key, complete, record, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (call_key, DRAFT, self._key("agent_id", record["agent_id"]),
+                     self._key("tenant", record["tenant"]), self._key("disposition", summary["disposition"]["code"]),
+                     self._key("customer_ref", record["customer_ref"]), int(complete),
+                     self._seal(SUMMARY, call_key, record), now, now))
+                self._add_version(call_key, 1, author, summary, now)
+                self._audit.record(author, "create", call_id, version=1)
         except sqlite3.IntegrityError as exc:
             raise AlreadyExistsError(f"a summary for call {call_id!r} already exists") from exc
 
-    def exists(self, call_id: str) -> bool:
-        return self._db.execute("SELECT 1 FROM summaries WHERE call_id = ?", (call_id,)).fetchone() is not None
+    def _add_version(self, call_key: str, version: int, author: str, summary: dict[str, Any], now: float) -> None:
+        self._db.execute("INSERT INTO sealed_summary_versions VALUES (?, ?, ?, ?)",
+                         (call_key, version, self._seal(VERSION, f"{call_key}/{version}",
+                                                        {"author": author, "summary": summary}), now))
 
-    def get(self, call_id: str, include_history: bool = False) -> StoredSummary:
-        row = self._db.execute("SELECT * FROM summaries WHERE call_id = ?", (call_id,)).fetchone()
+    def edit(self, call_id: str, expected_version: int, summary: dict[str, Any], author: str) -> StoredSummary:
+        now = self._clock()
+        with transaction(self._db):
+            current, record = self._check_writable(call_id, expected_version)
+            call_key, version = self._key("call_id", call_id), current.version + 1
+            self._add_version(call_key, version, author, summary, now)
+            self._db.execute("UPDATE sealed_summaries SET state = ?, version = ?, record = ?, disposition_key = ?, "
+                             "updated_at = ? WHERE call_key = ?",
+                             (EDITED, version, self._seal(SUMMARY, call_key, {**record, "summary": summary}),
+                              self._key("disposition", summary["disposition"]["code"]), now, call_key))
+            self._audit.record(author, "edit", call_id, version=version)
+        return self.get(call_id)
+
+    def approve(self, call_id: str, expected_version: int, approver: str) -> tuple[StoredSummary, float]:
+        """Freeze the summary. Also returns how much people changed the AI draft (a quality signal): the share of
+        the draft's words rewritten, 0.0 (approved as drafted) to 1.0."""
+        with transaction(self._db):
+            _, record = self._check_writable(call_id, expected_version)
+            call_key = self._key("call_id", call_id)
+            draft = self._open(VERSION, f"{call_key}/1", self._db.execute(
+                "SELECT record FROM sealed_summary_versions WHERE call_key = ? AND version = 1",
+                (call_key,)).fetchone()["record"])["summary"]
+            distance = edit_distance(draft, record["summary"])
+            self._db.execute("UPDATE sealed_summaries SET state = ?, record = ?, updated_at = ? WHERE call_key = ?",
+                             (APPROVED, self._seal(SUMMARY, call_key, {**record, "approved_by": approver}),
+                              self._clock(), call_key))
+            self._audit.record(approver, "approve", call_id, version=expected_version, edit_distance=distance)
+        return self.get(call_id), distance
+
+    def _check_writable(self, call_id: str, expected_version: int) -> tuple[StoredSummary, dict[str, Any]]:
+        """Inside the write transaction (BEGIN IMMEDIATE holds the write lock), so another process serving
+        Summaries cannot change the row between this check and the update."""
+        row = self._row(call_id)
+        record = self._open(SUMMARY, row["call_key"], row["record"])
+        current = self._stored(row, record)
+        if current.state == APPROVED:
+            raise StateError(f"the summary for call {call_id!r} is approved and can no longer change")
+        if expected_version != current.version:
+            raise ConflictError(f"the summary for call {call_id!r} is at version {current.version}, not "
+                                f"{expected_version}: fetch it again and redo the change")
+        return current, record
+
+    # -- reads ----------------------------------------------------------------------------------------------------
+    def exists(self, call_id: str) -> bool:
+        return self._db.execute("SELECT 1 FROM sealed_summaries WHERE call_key = ?",
+                                (self._key("call_id", call_id),)).fetchone() is not None
+
+    def _row(self, call_id: str) -> sqlite3.Row:
+        row = self._db.execute("SELECT * FROM sealed_summaries WHERE call_key = ?",
+                               (self._key("call_id", call_id),)).fetchone()
         if row is None:
             raise NotFoundError(f"no summary for call {call_id!r}")
+        return row
+
+    def get(self, call_id: str, include_history: bool = False) -> StoredSummary:
+        row = self._row(call_id)
         history: tuple[Version, ...] = ()
         if include_history:
-            rows = self._db.execute("SELECT * FROM summary_versions WHERE call_id = ? ORDER BY version",
-                                    (call_id,)).fetchall()
-            history = tuple(Version(r["version"], r["author"], json.loads(r["summary_json"]), r["created_at"])
-                            for r in rows)
-        return _stored(row, history)
+            rows = self._db.execute("SELECT * FROM sealed_summary_versions WHERE call_key = ? ORDER BY version",
+                                    (row["call_key"],)).fetchall()
+            opened = [(r, self._open(VERSION, f"{r['call_key']}/{r['version']}", r["record"])) for r in rows]
+            history = tuple(Version(r["version"], v["author"], v["summary"], r["created_at"]) for r, v in opened)
+        return self._stored(row, self._open(SUMMARY, row["call_key"], row["record"]), history)
 
     def list(self, where: SummaryFilter, page_size: int = 0, offset: int = 0) -> tuple[list[StoredSummary], int | None]:
-        """A page, newest first, and the offset of the next page (None on the last)."""
+        """A page, newest first, and the offset of the next page (None on the last). Filters match blind indexes."""
         size = min(page_size or DEFAULT_PAGE, MAX_PAGE)
         clauses, values = [], []
-        for column in ("agent_id", "disposition_code", "state", "tenant"):
-            if getattr(where, column):
+        for attribute, column, index_field in (("agent_id", "agent_key", "agent_id"),
+                                               ("disposition_code", "disposition_key", "disposition"),
+                                               ("tenant", "tenant_key", "tenant"),
+                                               ("customer_ref", "customer_key", "customer_ref")):
+            if getattr(where, attribute):
                 clauses.append(f"{column} = ?")
-                values.append(getattr(where, column))
+                values.append(self._key(index_field, getattr(where, attribute)))
+        if where.agents is not None:
+            clauses.append(f"agent_key IN ({','.join('?' * len(where.agents)) or 'NULL'})")
+            values.extend(self._key("agent_id", agent) for agent in sorted(where.agents))
+        if where.state:
+            clauses.append("state = ?")
+            values.append(where.state)
         if where.created_from is not None:
             clauses.append("created_at >= ?")
             values.append(where.created_from)
         if where.created_to is not None:
             clauses.append("created_at < ?")
             values.append(where.created_to)
-        sql = "SELECT * FROM summaries" + (" WHERE " + " AND ".join(clauses) if clauses else "")
-        rows = self._db.execute(sql + " ORDER BY created_at DESC, call_id LIMIT ? OFFSET ?",
+        sql = "SELECT * FROM sealed_summaries" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+        rows = self._db.execute(sql + " ORDER BY created_at DESC, call_key LIMIT ? OFFSET ?",
                                 (*values, size + 1, offset)).fetchall()
         next_offset = offset + size if len(rows) > size else None
-        return [_stored(r) for r in rows[:size]], next_offset
+        return [self._stored(r, self._open(SUMMARY, r["call_key"], r["record"])) for r in rows[:size]], next_offset
 
-    def edit(self, call_id: str, expected_version: int, summary: dict[str, Any], author: str) -> StoredSummary:
-        now = self._clock()
-        text = json.dumps(summary, ensure_ascii=False)
+    def _stored(self, row: sqlite3.Row, record: dict[str, Any], history: tuple[Version, ...] = ()) -> StoredSummary:
+        summary = record["summary"]
+        return StoredSummary(
+            call_id=record["call_id"], summary=summary, state=row["state"], version=row["version"],
+            agent_id=record["agent_id"], queue=record["queue"], tenant=record["tenant"],
+            disposition_code=summary["disposition"]["code"], complete=bool(row["complete"]),
+            approved_by=record["approved_by"], created_at=row["created_at"], updated_at=row["updated_at"],
+            history=history)
+
+    # -- erasure --------------------------------------------------------------------------------------------------
+    def call_ids_for_customer(self, customer_ref: str) -> list[str]:
+        rows = self._db.execute("SELECT call_key, record FROM sealed_summaries WHERE customer_key = ?",
+                                (self._key("customer_ref", customer_ref),)).fetchall()
+        return [self._open(SUMMARY, r["call_key"], r["record"])["call_id"] for r in rows]
+
+    def erase(self, call_id: str, actor: str, reason: str) -> int:
+        """Crypto-shred a call's summary and every version: the rows holding their wrapped data keys are deleted
+        (secure_delete overwrites them), so no key can open what may linger elsewhere. Audited."""
+        call_key = self._key("call_id", call_id)
         with transaction(self._db):
-            current = self._check_writable(call_id, expected_version)
-            version = current.version + 1
-            self._db.execute("INSERT INTO summary_versions VALUES (?, ?, ?, ?, ?)",
-                             (call_id, version, author, text, now))
-            self._db.execute("UPDATE summaries SET state = ?, version = ?, summary_json = ?, disposition_code = ?, "
-                             "updated_at = ? WHERE call_id = ?",
-                             (EDITED, version, text, summary["disposition"]["code"], now, call_id))
-        return self.get(call_id)
+            versions = self._db.execute("DELETE FROM sealed_summary_versions WHERE call_key = ?",
+                                        (call_key,)).rowcount
+            summaries = self._db.execute("DELETE FROM sealed_summaries WHERE call_key = ?", (call_key,)).rowcount
+            if summaries:
+                self._audit.record(actor, "erase", call_id, reason=reason, records=summaries + versions)
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log's copies of the deleted pages go too
+        return summaries + versions
 
-    def approve(self, call_id: str, expected_version: int, approver: str) -> StoredSummary:
+    def made_before(self, when: float) -> list[tuple[str, str]]:
+        """(call id, customer reference) of the summaries made before `when` (retention)."""
+        rows = self._db.execute("SELECT call_key, record FROM sealed_summaries WHERE created_at < ?",
+                                (when,)).fetchall()
+        records = [self._open(SUMMARY, r["call_key"], r["record"]) for r in rows]
+        return [(r["call_id"], r["customer_ref"]) for r in records]
+
+    def drop_transcript(self, call_id: str, actor: str, reason: str) -> bool:
+        """Re-seal the summary and every version without its transcript, each under a fresh data key; the old
+        records are overwritten. False when there was no transcript left to drop."""
+        call_key = self._key("call_id", call_id)
         with transaction(self._db):
-            self._check_writable(call_id, expected_version)
-            self._db.execute("UPDATE summaries SET state = ?, approved_by = ?, updated_at = ? WHERE call_id = ?",
-                             (APPROVED, approver, self._clock(), call_id))
-        return self.get(call_id)
+            row = self._row(call_id)
+            record = self._open(SUMMARY, call_key, row["record"])
+            if "transcript" not in record["summary"]:
+                return False
+            record["summary"].pop("transcript")
+            self._db.execute("UPDATE sealed_summaries SET record = ? WHERE call_key = ?",
+                             (self._seal(SUMMARY, call_key, record), call_key))
+            for version in self._db.execute("SELECT version, record FROM sealed_summary_versions WHERE call_key = ?",
+                                            (call_key,)).fetchall():
+                record_id = f"{call_key}/{version['version']}"
+                kept = self._open(VERSION, record_id, version["record"])
+                kept["summary"].pop("transcript", None)
+                self._db.execute("UPDATE sealed_summary_versions SET record = ? WHERE call_key = ? AND version = ?",
+                                 (self._seal(VERSION, record_id, kept), call_key, version["version"]))
+            self._audit.record(actor, "retention.transcript", call_id, reason=reason)
+        return True
 
-    def _check_writable(self, call_id: str, expected_version: int) -> StoredSummary:
-        """Inside the write transaction (BEGIN IMMEDIATE holds the write lock), so another process serving
-        Summaries cannot change the row between this check and the update."""
-        current = self.get(call_id)
-        if current.state == APPROVED:
-            raise StateError(f"the summary for call {call_id!r} is approved and can no longer change")
-        if expected_version != current.version:
-            raise ConflictError(f"the summary for call {call_id!r} is at version {current.version}, not "
-                                f"{expected_version}: fetch it again and redo the change")
-        return current
+    # -- keys -----------------------------------------------------------------------------------------------------
+    def sealed_rows(self) -> Iterator[SealedRow]:
+        for row in self._db.execute("SELECT call_key, record FROM sealed_summaries"):
+            yield SealedRow("sealed_summaries", "call_key = ?", (row["call_key"],), "record", SUMMARY,
+                            row["call_key"], row["record"])
+        for row in self._db.execute("SELECT call_key, version, record FROM sealed_summary_versions"):
+            yield SealedRow("sealed_summary_versions", "call_key = ? AND version = ?",
+                            (row["call_key"], row["version"]), "record", VERSION,
+                            f"{row['call_key']}/{row['version']}", row["record"])
+
+    @property
+    def audit(self) -> AuditLog:
+        return self._audit
 
 
-def _stored(row: sqlite3.Row, history: tuple[Version, ...] = ()) -> StoredSummary:
-    return StoredSummary(
-        call_id=row["call_id"], summary=json.loads(row["summary_json"]), state=row["state"], version=row["version"],
-        agent_id=row["agent_id"], queue=row["queue"], tenant=row["tenant"],
-        disposition_code=row["disposition_code"], complete=bool(row["complete"]), approved_by=row["approved_by"],
-        created_at=row["created_at"], updated_at=row["updated_at"], history=history)
+def edit_distance(draft: dict[str, Any], final: dict[str, Any]) -> float:
+    """1 - the similarity of the two summaries' words (their written fields, not the transcript or bookkeeping)."""
+    def words(summary: dict[str, Any]) -> list[str]:
+        kept = {k: v for k, v in summary.items() if k not in _NOT_WRITTEN}
+        return json.dumps(kept, sort_keys=True, ensure_ascii=False).split()
+
+    return round(1 - difflib.SequenceMatcher(None, words(draft), words(final), autojunk=False).ratio(), 3)
+
+
+_NOT_WRITTEN = {"transcript", "redactions", "evidence", "timings", "model", "generator", "audio_seconds", "call_id"}
+
+
+def _migrate_plaintext(db: sqlite3.Connection, store: SummaryStore) -> None:
+    """Summaries stored in the clear by aftercall before the vault: sealed into the new tables, the old ones dropped
+    (secure_delete zeroes their pages)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'summaries'").fetchone() is None:
+        return
+    rows = db.execute("SELECT * FROM summaries").fetchall()
+    versions = db.execute("SELECT * FROM summary_versions ORDER BY call_id, version").fetchall()
+    with transaction(db):
+        for row in rows:
+            summary = json.loads(row["summary_json"])
+            call_key = store._key("call_id", row["call_id"])
+            record = {"call_id": row["call_id"], "summary": summary, "agent_id": row["agent_id"],
+                      "queue": row["queue"], "tenant": row["tenant"], "customer_ref": "",
+                      "approved_by": row["approved_by"]}
+            db.execute("INSERT INTO sealed_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (call_key, row["state"], row["version"], store._key("agent_id", row["agent_id"]),
+                        store._key("tenant", row["tenant"]), store._key("disposition", row["disposition_code"]),
+                        store._key("customer_ref", ""), row["complete"], store._seal(SUMMARY, call_key, record),
+                        row["created_at"], row["updated_at"]))
+        for version in versions:
+            call_key = store._key("call_id", version["call_id"])
+            store._add_version(call_key, version["version"], version["author"], json.loads(version["summary_json"]),
+                               version["created_at"])
+        db.execute("DROP TABLE summary_versions")
+        db.execute("DROP TABLE summaries")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log still holds the plaintext pages' old images
+
+

@@ -1,0 +1,79 @@
+"""Who may do what: roles from `[access]`, matched against the caller's identity (its mTLS client certificate, or
+from loopback the `x-aftercall-user` metadata a local UI or proxy sets after authenticating the person).
+
+- pbx: sends calls (CallIngest) and nothing else;
+- agent: reads, edits and approves the summaries of their own calls;
+- supervisor: the same for their team's calls (`teams`), and reads their own;
+- auditor: reads every summary and the audit trail, changes nothing;
+- admin: keys and retention (the `aftercall keys`/`erase` commands run with the key file); no summaries.
+
+With no roles configured the appliance is in single-user mode: anyone who can reach it may do anything, which is
+allowed only while every listener is on loopback (checked at start).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aftercall.core.config import AccessConfig
+from aftercall.core.errors import ConfigError, PermissionDeniedError
+
+ROLES = ("pbx", "agent", "supervisor", "auditor", "admin")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Which summaries a caller may see: all of them, or the calls of these agents."""
+
+    agents: frozenset[str] | None  # None: every call
+
+    def allows(self, agent_id: str) -> bool:
+        return self.agents is None or agent_id in self.agents
+
+
+class AccessPolicy:
+    def __init__(self, config: AccessConfig):
+        self._roles: dict[str, str] = {}
+        for role in ROLES:
+            for subject in getattr(config, role):
+                if subject in self._roles:
+                    raise ConfigError(f"config access.{role}: {subject!r} already has the role {self._roles[subject]}")
+                self._roles[subject] = role
+        self._teams: dict[str, frozenset[str]] = {}
+        for entry in config.teams:
+            supervisor, _, members = entry.partition(":")
+            if self._roles.get(supervisor.strip()) != "supervisor" or not members.split():
+                raise ConfigError(f"config access.teams: {entry!r} must be 'SUPERVISOR: AGENT AGENT ...' for a "
+                                  "subject listed in access.supervisor")
+            self._teams[supervisor.strip()] = frozenset(members.split())
+
+    @property
+    def enforced(self) -> bool:
+        return bool(self._roles)
+
+    def role(self, identity: str | None) -> str | None:
+        return self._roles.get(identity or "")
+
+    def require(self, identity: str | None, action: str, *roles: str) -> None:
+        if not self.enforced:
+            return
+        if self.role(identity) not in roles:
+            who = f"{identity!r} ({self.role(identity) or 'no role'})" if identity else "an unidentified caller"
+            raise PermissionDeniedError(f"{action} is for {' or '.join(roles)}; {who} may not")
+
+    def summaries_scope(self, identity: str | None, action: str) -> Scope:
+        """What `identity` may read (auditors, supervisors' teams, agents' own calls); raises if nothing."""
+        if not self.enforced:
+            return Scope(None)
+        self.require(identity, action, "agent", "supervisor", "auditor")
+        role = self.role(identity)
+        if role == "auditor":
+            return Scope(None)
+        return Scope(frozenset({identity, *self._teams.get(identity, ())}))
+
+    def change_scope(self, identity: str | None, action: str) -> Scope:
+        """What `identity` may edit or approve: agents their own calls, supervisors their team's too."""
+        if not self.enforced:
+            return Scope(None)
+        self.require(identity, action, "agent", "supervisor")
+        return Scope(frozenset({identity, *self._teams.get(identity, ())}))

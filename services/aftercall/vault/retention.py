@@ -1,0 +1,66 @@
+"""`aftercall retention run`: crypto-shred what the retention policy says has expired, except what is on legal
+hold, and record each removal in the audit trail."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aftercall.core.config import RetentionConfig
+from aftercall.ingest.calls import CallStore
+from aftercall.ingest.spool import Spool
+from aftercall.review.store import SummaryStore
+
+logger = logging.getLogger(__name__)
+_DAY = 86400.0
+
+
+@dataclass
+class RetentionReport:
+    summaries_erased: int = 0
+    transcripts_dropped: int = 0
+    audio_removed: int = 0
+    held: set[str] = field(default_factory=set)  # call ids kept because of a legal hold
+
+
+def run_retention(policy: RetentionConfig, summaries: SummaryStore, calls: CallStore, spool: Spool, actor: str,
+                  now: float | None = None, dry_run: bool = False) -> RetentionReport:
+    now = time.time() if now is None else now
+    report = RetentionReport()
+    held_calls, held_customers = set(policy.hold_call_ids), set(policy.hold_customer_refs)
+
+    def expired(days: int) -> list[str]:
+        if not days:
+            return []
+        found = []
+        for call_id, customer_ref in summaries.made_before(now - days * _DAY):
+            if call_id in held_calls or (customer_ref and customer_ref in held_customers):
+                report.held.add(call_id)
+            else:
+                found.append(call_id)
+        return found
+
+    erased = expired(policy.summary_days)
+    for call_id in erased:
+        report.summaries_erased += 1
+        if not dry_run:
+            summaries.erase(call_id, actor, f"retention: summaries are kept {policy.summary_days} days")
+    for call_id in (c for c in expired(policy.transcript_days) if c not in erased):
+        if dry_run or summaries.drop_transcript(call_id, actor, f"retention: transcripts are kept "
+                                                                 f"{policy.transcript_days} days"):
+            report.transcripts_dropped += 1
+    if policy.audio_days:
+        for call_id in calls.failed_before(now - policy.audio_days * _DAY):
+            if call_id in held_calls:
+                report.held.add(call_id)
+                continue
+            report.audio_removed += 1
+            if not dry_run:
+                spool.remove(call_id)
+                calls.delete(call_id)
+                summaries.audit.record(actor, "retention.audio", call_id,
+                                       reason=f"retention: failed calls' audio is kept {policy.audio_days} days")
+    logger.info("retention: %d summaries erased, %d transcripts dropped, %d failed calls' audio removed, %d held",
+                report.summaries_erased, report.transcripts_dropped, report.audio_removed, len(report.held))
+    return report

@@ -1,0 +1,50 @@
+"""Key rotation across every store: each store lists its sealed rows; re-wrapping moves their data keys to the
+active KEK in batches (one transaction each, so the service keeps running), and the counts per KEK tell when an old
+KEK protects nothing any more and may be retired."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+from aftercall.core.database import transaction
+from aftercall.vault.envelope import Vault, kek_of
+
+
+@dataclass(frozen=True)
+class SealedRow:
+    table: str
+    where: str  # SQL condition that picks this row, with `key` as its parameters
+    key: tuple
+    column: str
+    kind: str
+    record_id: str
+    blob: bytes
+
+
+Source = Callable[[], Iterator[SealedRow]]
+
+
+def count_by_kek(sources: Iterable[Source]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for source in sources:
+        for row in source():
+            counts[kek_of(row.blob)] = counts.get(kek_of(row.blob), 0) + 1
+    return counts
+
+
+def rewrap_rows(db: sqlite3.Connection, vault: Vault, sources: Iterable[Source], batch: int = 500) -> int:
+    """Re-wrap every listed row not yet on the active KEK; returns how many changed."""
+    active, changed = vault.keys.active.id, 0
+    for source in sources:
+        while True:
+            with transaction(db):
+                stale = [row for row in source() if kek_of(row.blob) != active][:batch]
+                for row in stale:
+                    db.execute(f"UPDATE {row.table} SET {row.column} = ? WHERE {row.where}",
+                               (vault.rewrap(row.blob, row.kind, row.record_id), *row.key))
+            changed += len(stale)
+            if len(stale) < batch:
+                break
+    return changed
