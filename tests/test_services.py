@@ -535,7 +535,7 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
     from aftercall.vault.keys import open_key_ring
 
     access = AccessConfig(pbx=("pbx-1",), agent=("agent-a", "agent-b"), supervisor=("sup-s",), auditor=("aud-1",),
-                          admin=("adm",), teams=("sup-s: agent-a",))
+                          admin=("adm",), teams=("sup-s: agent-a",), trust_loopback_user=True)
     config = dataclasses.replace(Config(), access=access)
     appliance = await start_appliance(config, SERVICES, tmp_path / "data", "127.0.0.1:0", "", CollectorRegistry(),
                                       pipeline)
@@ -574,6 +574,19 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
             assert await code_of(stub.Edit(edit, metadata=as_user("sup-s"))) == "OK"
         events, error = await asyncio.to_thread(_exchange_as, appliance.port, "agent-a", [_start(), _END])
         assert error.code() is grpc.StatusCode.PERMISSION_DENIED and "for pbx" in error.details()
+    finally:
+        await appliance.stop(1)
+    # Without trust_loopback_user only certificates say who is calling: a local process cannot claim a name.
+    strict = dataclasses.replace(config, access=dataclasses.replace(access, trust_loopback_user=False))
+    appliance = await start_appliance(strict, SERVICES, tmp_path / "data", "127.0.0.1:0", "", CollectorRegistry(),
+                                      pipeline)
+    try:
+        channel, stub = await _summaries(appliance.port)
+        async with channel:
+            claimed = stub.Get(spb.GetSummaryRequest(call_id="call-A"), metadata=as_user("aud-1"))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await claimed
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED and "unidentified" in caught.value.details()
     finally:
         await appliance.stop(1)
     remote = dataclasses.replace(Config(), server=ServerConfig(allow_plaintext_remote=True))

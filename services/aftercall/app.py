@@ -34,7 +34,7 @@ from aftercall.review.service import SummariesService
 from aftercall.review.store import SummaryStore
 from aftercall.vault.access import AccessPolicy
 from aftercall.vault.envelope import Vault
-from aftercall.vault.keys import open_key_ring
+from aftercall.vault.keys import key_file_path, open_key_ring
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +103,10 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             closers.insert(0, http_server.shutdown)
         vault = summaries = None
         if {"ingest", "summaries"} & set(services):  # `serve asr` alone stores nothing
+            key_file = key_file_path(config.vault.key_file)
+            if not key_file.exists() and _holds_sealed_records(db):
+                raise ConfigError(f"vault.key_file: {key_file} does not exist, but {data_dir} holds records sealed "
+                                  "with a key file: restore that one (a new key file could not open them)")
             vault = Vault(open_key_ring(config.vault.key_file, create_missing=True))
             summaries = SummaryStore(db, vault)
         bindings, processor = [], None
@@ -136,6 +140,14 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             close()
         raise
     return Appliance(server, listen, port, metrics, metrics_port, processor, closers)
+
+
+def _holds_sealed_records(db) -> bool:
+    for table in ("sealed_summaries", "audit_log"):
+        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
+        if exists and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+            return True
+    return False
 
 
 async def serve(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None,

@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--call-id", help="call id (default: random)")
     stream.add_argument("--roles", help="stereo channel roles in order (default agent,customer)")
     stream.add_argument("--agent-id", default="", help="agent id stored with the summary")
+    stream.add_argument("--customer-ref", default="", help="the customer's reference (what erasure requests name)")
     stream.add_argument("--interim", action="store_true", help="ask for interim segments; print them on stderr")
     stream.add_argument("--format", choices=("json", "text"), default="json")
     _add_client_tls(stream)
@@ -287,17 +288,16 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
+    from aftercall.vault.retention import erase_call
+
     with _data_stores(args, _admin_config(args)) as stores:
         summaries = stores.summaries
         call_ids = [args.call_id] if args.call_id else summaries.call_ids_for_customer(args.customer_ref)
-        erased = {call_id: summaries.erase(call_id, getpass.getuser(), args.reason) for call_id in call_ids}
-        for call_id in call_ids:  # the call's job row and any audio still spooled go with it
-            stores.calls.delete(call_id)
-            stores.spool.remove(call_id)
-    found = [call_id for call_id, records in erased.items() if records]
+        found = [call_id for call_id in call_ids
+                 if erase_call(summaries, stores.calls, stores.spool, call_id, getpass.getuser(), args.reason)]
     if not found:
-        raise NotFoundError("nothing stored matches: no summary for that call id or customer reference")
-    print(f"aftercall: erased {len(found)} call(s), {sum(erased.values())} record(s)", file=sys.stderr)
+        raise NotFoundError("nothing stored matches: no call with that call id or customer reference")
+    print(f"aftercall: erased {len(found)} call(s)", file=sys.stderr)
     return 0
 
 
@@ -372,7 +372,8 @@ def _stream(args: argparse.Namespace) -> int:
             print(f"interim {segment.start_s:6.1f}s {segment.speaker}: {segment.text}", file=sys.stderr)
 
     with _channel(args) as channel:
-        result = stream_call(channel, wav, args.call_id, roles, args.chunk_ms, speed, {"agent_id": args.agent_id},
+        metadata = {"agent_id": args.agent_id, "customer_ref": args.customer_ref}
+        result = stream_call(channel, wav, args.call_id, roles, args.chunk_ms, speed, metadata,
                              on_event=show_interim, interim=args.interim)
     print(f"aftercall: {result.call_id}: {result.audio_seconds:.1f} s streamed, summary "
           f"{result.post_call_latency_s:.1f} s after the end of the call", file=sys.stderr)

@@ -189,6 +189,9 @@ class AccessConfig:
     admin: tuple[str, ...] = ()
     # "SUPERVISOR: AGENT AGENT ...", one entry per supervisor.
     teams: tuple[str, ...] = ()
+    # With roles set, believe the x-aftercall-user metadata from loopback (a local UI or proxy that authenticates
+    # people); off, only client certificates count, because any local user could claim any name.
+    trust_loopback_user: bool = False
 
 
 @dataclass(frozen=True)

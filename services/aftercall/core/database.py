@@ -8,13 +8,17 @@ Owner-only permissions as well as the vault's encryption.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 from aftercall.core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "aftercall.db"
 
@@ -53,6 +57,20 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+
+
+def truncate_log(db: sqlite3.Connection, attempts: int = 20) -> bool:
+    """Checkpoint the WAL into the database file and empty it, so the log keeps no old image of a page whose rows
+    were deleted (secure_delete has overwritten them in the file). A reader holding an old snapshot blocks that:
+    try for a while, then say so."""
+    for _ in range(attempts):
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if not busy:
+            return True
+        time.sleep(0.1)
+    logger.warning("the write-ahead log could not be emptied (a reader holds an old snapshot); deleted rows stay "
+                   "in it until the next checkpoint")
+    return False
 
 
 def lock_data_dir(data_dir: Path, owner: str) -> Callable[[], None]:

@@ -198,23 +198,23 @@ def _peer_is_loopback(context: grpc.aio.ServicerContext) -> bool:
     return is_loopback(host)
 
 
-def caller_identity(context: grpc.aio.ServicerContext) -> str | None:
+def caller_identity(context: grpc.aio.ServicerContext, loopback_metadata: bool = True) -> str | None:
     """Who is calling. Under mutual TLS only the client certificate counts (its CN, else its first DNS SAN);
     otherwise the `x-aftercall-user` metadata is believed only from loopback (a local UI or proxy that did the
-    authentication). None when neither applies."""
+    authentication), and only when `loopback_metadata`. None when neither applies."""
     auth = context.auth_context()
     if auth.get("transport_security_type", [b""])[0] == b"ssl" and context.peer_identities():
         names = auth.get("x509_common_name") or auth.get("x509_subject_alternative_name") or []
         return names[0].decode() if names else None
-    if _peer_is_loopback(context):
+    if loopback_metadata and _peer_is_loopback(context):
         for key, value in context.invocation_metadata() or ():
             if key == USER_METADATA_KEY and value:
                 return str(value)[:128]
     return None
 
 
-def require_identity(context: grpc.aio.ServicerContext, action: str) -> str:
-    identity = caller_identity(context)
+def require_identity(context: grpc.aio.ServicerContext, action: str, loopback_metadata: bool = True) -> str:
+    identity = caller_identity(context, loopback_metadata)
     if identity is None:
         raise errors.AuthenticationError(f"{action} needs to know who you are: a client certificate (mutual TLS) or, "
                                          f"from loopback, the {USER_METADATA_KEY} metadata")

@@ -23,7 +23,7 @@ from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtocolError, StreamTimeoutError, UserError
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
-from aftercall.core.rpc import ServiceBinding, caller_identity
+from aftercall.core.rpc import ServiceBinding
 from aftercall.core.transcript import Turn
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
 from aftercall.ingest.processor import CallProcessor
@@ -58,7 +58,7 @@ def _roles(values, default: tuple[str, ...], channels: int | None) -> tuple[str,
 
 def _metadata(message: pb.CallMetadata) -> dict[str, str]:
     return {"agent_id": message.agent_id, "queue": message.queue, "direction": _DIRECTIONS.get(message.direction, ""),
-            "ani": message.ani, "dnis": message.dnis, "tenant": message.tenant}
+            "ani": message.ani, "dnis": message.dnis, "tenant": message.tenant, "customer_ref": message.customer_ref}
 
 
 def _taxonomy(text: str) -> str:
@@ -284,7 +284,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         return True
 
     async def StreamCall(self, requests: AsyncIterator[pb.CallAudio], context: grpc.aio.ServicerContext):
-        self._access.require(caller_identity(context), "Sending calls", "pbx")
+        self._access.require(self._access.identity(context), "Sending calls", "pbx")
         messages = aiter(requests)
         first = await self._next(messages)
         if first is None:
@@ -397,7 +397,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             raise AudioFormatError(f"cannot read {request.path}: {exc.strerror}") from exc
 
     async def SubmitRecording(self, request: pb.SubmitRecordingRequest, context) -> pb.SubmitRecordingResponse:
-        self._access.require(caller_identity(context), "Sending calls", "pbx")
+        self._access.require(self._access.identity(context), "Sending calls", "pbx")
         call_id = check_call_id(request.call_id)
         call_id_var.set(call_id)
         self._admit(streaming=False)

@@ -59,6 +59,9 @@ class _SealedChannel:
         self.handle: BinaryIO = open(path, "xb")
         sealed_key = vault.seal(self._key, "spool-key", record_id)
         self.handle.write(_LENGTH.pack(len(sealed_key)) + sealed_key)
+        # On disk before any audio: a key rotation re-wraps this header in place, and must find it there.
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
         self._records: list[tuple[int, int, int]] = []  # (plaintext start, plaintext length, file offset)
         self._offset = _LENGTH.size + len(sealed_key)
         self.plaintext_bytes = 0
@@ -212,13 +215,17 @@ class Spool:
         """(file, kind, record id, sealed blob) of every vault-sealed key or recording still spooled."""
         for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
             call_id = directory.name
-            for path in sorted(directory.glob("ch*.sealed")):
-                with open(path, "rb") as handle:
-                    header = handle.read(_LENGTH.size)
-                    if len(header) == _LENGTH.size:
-                        yield path, "spool-key", f"{call_id}/{path.stem}", handle.read(_LENGTH.unpack(header)[0])
-            if (directory / _RECORDING).exists():
-                yield directory / _RECORDING, "recording", call_id, (directory / _RECORDING).read_bytes()
+            try:  # the server may finish and remove a call while this looks
+                for path in sorted(directory.glob("ch*.sealed")):
+                    with open(path, "rb") as handle:
+                        header = handle.read(_LENGTH.size)
+                        blob = handle.read(_LENGTH.unpack(header)[0]) if len(header) == _LENGTH.size else b""
+                    if len(blob) >= HEADER_BYTES:
+                        yield path, "spool-key", f"{call_id}/{path.stem}", blob
+                if (directory / _RECORDING).exists():
+                    yield directory / _RECORDING, "recording", call_id, (directory / _RECORDING).read_bytes()
+            except FileNotFoundError:
+                continue
 
     def rewrap(self) -> int:
         """Spooled audio's data keys onto the active KEK: each file's sealed-key header rewritten in place (it keeps

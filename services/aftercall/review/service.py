@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aftercall.core.errors import PermissionDeniedError, UserError
 from aftercall.core.metrics import Metrics
-from aftercall.core.rpc import ServiceBinding, caller_identity, require_identity
+from aftercall.core.rpc import ServiceBinding
 from aftercall.review.edits import apply_edit
 from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter, SummaryStore
 from aftercall.v1 import summaries_pb2 as pb
@@ -49,10 +49,6 @@ def _page_offset(token: str) -> int:
     return offset
 
 
-def _reader(context: grpc.aio.ServicerContext) -> str:
-    return caller_identity(context) or "unidentified"
-
-
 class SummariesService(pb_grpc.SummariesServicer):
     def __init__(self, store: SummaryStore, access: AccessPolicy, metrics: Metrics):
         self._store = store
@@ -60,7 +56,7 @@ class SummariesService(pb_grpc.SummariesServicer):
         self._metrics = metrics
 
     def _readable(self, context, call_id: str, include_history: bool = False):
-        identity = caller_identity(context)
+        identity = self._access.identity(context)
         scope = self._access.summaries_scope(identity, "reading summaries")
         record = self._store.get(call_id, include_history)
         if not scope.allows(record.agent_id):
@@ -68,8 +64,11 @@ class SummariesService(pb_grpc.SummariesServicer):
                                         "call or their team's)")
         return record
 
+    def _reader(self, context) -> str:
+        return self._access.identity(context) or "unidentified"
+
     def _changeable(self, context, call_id: str, action: str) -> str:
-        identity = require_identity(context, action)
+        identity = self._access.identity(context, required_for=action)
         scope = self._access.change_scope(identity, action)
         if not scope.allows(self._store.get(call_id).agent_id):
             raise PermissionDeniedError(f"{identity!r} may not {action.lower()} the summary of call {call_id!r} "
@@ -82,7 +81,7 @@ class SummariesService(pb_grpc.SummariesServicer):
 
     async def Get(self, request: pb.GetSummaryRequest, context: grpc.aio.ServicerContext) -> pb.SummaryRecord:
         record = self._readable(context, request.call_id, request.include_history)
-        self._store.audit.record(_reader(context), "read", request.call_id, history=request.include_history)
+        self._store.audit.record(self._reader(context), "read", request.call_id, history=request.include_history)
         return to_proto(record)
 
     async def List(self, request: pb.ListSummariesRequest, context) -> pb.ListSummariesResponse:
@@ -90,16 +89,17 @@ class SummariesService(pb_grpc.SummariesServicer):
             raise UserError(f"page_size must be at most {MAX_PAGE}, got {request.page_size}")
         if request.state not in _STATE_NAMES and request.state != pb.REVIEW_STATE_UNSPECIFIED:
             raise UserError(f"state: unknown value {request.state}")
-        scope = self._access.summaries_scope(caller_identity(context), "searching summaries")
+        scope = self._access.summaries_scope(self._access.identity(context), "searching summaries")
         where = SummaryFilter(
             agent_id=request.agent_id, disposition_code=request.disposition_code, tenant=request.tenant,
-            agents=scope.agents,
+            customer_ref=request.customer_ref, agents=scope.agents,
             state=_STATE_NAMES.get(request.state, ""),
             created_from=request.created_from.ToNanoseconds() / 1e9 if request.HasField("created_from") else None,
             created_to=request.created_to.ToNanoseconds() / 1e9 if request.HasField("created_to") else None)
         page, next_offset = self._store.list(where, request.page_size, _page_offset(request.page_token))
         filters = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in vars(where).items() if v}
-        self._store.audit.record(_reader(context), "search", "", filters=filters, results=[s.call_id for s in page])
+        self._store.audit.record(self._reader(context), "search", "", filters=filters,
+                                 results=[s.call_id for s in page])
         token = base64.urlsafe_b64encode(str(next_offset).encode()).decode() if next_offset is not None else ""
         return pb.ListSummariesResponse(summaries=[to_proto(s) for s in page], next_page_token=token)
 

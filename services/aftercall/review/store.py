@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from aftercall.core.database import transaction
-from aftercall.core.errors import AlreadyExistsError, ConflictError, NotFoundError, StateError
+from aftercall.core.database import transaction, truncate_log
+from aftercall.core.errors import AlreadyExistsError, ConflictError, NotFoundError, StateError, UserError
 from aftercall.vault.audit import AuditLog
 from aftercall.vault.envelope import Vault
 from aftercall.vault.rotation import SealedRow
@@ -116,23 +116,27 @@ class SummaryStore:
                      created_at: float | None = None) -> None:
         now = self._clock() if created_at is None else created_at
         call_id = summary["call_id"]
-        call_key = self._key("call_id", call_id)
-        record = {"call_id": call_id, "summary": summary, "agent_id": metadata.get("agent_id", ""),
-                  "queue": metadata.get("queue", ""), "tenant": metadata.get("tenant", ""),
-                  "customer_ref": metadata.get("customer_ref", ""), "approved_by": ""}
         try:
             with transaction(self._db):
-                self._db.execute(
-                    "INSERT INTO sealed_summaries (call_key, state, version, agent_key, tenant_key, disposition_key, "
-                    "customer_key, complete, record, created_at, updated_at) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (call_key, DRAFT, self._key("agent_id", record["agent_id"]),
-                     self._key("tenant", record["tenant"]), self._key("disposition", summary["disposition"]["code"]),
-                     self._key("customer_ref", record["customer_ref"]), int(complete),
-                     self._seal(SUMMARY, call_key, record), now, now))
-                self._add_version(call_key, 1, author, summary, now)
+                self._insert(summary, metadata, DRAFT, 1, complete, "", now, now)
+                self._add_version(self._key("call_id", call_id), 1, author, summary, now)
                 self._audit.record(author, "create", call_id, version=1)
         except sqlite3.IntegrityError as exc:
             raise AlreadyExistsError(f"a summary for call {call_id!r} already exists") from exc
+
+    def _insert(self, summary: dict[str, Any], metadata: dict[str, Any], state: str, version: int, complete: bool,
+                approved_by: str, created_at: float, updated_at: float) -> None:
+        call_key = self._key("call_id", summary["call_id"])
+        record = {"call_id": summary["call_id"], "summary": summary, "agent_id": metadata.get("agent_id", ""),
+                  "queue": metadata.get("queue", ""), "tenant": metadata.get("tenant", ""),
+                  "customer_ref": metadata.get("customer_ref", ""), "approved_by": approved_by}
+        self._db.execute(
+            "INSERT INTO sealed_summaries (call_key, state, version, agent_key, tenant_key, disposition_key, "
+            "customer_key, complete, record, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (call_key, state, version, self._key("agent_id", record["agent_id"]), self._key("tenant", record["tenant"]),
+             self._key("disposition", summary["disposition"]["code"]),
+             self._key("customer_ref", record["customer_ref"]), int(complete), self._seal(SUMMARY, call_key, record),
+             created_at, updated_at))
 
     def _add_version(self, call_key: str, version: int, author: str, summary: dict[str, Any], now: float) -> None:
         self._db.execute("INSERT INTO sealed_summary_versions VALUES (?, ?, ?, ?)",
@@ -243,6 +247,8 @@ class SummaryStore:
 
     # -- erasure --------------------------------------------------------------------------------------------------
     def call_ids_for_customer(self, customer_ref: str) -> list[str]:
+        if not customer_ref:
+            raise UserError("a customer reference is needed (an empty one would match every call stored without one)")
         rows = self._db.execute("SELECT call_key, record FROM sealed_summaries WHERE customer_key = ?",
                                 (self._key("customer_ref", customer_ref),)).fetchall()
         return [self._open(SUMMARY, r["call_key"], r["record"])["call_id"] for r in rows]
@@ -257,7 +263,7 @@ class SummaryStore:
             summaries = self._db.execute("DELETE FROM sealed_summaries WHERE call_key = ?", (call_key,)).rowcount
             if summaries:
                 self._audit.record(actor, "erase", call_id, reason=reason, records=summaries + versions)
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log's copies of the deleted pages go too
+        truncate_log(self._db)
         return summaries + versions
 
     def made_before(self, when: float) -> list[tuple[str, str]]:
@@ -287,6 +293,7 @@ class SummaryStore:
                 self._db.execute("UPDATE sealed_summary_versions SET record = ? WHERE call_key = ? AND version = ?",
                                  (self._seal(VERSION, record_id, kept), call_key, version["version"]))
             self._audit.record(actor, "retention.transcript", call_id, reason=reason)
+        truncate_log(self._db)
         return True
 
     # -- keys -----------------------------------------------------------------------------------------------------
@@ -318,29 +325,23 @@ _NOT_WRITTEN = {"transcript", "redactions", "evidence", "timings", "model", "gen
 
 def _migrate_plaintext(db: sqlite3.Connection, store: SummaryStore) -> None:
     """Summaries stored in the clear by aftercall before the vault: sealed into the new tables, the old ones dropped
-    (secure_delete zeroes their pages)."""
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'summaries'").fetchone() is None:
+    (secure_delete zeroes their pages). Under the write lock, so two processes starting at once migrate once."""
+    def pending() -> bool:
+        found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'summaries'").fetchone()
+        return found is not None
+
+    if not pending():
         return
-    rows = db.execute("SELECT * FROM summaries").fetchall()
-    versions = db.execute("SELECT * FROM summary_versions ORDER BY call_id, version").fetchall()
     with transaction(db):
-        for row in rows:
-            summary = json.loads(row["summary_json"])
-            call_key = store._key("call_id", row["call_id"])
-            record = {"call_id": row["call_id"], "summary": summary, "agent_id": row["agent_id"],
-                      "queue": row["queue"], "tenant": row["tenant"], "customer_ref": "",
-                      "approved_by": row["approved_by"]}
-            db.execute("INSERT INTO sealed_summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (call_key, row["state"], row["version"], store._key("agent_id", row["agent_id"]),
-                        store._key("tenant", row["tenant"]), store._key("disposition", row["disposition_code"]),
-                        store._key("customer_ref", ""), row["complete"], store._seal(SUMMARY, call_key, record),
-                        row["created_at"], row["updated_at"]))
-        for version in versions:
-            call_key = store._key("call_id", version["call_id"])
-            store._add_version(call_key, version["version"], version["author"], json.loads(version["summary_json"]),
-                               version["created_at"])
+        if not pending():
+            return
+        for row in db.execute("SELECT * FROM summaries").fetchall():
+            summary = {**json.loads(row["summary_json"]), "call_id": row["call_id"]}
+            store._insert(summary, dict(row), row["state"], row["version"], row["complete"], row["approved_by"],
+                          row["created_at"], row["updated_at"])
+        for version in db.execute("SELECT * FROM summary_versions ORDER BY call_id, version").fetchall():
+            store._add_version(store._key("call_id", version["call_id"]), version["version"], version["author"],
+                               json.loads(version["summary_json"]), version["created_at"])
         db.execute("DROP TABLE summary_versions")
         db.execute("DROP TABLE summaries")
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log still holds the plaintext pages' old images
-
-
+    truncate_log(db)  # the log still holds the plaintext pages' old images

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aftercall.core.config import AccessConfig
 from aftercall.core.errors import ConfigError, PermissionDeniedError
+from aftercall.core.rpc import caller_identity, require_identity
 
 ROLES = ("pbx", "agent", "supervisor", "auditor", "admin")
 
@@ -47,9 +48,18 @@ class AccessPolicy:
                                   "subject listed in access.supervisor")
             self._teams[supervisor.strip()] = frozenset(members.split())
 
+        self._trust_loopback_user = config.trust_loopback_user
+
     @property
     def enforced(self) -> bool:
         return bool(self._roles)
+
+    def identity(self, context, required_for: str = "") -> str | None:
+        """The caller's identity as this policy believes it (see AccessConfig.trust_loopback_user)."""
+        loopback = not self.enforced or self._trust_loopback_user
+        if required_for:
+            return require_identity(context, required_for, loopback)
+        return caller_identity(context, loopback)
 
     def role(self, identity: str | None) -> str | None:
         return self._roles.get(identity or "")

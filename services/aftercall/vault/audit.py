@@ -47,6 +47,7 @@ class Verdict:
 
 class AuditLog:
     def __init__(self, db: sqlite3.Connection, vault: Vault, clock=time.time):
+        self.db = db  # the store's connection: a change and its entry commit together
         self._db = db
         self._vault = vault
         self._clock = clock

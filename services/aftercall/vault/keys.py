@@ -8,14 +8,17 @@ written atomically (a 0600 temporary file, fsync, rename), so a crash mid-rotati
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import logging
 import os
 import secrets
 import stat
 import time
-from dataclasses import dataclass, replace
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 from aftercall.core.errors import ConfigError, RecordUnreadableError
 
@@ -31,7 +34,8 @@ class Kek:
     id: int
     state: str
     created_at: float
-    key: bytes | None  # None once retired: what it wrapped is gone for good (crypto-shredding)
+    # None once retired: what it wrapped is gone for good (crypto-shredding). Never in a repr or a traceback.
+    key: bytes | None = field(repr=False)
 
 
 class KeyRing:
@@ -53,11 +57,9 @@ class KeyRing:
     # -- the file ------------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path) -> "KeyRing":
-        if path.exists():
-            raise ConfigError(f"vault.key_file: {path} already exists; `aftercall keys rotate` adds a key to it")
         ring = cls(path, (Kek(1, ACTIVE, time.time(), secrets.token_bytes(KEY_BYTES)),),
                    secrets.token_bytes(KEY_BYTES))
-        ring.save()
+        ring.save(exclusive=True)  # never over a key file another process made a moment ago
         return ring
 
     @classmethod
@@ -86,7 +88,7 @@ class KeyRing:
         ring._check()
         return ring
 
-    def save(self) -> None:
+    def save(self, exclusive: bool = False) -> None:
         self._check()
         document = {"format": FORMAT, "index_key": _encode(self.index_key),
                     "keks": [{"id": k.id, "state": k.state, "created_at": k.created_at,
@@ -99,7 +101,16 @@ class KeyRing:
                 json.dump(document, handle, indent=1)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
+            if exclusive:
+                try:
+                    os.link(temporary, self.path)  # fails if the name exists: creation is all or nothing
+                except FileExistsError:
+                    raise ConfigError(f"vault.key_file: {self.path} already exists; `aftercall keys rotate` adds a "
+                                      "key to it") from None
+                finally:
+                    temporary.unlink(missing_ok=True)
+            else:
+                os.replace(temporary, self.path)
             self._seen = _signature(self.path)
         except BaseException:
             temporary.unlink(missing_ok=True)
@@ -134,23 +145,33 @@ class KeyRing:
                 return kek.key
         raise RecordUnreadableError(f"key {kek_id} is not in {self.path} (a different key file?)")
 
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Read-modify-write of the file under an exclusive lock, starting from what is on disk now: two rotations
+        at once must not both make key N+1 with different material."""
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.keks = KeyRing.load(self.path).keks
+            yield
+            self.save()
+
     def rotate(self) -> Kek:
         """A new active KEK; the old one stays readable (`previous`) until the data is re-wrapped and it is
         retired."""
-        fresh = Kek(max(k.id for k in self.keks) + 1, ACTIVE, time.time(), secrets.token_bytes(KEY_BYTES))
-        self.keks = tuple(replace(k, state=PREVIOUS) if k.state == ACTIVE else k for k in self.keks) + (fresh,)
-        self.save()
+        with self._changing():
+            fresh = Kek(max(k.id for k in self.keks) + 1, ACTIVE, time.time(), secrets.token_bytes(KEY_BYTES))
+            self.keks = tuple(replace(k, state=PREVIOUS) if k.state == ACTIVE else k for k in self.keks) + (fresh,)
         return fresh
 
     def retire(self, kek_id: int) -> None:
         """Erase a KEK's material. The caller checks first that nothing is still wrapped by it."""
-        kek = next((k for k in self.keks if k.id == kek_id), None)
-        if kek is None:
-            raise ConfigError(f"key {kek_id}: not in {self.path}")
-        if kek.state == ACTIVE:
-            raise ConfigError(f"key {kek_id} is the active key: rotate first, then retire it")
-        self.keks = tuple(replace(k, state=RETIRED, key=None) if k.id == kek_id else k for k in self.keks)
-        self.save()
+        with self._changing():
+            kek = next((k for k in self.keks if k.id == kek_id), None)
+            if kek is None:
+                raise ConfigError(f"key {kek_id}: not in {self.path}")
+            if kek.state == ACTIVE:
+                raise ConfigError(f"key {kek_id} is the active key: rotate first, then retire it")
+            self.keks = tuple(replace(k, state=RETIRED, key=None) if k.id == kek_id else k for k in self.keks)
 
 
 def open_key_ring(configured: str, create_missing: bool) -> KeyRing:

@@ -35,16 +35,18 @@ def count_by_kek(sources: Iterable[Source]) -> dict[int, int]:
 
 
 def rewrap_rows(db: sqlite3.Connection, vault: Vault, sources: Iterable[Source], batch: int = 500) -> int:
-    """Re-wrap every listed row not yet on the active KEK; returns how many changed."""
+    """Re-wrap every listed row not yet on the active KEK; returns how many changed. The rows are found with one
+    read; each batch is then a short write transaction that takes every row as it is now (the server may have
+    changed it meanwhile), so the server waits for the write lock a moment at a time, never for the whole run."""
     active, changed = vault.keys.active.id, 0
-    for source in sources:
-        while True:
-            with transaction(db):
-                stale = [row for row in source() if kek_of(row.blob) != active][:batch]
-                for row in stale:
-                    db.execute(f"UPDATE {row.table} SET {row.column} = ? WHERE {row.where}",
-                               (vault.rewrap(row.blob, row.kind, row.record_id), *row.key))
-            changed += len(stale)
-            if len(stale) < batch:
-                break
+    stale = [row for source in sources for row in source() if kek_of(row.blob) != active]
+    for start in range(0, len(stale), batch):
+        with transaction(db):
+            for row in stale[start : start + batch]:
+                current = db.execute(f"SELECT {row.column} FROM {row.table} WHERE {row.where}", row.key).fetchone()
+                if current is None or not isinstance(current[0], bytes) or kek_of(current[0]) == active:
+                    continue  # gone, or already re-sealed by the server
+                db.execute(f"UPDATE {row.table} SET {row.column} = ? WHERE {row.where}",
+                           (vault.rewrap(current[0], row.kind, row.record_id), *row.key))
+                changed += 1
     return changed
