@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -122,3 +123,59 @@ def pki(tmp_path_factory):
     client_key, client_cert = _write(root / "client", *_key_and_cert("supervisor.sam", ca_key, ca_cert.subject))
     return {"ca": ca_path, "server_key": server_key, "server_cert": server_cert, "client_key": client_key,
             "client_cert": client_cert}
+
+
+@contextlib.contextmanager
+def scratch_postgres():
+    """A real PostgreSQL server (Debian's `postgresql`, installed by `make test`) on a scratch cluster and a free
+    loopback port. Yields (admin URL, data directory). Also used by scripts/bench_vault.py."""
+    import shutil
+    import tempfile
+
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not binaries:
+        raise RuntimeError("PostgreSQL is not installed (make test installs Debian's postgresql)")
+    bindir = binaries[-1].parent
+    # Not under pytest's private tmp: the server runs as `postgres` when the tests run as root (initdb refuses root).
+    root = Path(tempfile.mkdtemp(prefix="aftercall-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        import pwd
+
+        owner = pwd.getpwnam("postgres")
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port, data = free_port(), root / "data"
+    try:
+        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", "aftercall",
+                        "--no-sync"], check=True, capture_output=True)
+        started = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"),
+                                  "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
+                                 capture_output=True, text=True)
+        if started.returncode:
+            raise RuntimeError(f"PostgreSQL did not start: {started.stderr}{(root / 'server.log').read_text()}")
+        yield f"postgresql://aftercall@127.0.0.1:{port}/postgres", data
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    with scratch_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_database(postgres):
+    """A fresh, empty database on the session's server: (URL, the cluster's data directory)."""
+    import uuid
+
+    import psycopg
+
+    admin_url, data = postgres
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    yield admin_url.rsplit("/", 1)[0] + f"/{name}", data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 
 import pytest
 
@@ -103,17 +104,29 @@ def _bytes_on_disk(directory) -> bytes:
     return b"".join(p.read_bytes() for p in directory.rglob("*") if p.is_file())
 
 
-@pytest.fixture
-def store(tmp_path, vault):
-    from aftercall.core.database import open_database
-    from aftercall.review.store import SummaryStore
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_db(request, tmp_path):
+    """The same store tests on both backends: (connection, where its bytes lie on disk)."""
+    from aftercall.core.database import open_store_database
 
-    db = open_database(tmp_path / "data")
-    yield SummaryStore(db, vault)
+    if request.param == "sqlite":
+        db = open_store_database("", tmp_path / "data")
+        yield db, tmp_path / "data"
+    else:
+        url, cluster = request.getfixturevalue("postgres_database")
+        db = open_store_database(url, tmp_path / "data")
+        yield db, cluster
     db.close()
 
 
-def test_stored_summaries_are_sealed_and_searchable(store, tmp_path):
+@pytest.fixture
+def store(store_db, vault):
+    from aftercall.review.store import SummaryStore
+
+    return SummaryStore(store_db[0], vault)
+
+
+def test_stored_summaries_are_sealed_and_searchable(store, store_db):
     from aftercall.review.store import SummaryFilter
 
     metadata = {"agent_id": "agent-4711", "tenant": "northgate", "queue": "cards", "customer_ref": "CUST-99812"}
@@ -133,7 +146,9 @@ def test_stored_summaries_are_sealed_and_searchable(store, tmp_path):
                             (SummaryFilter(tenant="northgate", state="approved"), ["PBX-call-8812"]),
                             (SummaryFilter(agent_id="agent-47"), [])):
         assert [s.call_id for s in store.list(where)[0]] == expected, where
-    on_disk = _bytes_on_disk(tmp_path / "data")
+    if not isinstance(store_db[0], sqlite3.Connection):
+        store_db[0].execute("CHECKPOINT")  # PostgreSQL: the rows into its data files, not only its WAL
+    on_disk = _bytes_on_disk(store_db[1])
     for secret in (b"Okafor", b"PBX-call-8812", b"agent-4711", b"northgate", b"CUST-99812", b"supervisor-jane",
                    b"BILLING_DISPUTE"):
         assert secret not in on_disk, secret
@@ -156,7 +171,8 @@ def test_rotation_rewraps_stored_summaries_online(store):
     sources = (store.sealed_rows, store.audit.sealed_rows)
     assert count_by_kek(sources) == {1: 7 + 8 + 8}  # summaries, versions, audit entries
     store._vault.keys.rotate()
-    assert rewrap_rows(store._db, store._vault, sources, batch=4) == 23 and count_by_kek(sources) == {2: 23}
+    assert rewrap_rows(store._vault, [(store._db, source) for source in sources], batch=4) == 23
+    assert count_by_kek(sources) == {2: 23}
     store._vault.keys.retire(1)
     assert store.get("call-0", include_history=True).history[1].summary["narrative"] == "Edited."
     assert store.audit.verify().problem is None  # re-wrapping did not break the audit chain
@@ -265,25 +281,25 @@ def test_spooled_audio_is_sealed_as_it_arrives(tmp_path, spooled, demo_clip):
 
 
 @pytest.fixture
-def audit(tmp_path, vault):
-    from aftercall.core.database import open_database
+def audit(store_db, vault):
     from aftercall.vault.audit import AuditLog
 
-    db = open_database(tmp_path / "audit-data")
+    db = store_db[0]
     log = AuditLog(db, vault)
     for index, (actor, action) in enumerate((("agent-1", "read"), ("agent-1", "edit"), ("sup-2", "approve"),
                                              ("auditor-3", "read"), ("admin-4", "keys.rotate"))):
         log.record(actor, action, f"call-{index}" if action != "keys.rotate" else "", reason="test")
-    yield log, db
-    db.close()
+    return log, db
 
 
-def test_the_audit_trail_reads_back_and_verifies(audit, tmp_path):
+def test_the_audit_trail_reads_back_and_verifies(audit, store_db):
     log, _ = audit
     verdict = log.verify()
     assert verdict.problem is None and verdict.entries == 5 and len(verdict.head) == 64
     assert [(e["actor"], e["action"], e["target"]) for e in log.entries("call-2")] == [("sup-2", "approve", "call-2")]
-    on_disk = _bytes_on_disk(tmp_path / "audit-data")
+    if not isinstance(audit[1], sqlite3.Connection):
+        audit[1].execute("CHECKPOINT")
+    on_disk = _bytes_on_disk(store_db[1])
     assert b"call-2" not in on_disk and b"sup-2" not in on_disk  # sealed; only their blind indexes are clear
 
 
@@ -398,7 +414,10 @@ def test_retention_shreds_what_expired_except_what_is_on_hold(tmp_path, store, s
         store.create_draft({**_summary(call_id), "transcript": transcript}, {"customer_ref": customer}, True, "ai",
                            created_at=now - age * day)
     spool, fmt, wav = spooled
-    calls = CallStore(store._db, store._vault, clock=lambda: now - 60 * day)
+    from aftercall.core.database import open_database
+
+    local = open_database(tmp_path / "local")  # jobs stay in the appliance's own SQLite whatever the store is
+    calls = CallStore(local, store._vault, clock=lambda: now - 60 * day)
     calls.create(CallJob("failed-long-ago", FAILED, "stream", fmt, ("agent", "customer"), {}))
     stream = spool.open_stream("failed-long-ago", fmt)
     stream.write_interleaved(wav.payload[:1600])
@@ -451,3 +470,33 @@ def test_two_rotations_at_once_make_two_keys_not_one_twice(tmp_path):
     on_disk = KeyRing.load(path)
     assert sorted(k.id for k in made) == [2, 3]
     assert all(on_disk.key(k.id) == k.key for k in made)  # neither rotation's key was lost
+
+
+async def test_appliances_share_summaries_through_postgresql(tmp_path, postgres_database):
+    """Two appliances (two data directories, one key file) on one PostgreSQL store: a summary one stored, the
+    other serves."""
+    from prometheus_client import CollectorRegistry
+
+    from aftercall.app import start_appliance
+    from aftercall.core.config import Config, ServerConfig, VaultConfig
+    from aftercall.core.database import open_store_database
+    from aftercall.review.store import SummaryStore
+    from aftercall.v1 import summaries_pb2 as spb
+    from aftercall.v1 import summaries_pb2_grpc as spb_grpc
+
+    url, _ = postgres_database
+    config = Config(server=ServerConfig(database_url=url), vault=VaultConfig(key_file=str(tmp_path / "keys.json")))
+    first = await start_appliance(config, ("summaries",), tmp_path / "a", "127.0.0.1:0", "", CollectorRegistry())
+    await first.stop(1)
+    db = open_store_database(url, tmp_path / "a")
+    SummaryStore(db, Vault(KeyRing.load(tmp_path / "keys.json"))).create_draft(_summary("shared-1"), {}, True, "ai")
+    db.close()
+    second = await start_appliance(config, ("summaries",), tmp_path / "b", "127.0.0.1:0", "", CollectorRegistry())
+    try:
+        import grpc
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            record = await spb_grpc.SummariesStub(channel).Get(spb.GetSummaryRequest(call_id="shared-1"))
+        assert json.loads(record.summary_json)["narrative"] == "Mrs Okafor lost her card."
+    finally:
+        await second.stop(1)

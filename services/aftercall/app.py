@@ -20,7 +20,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from aftercall.core.config import Config, parse_address
-from aftercall.core.database import lock_data_dir, open_database
+from aftercall.core.database import lock_data_dir, open_database, open_store_database, table_exists
 from aftercall.core.errors import ConfigError
 from aftercall.core.metrics import Metrics, serve_metrics
 from aftercall.core.rpc import GrpcServer, check_listen_security, is_loopback, read_api_key
@@ -103,12 +103,15 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             closers.insert(0, http_server.shutdown)
         vault = summaries = None
         if {"ingest", "summaries"} & set(services):  # `serve asr` alone stores nothing
+            store_db = open_store_database(config.server.database_url, data_dir, db)
+            if store_db is not db:
+                closers.append(store_db.close)
             key_file = key_file_path(config.vault.key_file)
-            if not key_file.exists() and _holds_sealed_records(db):
-                raise ConfigError(f"vault.key_file: {key_file} does not exist, but {data_dir} holds records sealed "
+            if not key_file.exists() and _holds_sealed_records(store_db):
+                raise ConfigError(f"vault.key_file: {key_file} does not exist, but the store holds records sealed "
                                   "with a key file: restore that one (a new key file could not open them)")
             vault = Vault(open_key_ring(config.vault.key_file, create_missing=True))
-            summaries = SummaryStore(db, vault)
+            summaries = SummaryStore(store_db, vault)
         bindings, processor = [], None
         if "ingest" in services:
             # One ingest per data directory: another would take this one's live calls for crashed ones.
@@ -143,11 +146,8 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
 
 
 def _holds_sealed_records(db) -> bool:
-    for table in ("sealed_summaries", "audit_log"):
-        exists = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone()
-        if exists and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
-            return True
-    return False
+    return any(table_exists(db, table) and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+               for table in ("sealed_summaries", "audit_log"))
 
 
 async def serve(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None,

@@ -222,7 +222,7 @@ def _data_dir(args: argparse.Namespace, config) -> Path:
 def _data_stores(args: argparse.Namespace, config):
     """The data directory's stores opened with the key file, as the admin commands use them (the server may be
     running: SQLite lets both write, one transaction at a time)."""
-    from aftercall.core.database import open_database
+    from aftercall.core.database import open_database, open_store_database
     from aftercall.ingest.calls import CallStore
     from aftercall.ingest.spool import Spool
     from aftercall.review.store import SummaryStore
@@ -232,10 +232,14 @@ def _data_stores(args: argparse.Namespace, config):
     vault = Vault(KeyRing.load(key_file_path(config.vault.key_file)))
     data_dir = _data_dir(args, config)
     db = open_database(data_dir)
+    store_db = None
     try:
-        yield SimpleNamespace(db=db, vault=vault, summaries=SummaryStore(db, vault), calls=CallStore(db, vault),
-                              spool=Spool(data_dir / "spool", vault))
+        store_db = open_store_database(config.server.database_url, data_dir, db)
+        yield SimpleNamespace(db=db, store_db=store_db, vault=vault, summaries=SummaryStore(store_db, vault),
+                              calls=CallStore(db, vault), spool=Spool(data_dir / "spool", vault))
     finally:
+        if store_db is not None and store_db is not db:
+            store_db.close()
         db.close()
 
 
@@ -258,10 +262,11 @@ def _keys(args: argparse.Namespace) -> int:
         return 0
     with _data_stores(args, config) as stores:
         ring, audit = stores.vault.keys, stores.summaries.audit
-        sources = (stores.summaries.sealed_rows, audit.sealed_rows, stores.calls.sealed_rows)
+        sources = ((stores.store_db, stores.summaries.sealed_rows), (stores.store_db, audit.sealed_rows),
+                   (stores.db, stores.calls.sealed_rows))
 
         def protected() -> dict[int, int]:
-            counts = count_by_kek(sources)
+            counts = count_by_kek(source for _, source in sources)
             for *_, blob in stores.spool.sealed_keys():
                 counts[kek_of(blob)] = counts.get(kek_of(blob), 0) + 1
             return counts
@@ -270,7 +275,7 @@ def _keys(args: argparse.Namespace) -> int:
             fresh = ring.rotate()
             audit.record(getpass.getuser(), "keys.rotate", "", kek=fresh.id)
             print(f"aftercall: key {fresh.id} is now active; re-wrapping stored records", file=sys.stderr)
-            changed = rewrap_rows(stores.db, stores.vault, sources) + stores.spool.rewrap()
+            changed = rewrap_rows(stores.vault, sources) + stores.spool.rewrap()
             print(f"aftercall: {changed} record(s) re-wrapped with key {fresh.id}", file=sys.stderr)
         elif args.action == "retire":
             still = protected().get(args.kek_id, 0)

@@ -117,6 +117,10 @@ class ServerConfig:
     metrics_listen: str = "127.0.0.1:9464"
     # Empty: $XDG_DATA_HOME/aftercall (~/.local/share/aftercall); the appliance uses /var/lib/aftercall.
     data_dir: str = ""
+    # Summaries and the audit trail in PostgreSQL (several appliances sharing one store), e.g.
+    # "postgresql://aftercall@db.site/aftercall?sslmode=verify-full"; empty: SQLite in data_dir. Passwords belong
+    # in ~/.pgpass or PGPASSFILE, not here.
+    database_url: str = ""
     # Certificates are read from files (systemd credentials on the appliance), never written in this file.
     tls_cert_file: str = ""
     tls_key_file: str = ""

@@ -1,8 +1,15 @@
-"""The appliance's SQLite database (one file in the data directory): calls in flight and stored summaries.
+"""The appliance's databases. SQLite (one file in the data directory) holds the calls in flight, always, and by
+default the stored summaries and the audit trail too; those two can live in PostgreSQL instead
+(`server.database_url`), so several appliances share one store.
 
-WAL with synchronous=FULL: a committed row survives `kill -9` and power loss. secure_delete: a deleted or replaced
-row's bytes are overwritten, not left in free pages (what crypto-shredding and the migration from plaintext rely on).
-Owner-only permissions as well as the vault's encryption.
+SQLite: WAL with synchronous=FULL, so a committed row survives `kill -9` and power loss; secure_delete, so a
+deleted or replaced row's bytes are overwritten, not left in free pages (what crypto-shredding and the migration
+from plaintext rely on); owner-only permissions as well as the vault's encryption.
+
+PostgreSQL is reached through `PgConnection`, which speaks the small part of sqlite3's interface the stores use
+(`?` parameters, rows by name or position, `executescript`, `in_transaction`), so both run the same store code.
+A write transaction there takes an advisory lock first: the stores' read-check-write steps rely on one writer at a
+time, which is what SQLite's BEGIN IMMEDIATE gives.
 """
 
 from __future__ import annotations
@@ -62,7 +69,10 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def truncate_log(db: sqlite3.Connection, attempts: int = 20) -> bool:
     """Checkpoint the WAL into the database file and empty it, so the log keeps no old image of a page whose rows
     were deleted (secure_delete has overwritten them in the file). A reader holding an old snapshot blocks that:
-    try for a while, then say so."""
+    try for a while, then say so. (PostgreSQL: deleted rows stay until VACUUM reclaims them; what protects them
+    there is that their data keys' KEK can be rotated and retired.)"""
+    if isinstance(db, PgConnection):
+        return True
     for _ in range(attempts):
         busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if not busy:
@@ -71,6 +81,93 @@ def truncate_log(db: sqlite3.Connection, attempts: int = 20) -> bool:
     logger.warning("the write-ahead log could not be emptied (a reader holds an old snapshot); deleted rows stay "
                    "in it until the next checkpoint")
     return False
+
+
+IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError,)
+try:
+    import psycopg
+
+    IntegrityError += (psycopg.IntegrityError,)
+except ImportError:  # SQLite only
+    psycopg = None
+
+_WRITER_LOCK = 0x6166746572  # "after": the advisory lock every aftercall writer takes
+
+
+class _Row(tuple):
+    """A row by position or by column name, like sqlite3.Row."""
+
+    names: dict[str, int]
+
+    def __getitem__(self, key):
+        return super().__getitem__(self.names[key] if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+class PgConnection:
+    """PostgreSQL behind the subset of sqlite3.Connection the stores use."""
+
+    def __init__(self, url: str):
+        if psycopg is None:
+            raise ConfigError("config server.database_url: PostgreSQL needs the psycopg package")
+        try:
+            self._connection = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+        except psycopg.Error as exc:
+            raise ConfigError(f"config server.database_url: cannot connect ({str(exc).strip().splitlines()[0]})") \
+                from None
+
+    def execute(self, sql: str, parameters: tuple | list = ()):
+        if sql == "BEGIN IMMEDIATE":
+            self._connection.execute("BEGIN")
+            return self._connection.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITER_LOCK,))
+        return self._connection.execute(_postgres(sql), tuple(parameters))
+
+    def executescript(self, script: str) -> None:
+        for statement in script.split(";"):
+            if statement.strip():
+                self.execute(statement)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def _row_factory(cursor):
+    names = {column.name: index for index, column in enumerate(cursor.description or ())}
+
+    def make(values):
+        row = _Row(values)
+        row.names = names
+        return row
+    return make
+
+
+def _postgres(sql: str) -> str:
+    """SQLite's dialect as the stores write it -> PostgreSQL's."""
+    for sqlite_type, postgres_type in ((" BLOB", " BYTEA"), (" REAL", " DOUBLE PRECISION"),
+                                       ("INTEGER PRIMARY KEY", "BIGINT PRIMARY KEY")):
+        sql = sql.replace(sqlite_type, postgres_type)
+    return sql.replace("?", "%s")
+
+
+def open_store_database(url: str, data_dir: Path, local: sqlite3.Connection | None = None):
+    """Where summaries and the audit trail live: PostgreSQL at `url`, or the data directory's SQLite file (`local`
+    when it is open already)."""
+    if url:
+        return PgConnection(url)
+    return local if local is not None else open_database(data_dir)
+
+
+def table_exists(db, name: str) -> bool:
+    if isinstance(db, PgConnection):
+        return db.execute("SELECT 1 FROM information_schema.tables WHERE table_name = ?", (name,)).fetchone() \
+            is not None
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 def lock_data_dir(data_dir: Path, owner: str) -> Callable[[], None]:

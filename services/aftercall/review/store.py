@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from aftercall.core.database import transaction, truncate_log
+from aftercall.core.database import IntegrityError, table_exists, transaction, truncate_log
 from aftercall.core.errors import AlreadyExistsError, ConflictError, NotFoundError, StateError, UserError
 from aftercall.vault.audit import AuditLog
 from aftercall.vault.envelope import Vault
@@ -121,7 +121,7 @@ class SummaryStore:
                 self._insert(summary, metadata, DRAFT, 1, complete, "", now, now)
                 self._add_version(self._key("call_id", call_id), 1, author, summary, now)
                 self._audit.record(author, "create", call_id, version=1)
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise AlreadyExistsError(f"a summary for call {call_id!r} already exists") from exc
 
     def _insert(self, summary: dict[str, Any], metadata: dict[str, Any], state: str, version: int, complete: bool,
@@ -326,14 +326,10 @@ _NOT_WRITTEN = {"transcript", "redactions", "evidence", "timings", "model", "gen
 def _migrate_plaintext(db: sqlite3.Connection, store: SummaryStore) -> None:
     """Summaries stored in the clear by aftercall before the vault: sealed into the new tables, the old ones dropped
     (secure_delete zeroes their pages). Under the write lock, so two processes starting at once migrate once."""
-    def pending() -> bool:
-        found = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'summaries'").fetchone()
-        return found is not None
-
-    if not pending():
+    if not table_exists(db, "summaries"):
         return
     with transaction(db):
-        if not pending():
+        if not table_exists(db, "summaries"):
             return
         for row in db.execute("SELECT * FROM summaries").fetchall():
             summary = {**json.loads(row["summary_json"]), "call_id": row["call_id"]}

@@ -34,12 +34,18 @@ def count_by_kek(sources: Iterable[Source]) -> dict[int, int]:
     return counts
 
 
-def rewrap_rows(db: sqlite3.Connection, vault: Vault, sources: Iterable[Source], batch: int = 500) -> int:
+def rewrap_rows(vault: Vault, sources: Iterable[tuple[sqlite3.Connection, Source]], batch: int = 500) -> int:
     """Re-wrap every listed row not yet on the active KEK; returns how many changed. The rows are found with one
     read; each batch is then a short write transaction that takes every row as it is now (the server may have
     changed it meanwhile), so the server waits for the write lock a moment at a time, never for the whole run."""
     active, changed = vault.keys.active.id, 0
-    stale = [row for source in sources for row in source() if kek_of(row.blob) != active]
+    for db, source in sources:
+        changed += _rewrap(db, vault, [row for row in source() if kek_of(row.blob) != active], active, batch)
+    return changed
+
+
+def _rewrap(db: sqlite3.Connection, vault: Vault, stale: list[SealedRow], active: int, batch: int) -> int:
+    changed = 0
     for start in range(0, len(stale), batch):
         with transaction(db):
             for row in stale[start : start + batch]:
