@@ -48,7 +48,6 @@ class Verdict:
 class AuditLog:
     def __init__(self, db: sqlite3.Connection, vault: Vault, clock=time.time):
         self.db = db  # the store's connection: a change and its entry commit together
-        self._db = db
         self._vault = vault
         self._clock = clock
         db.executescript(_SCHEMA)
@@ -59,20 +58,20 @@ class AuditLog:
 
     def record(self, actor: str, action: str, target: str = "", **detail: Any) -> None:
         """Append one entry (in its own transaction, or in the caller's when one is open)."""
-        if self._db.in_transaction:
+        if self.db.in_transaction:
             self._append(actor, action, target, detail)
         else:
-            with transaction(self._db):
+            with transaction(self.db):
                 self._append(actor, action, target, detail)
 
     def _append(self, actor: str, action: str, target: str, detail: dict) -> None:
-        last = self._db.execute("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
+        last = self.db.execute("SELECT seq, mac FROM audit_log ORDER BY seq DESC LIMIT 1").fetchone()
         seq, previous = (last["seq"] + 1, last["mac"]) if last else (1, _GENESIS)
         plaintext = json.dumps({"actor": actor, "target": target, **detail}, ensure_ascii=False).encode("utf-8")
         row = (seq, self._clock(), self._vault.blind_index("actor", actor), action,
                self._vault.blind_index("call_id", target) if target else "")
         mac = self._mac(previous, *row, plaintext)
-        self._db.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
+        self.db.execute("INSERT INTO audit_log VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (*row, self._vault.seal(plaintext, "audit", str(seq)), mac))
 
     def _mac(self, previous: str, seq: int, at: float, actor_key: str, action: str, target_key: str,
@@ -90,15 +89,15 @@ class AuditLog:
             sql, values = sql + " WHERE target_key = ?", (self._vault.blind_index("call_id", target),)
         return [{"seq": r["seq"], "at": r["at"], "action": r["action"],
                  **json.loads(self._vault.open(r["detail"], "audit", str(r["seq"])))}
-                for r in self._db.execute(sql + " ORDER BY seq", values)]
+                for r in self.db.execute(sql + " ORDER BY seq", values)]
 
     def sealed_rows(self) -> Iterator[SealedRow]:
-        for row in self._db.execute("SELECT seq, detail FROM audit_log"):
+        for row in self.db.execute("SELECT seq, detail FROM audit_log"):
             yield SealedRow("audit_log", "seq = ?", (row["seq"],), "detail", "audit", str(row["seq"]), row["detail"])
 
     def verify(self) -> Verdict:
         previous, expected_seq, count = _GENESIS, 1, 0
-        for row in self._db.execute("SELECT * FROM audit_log ORDER BY seq"):
+        for row in self.db.execute("SELECT * FROM audit_log ORDER BY seq"):
             if row["seq"] != expected_seq:
                 return Verdict(count, previous, f"entry {expected_seq} is missing (removed): the next one is "
                                                 f"{row['seq']}")
