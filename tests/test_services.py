@@ -533,6 +533,7 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
     from aftercall.vault.keys import open_key_ring
+    from aftercall.vault.tokens import issue_token
 
     access = AccessConfig(pbx=("pbx-1",), agent=("agent-a", "agent-b"), supervisor=("sup-s",), auditor=("aud-1",),
                           admin=("adm",), teams=("sup-s: agent-a",), trust_loopback_user=True)
@@ -586,7 +587,14 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
             claimed = stub.Get(spb.GetSummaryRequest(call_id="call-A"), metadata=as_user("aud-1"))
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await claimed
-        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED and "unidentified" in caught.value.details()
+            assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED and "unidentified" in caught.value.details()
+            # A signed token is believed instead (what a web UI without a client certificate sends).
+            keys = open_key_ring("", create_missing=False)
+            for token, code in ((issue_token(keys, "agent-b", 60), "OK"),
+                                (issue_token(keys, "agent-b", 60, now=time.time() - 3600), "UNAUTHENTICATED"),
+                                (issue_token(keys, "aud-1", 60)[:-2] + "xx", "UNAUTHENTICATED")):
+                sent = stub.Get(spb.GetSummaryRequest(call_id="call-B"), metadata=(("x-aftercall-token", token),))
+                assert await code_of(sent) == code
     finally:
         await appliance.stop(1)
     remote = dataclasses.replace(Config(), server=ServerConfig(allow_plaintext_remote=True))

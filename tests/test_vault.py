@@ -500,3 +500,18 @@ async def test_appliances_share_summaries_through_postgresql(tmp_path, postgres_
         assert json.loads(record.summary_json)["narrative"] == "Mrs Okafor lost her card."
     finally:
         await second.stop(1)
+
+
+def test_tokens_are_issued_from_the_key_file_and_checked(tmp_path):
+    from aftercall.core.errors import AuthenticationError
+    from aftercall.vault.tokens import verify_token
+    from conftest import run_cli
+
+    ring = KeyRing.create(tmp_path / "keys.json")
+    config = tmp_path / "aftercall.toml"
+    config.write_text(f'[vault]\nkey_file = "{tmp_path / "keys.json"}"\n')
+    issued = run_cli("tokens", "issue", "agent-1", "--hours", "1", "--config", config)
+    assert issued.returncode == 0 and verify_token(ring, issued.stdout.strip()) == "agent-1"
+    assert run_cli("tokens", "issue", "agent-1", "--hours", "0", "--config", config).returncode == 2
+    with pytest.raises(AuthenticationError, match="not a token this appliance's key file signed"):
+        verify_token(KeyRing.create(tmp_path / "other.json"), issued.stdout.strip())

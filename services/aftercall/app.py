@@ -112,6 +112,7 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
                                   "with a key file: restore that one (a new key file could not open them)")
             vault = Vault(open_key_ring(config.vault.key_file, create_missing=True))
             summaries = SummaryStore(store_db, vault)
+            access = AccessPolicy(config.access, vault.keys)  # now it can verify signed tokens
         bindings, processor = [], None
         if "ingest" in services:
             # One ingest per data directory: another would take this one's live calls for crashed ones.

@@ -82,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in key_actions.choices.values():
         _add_data_options(sub)
 
+    tokens = commands.add_parser("tokens", help="signed identity tokens for clients without a certificate")
+    token_actions = tokens.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
+    issue = token_actions.add_parser("issue", help="print a token naming USER (send it as x-aftercall-token)")
+    issue.add_argument("user")
+    issue.add_argument("--hours", type=float, default=8.0, help="how long it is valid (default 8, at most 168)")
+    issue.add_argument("--config", type=Path, help="aftercall TOML config file (optional)")
+
     erase = commands.add_parser("erase", help="crypto-shred a call's or a customer's stored records (erasure "
                                               "request)")
     whom = erase.add_mutually_exclusive_group(required=True)
@@ -140,6 +147,7 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 def _add_client_tls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", default="", help="who you are, for a server on loopback (x-aftercall-user; over "
                                                    "mutual TLS the certificate says it)")
+    parser.add_argument("--token", default="", help="a signed identity token (aftercall tokens issue)")
     parser.add_argument("--tls-ca", default="", help="CA certificate: use TLS and trust this CA")
     parser.add_argument("--tls-cert", default="", help="client certificate for mutual TLS")
     parser.add_argument("--tls-key", default="", help="client key for mutual TLS")
@@ -292,6 +300,20 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokens(args: argparse.Namespace) -> int:
+    from aftercall.vault.keys import KeyRing, key_file_path
+    from aftercall.vault.tokens import issue_token
+
+    config = _admin_config(args)
+    try:
+        token = issue_token(KeyRing.load(key_file_path(config.vault.key_file)), args.user, args.hours * 3600)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    print(token)
+    print(f"aftercall: a token for {args.user!r}, valid {args.hours:g} h", file=sys.stderr)
+    return 0
+
+
 def _erase(args: argparse.Namespace) -> int:
     from aftercall.vault.retention import erase_call
 
@@ -347,7 +369,7 @@ def _channel(args: argparse.Namespace):
     if (args.tls_cert or args.tls_key) and not (args.tls_cert and args.tls_key and args.tls_ca):
         raise UserError("mutual TLS needs --tls-ca, --tls-cert and --tls-key together")
     try:
-        return client_channel(args.server, args.tls_ca, args.tls_cert, args.tls_key, args.user)
+        return client_channel(args.server, args.tls_ca, args.tls_cert, args.tls_key, args.user, args.token)
     except OSError as exc:
         raise UserError(f"cannot read a TLS file: {exc.filename}: {exc.strerror}") from exc
 
@@ -429,7 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries,
-                "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention}[args.command](args)
+                "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention,
+                "tokens": _tokens}[args.command](args)
     except UserError as exc:
         print(f"aftercall: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -274,12 +274,12 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-class _UserMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
-    """Adds `x-aftercall-user` to every call: who the person at a loopback client is (a server believes it from
-    loopback only; elsewhere the client certificate says who is calling)."""
+class _IdentityMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds who is calling to every call: `x-aftercall-user` (believed from loopback only) and/or a signed
+    `x-aftercall-token`."""
 
-    def __init__(self, user: str):
-        self._metadata = ((USER_METADATA_KEY, user),)
+    def __init__(self, metadata: tuple[tuple[str, str], ...]):
+        self._metadata = metadata
 
     def _details(self, details):
         return details._replace(metadata=tuple(details.metadata or ()) + self._metadata)
@@ -292,7 +292,7 @@ class _UserMetadata(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInt
 
 
 def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_file: str = "",
-                   user: str = "") -> grpc.Channel:
+                   user: str = "", token: str = "") -> grpc.Channel:
     """A channel to an aftercall server: plaintext, TLS (ca_file) or mutual TLS (plus cert_file and key_file).
 
     The CLI's clients are synchronous on purpose: a grpc.aio client that is still writing when the server ends a
@@ -308,4 +308,5 @@ def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_fil
             certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
         )
         channel = grpc.secure_channel(address, credentials, options=options)
-    return grpc.intercept_channel(channel, _UserMetadata(user)) if user else channel
+    identity = tuple((key, value) for key, value in ((USER_METADATA_KEY, user), ("x-aftercall-token", token)) if value)
+    return grpc.intercept_channel(channel, _IdentityMetadata(identity)) if identity else channel

@@ -1,5 +1,6 @@
 """Who may do what: roles from `[access]`, matched against the caller's identity (its mTLS client certificate, or
-from loopback the `x-aftercall-user` metadata a local UI or proxy sets after authenticating the person).
+from loopback the `x-aftercall-user` metadata a local UI or proxy sets after authenticating the person, or a signed
+token from `aftercall tokens issue`).
 
 - pbx: sends calls (CallIngest) and nothing else;
 - agent: reads, edits and approves the summaries of their own calls;
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from aftercall.core.config import AccessConfig
 from aftercall.core.errors import ConfigError, PermissionDeniedError
 from aftercall.core.rpc import caller_identity, require_identity
+from aftercall.vault.keys import KeyRing
+from aftercall.vault.tokens import TOKEN_METADATA_KEY, verify_token
 
 ROLES = ("pbx", "agent", "supervisor", "auditor", "admin")
 
@@ -33,7 +36,8 @@ class Scope:
 
 
 class AccessPolicy:
-    def __init__(self, config: AccessConfig):
+    def __init__(self, config: AccessConfig, keys: KeyRing | None = None):
+        self._keys = keys  # verifies signed tokens; None: tokens are not accepted
         self._roles: dict[str, str] = {}
         for role in ROLES:
             for subject in getattr(config, role):
@@ -55,8 +59,15 @@ class AccessPolicy:
         return bool(self._roles)
 
     def identity(self, context, required_for: str = "") -> str | None:
-        """The caller's identity as this policy believes it (see AccessConfig.trust_loopback_user)."""
+        """The caller's identity as this policy believes it: the client certificate; else a signed token; else, from
+        loopback, the user metadata (see AccessConfig.trust_loopback_user)."""
         loopback = not self.enforced or self._trust_loopback_user
+        certified = caller_identity(context, loopback_metadata=False)
+        if certified is not None:
+            return certified
+        token = next((str(v) for k, v in context.invocation_metadata() or () if k == TOKEN_METADATA_KEY), None)
+        if token is not None and self._keys is not None:
+            return verify_token(self._keys, token)
         if required_for:
             return require_identity(context, required_for, loopback)
         return caller_identity(context, loopback)
