@@ -375,13 +375,14 @@ async def test_a_call_cut_off_by_a_crash_resumes_as_incomplete(serve, tmp_path, 
     from aftercall.core.database import open_database
     from aftercall.ingest.calls import RECEIVING, CallJob, CallStore
     from aftercall.vault.envelope import Vault
+    from aftercall.core.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
 
     # What a crash mid-stream leaves behind: the call row still receiving, part of the audio spooled.
     wav = read_wav(demo_clip)
     fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
     db = open_database(tmp_path / "data")
-    vault = Vault(open_key_ring("", create_missing=True))  # the key file the appliance will find
+    vault = Vault(open_key_ring(VaultConfig(), create_missing=True))  # the key file the appliance will find
     calls = CallStore(db, vault)
     for call_id in ("cut", "nothing-arrived"):
         calls.create(CallJob(call_id, RECEIVING, "stream", fmt, ("agent", "customer"), {"agent_id": "a1"}))
@@ -482,12 +483,13 @@ async def test_a_summary_stored_just_before_a_crash_finishes_its_bookkeeping(ser
     from aftercall.ingest.calls import RECEIVED, CallJob, CallStore
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
+    from aftercall.core.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
 
     db = open_database(tmp_path / "data")
     wav = read_wav(demo_clip)
     fmt = AudioFormat(wav.encoding, wav.sample_rate, wav.channels)
-    vault = Vault(open_key_ring("", create_missing=True))
+    vault = Vault(open_key_ring(VaultConfig(), create_missing=True))
     CallStore(db, vault).create(CallJob("stored", RECEIVED, "stream", fmt, ("agent", "customer"),
                                         {"ani": "07700900123"}))
     spool = Spool(tmp_path / "data" / "spool", vault).open_stream("stored", fmt)
@@ -509,11 +511,12 @@ async def test_a_stored_record_that_was_tampered_with_is_data_loss_not_garbage(s
     from aftercall.core.database import open_database
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
+    from aftercall.core.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
 
     appliance = await serve()
     db = open_database(tmp_path / "data")
-    store = SummaryStore(db, Vault(open_key_ring("", create_missing=False)))  # the key file the appliance made
+    store = SummaryStore(db, Vault(open_key_ring(VaultConfig(), create_missing=False)))  # the appliance made it
     store.create_draft({"call_id": "tampered", "disposition": {"code": "UNKNOWN"}}, {}, True, "test")
     record = bytearray(db.execute("SELECT record FROM sealed_summaries").fetchone()["record"])
     record[-5] ^= 0xFF
@@ -532,6 +535,7 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
     from aftercall.core.errors import ConfigError
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
+    from aftercall.core.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
     from aftercall.vault.tokens import issue_token
 
@@ -541,7 +545,7 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
     appliance = await start_appliance(config, SERVICES, tmp_path / "data", "127.0.0.1:0", "", CollectorRegistry(),
                                       pipeline)
     db = open_database(tmp_path / "data")
-    store = SummaryStore(db, Vault(open_key_ring("", create_missing=False)))
+    store = SummaryStore(db, Vault(open_key_ring(VaultConfig(), create_missing=False)))
     for call_id, agent in (("call-A", "agent-a"), ("call-B", "agent-b")):
         store.create_draft({"call_id": call_id, "disposition": {"code": "UNKNOWN"}}, {"agent_id": agent}, True, "ai")
     db.close()
@@ -589,7 +593,7 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
                 await claimed
             assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED and "unidentified" in caught.value.details()
             # A signed token is believed instead (what a web UI without a client certificate sends).
-            keys = open_key_ring("", create_missing=False)
+            keys = open_key_ring(VaultConfig(), create_missing=False)
             for token, code in ((issue_token(keys, "agent-b", 60), "OK"),
                                 (issue_token(keys, "agent-b", 60, now=time.time() - 3600), "UNAUTHENTICATED"),
                                 (issue_token(keys, "aud-1", 60)[:-2] + "xx", "UNAUTHENTICATED")):

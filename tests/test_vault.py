@@ -61,7 +61,7 @@ def test_rotation_rewraps_and_retiring_shreds(vault):
 def test_another_key_file_cannot_open_a_record(vault, tmp_path):
     sealed = vault.seal(b"secret", "summary", "a")
     stranger = Vault(KeyRing.create(tmp_path / "other.json"))
-    with pytest.raises(RecordUnreadableError, match="does not open its data key"):
+    with pytest.raises(RecordUnreadableError, match="does not open this data key"):
         stranger.open(sealed, "summary", "a")
     assert stranger.blind_index("agent_id", "A7") != vault.blind_index("agent_id", "A7")
     assert vault.blind_index("agent_id", "A7") == vault.blind_index("agent_id", "A7")
@@ -469,7 +469,7 @@ def test_two_rotations_at_once_make_two_keys_not_one_twice(tmp_path):
         made = list(pool.map(lambda _: KeyRing.load(path).rotate(), range(2)))
     on_disk = KeyRing.load(path)
     assert sorted(k.id for k in made) == [2, 3]
-    assert all(on_disk.key(k.id) == k.key for k in made)  # neither rotation's key was lost
+    assert all(on_disk._kek(k.id).key == k.key for k in made)  # neither rotation's key was lost
 
 
 async def test_appliances_share_summaries_through_postgresql(tmp_path, postgres_database):
@@ -515,3 +515,51 @@ def test_tokens_are_issued_from_the_key_file_and_checked(tmp_path):
     assert run_cli("tokens", "issue", "agent-1", "--hours", "0", "--config", config).returncode == 2
     with pytest.raises(AuthenticationError, match="not a token this appliance's key file signed"):
         verify_token(KeyRing.create(tmp_path / "other.json"), issued.stdout.strip())
+
+
+@pytest.fixture
+def softhsm(tmp_path, monkeypatch):
+    """A SoftHSM2 token of its own (Debian's softhsm2, installed by `make test`): the vault config that uses it."""
+    import subprocess
+
+    from aftercall.core.config import VaultConfig
+
+    module = "/usr/lib/softhsm/libsofthsm2.so"
+    if not os.path.exists(module):
+        pytest.fail("SoftHSM2 is not installed (make test installs Debian's softhsm2)")
+    (tmp_path / "tokens").mkdir()
+    (tmp_path / "softhsm2.conf").write_text(f"directories.tokendir = {tmp_path / 'tokens'}\n"
+                                            "objectstore.backend = file\nlog.level = ERROR\n")
+    monkeypatch.setenv("SOFTHSM2_CONF", str(tmp_path / "softhsm2.conf"))
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "aftercall", "--pin", "4321",
+                    "--so-pin", "8765"], check=True, capture_output=True)
+    pin = tmp_path / "pin"
+    pin.write_text("4321\n")
+    pin.chmod(0o600)
+    return VaultConfig(key_file=str(tmp_path / "keys.json"), pkcs11_module=module, pkcs11_token="aftercall",
+                       pkcs11_pin_file=str(pin))
+
+
+def test_keks_can_live_in_a_pkcs11_token(softhsm, tmp_path):
+    from aftercall.vault.keys import open_key_ring
+
+    vault = Vault(open_key_ring(softhsm, create_missing=True))
+    document = json.loads((tmp_path / "keys.json").read_text())
+    assert document["keks"] == [{"id": 1, "state": "active", "created_at": document["keks"][0]["created_at"],
+                                 "key": None, "token": True}]  # no key material outside the token
+    old = vault.seal(b"wrapped inside the token", "summary", "a")
+    assert vault.open(old, "summary", "a") == b"wrapped inside the token"
+    fresh = vault.keys.rotate()
+    moved = vault.rewrap(old, "summary", "a")
+    doomed = vault.seal(b"x", "summary", "b")
+    vault.keys.retire(1)  # destroys the key object in the token
+    reopened = Vault(open_key_ring(softhsm, create_missing=False))
+    assert kek_of(moved) == fresh.id and reopened.open(moved, "summary", "a") == b"wrapped inside the token"
+    assert kek_of(doomed) == fresh.id
+    with pytest.raises(RecordUnreadableError, match="key 1 was retired"):
+        reopened.open(old, "summary", "a")
+    with pytest.raises(ConfigError, match="keys of .* are in a PKCS#11 token"):
+        KeyRing.load(tmp_path / "keys.json")
+    os.chmod(softhsm.pkcs11_pin_file, 0o644)
+    with pytest.raises(ConfigError, match="vault.pkcs11_pin_file: .* readable by others"):
+        open_key_ring(softhsm, create_missing=False)

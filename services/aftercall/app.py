@@ -110,7 +110,7 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             if not key_file.exists() and _holds_sealed_records(store_db):
                 raise ConfigError(f"vault.key_file: {key_file} does not exist, but the store holds records sealed "
                                   "with a key file: restore that one (a new key file could not open them)")
-            vault = Vault(open_key_ring(config.vault.key_file, create_missing=True))
+            vault = Vault(open_key_ring(config.vault, create_missing=True))
             summaries = SummaryStore(store_db, vault)
             access = AccessPolicy(config.access, vault.keys)  # now it can verify signed tokens
         bindings, processor = [], None

@@ -235,9 +235,9 @@ def _data_stores(args: argparse.Namespace, config):
     from aftercall.ingest.spool import Spool
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
-    from aftercall.vault.keys import KeyRing, key_file_path
+    from aftercall.vault.keys import open_key_ring
 
-    vault = Vault(KeyRing.load(key_file_path(config.vault.key_file)))
+    vault = Vault(open_key_ring(config.vault, create_missing=False))
     data_dir = _data_dir(args, config)
     db = open_database(data_dir)
     store_db = None
@@ -259,13 +259,14 @@ def _admin_config(args: argparse.Namespace):
 
 def _keys(args: argparse.Namespace) -> int:
     from aftercall.vault.envelope import kek_of
+    from aftercall.vault.hsm import token_keys
     from aftercall.vault.keys import KeyRing, key_file_path
     from aftercall.vault.rotation import count_by_kek, rewrap_rows
 
     config = _admin_config(args)
     if args.action == "init":
         path = key_file_path(config.vault.key_file)
-        KeyRing.create(path)
+        KeyRing.create(path, token_keys(config.vault))
         print(f"aftercall: created {path} (key 1 active); back it up apart from the data", file=sys.stderr)
         return 0
     with _data_stores(args, config) as stores:
@@ -301,12 +302,12 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _tokens(args: argparse.Namespace) -> int:
-    from aftercall.vault.keys import KeyRing, key_file_path
+    from aftercall.vault.keys import open_key_ring
     from aftercall.vault.tokens import issue_token
 
     config = _admin_config(args)
     try:
-        token = issue_token(KeyRing.load(key_file_path(config.vault.key_file)), args.user, args.hours * 3600)
+        token = issue_token(open_key_ring(config.vault, create_missing=False), args.user, args.hours * 3600)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     print(token)

@@ -164,6 +164,12 @@ class VaultConfig:
     # (~/.config/aftercall/keys.json), apart from the data it protects. `aftercall keys init` makes it; `aftercall
     # serve` makes one on first start when there is none, and says so.
     key_file: str = ""
+    # KEKs in a PKCS#11 token instead of the key file (which then lists their ids and states, and keeps the
+    # blind-index key): the module (e.g. /usr/lib/softhsm/libsofthsm2.so), the token's label, and a 0600 file with
+    # the user PIN.
+    pkcs11_module: str = ""
+    pkcs11_token: str = ""
+    pkcs11_pin_file: str = ""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ class Vault:
         nonce, wrap_nonce = secrets.token_bytes(_NONCE), secrets.token_bytes(_NONCE)
         self.keys.refresh()  # a stat: a rotation done by `aftercall keys rotate` is used at once
         kek = self.keys.active
-        wrapped = AESGCM(kek.key).encrypt(wrap_nonce, data_key, b"data-key|" + aad)
+        wrapped = self.keys.wrap(kek, wrap_nonce, data_key, b"data-key|" + aad)
         return _HEADER.pack(MAGIC, kek.id, wrap_nonce, wrapped, nonce) + AESGCM(data_key).encrypt(nonce, plaintext,
                                                                                                aad)
 
@@ -60,7 +60,7 @@ class Vault:
             return blob
         data_key = self._unwrap(kek_id, wrap_nonce, wrapped, aad, kind, record_id)
         fresh_nonce = secrets.token_bytes(_NONCE)
-        rewrapped = AESGCM(kek.key).encrypt(fresh_nonce, data_key, b"data-key|" + aad)
+        rewrapped = self.keys.wrap(kek, fresh_nonce, data_key, b"data-key|" + aad)
         return _HEADER.pack(MAGIC, kek.id, fresh_nonce, rewrapped, nonce) + ciphertext
 
     def blind_index(self, field: str, value: str) -> str:
@@ -69,10 +69,9 @@ class Vault:
 
     def _unwrap(self, kek_id: int, wrap_nonce: bytes, wrapped: bytes, aad: bytes, kind: str, record_id: str) -> bytes:
         try:
-            return AESGCM(self.keys.key(kek_id)).decrypt(wrap_nonce, wrapped, b"data-key|" + aad)
-        except InvalidTag:
-            raise RecordUnreadableError(f"{kind} {record_id!r}: key {kek_id} in {self.keys.path} does not open its "
-                                        "data key (a different key file with the same key id?)") from None
+            return self.keys.unwrap(kek_id, wrap_nonce, wrapped, b"data-key|" + aad)
+        except RecordUnreadableError as exc:
+            raise RecordUnreadableError(f"{kind} {record_id!r}: {exc}") from None
 
 
 def kek_of(blob: bytes) -> int:

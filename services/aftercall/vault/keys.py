@@ -20,7 +20,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from aftercall.core.config import VaultConfig
 from aftercall.core.errors import ConfigError, RecordUnreadableError
+from aftercall.vault.hsm import Pkcs11Keys, token_keys
 
 logger = logging.getLogger(__name__)
 
@@ -34,36 +39,40 @@ class Kek:
     id: int
     state: str
     created_at: float
-    # None once retired: what it wrapped is gone for good (crypto-shredding). Never in a repr or a traceback.
+    # None once retired (what it wrapped is gone for good: crypto-shredding), or when it lives in a PKCS#11 token.
+    # Never in a repr or a traceback.
     key: bytes | None = field(repr=False)
+    in_token: bool = False
 
 
 class KeyRing:
-    def __init__(self, path: Path, keks: tuple[Kek, ...], index_key: bytes):
+    def __init__(self, path: Path, keks: tuple[Kek, ...], index_key: bytes, token: Pkcs11Keys | None = None):
         self.path = path
         self.keks = keks
         self.index_key = index_key
+        self._token = token
         self._seen = _signature(path)
 
     def refresh(self) -> None:
         """Take up a change another process made to the file (`aftercall keys rotate` while serving): new data keys
         are then wrapped by the new active KEK, and records it re-wrapped can be opened."""
         if _signature(self.path) != self._seen:
-            fresh = KeyRing.load(self.path)
+            fresh = KeyRing.load(self.path, self._token)
             if fresh.index_key != self.index_key:
                 raise ConfigError(f"vault.key_file: {self.path} was replaced by a different key file")
             self.keks, self._seen = fresh.keks, fresh._seen
 
     # -- the file ------------------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path) -> "KeyRing":
-        ring = cls(path, (Kek(1, ACTIVE, time.time(), secrets.token_bytes(KEY_BYTES)),),
-                   secrets.token_bytes(KEY_BYTES))
+    def create(cls, path: Path, token: Pkcs11Keys | None = None) -> "KeyRing":
+        if path.exists():  # checked first too, so a token key is not made for nothing
+            raise ConfigError(f"vault.key_file: {path} already exists; `aftercall keys rotate` adds a key to it")
+        ring = cls(path, (_new_kek(1, token),), secrets.token_bytes(KEY_BYTES), token)
         ring.save(exclusive=True)  # never over a key file another process made a moment ago
         return ring
 
     @classmethod
-    def load(cls, path: Path) -> "KeyRing":
+    def load(cls, path: Path, token: Pkcs11Keys | None = None) -> "KeyRing":
         try:
             info = path.stat()
         except FileNotFoundError:
@@ -81,18 +90,21 @@ class KeyRing:
             if document.get("format") != FORMAT:
                 raise ValueError(f"format is not {FORMAT}")
             keks = tuple(Kek(int(k["id"]), k["state"], float(k["created_at"]),
-                             _decode(k["key"]) if k.get("key") else None) for k in document["keks"])
-            ring = cls(path, keks, _decode(document["index_key"]))
+                             _decode(k["key"]) if k.get("key") else None, bool(k.get("token")))
+                         for k in document["keks"])
+            ring = cls(path, keks, _decode(document["index_key"]), token)
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"vault.key_file: {path} is not a valid key file ({exc})") from None
         ring._check()
+        if token is None and any(k.in_token and k.state != RETIRED for k in keks):
+            raise ConfigError(f"vault.pkcs11_module: the keys of {path} are in a PKCS#11 token; configure it")
         return ring
 
     def save(self, exclusive: bool = False) -> None:
         self._check()
         document = {"format": FORMAT, "index_key": _encode(self.index_key),
                     "keks": [{"id": k.id, "state": k.state, "created_at": k.created_at,
-                              "key": _encode(k.key) if k.key else None} for k in self.keks]}
+                              "key": _encode(k.key) if k.key else None, "token": k.in_token} for k in self.keks]}
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -123,7 +135,7 @@ class KeyRing:
 
     def _check(self) -> None:
         active = [k for k in self.keks if k.state == ACTIVE]
-        if len(active) != 1 or active[0].key is None:
+        if len(active) != 1 or (active[0].key is None and not active[0].in_token):
             raise ConfigError(f"vault.key_file: {self.path} must have exactly one active key")
         if len({k.id for k in self.keks}) != len(self.keks) or len(self.index_key) != KEY_BYTES:
             raise ConfigError(f"vault.key_file: {self.path} is corrupt (duplicate key ids or a bad index key)")
@@ -135,14 +147,29 @@ class KeyRing:
     def active(self) -> Kek:
         return next(k for k in self.keks if k.state == ACTIVE)
 
-    def key(self, kek_id: int) -> bytes:
+    def wrap(self, kek: Kek, nonce: bytes, data_key: bytes, aad: bytes) -> bytes:
+        if kek.in_token:
+            return self._token.wrap(kek.id, nonce, data_key, aad)
+        return AESGCM(kek.key).encrypt(nonce, data_key, aad)
+
+    def unwrap(self, kek_id: int, nonce: bytes, wrapped: bytes, aad: bytes) -> bytes:
+        kek = self._kek(kek_id)
+        if kek.in_token:
+            return self._token.unwrap(kek_id, nonce, wrapped, aad)
+        try:
+            return AESGCM(kek.key).decrypt(nonce, wrapped, aad)
+        except InvalidTag:
+            raise RecordUnreadableError(f"key {kek_id} in {self.path} does not open this data key (a different key "
+                                        "file with the same key id?)") from None
+
+    def _kek(self, kek_id: int) -> Kek:
         if all(kek.id != kek_id for kek in self.keks):
             self.refresh()
         for kek in self.keks:
             if kek.id == kek_id:
-                if kek.key is None:
+                if kek.state == RETIRED:
                     raise RecordUnreadableError(f"key {kek_id} was retired: what it protected is gone for good")
-                return kek.key
+                return kek
         raise RecordUnreadableError(f"key {kek_id} is not in {self.path} (a different key file?)")
 
     @contextmanager
@@ -151,7 +178,7 @@ class KeyRing:
         at once must not both make key N+1 with different material."""
         with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            self.keks = KeyRing.load(self.path).keks
+            self.keks = KeyRing.load(self.path, self._token).keks
             yield
             self.save()
 
@@ -159,7 +186,7 @@ class KeyRing:
         """A new active KEK; the old one stays readable (`previous`) until the data is re-wrapped and it is
         retired."""
         with self._changing():
-            fresh = Kek(max(k.id for k in self.keks) + 1, ACTIVE, time.time(), secrets.token_bytes(KEY_BYTES))
+            fresh = _new_kek(max(k.id for k in self.keks) + 1, self._token)
             self.keks = tuple(replace(k, state=PREVIOUS) if k.state == ACTIVE else k for k in self.keks) + (fresh,)
         return fresh
 
@@ -171,18 +198,28 @@ class KeyRing:
                 raise ConfigError(f"key {kek_id}: not in {self.path}")
             if kek.state == ACTIVE:
                 raise ConfigError(f"key {kek_id} is the active key: rotate first, then retire it")
+            if kek.in_token and kek.state != RETIRED:
+                self._token.destroy(kek_id)
             self.keks = tuple(replace(k, state=RETIRED, key=None) if k.id == kek_id else k for k in self.keks)
 
 
-def open_key_ring(configured: str, create_missing: bool) -> KeyRing:
-    """The configured key file; with `create_missing` (what `aftercall serve` does on a first start) a new one."""
-    path = key_file_path(configured)
+def open_key_ring(config: VaultConfig, create_missing: bool) -> KeyRing:
+    """The configured key file (and token); with `create_missing` (what `aftercall serve` does on a first start)
+    a new one."""
+    path, token = key_file_path(config.key_file), token_keys(config)
     if create_missing and not path.exists():
-        ring = KeyRing.create(path)
+        ring = KeyRing.create(path, token)
         logger.warning("created a new key file %s: back it up apart from the data; without it nothing stored can "
                        "be read", path)
         return ring
-    return KeyRing.load(path)
+    return KeyRing.load(path, token)
+
+
+def _new_kek(kek_id: int, token: Pkcs11Keys | None) -> Kek:
+    if token is None:
+        return Kek(kek_id, ACTIVE, time.time(), secrets.token_bytes(KEY_BYTES))
+    token.generate(kek_id)
+    return Kek(kek_id, ACTIVE, time.time(), None, in_token=True)
 
 
 def key_file_path(configured: str) -> Path:
