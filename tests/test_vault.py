@@ -563,3 +563,25 @@ def test_keks_can_live_in_a_pkcs11_token(softhsm, tmp_path):
     os.chmod(softhsm.pkcs11_pin_file, 0o644)
     with pytest.raises(ConfigError, match="vault.pkcs11_pin_file: .* readable by others"):
         open_key_ring(softhsm, create_missing=False)
+
+
+def test_a_damaged_database_is_refused_at_start_not_half_read(tmp_path):
+    from aftercall.core.database import DATABASE_NAME, open_database
+    from aftercall.review.store import SummaryStore
+    from conftest import run_cli
+
+    data = tmp_path / "data"
+    db = open_database(data)
+    SummaryStore(db, Vault(KeyRing.create(tmp_path / "keys.json")))
+    for index in range(50):
+        db.execute("INSERT INTO audit_log VALUES (?, 0, '', 'x', '', ?, '')", (index + 1, bytes(4000)))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    path = data / DATABASE_NAME
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # a disk that filled, a copy cut short
+    with pytest.raises(ConfigError, match=r"aftercall.db is damaged .*restore it from a backup"):
+        open_database(data)
+    config = tmp_path / "aftercall.toml"
+    config.write_text(f'[vault]\nkey_file = "{tmp_path / "keys.json"}"\n[server]\ndata_dir = "{data}"\n')
+    refused = run_cli("audit", "verify", "--config", config)
+    assert refused.returncode == 2 and "is damaged" in refused.stderr and "Traceback" not in refused.stderr

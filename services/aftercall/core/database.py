@@ -46,10 +46,20 @@ def open_database(data_dir: Path) -> sqlite3.Connection:
     # Used only from the event loop's thread; autocommit off so every change is an explicit transaction.
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     connection.row_factory = sqlite3.Row
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=FULL")
-    connection.execute("PRAGMA secure_delete=ON")
-    connection.execute("PRAGMA busy_timeout=5000")
+    try:
+        connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("PRAGMA secure_delete=ON")
+        # A damaged file (truncated, overwritten) is refused at start rather than half-read later. quick_check
+        # reads every page once: a moment for an appliance's database.
+        verdict = connection.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        verdict = str(exc)
+    if verdict != "ok":
+        connection.close()
+        raise ConfigError(f"config server.data_dir: {path} is damaged ({verdict}); restore it from a backup (nothing "
+                          "was changed)")
     return connection
 
 
