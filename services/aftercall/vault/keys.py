@@ -105,9 +105,12 @@ class KeyRing:
         document = {"format": FORMAT, "index_key": _encode(self.index_key),
                     "keks": [{"id": k.id, "state": k.state, "created_at": k.created_at,
                               "key": _encode(k.key) if k.key else None, "token": k.in_token} for k in self.keks]}
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:  # a read-only /etc under systemd: the provisioning makes the file, not the service
+            raise ConfigError(f"vault.key_file: cannot write {self.path} ({exc.strerror})") from None
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 json.dump(document, handle, indent=1)
