@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := sox festival festvox-us-slt-hts festvox-kallpc16k prometheus postgresql softhsm2 systemd
 SYSTEM_STAMP := $(VENV)/.system
 
-.PHONY: demo test venv proto system-deps quality bench sample-audio clean
+.PHONY: demo test venv proto system-deps quality bench bundle sample-audio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ quality: $(STAMP)
 bench: $(STAMP) $(GENERATED)
 	$(BIN)/python scripts/bench_services.py
 	$(BIN)/python scripts/bench_vault.py
+
+# The signed offline bundle (needs the package index once): dist/aftercall-bundle-<version>.tar.
+bundle: $(STAMP) $(GENERATED)
+	$(BIN)/python scripts/make_bundle.py
 
 sample-audio: $(SYSTEM_STAMP)
 	$(BIN)/python scripts/make_call_audio.py samples/demo_call.json --out samples/demo_call.wav

@@ -82,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in key_actions.choices.values():
         _add_data_options(sub)
 
+    bundle = commands.add_parser("bundle", help="the signed offline bundle for air-gapped installs")
+    bundle_actions = bundle.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
+    keygen = bundle_actions.add_parser("keygen", help="make an Ed25519 signing key (0600) and its public key")
+    keygen.add_argument("--out", type=Path, required=True, help="directory for bundle-signing.key/.pub")
+    check = bundle_actions.add_parser("verify", help="check a bundle's signature and every file's sha256")
+    check.add_argument("bundle", type=Path)
+    check.add_argument("--public-key", type=Path, required=True, help="the release's Ed25519 public key (PEM)")
+
     tokens = commands.add_parser("tokens", help="signed identity tokens for clients without a certificate")
     token_actions = tokens.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
     issue = token_actions.add_parser("issue", help="print a token naming USER (send it as x-aftercall-token)")
@@ -301,6 +309,25 @@ def _keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle(args: argparse.Namespace) -> int:
+    from aftercall.bundle import generate_keys, verify_bundle
+
+    if args.action == "keygen":
+        try:
+            private, public = generate_keys(args.out)
+        except FileExistsError:
+            raise UserError(f"{args.out}: a signing key is already there; never overwritten") from None
+        print(f"aftercall: signing key {private} (keep it off the sites), public key {public}", file=sys.stderr)
+        return 0
+    try:
+        manifest = verify_bundle(args.bundle, args.public_key)
+    except OSError as exc:
+        raise UserError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    print(f"aftercall: {args.bundle} is whole and signed: version {manifest['version']}, {len(manifest['files'])} "
+          "files", file=sys.stderr)
+    return 0
+
+
 def _tokens(args: argparse.Namespace) -> int:
     from aftercall.vault.keys import open_key_ring
     from aftercall.vault.tokens import issue_token
@@ -453,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries,
                 "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention,
-                "tokens": _tokens}[args.command](args)
+                "tokens": _tokens, "bundle": _bundle}[args.command](args)
     except UserError as exc:
         print(f"aftercall: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

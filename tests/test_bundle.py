@@ -1,0 +1,77 @@
+"""The signed offline bundle: `aftercall bundle keygen/verify` and what verify refuses."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import pytest
+
+from aftercall.bundle import build_bundle
+from conftest import run_cli
+
+
+@pytest.fixture
+def release(tmp_path):
+    """A signing key pair (through the CLI) and a small bundle signed with it."""
+    made = run_cli("bundle", "keygen", "--out", tmp_path / "keys")
+    assert made.returncode == 0, made.stderr
+    assert oct((tmp_path / "keys" / "bundle-signing.key").stat().st_mode & 0o777) == "0o600"
+    (tmp_path / "content").mkdir()
+    files = {}
+    for name, text in (("wheels/aftercall-0.1.0-py3-none-any.whl", "wheel"), ("deploy/aftercall.service", "unit"),
+                       ("model_repository/call_summariser/config.pbtxt", "config")):
+        path = tmp_path / "content" / name.replace("/", "_")
+        path.write_text(text)
+        files[name] = path
+    bundle = build_bundle(tmp_path / "dist" / "aftercall-bundle-0.1.0.tar", files,
+                          tmp_path / "keys" / "bundle-signing.key", "0.1.0")
+    return bundle, tmp_path / "keys" / "bundle-signing.pub"
+
+
+def _rewrite(bundle, change) -> None:
+    """Re-tar the bundle with `change(name, data) -> data | None` applied to each member (None drops it)."""
+    with tarfile.open(bundle) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(bundle, "w") as tar:
+        for member, data in members:
+            data = change(member.name, data)
+            if data is not None:
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+
+
+def test_a_whole_signed_bundle_verifies(release):
+    bundle, public = release
+    result = run_cli("bundle", "verify", bundle, "--public-key", public)
+    assert result.returncode == 0 and "whole and signed: version 0.1.0, 3 files" in result.stderr
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda name, data: b"evil" if name == "deploy/aftercall.service" else data,
+     "deploy/aftercall.service does not match its sha256"),
+    (lambda name, data: None if name == "MANIFEST.sig" else data, "unsigned"),
+    (lambda name, data: None if name.startswith("wheels/") else data, "is in the manifest but not in the bundle"),
+    (lambda name, data: data.replace(b"0.1.0", b"0.9.9") if name == "MANIFEST.json" else data,
+     "signature does not match"),
+])
+def test_a_tampered_bundle_is_refused(release, change, problem):
+    bundle, public = release
+    _rewrite(bundle, change)
+    result = run_cli("bundle", "verify", bundle, "--public-key", public)
+    assert result.returncode == 2 and problem in result.stderr, result.stderr
+
+
+def test_a_file_added_or_another_key_is_refused(release, tmp_path):
+    bundle, public = release
+    run_cli("bundle", "keygen", "--out", tmp_path / "other")
+    stranger = run_cli("bundle", "verify", bundle, "--public-key", tmp_path / "other" / "bundle-signing.pub")
+    assert stranger.returncode == 2 and "signature does not match" in stranger.stderr
+    with tarfile.open(bundle, "a") as tar:
+        extra = tarfile.TarInfo("../../etc/cron.d/evil")
+        extra.size = 4
+        tar.addfile(extra, io.BytesIO(b"evil"))
+    added = run_cli("bundle", "verify", bundle, "--public-key", public)
+    assert added.returncode == 2 and "../../etc/cron.d/evil is not in the signed manifest" in added.stderr
+    again = run_cli("bundle", "keygen", "--out", tmp_path / "other")
+    assert again.returncode == 2 and "never overwritten" in again.stderr
