@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := sox festival festvox-us-slt-hts festvox-kallpc16k prometheus postgresql softhsm2 systemd
 SYSTEM_STAMP := $(VENV)/.system
 
-.PHONY: demo test venv proto system-deps quality bench bundle sample-audio clean
+ANSIBLE_VENV := .venv-ansible
+ANSIBLE_STAMP := $(ANSIBLE_VENV)/.installed
+
+.PHONY: demo test venv proto system-deps quality bench bundle ansible-lint ansible-test sample-audio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +19,13 @@ $(STAMP): pyproject.toml
 	touch $@
 
 venv: $(STAMP)
+
+# Ansible in its own venv: the control node's tools, kept apart from the appliance's pinned dependencies.
+$(ANSIBLE_STAMP):
+	$(PYTHON) -m venv $(ANSIBLE_VENV)
+	$(ANSIBLE_VENV)/bin/pip install --quiet --upgrade pip
+	$(ANSIBLE_VENV)/bin/pip install --quiet ansible-core==2.19.14 ansible-lint==26.10.1
+	touch $@
 
 # gRPC code is generated from proto/ into the package (services/aftercall/v1), never committed.
 PROTOS := $(wildcard proto/aftercall/v1/*.proto)
@@ -46,7 +56,7 @@ system-deps: $(SYSTEM_STAMP)
 demo: $(STAMP) $(GENERATED)
 	$(BIN)/aftercall summarise samples/demo_call.wav --format text
 
-test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
+test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP) $(ANSIBLE_STAMP)
 	$(BIN)/python -m pytest -q
 
 # Quality figures on the public sets in ../shared/data (docs/quality.md).
@@ -63,8 +73,15 @@ bench: $(STAMP) $(GENERATED)
 bundle: $(STAMP) $(GENERATED)
 	$(BIN)/python scripts/make_bundle.py
 
+ansible-lint: $(ANSIBLE_STAMP)
+	cd ansible && PATH=$(CURDIR)/$(ANSIBLE_VENV)/bin:$$PATH ../$(ANSIBLE_VENV)/bin/ansible-lint --offline --profile production
+
+# The playbook applied for real to a Debian 12 target under systemd-nspawn (needs root; tests/ansible/run.sh).
+ansible-test: $(STAMP) $(GENERATED) $(ANSIBLE_STAMP)
+	bash tests/ansible/run.sh
+
 sample-audio: $(SYSTEM_STAMP)
 	$(BIN)/python scripts/make_call_audio.py samples/demo_call.json --out samples/demo_call.wav
 
 clean:
-	rm -rf $(VENV) build *.egg-info services/*.egg-info .pytest_cache services/aftercall/v1
+	rm -rf $(VENV) $(ANSIBLE_VENV) build *.egg-info services/*.egg-info .pytest_cache services/aftercall/v1

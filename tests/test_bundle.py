@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
 import tarfile
 
 import pytest
 
 from aftercall.bundle import build_bundle
-from conftest import run_cli
+from conftest import ROOT, run_cli
+
+ANSIBLE_BIN = ROOT / ".venv-ansible" / "bin"
 
 
 @pytest.fixture
@@ -75,3 +79,25 @@ def test_a_file_added_or_another_key_is_refused(release, tmp_path):
     assert added.returncode == 2 and "../../etc/cron.d/evil is not in the signed manifest" in added.stderr
     again = run_cli("bundle", "keygen", "--out", tmp_path / "other")
     assert again.returncode == 2 and "never overwritten" in again.stderr
+
+
+def _ansible_verify(bundle, public) -> subprocess.CompletedProcess:
+    """The playbook's check: the aftercall_bundle_verify module, run by ansible on the control node."""
+    return subprocess.run([str(ANSIBLE_BIN / "ansible"), "localhost", "-m", "aftercall_bundle_verify",
+                           "-a", f"bundle={bundle} public_key={public}"],
+                          capture_output=True, text=True, cwd=ROOT / "ansible", timeout=120,
+                          env={**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1"})
+
+
+def test_the_playbook_accepts_a_whole_signed_bundle(release):
+    checked = _ansible_verify(*release)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert '"version": "0.1.0"' in checked.stdout and '"changed": false' in checked.stdout
+
+
+def test_the_playbook_refuses_a_tampered_bundle(release, tmp_path):
+    bundle, public = release
+    _rewrite(bundle, lambda name, data: b"other" if name.startswith("deploy/") else data)
+    checked = _ansible_verify(bundle, public)
+    assert checked.returncode != 0
+    assert "refusing the bundle" in checked.stdout and "deploy/aftercall.service does not match" in checked.stdout

@@ -29,7 +29,7 @@ def installed(tmp_path_factory):
     shutil.copytree(UNITS, target, dirs_exist_ok=True)
     here = str(Path(sys.executable).parent / "aftercall")
     for unit in target.glob("*.service"):
-        unit.write_text(unit.read_text().replace("/opt/aftercall/venv/bin/aftercall", here))
+        unit.write_text(unit.read_text().replace("/opt/aftercall/current/venv/bin/aftercall", here))
     return target
 
 

@@ -323,6 +323,8 @@ def _bundle(args: argparse.Namespace) -> int:
         manifest = verify_bundle(args.bundle, args.public_key)
     except OSError as exc:
         raise UserError(f"cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:  # BundleError, or a key file that is not PEM
+        raise UserError(str(exc)) from None
     print(f"aftercall: {args.bundle} is whole and signed: version {manifest['version']}, {len(manifest['files'])} "
           "files", file=sys.stderr)
     return 0
