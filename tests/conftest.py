@@ -17,6 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 ROOT = Path(__file__).resolve().parent.parent
+# The control node's Ansible (make test installs it apart from the appliance's dependencies).
+ANSIBLE_BIN = ROOT / ".venv-ansible" / "bin"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from conftest import ROOT
-
-ANSIBLE_BIN = ROOT / ".venv-ansible" / "bin"
+from conftest import ANSIBLE_BIN, ROOT
 
 
 def test_ansible_lint_production_profile_offline():

@@ -10,9 +10,7 @@ import tarfile
 import pytest
 
 from aftercall.bundle import build_bundle
-from conftest import ROOT, run_cli
-
-ANSIBLE_BIN = ROOT / ".venv-ansible" / "bin"
+from conftest import ANSIBLE_BIN, ROOT, run_cli
 
 
 @pytest.fixture
