@@ -9,7 +9,7 @@ SYSTEM_STAMP := $(VENV)/.system
 ANSIBLE_VENV := .venv-ansible
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.installed
 
-.PHONY: demo test venv proto system-deps quality bench bundle ansible-lint ansible-test sample-audio clean
+.PHONY: demo test venv proto system-deps eval bench bundle ansible-lint ansible-test sample-audio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -59,15 +59,17 @@ demo: $(STAMP) $(GENERATED)
 test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP) $(ANSIBLE_STAMP)
 	$(BIN)/python -m pytest -q
 
-# Quality figures on the public sets in ../shared/data (docs/quality.md).
-quality: $(STAMP)
-	$(BIN)/python scripts/quality_report.py
+# Quality on the regression calls and the public sets in ../shared/data (absent sets are skipped), text and audio
+# mode side by side: reports/eval.html + eval.json (docs/quality.md has a measured run). Exit 1 when a gate fails.
+EVAL_SETS := tests/calls tweetsumm dialogsum presidio banking77 dstc11 abcd
+eval: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
+	$(BIN)/aftercall eval $(EVAL_SETS) --mode both --tuned-on calls --tuned-on tweetsumm \
+	  --audio-cache .cache/eval-audio --gate 'calls/disposition_accuracy>=0.75' $(EVAL_ARGS)
 
-# Served-path figures (post-call latency at 1/10/50 concurrent calls, peak memory, overhead): reports/bench.md;
-# the vault's (sealed vs clear throughput, key rotation): reports/bench-vault.md.
+# Speed, memory and concurrency of every stage (calls of 1/5/20 min, 1/10/50/200 concurrent real-time calls, Triton,
+# the vault): reports/bench.json + bench.html, a dated summary appended to docs/benchmarks.md (about 25 minutes).
 bench: $(STAMP) $(GENERATED)
-	$(BIN)/python scripts/bench_services.py
-	$(BIN)/python scripts/bench_vault.py
+	$(BIN)/aftercall bench
 
 # The signed offline bundle (needs the package index once): dist/aftercall-bundle-<version>.tar.
 bundle: $(STAMP) $(GENERATED)

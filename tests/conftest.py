@@ -1,11 +1,8 @@
 from __future__ import annotations
 
-import contextlib
 import datetime
 import ipaddress
 import os
-import socket
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +12,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+# Shared with the benchmarks; imported here so that the tests keep `from conftest import ...`.
+from aftercall.core.audio import wav_header  # noqa: F401
+from aftercall.evaluation.scratch import free_port, scratch_postgres  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 # The control node's Ansible (make test installs it apart from the appliance's dependencies).
@@ -65,28 +66,12 @@ def transcriber():
     return EmbeddedTranscriber()
 
 
-def free_port() -> int:
-    """A free TCP port on loopback (for servers that cannot bind port 0 and report it, like tritonserver)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wav_header(tag: int, channels: int, rate: int, bits: int, data_size: int) -> bytes:
-    block = channels * bits // 8
-    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
-    return (b"RIFF" + struct.pack("<I", 36 + data_size) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-            + b"data" + struct.pack("<I", data_size))
-
-
 @pytest.fixture(scope="session")
 def demo_clip() -> bytes:
     """The first 14 s of the demo call (stereo mu-law 8 kHz): greeting, reason, a card read out; ASR in ~2 s."""
-    from aftercall.core.audio import read_wav
+    from aftercall.evaluation.bench_tools import demo_call
 
-    wav = read_wav(DEMO_WAV.read_bytes())
-    payload = wav.payload[: 14 * 8000 * 2]
-    return wav_header(7, 2, 8000, 8, len(payload)) + payload
+    return demo_call(14)
 
 
 # -- a throwaway PKI for the TLS tests -------------------------------------------------------------------------------
@@ -125,42 +110,6 @@ def pki(tmp_path_factory):
     client_key, client_cert = _write(root / "client", *_key_and_cert("supervisor.sam", ca_key, ca_cert.subject))
     return {"ca": ca_path, "server_key": server_key, "server_cert": server_cert, "client_key": client_key,
             "client_cert": client_cert}
-
-
-@contextlib.contextmanager
-def scratch_postgres():
-    """A real PostgreSQL server (Debian's `postgresql`, installed by `make test`) on a scratch cluster and a free
-    loopback port. Yields (admin URL, data directory). Also used by scripts/bench_vault.py."""
-    import shutil
-    import tempfile
-
-    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not binaries:
-        raise RuntimeError("PostgreSQL is not installed (make test installs Debian's postgresql)")
-    bindir = binaries[-1].parent
-    # Not under pytest's private tmp: the server runs as `postgres` when the tests run as root (initdb refuses root).
-    root = Path(tempfile.mkdtemp(prefix="aftercall-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        import pwd
-
-        owner = pwd.getpwnam("postgres")
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port, data = free_port(), root / "data"
-    try:
-        subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "--auth=trust", "-U", "aftercall",
-                        "--no-sync"], check=True, capture_output=True)
-        started = subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"),
-                                  "-w", "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
-                                 capture_output=True, text=True)
-        if started.returncode:
-            raise RuntimeError(f"PostgreSQL did not start: {started.stderr}{(root / 'server.log').read_text()}")
-        yield f"postgresql://aftercall@127.0.0.1:{port}/postgres", data
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

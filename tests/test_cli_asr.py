@@ -13,7 +13,7 @@ import pytest
 from aftercall.core.audio import load_audio
 from aftercall.core.config import load_config
 from aftercall.core.errors import ConfigError, ModelIntegrityError
-from aftercall.quality import digit_leak
+from aftercall.evaluation.metrics import digit_leak
 from conftest import DEMO_JSON, DEMO_WAV, ROOT, run_cli
 
 

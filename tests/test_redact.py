@@ -9,7 +9,7 @@ import re
 import pytest
 
 from aftercall.core.transcript import Transcript, Turn
-from aftercall.quality import digit_leak, luhn_complete, speak_digits
+from aftercall.evaluation.metrics import digit_leak, luhn_complete, speak_digits
 from aftercall.redact import Redactor
 from aftercall.redact.numbers import normalise_numbers
 
@@ -34,11 +34,12 @@ def test_spoken_numbers_become_digits_conservatively(spoken: str, expected: str)
     assert normalise_numbers(spoken) == expected
 
 
-def test_card_number_read_across_turns_is_one_card_with_last_four_kept():
+@pytest.mark.parametrize("ack", ["Mm-hm, go on.", "M-M-H-M. Okay, go on."])  # the second as Whisper heard it
+def test_card_number_read_across_turns_is_one_card_with_last_four_kept(ack: str):
     texts, result = redact(
         ("agent", "Can I take the long number on the front of the card?"),
         ("customer", "Yes it's four five three two, zero one five one"),
-        ("agent", "Mm-hm, go on."),
+        ("agent", ack),
         ("customer", "one two eight three, zero three six six."),
     )
     assert texts[1] == "Yes it's [CARD]"
@@ -150,14 +151,3 @@ def test_summary_recheck_removes_values_that_slip_through():
     assert found["CARD"] == 1 and found["CVV"] == 1
     clean, found = Redactor().redact_text("Refund of 250 pounds within 5 days", result.secrets)
     assert clean == "Refund of 250 pounds within 5 days" and not found
-
-
-def test_presidio_recall_for_claimed_types(shared_data):
-    """Span recall on presidio's synthetic sentences, for the types aftercall claims to redact."""
-    records = json.loads((shared_data / "presidio" / "synth_dataset_v2.json").read_text())
-    from aftercall.quality import presidio_recall
-
-    recall = presidio_recall(records)
-    for kind, floor in {"CREDIT_CARD": 0.95, "US_SSN": 0.9, "EMAIL_ADDRESS": 0.95, "PHONE_NUMBER": 0.6,
-                        "IBAN_CODE": 0.9}.items():
-        assert recall[kind]["recall"] >= floor, (kind, recall[kind])

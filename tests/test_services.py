@@ -21,7 +21,7 @@ from aftercall.core.config import Config, IngestConfig
 from aftercall.core.rpc import error_reason
 from aftercall.ingest.spool import AudioFormat, Spool
 from aftercall.pipeline import REQUIRED_KEYS, Pipeline
-from aftercall.quality import digit_leak
+from aftercall.evaluation.metrics import digit_leak
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc

@@ -1,4 +1,5 @@
-"""The summary contract, honesty rules, taxonomies, and the regression calls in tests/calls/."""
+"""The summary contract, honesty rules and taxonomies (the regression calls in tests/calls/ are scored in
+test_eval.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,9 @@ from aftercall.core.errors import ConfigError
 from aftercall.core.transcript import Transcript, Turn, transcript_from_json
 from aftercall.pipeline import REQUIRED_KEYS, Pipeline
 from aftercall.core.config import Config
-from aftercall.quality import digit_leak
+from aftercall.evaluation.metrics import digit_leak
 from aftercall.summarise.taxonomy import load_taxonomy, parse_taxonomy
-from conftest import DEMO_JSON, ROOT
-
-CALLS = sorted((ROOT / "tests" / "calls").glob("*.json"))
+from conftest import DEMO_JSON
 
 
 @pytest.fixture(scope="module")
@@ -97,72 +96,3 @@ def test_bad_taxonomy_names_the_problem(text: str, message: str):
         parse_taxonomy(text)
 
 
-@pytest.mark.skipif(not CALLS, reason="no regression calls")
-@pytest.mark.parametrize("path", CALLS, ids=[p.stem for p in CALLS])
-def test_regression_call_never_leaks_and_keeps_what_matters(pipeline, path: Path):
-    document = json.loads(path.read_text())
-    summary = _run(pipeline, document)
-    everything = json.dumps(summary, ensure_ascii=False)
-    expected = document["expected"]
-    for secret in expected.get("must_not_appear", []):
-        if not any(c.isalpha() for c in secret):
-            assert not digit_leak(secret, everything), secret
-        else:
-            assert secret.lower() not in everything.lower(), secret
-    for kept in expected.get("must_appear", []):
-        assert kept in everything, kept
-
-
-def _regression_scores(pipeline) -> dict[str, tuple[int, int]]:
-    scores = {k: [0, 0] for k in ("disposition", "resolution", "escalation", "sentiment", "follow_up_owner",
-                                  "follow_up_due")}
-    for path in CALLS:
-        document = json.loads(path.read_text())
-        expected = document["expected"]
-        summary = _run(pipeline, document)
-        checks = {
-            "disposition": summary["disposition"]["code"] == expected["disposition"],
-            "resolution": summary["resolution"]["status"] == expected["resolution"],
-            "escalation": summary["escalation"]["required"] == expected["escalation"],
-            "sentiment": (summary["sentiment"]["start"], summary["sentiment"]["end"])
-            == (expected["sentiment_start"], expected["sentiment_end"]),
-        }
-        for key, ok in checks.items():
-            scores[key][0] += ok
-            scores[key][1] += 1
-        got = [(f["owner"], f["due"]) for f in summary["follow_ups"]]
-        for item in expected["follow_ups"]:
-            scores["follow_up_owner"][1] += 1
-            scores["follow_up_owner"][0] += any(owner == item["owner"] for owner, _ in got)
-            if item["due"]:
-                scores["follow_up_due"][1] += 1
-                scores["follow_up_due"][0] += any(due == item["due"] for _, due in got)
-    return {k: tuple(v) for k, v in scores.items()}
-
-
-@pytest.mark.skipif(not CALLS, reason="no regression calls")
-def test_regression_suite_field_accuracy(pipeline):
-    """Floors, not perfection: the suite is written independently of the summariser; docs/quality.md has figures."""
-    scores = _regression_scores(pipeline)
-    floors = {"disposition": 0.65, "resolution": 0.5, "escalation": 0.75, "follow_up_owner": 0.5, "follow_up_due": 0.4}
-    failures = {k: scores[k] for k, floor in floors.items() if scores[k][1] and scores[k][0] / scores[k][1] < floor}
-    assert not failures, scores
-
-
-def test_tweetsumm_beats_the_trivial_baseline(summariser, shared_data):
-    from aftercall.quality import best_of, rouge_l
-    from aftercall.summarise.extract import clean
-    from aftercall.summarise.taxonomy import load_taxonomy as taxonomy
-
-    lines = (shared_data / "tweetsumm" / "dev.jsonl").read_text().splitlines()[:120]
-    ours, baseline = [], []
-    for line in lines:
-        record = json.loads(line)
-        transcript = transcript_from_json({"turns": record["turns"]})
-        summary = summariser.summarise(transcript, taxonomy())
-        references = [" ".join(parts) for parts in record["abstractive_summaries"]]
-        ours.append(best_of(rouge_l, summary["narrative"], references))
-        first_customer = next(clean(t.text) for t in transcript.turns if t.speaker == "customer")
-        last_agent = next((clean(t.text) for t in reversed(transcript.turns) if t.speaker == "agent"), "")
-        baseline.append(best_of(rouge_l, f"{first_customer} {last_agent}", references))
-    assert sum(ours) / len(ours) > sum(baseline) / len(baseline) + 0.02

@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in audit_actions.choices.values():
         _add_data_options(sub)
 
+    from aftercall.evaluation import bench, evaluate
+
+    evaluate.add_arguments(commands.add_parser(
+        "eval", help="quality on gold calls and public sets: JSON + HTML report, non-zero exit when a gate fails"))
+    bench.add_arguments(commands.add_parser(
+        "bench", help="speed, memory and concurrency of every stage: JSON + HTML report"))
+
     summaries = commands.add_parser("summaries", help="read stored summaries from a server")
     actions = summaries.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
     listing = actions.add_parser("list", help="search summaries, newest first")
@@ -473,6 +480,18 @@ def _summaries(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from aftercall.evaluation import evaluate
+
+    return evaluate.run(args)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from aftercall.evaluation import bench
+
+    return bench.run(args)
+
+
 # Status codes that mean the request was at fault (exit 2), not the server or the network (exit 1).
 _CLIENT_FAULTS = ("INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE")
 
@@ -482,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries,
                 "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention,
-                "tokens": _tokens, "bundle": _bundle}[args.command](args)
+                "tokens": _tokens, "bundle": _bundle, "eval": _eval, "bench": _bench}[args.command](args)
     except UserError as exc:
         print(f"aftercall: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

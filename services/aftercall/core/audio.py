@@ -203,6 +203,14 @@ def _parse_fmt(body: bytes) -> tuple[Encoding, int, int, int]:
     return encoding, rate, channel_count, block_align
 
 
+def wav_header(tag: int, channels: int, rate: int, bits: int, data_size: int) -> bytes:
+    """A 44-byte RIFF/WAVE header (format tag 1 = PCM, 6 = A-law, 7 = mu-law) for `data_size` bytes of samples."""
+    block = channels * bits // 8
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
+    return (b"RIFF" + struct.pack("<I", 36 + data_size) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"data" + struct.pack("<I", data_size))
+
+
 def parse_raw(data: bytes, encoding: Encoding, sample_rate: int, channel_count: int) -> Audio:
     """Headerless audio: the caller states encoding, rate and channel count."""
     _check_layout(sample_rate, channel_count)

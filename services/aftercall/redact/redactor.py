@@ -16,7 +16,8 @@ from aftercall.redact import rules
 from aftercall.redact.numbers import normalise_numbers
 
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+(?: \*{4}\d{4})?\]")
-_WORDS = re.compile(r"[A-Za-z']+")
+# A hyphenated run is one word: recognisers write "mm-hm" as "M-M-H-M", which is still a short acknowledgement.
+_WORDS = re.compile(r"[A-Za-z']+(?:-[A-Za-z']+)*")
 # A turn that only acknowledges ("yes", "mm-hm", "go on") does not break a number read out in pieces.
 _MAX_ACK_WORDS = 5
 _MAX_CHAIN_TURN_GAP = 3

@@ -25,7 +25,7 @@ _CUES: list[tuple[str, str]] = [
           r"|three digit code|3 digit code"),
     (EXPIRY, r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
     (CARD, r"card number|long number|number on the (?:front|card)|(?:debit|credit|bank|visa|mastercard|amex) card"
-           r"|card details|(?:16|sixteen) digits?|\bpan\b"),
+           r"|card details|(?:16|sixteen) digits?|\bpan\b|\bcc\b"),  # "cc": written shorthand for a credit card
     (DOB, r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
     (SSN, r"social security|\bssn\b|\bsocial\b"),
     (NI, r"national insurance|\bn\.? ?i\.? number|\bni number"),

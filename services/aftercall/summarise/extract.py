@@ -119,8 +119,10 @@ def reason_sentence(sentence: Sentence) -> str:
 _PAST = (r"(?:\w+ed|sent|made|set|put|done|taken|given|found|paid|written|shown|told|spoken|sorted|got|issued|"
          r"applied|arranged|booked|cancelled|logged|raised|reset|run|sent out|added|removed|updated|moved|refunded|"
          r"credited|waived|reported|escalated|transferred|checked|confirmed|verified|blocked|frozen|unlocked)")
+# Text up to the end of the sentence; a full stop before a digit is a decimal point ("£23.99"), not an end.
+_CLAUSE_TEXT = r"(?:[^.?!]|\.(?=\d))"
 ACTION = re.compile(rf"\b(?:I've|I have|I|we've|we have|we)\s+(?:also\s+|now\s+|just\s+|already\s+|gone ahead and\s+)*"
-                    rf"(?P<verb>{_PAST})\b(?P<rest>[^.?!]*)", re.IGNORECASE)
+                    rf"(?P<verb>{_PAST})\b(?P<rest>{_CLAUSE_TEXT}*)", re.IGNORECASE)
 _NOT_ACTIONS = re.compile(r"^(?:need|needed|wanted|called|asked|noticed|hoped|understand|understood|believed|"
                           r"guess|supposed|used)$", re.IGNORECASE)
 
@@ -196,8 +198,8 @@ def follow_up(sentence: Sentence) -> FollowUp | None:
     due_match = DUE.search(text)
     due = due_match.group().strip() if due_match else None
     if sentence.speaker == "customer":
-        match = re.search(r"\bI(?:'ll| will| am going to|'m going to)\s+(?!be\b|just\b|have\b)(?P<rest>[^.?!]+)",
-                          text, re.IGNORECASE)
+        match = re.search(rf"\bI(?:'ll| will| am going to|'m going to)\s+(?!be\b|just\b|have\b)"
+                          rf"(?P<rest>{_CLAUSE_TEXT}+)", text, re.IGNORECASE)
         if match:
             return FollowUp("customer", sentence_case(f"Customer will {third_person(match.group('rest'), 'customer')}"),
                             due, sentence.turn)

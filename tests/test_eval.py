@@ -1,0 +1,191 @@
+"""`aftercall eval`: the case format, the metrics, the regression calls and public sets scored through it, gates
+and exit codes, and audio mode on a synthesised call."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aftercall.core.config import Config
+from aftercall.core.errors import UserError
+from aftercall.evaluation.cases import CaseFormatError, load_cases
+from aftercall.evaluation.datasets import load_public
+from aftercall.evaluation.evaluate import Selection, check_gates, evaluate, parse_gate
+from aftercall.evaluation.metrics import grounding, match_follow_ups, word_errors
+from aftercall.evaluation.scoring import leaked
+from aftercall.pipeline import Pipeline
+from aftercall.summarise.taxonomy import load_taxonomy
+from conftest import ROOT, run_cli
+
+CALLS = ROOT / "tests" / "calls"
+
+
+@pytest.fixture(scope="module")
+def pipeline(summariser):
+    return Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=lambda: None)
+
+
+@pytest.fixture(scope="module")
+def regression(pipeline, tmp_path_factory):
+    return evaluate([load_cases(CALLS)], pipeline, Selection(), tmp_path_factory.mktemp("audio"))["calls"]["text"]
+
+
+# -- metrics ------------------------------------------------------------------------------------------------------
+def test_word_errors_treat_spoken_and_written_numbers_alike():
+    assert word_errors("my card is 4 5 3 2 please", "my card is four five three two, please") == (0, 5)
+    assert word_errors("the bill is wrong", "the gas bill is wrong") == (1, 5)
+    assert word_errors("", "two words") == (2, 2)
+
+
+def test_grounding_finds_invented_numbers_dates_and_ids():
+    transcript = "Your reference is FR-208815. The refund of twenty three ninety nine arrives in three days, on the " \
+                 "twelfth of March. Card ending [CARD ****0366]."
+    assert grounding(["Refund of £23.99 (FR-208815) in 3 days, by 12th March, card ****0366."], transcript) == (5, 5)
+    assert grounding(["Refund of £32.99 (FR-208816) in 5 days, by 13th March."], transcript) == (0, 4)
+
+
+def test_follow_ups_match_on_owner_and_action_and_score_due_exactly():
+    predicted = [{"owner": "organisation", "action": "Send a replacement card.", "due": "within 5 days"},
+                 {"owner": "customer", "action": "Call back.", "due": None}]
+    expected = [{"owner": "organisation", "action": "send the replacement card", "due": "within five days"},
+                {"owner": "agent", "action": "call back"}]
+    assert match_follow_ups(predicted, expected) == {"matched": 1, "predicted": 2, "expected": 2, "due_exact": 0}
+    expected[0]["due"] = "Within 5 days"
+    assert match_follow_ups(predicted, expected)["due_exact"] == 1
+
+
+def test_a_leak_is_any_six_digit_window_however_it_was_said():
+    assert leaked("4532 0151 1283 0366", "card 4532015 blocked")
+    assert leaked("four five three two zero one five one", "ref 4532015")
+    assert not leaked("4532015112830366", "card [CARD ****0366] blocked")
+    assert leaked("Crystal Minh", "spoke to crystal minh today") and not leaked("Crystal Minh", "spoke to [NAME]")
+
+
+# -- the case format ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("document, message", [
+    ({"expected": {}}, 'needs "turns"'),
+    ({"turns": [{"speaker": "caller", "text": "hi"}]}, "speaker must be"),
+    ({"turns": [{"speaker": "agent", "text": "hi"}], "expected": {"resolution": "fixed"}}, "resolution: must be one of"),
+    ({"turns": [{"speaker": "agent", "text": "hi"}], "expected": {"dispositon": "X"}}, "unknown key(s) dispositon"),
+    ({"turns": [{"speaker": "agent", "text": "hi"}], "expected": {"follow_ups": [{"action": "x"}]}},
+     "owner is required"),
+    ({"turns": [{"speaker": "agent", "text": "hi"}], "audio": "missing.wav"}, "missing.wav does not exist"),
+    ({"turns": [{"speaker": "agent", "text": "hi"}], "expected": {"pii": [{"type": "CARD"}]}}, "pii: must be"),
+])
+def test_bad_cases_are_named_precisely(tmp_path: Path, document: dict, message: str):
+    (tmp_path / "gold.jsonl").write_text(json.dumps({"id": "ok", "turns": [{"speaker": "agent", "text": "x"}]})
+                                         + "\n" + json.dumps(document) + "\n")
+    with pytest.raises(CaseFormatError) as error:
+        load_cases(tmp_path / "gold.jsonl")
+    assert "gold.jsonl:2" in str(error.value) and message in str(error.value)
+
+
+def test_an_expected_code_outside_the_taxonomy_is_refused(pipeline, tmp_path: Path):
+    (tmp_path / "typo.json").write_text(json.dumps({"turns": [{"speaker": "customer", "text": "I lost my card"}],
+                                                    "expected": {"disposition": "CARD_LSOT"}}))
+    with pytest.raises(CaseFormatError, match="CARD_LSOT.*not a code of the taxonomy"):
+        evaluate([load_cases(tmp_path)], pipeline, Selection(), tmp_path)
+
+
+def test_splits_are_fixed_halves():
+    cases = load_cases(CALLS).cases
+    assert {c.split for c in cases} == {"holdout", "tune"}
+    assert [c.split for c in cases] == [c.split for c in load_cases(CALLS).cases]
+
+
+# -- the regression calls and the public sets, scored by the harness ----------------------------------------------
+def test_regression_calls_never_leak_and_keep_what_matters(regression):
+    leaking = [(s["id"], s["leaks"]) for s in regression["cases"] if s["leaks"]]
+    assert not leaking
+    assert regression["metrics"]["all"]["must_appear_kept"] == 1.0
+
+
+def test_regression_calls_field_floors(regression):
+    """Floors, not perfection: the calls were written apart from the summariser; docs/quality.md has figures."""
+    metrics = regression["metrics"]["all"]
+    floors = {"disposition_accuracy": 0.65, "resolution_accuracy": 0.5, "escalation_accuracy": 0.75,
+              "follow_up_recall": 0.5, "due_exact": 0.4, "grounding": 0.95}
+    assert {k: metrics[k] for k, floor in floors.items() if metrics[k] < floor} == {}
+    assert sum(regression["confusion"]["CARD_LOST_STOLEN"].values()) >= 1
+
+
+def test_tweetsumm_narrative_beats_the_trivial_baseline(pipeline, shared_data, tmp_path: Path):
+    results = evaluate(load_public("tweetsumm", shared_data), pipeline, Selection(limit=120), tmp_path)
+    metrics = results["tweetsumm"]["text"]["metrics"]["all"]
+    assert metrics["rouge_l"] > metrics["rouge_l_baseline"] + 0.02
+
+
+def test_presidio_recall_and_precision_for_claimed_types(pipeline, shared_data, tmp_path: Path):
+    results = evaluate(load_public("presidio", shared_data), pipeline, Selection(), tmp_path)
+    metrics = results["presidio"]["text"]["metrics"]["all"]
+    recall = metrics["redaction_recall_by_type"]
+    floors = {"CREDIT_CARD": 0.95, "US_SSN": 0.9, "EMAIL_ADDRESS": 0.95, "PHONE_NUMBER": 0.6, "IBAN_CODE": 0.9}
+    assert {k: recall[k] for k, floor in floors.items() if recall[k] < floor} == {}
+    assert metrics["redaction_precision"] >= 0.9
+    assert metrics["leaks"] == 0, metrics["leaks_by_type"]
+
+
+# -- gates and the console script ---------------------------------------------------------------------------------
+def test_gates_pass_fail_and_refuse_what_they_cannot_check():
+    results = {"calls": {"text": {"metrics": {"all": {"leaks": 0, "disposition_accuracy": 0.8, "wer": None}}}}}
+    verdicts = check_gates([parse_gate("leaks<=0"), parse_gate("calls/disposition_accuracy>=0.9"),
+                            parse_gate("wer<=0.3")], results)
+    assert [(v["gate"], v["passed"]) for v in verdicts] == [("leaks<=0", True),
+                                                           ("calls/disposition_accuracy>=0.9", False)]
+    assert not check_gates([parse_gate("calls/wer<=0.3")], results)[0]["passed"]  # named but not measured
+    with pytest.raises(UserError, match="no metric 'disposition_acc'"):
+        parse_gate("disposition_acc>=0.5")
+    with pytest.raises(UserError, match="expected"):
+        parse_gate("accuracy is high")
+
+
+def test_cli_writes_reports_and_exits_1_when_a_gate_fails(tmp_path: Path):
+    out = tmp_path / "report"
+    result = run_cli("eval", str(CALLS), "--tuned-on", "calls", "--limit", "3", "--out", str(out),
+                     "--gate", "disposition_accuracy>=1.01")
+    assert result.returncode == 1, result.stderr
+    assert "gate failed: disposition_accuracy>=1.01 on calls (text)" in result.stderr
+    report = json.loads((out / "eval.json").read_text())
+    assert report["sets"]["calls"]["tuned_on"] and len(report["sets"]["calls"]["results"]["text"]["cases"]) == 3
+    assert [g["passed"] for g in report["gates"]] == [True, False]
+    page = (out / "eval.html").read_text()
+    assert "data:image/png;base64," in page and "FAIL" in page and "Tuned on" in page
+    # Ids and labels only: no transcript text of a gold call in either report.
+    assert "purse has been stolen" not in page + (out / "eval.json").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no-such-folder"], "no such file or folder"),
+    (["tests/calls", "--gate", "leaks<0 please"], "expected [SET/][MODE/]METRIC"),
+    (["tests/calls", "--tuned-on", "tweetsumm"], "--tuned-on tweetsumm: no such set"),
+    (["tests/calls", "--gate", "calls/leaks<=0", "--gate", "gold/wer<=0.2"], "no set 'gold' among the inputs"),
+    (["tests/calls", "--limit", "0"], "must be a whole number"),
+])
+def test_cli_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path):
+    result = run_cli("eval", *args, "--out", str(tmp_path))
+    assert result.returncode == 2 and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_absent_public_set_is_skipped_with_a_note(tmp_path: Path):
+    result = run_cli("eval", str(CALLS), "presidio", "--public-data", str(tmp_path / "none"), "--limit", "1",
+                     "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "presidio: not found under" in result.stderr
+    assert json.loads((tmp_path / "eval.json").read_text())["skipped"]
+
+
+@pytest.mark.slow
+def test_audio_mode_synthesises_and_scores_recognition(summariser, transcriber, tmp_path: Path):
+    """One regression call spoken by two TTS voices, through recognition: WER is measured, and nothing the caller
+    said that must not appear does, even after recognition garbled it."""
+    pipeline = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=lambda: transcriber)
+    dataset = load_cases(CALLS)
+    dataset.cases = [c for c in dataset.cases if c.case_id == "banking_lost_card"]
+    results = evaluate([dataset], pipeline, Selection(modes=("text", "audio")), tmp_path)["calls"]
+    audio = results["audio"]["metrics"]["all"]
+    assert 0 < audio["wer"] < 0.5
+    assert audio["leaks"] == 0 and results["text"]["metrics"]["all"]["wer"] is None
+    assert len(list(tmp_path.glob("*.wav"))) == 1
