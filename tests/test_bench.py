@@ -50,7 +50,7 @@ def test_every_stage_is_timed_against_bare_whisper(smoke):
     for figures in (aftercall, bare):
         assert figures["rtf"] > 0 and figures["cpu_s"] > 0 and figures["peak_rss_mib"] > 100
         assert figures["words"] > 5  # both really transcribed the speech
-    assert length["pipeline_over_bare"] > 0
+    assert length["pipeline_over_bare"] > 0 and length["cpu_over_bare"] > 0
 
 
 @pytest.mark.slow
@@ -75,7 +75,7 @@ def test_triton_vault_and_ratios_are_measured(smoke):
     assert triton["triton_metrics"]["requests"] >= 2 * triton["requests_each"]  # Triton itself counted them
     assert data["vault"]["sqlite"]["sealed"]["rotation_s_per_10k"] > 0
     assert "skipped" in data["vault"]["postgresql"]
-    assert len(data["ratios"]) == 7 and all(row["value"] > 0 for row in data["ratios"])
+    assert len(data["ratios"]) == 8 and all(row["value"] > 0 for row in data["ratios"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -14,8 +14,9 @@ _STAGE_NAMES = {"decode": "decode", "asr": "ASR", "redaction": "redaction", "sum
 
 def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
     """Every ratio of the run, each from two figures measured in this same run."""
-    rows = [{"ratio": f"aftercall pipeline / bare faster-whisper, {length['minutes']:g} min call",
-             "value": length["pipeline_over_bare"]} for length in data.get("stages", ())]
+    rows = [{"ratio": f"aftercall pipeline / bare faster-whisper, {length['minutes']:g} min call, {measure}",
+             "value": length[key]} for length in data.get("stages", ())
+            for measure, key in (("wall time", "pipeline_over_bare"), ("CPU time", "cpu_over_bare"))]
     served = data.get("served", {})
     if served.get("levels") and served["levels"][0]["calls"] == 1 and served["levels"][0]["completed"]:
         lone = served["levels"][0]["p50_s"]
@@ -56,6 +57,7 @@ def _stage_section(stages: list[dict[str, Any]]) -> Section:
     comparison = [[f"{length['minutes']:g}", length["bare_whisper"]["total_s"], length["aftercall"]["stages_s"]["asr"],
                    length["asr_over_bare"], length["aftercall"]["total_s"], length["pipeline_over_bare"],
                    length["bare_whisper"]["cpu_s_per_audio_s"], length["aftercall"]["cpu_s_per_audio_s"],
+                   length["cpu_over_bare"],
                    length["bare_whisper"]["peak_rss_mib"], length["aftercall"]["peak_rss_mib"],
                    length["bare_whisper"]["words"], length["aftercall"]["words"]] for length in stages]
     return Section(
@@ -69,7 +71,7 @@ def _stage_section(stages: list[dict[str, Any]]) -> Section:
         tables=[Table(["call (min)", *(f"{_STAGE_NAMES[s]} (s)" for s in STAGES), "total (s)", "RTF",
                        "CPU-s per audio-s", "peak RSS (MiB)", "words"], rows),
                 Table(["call (min)", "bare ASR (s)", "aftercall ASR (s)", "ASR ratio", "aftercall total (s)",
-                       "pipeline / bare", "bare CPU-s per audio-s", "aftercall CPU-s per audio-s",
+                       "pipeline / bare", "bare CPU-s per audio-s", "aftercall CPU-s per audio-s", "CPU ratio",
                        "bare peak RSS (MiB)", "aftercall peak RSS (MiB)", "bare words", "aftercall words"],
                       comparison, "aftercall vs bare faster-whisper on the same audio")],
         figures=[figure_uri(figure)])
@@ -124,7 +126,7 @@ def _served_section(data: dict[str, Any]) -> Section:
     for q in (50, 95, 99):
         axes.plot(calls, [level[f"p{q}_s"] for level in levels], marker="o", label=f"p{q}")
     _concurrency_axis(axes, calls)
-    axes.set(ylabel="post-call latency (s)", title="Post-call latency vs concurrency")
+    axes.set(yscale="log", ylabel="post-call latency (s)", title="Post-call latency vs concurrency")
     axes.legend()
     memory = new_figure()
     axes = memory.subplots()
@@ -213,13 +215,15 @@ def markdown_summary(data: dict[str, Any], meta: dict[str, Any]) -> str:
     """A short dated summary: per call length, per concurrency level, and every ratio."""
     lines = ["", f"## `aftercall bench`, {meta['date'][:10]} ({meta['cores']} cores {meta['cpu']}, "
                  f"{meta['memory_gib']} GiB; {meta['duration_s'] // 60} min; load average "
-                 f"{meta['load_average_at_start']} at the start)", ""]
+                 f"{meta['load_average_at_start']} at the start, {meta['load_average_at_end']} at the end)", ""]
     if "stages" in data:
         lines += [markdown_table(Table(["call (min)", "total (s)", "ASR (s)", "RTF", "CPU-s per audio-s",
-                                        "peak RSS (MiB)", "bare faster-whisper (s)", "pipeline / bare"], [
+                                        "peak RSS (MiB)", "bare faster-whisper (s)", "pipeline / bare (wall)",
+                                        "pipeline / bare (CPU)"], [
             [f"{length['minutes']:g}", length["aftercall"]["total_s"], length["aftercall"]["stages_s"]["asr"],
              length["aftercall"]["rtf"], length["aftercall"]["cpu_s_per_audio_s"], length["aftercall"]["peak_rss_mib"],
-             length["bare_whisper"]["total_s"], length["pipeline_over_bare"]] for length in data["stages"]])), ""]
+             length["bare_whisper"]["total_s"], length["pipeline_over_bare"], length["cpu_over_bare"]]
+            for length in data["stages"]])), ""]
     if "served" in data:
         served = data["served"]
         lines += [markdown_table(Table([f"concurrent {served['call_seconds']:g} s calls", "p50 (s)", "p95 (s)",
