@@ -3,6 +3,7 @@ docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 from aftercall.evaluation.bench_stages import STAGES
@@ -21,7 +22,8 @@ def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
     if served.get("levels") and served["levels"][0]["calls"] == 1 and served["levels"][0]["completed"]:
         lone = served["levels"][0]["p50_s"]
         rows += [{"ratio": f"served (1 call streamed in real time, post-call latency) / in-process pipeline, "
-                           f"{served['call_seconds']:g} s call", "value": round(lone / data["in_process"]["total_s"], 2)},
+                           f"{served['call_seconds']:g} s call",
+                  "value": round(lone / data["in_process"]["total_s"], 2)},
                  {"ratio": "`aftercall stream --realtime` / the benchmark's threads, 1 call (latency)",
                   "value": round(served["console_stream"]["post_call_latency_s"] / lone, 2)}]
     if "triton" in data:
@@ -29,7 +31,8 @@ def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
                  {"ratio": "Triton / in-process summariser, throughput (8 clients)",
                   "value": data["triton"]["throughput_ratio"]}]
     if "llm" in data:
-        rows.append({"ratio": "LLM stand-in / embedded summariser (Triton), latency", "value": data["llm"]["latency_ratio"]})
+        rows.append({"ratio": "LLM stand-in / embedded summariser (Triton), latency",
+                     "value": data["llm"]["latency_ratio"]})
     for backend, figures in data.get("vault", {}).items():
         if "skipped" not in figures:
             rows += [{"ratio": f"encryption on / off, {backend} writes", "value": figures["write_ratio"]},
@@ -84,7 +87,8 @@ def _served_notes(data: dict[str, Any]) -> list[str]:
         sat = served["saturation"]
         if sat["saturated_at_calls"]:
             notes.append(f"Latency stops being flat at {sat['saturated_at_calls']} concurrent calls: p95 above "
-                         f"{sat['flat_limit_p95_s']} s, twice the p50 at {served['levels'][0]['calls']} call(s).")
+                         f"{sat['flat_limit_p95_s']} s, twice the p50 of the lowest level "
+                         f"({served['levels'][0]['calls']}).")
         else:
             notes.append(f"Latency stayed flat (p95 under {sat['flat_limit_p95_s']} s) up to "
                          f"{served['levels'][-1]['calls']} calls: the capacity below is a lower bound.")
@@ -92,8 +96,10 @@ def _served_notes(data: dict[str, Any]) -> list[str]:
                      f"calls: {sat['capacity_x_real_time']}x real time, so about {sat['sustainable_realtime_calls']} "
                      "concurrent calls in real time can be kept up with; beyond that the queue, and post-call "
                      "latency, grow for as long as the load lasts.")
-        notes.append(f"Bottleneck: {sat['bottleneck_stage']}, {sat['bottleneck_share']:.0%} of the server's "
-                     f"pipeline time ({', '.join(f'{k} {v} s' for k, v in sat['stage_busy_s'].items())}).")
+        busy = ", ".join(f"{_STAGE_NAMES.get(stage, stage)} {seconds} s"
+                         for stage, seconds in sat["stage_busy_s"].items())
+        notes.append(f"Bottleneck: {_STAGE_NAMES.get(sat['bottleneck_stage'], sat['bottleneck_stage'])}, "
+                     f"{sat['bottleneck_share']:.0%} of the server's pipeline time ({busy}).")
     lone = next((level for level in served["levels"] if level["calls"] == 1 and level["completed"]), None)
     if lone:
         notes.append(f"One call through `aftercall stream --realtime` (the console script, a subprocess): "
@@ -106,7 +112,8 @@ def _served_notes(data: dict[str, Any]) -> list[str]:
                  f" -> {stall['rss_held_mib']} MiB ({stall['per_stream_kib']} KiB per open stream).")
     for level in served["levels"]:
         if level["errors"]:
-            notes.append(f"{level['calls']} calls: {level['failed']} failed; first errors: {'; '.join(level['errors'])}")
+            notes.append(f"{level['calls']} calls: {level['failed']} failed; first errors: "
+                         + "; ".join(level["errors"]))
     return notes
 
 
@@ -213,7 +220,7 @@ def sections(data: dict[str, Any]) -> list[Section]:
 
 def markdown_summary(data: dict[str, Any], meta: dict[str, Any]) -> str:
     """A short dated summary: per call length, per concurrency level, and every ratio."""
-    lines = ["", f"## `aftercall bench`, {meta['date'][:10]} ({meta['cores']} cores {meta['cpu']}, "
+    lines = ["", f"### `aftercall bench`, {meta['date'][:10]} ({meta['cores']} cores {meta['cpu']}, "
                  f"{meta['memory_gib']} GiB; {meta['duration_s'] // 60} min; load average "
                  f"{meta['load_average_at_start']} at the start, {meta['load_average_at_end']} at the end)", ""]
     if "stages" in data:
@@ -230,7 +237,8 @@ def markdown_summary(data: dict[str, Any], meta: dict[str, Any]) -> str:
                                         "p99 (s)", "failed", "drain (x real time)", "server peak RSS (MiB)"], [
             [level["calls"], level.get("p50_s"), level.get("p95_s"), level.get("p99_s"), level["failed"],
              level.get("drain_x_real_time"), level["server_peak_rss_mib"]] for level in served["levels"]])), ""]
-        lines += [f"- {note}" for note in _served_notes(data)[:3]] + [""]
+        lines += [textwrap.fill(note, 118, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
+                  for note in _served_notes(data)[:3]] + [""]
     lines += [markdown_table(Table(["ratio (one run)", "value"], [[row["ratio"], row["value"]]
                                                                   for row in data["ratios"]])), ""]
     return "\n".join(lines)

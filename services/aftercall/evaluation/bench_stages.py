@@ -114,7 +114,8 @@ def measure_length(seconds: float, scratch: Path) -> dict[str, Any]:
     say(f"stages: {seconds / 60:g} min: {aftercall['total_s']:.1f} s, RTF {aftercall['rtf']:.4f}, peak RSS "
         f"{aftercall['peak_rss_mib']} MiB; now bare faster-whisper (fresh process)")
     bare = _in_fresh_process(bare_whisper_child, seconds)
-    say(f"stages: {seconds / 60:g} min bare faster-whisper: {bare['total_s']:.1f} s, peak RSS {bare['peak_rss_mib']} MiB")
+    say(f"stages: {seconds / 60:g} min bare faster-whisper: {bare['total_s']:.1f} s, peak RSS "
+        f"{bare['peak_rss_mib']} MiB")
     return {"minutes": round(seconds / 60, 3), "aftercall": aftercall, "bare_whisper": bare,
             "asr_over_bare": round(aftercall["stages_s"]["asr"] / bare["total_s"], 3),
             "pipeline_over_bare": round(aftercall["total_s"] / bare["total_s"], 3),
