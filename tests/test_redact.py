@@ -99,6 +99,29 @@ def test_names_are_redacted_wherever_they_are_repeated():
     assert "Daniel" not in " ".join(texts) and "Harper" not in " ".join(texts)
 
 
+def test_bank_details_as_a_recogniser_heard_them_are_redacted():
+    # Whisper's text of "direct debit's easiest. Um, sort code's thirty, ninety-six, twenty-six." from a synthesised
+    # call: the cue misheard, and the number split over two segments.
+    texts, result = redact(
+        ("agent", "Would direct debit suit you? It means you don't have to remember each time."),
+        ("customer", "Yeah, direct debits easy is, um, sorry, code 30, 96,"),
+        ("customer", "26,"),
+        ("agent", "Okay, and the account number."),
+        ("customer", "7, 1, 5, 5, go 3, 1, 8."),
+    )
+    assert not re.search(r"\d", " ".join(texts[1:])), texts
+    assert result.counts["SORT_CODE"] == 1 and result.counts["ACCOUNT"] == 1
+
+
+def test_digits_given_for_a_direct_debit_are_bank_details_but_amounts_and_days_survive():
+    texts, result = redact(
+        ("agent", "I'll set up the direct debit for £40 on the 5th of each month."),
+        ("customer", "Okay. For the direct debit it's 30 96 26 and then 71550318."),
+    )
+    assert "£40" in texts[0] and "5th" in texts[0]
+    assert not re.search(r"\d", texts[1]), texts[1]
+
+
 def test_ordinary_numbers_survive():
     texts, result = redact(
         ("agent", "Your reference is 48213377 and the refund of 250 pounds arrives within 5 working days."),

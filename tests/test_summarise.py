@@ -64,6 +64,17 @@ def test_due_is_never_invented(pipeline):
     assert summary["follow_ups"][0]["owner"] == "organisation"
 
 
+def test_two_commitments_in_one_sentence_are_two_follow_ups(pipeline):
+    summary = _run(pipeline, {"turns": [
+        {"speaker": "customer", "text": "I want to complain about these overdraft fees."},
+        {"speaker": "agent", "text": "You'll get an acknowledgement by email within five working days, and a "
+                                     "complaints handler will call you within ten working days."},
+    ]})
+    assert [(f["owner"], f["due"]) for f in summary["follow_ups"]] == [
+        ("organisation", "within five working days"), ("organisation", "within ten working days")]
+    assert "handler will call" in summary["follow_ups"][1]["action"]
+
+
 def test_custom_taxonomy_codes_only_or_unknown(pipeline, tmp_path: Path):
     taxonomy = parse_taxonomy("""
 [[disposition]]

@@ -75,22 +75,25 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
     expected = case.expected
     source = " ".join(t["text"] for t in (heard if heard is not None else case.turns or ()))
     redacted_turns = [t.to_json() for t in redaction.transcript.turns]
-    output = json.dumps(summary if summary is not None else redacted_turns, ensure_ascii=False)
+    # Both the redacted transcript and the summary are stored and shown: a value surviving in either is a leak.
+    stored = json.dumps([redacted_turns, summary], ensure_ascii=False)
     score: dict[str, Any] = {"id": case.case_id, "split": case.split}
 
     sensitive = [value for _, value in expected.pii] + list(expected.must_not_appear)
-    score["leaks"] = [kind for kind, value in expected.pii if kind in LEAK_KINDS and leaked(value, output)]
-    score["leaks"] += ["must_not_appear" for value in expected.must_not_appear if leaked(value, output)]
+    score["leaks"] = [kind for kind, value in expected.pii if kind in LEAK_KINDS and leaked(value, stored)]
+    score["leaks"] += ["must_not_appear" for value in expected.must_not_appear if leaked(value, stored)]
     if expected.pii:
         score["pii_removed"] = {}
         for kind, value in expected.pii:
             removed, total = score["pii_removed"].get(kind, (0, 0))
-            score["pii_removed"][kind] = (removed + span_removed(kind, value, output, source), total + 1)
+            score["pii_removed"][kind] = (removed + span_removed(kind, value, stored, source), total + 1)
     if expected.pii_complete:
         kinds = Counter(s.kind for s in redaction.secrets)
         right = Counter(s.kind for s in redaction.secrets if _overlaps(s.value, sensitive))
         score["redacted"] = {kind: (right[kind], kinds[kind]) for kind in kinds}
     if expected.must_appear:
+        # What a reader needs (references, amounts) must survive into the summary, or the transcript without one.
+        output = json.dumps(summary if summary is not None else redacted_turns, ensure_ascii=False)
         score["kept"] = (sum(1 for value in expected.must_appear if value in output), len(expected.must_appear))
     if heard is not None and case.turns:
         errors = words = 0

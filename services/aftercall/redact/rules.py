@@ -30,8 +30,11 @@ _CUES: list[tuple[str, str]] = [
     (SSN, r"social security|\bssn\b|\bsocial\b"),
     (NI, r"national insurance|\bn\.? ?i\.? number|\bni number"),
     (NHS, r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
-    (SORT_CODE, r"sort code|routing number|\baba\b"),
-    (ACCOUNT, r"account number|account no|acct|account ending|\biban\b|bank account|account is"),
+    # Recognisers hear "sort code" as "sorry, code" or "sore code".
+    (SORT_CODE, r"sort code|\bsor(?:ry|e),? code|routing number|\baba\b"),
+    # Digits given while setting up a direct debit are bank details.
+    (ACCOUNT, r"account number|account no|acct|account ending|\biban\b|bank account|account is|bank details"
+              r"|direct debits?\b"),
     (PIN, r"\bpin\b|passcode|password|pass code|memorable (?:word|number)"),
     (POSTCODE, r"post ?code|zip(?: code)?"),
     (PHONE, r"phone|mobile|\bcell\b|landline|telephone|contact number|call (?:me|you|us) (?:on|at|back)|reach me"

@@ -147,11 +147,11 @@ def action_phrase(sentence: Sentence) -> str | None:
 # --- commitments ------------------------------------------------------------------------------------------------
 _ROLE_NOUN = (r"(?:team|department|engineer|technician|specialist|manager|supervisor|doctor|nurse|gp|consultant|"
               r"surveyor|officer|courier|contractor|pharmacy|pharmacist|clinic|colleague|adviser|advisor|"
-              r"caseworker|inspector|plumber|driver|store|branch|office|company|bank|council|system|letter|"
+              r"caseworker|handler|inspector|plumber|driver|store|branch|office|company|bank|council|system|letter|"
               r"refund|card|credit|money|payment|replacement|order|parcel|item|bill|statement|email|text|"
               r"confirmation|reference)s?")
 ORG_COMMIT = re.compile(
-    rf"\b(?:we(?:'ll| will| are going to|'re going to)|(?:the|a|an|our|your|new)\s+(?:\w+\s+){{0,2}}{_ROLE_NOUN}\s+"
+    rf"\b(?:we(?:'ll| will| are going to|'re going to)|(?:the|a|an|our|your|new|that|this)\s+(?:\w+\s+){{0,2}}{_ROLE_NOUN}\s+"
     rf"(?:will|should|is going to)|someone(?: from \w+)? will|(?:it|that|this|they)(?:'ll| will| should)\s+"
     rf"(?:arrive|be|come|reach|show|appear|take)|you(?:'ll| will| should) (?:receive|get|hear|see|be contacted|"
     rf"be sent|be called))\b",
@@ -189,6 +189,21 @@ class FollowUp:
     action: str
     due: str | None
     turn: int
+
+
+# ", and" between two commitments: "you'll get an acknowledgement within five days, and a handler will call you".
+_JOINED_COMMITMENTS = re.compile(r",\s+(?:and|then|and then)\s+")
+
+
+def follow_ups(sentence: Sentence) -> list[FollowUp]:
+    """One per commitment: a sentence joining two (each a commitment on its own) gives two follow-ups."""
+    parts = _JOINED_COMMITMENTS.split(sentence.text)
+    if len(parts) > 1:
+        found = [f for part in parts if (f := follow_up(Sentence(sentence.turn, sentence.speaker, part)))]
+        if len(found) == len(parts):
+            return found
+    single = follow_up(sentence)
+    return [single] if single else []
 
 
 def follow_up(sentence: Sentence) -> FollowUp | None:

@@ -60,7 +60,7 @@ class EmbeddedSummariser:
         issue = self._issue(customer, reason)
         actions = self._actions(agent)
         advice = None if actions else self._agent_response(agent)
-        follow_ups = [f for f in (extract.follow_up(s) for s in said) if f is not None]
+        follow_ups = [f for s in said for f in extract.follow_ups(s)]
         follow_ups = _dedupe_follow_ups(follow_ups)
         escalation = self._escalation(said)
         sentiment = self._sentiment_arc(transcript)
