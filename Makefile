@@ -64,7 +64,8 @@ test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP) $(ANSIBLE_STAMP)
 EVAL_SETS := tests/calls tweetsumm dialogsum presidio banking77 dstc11 abcd
 eval: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 	$(BIN)/aftercall eval $(EVAL_SETS) --mode both --tuned-on calls --tuned-on tweetsumm \
-	  --audio-cache .cache/eval-audio --gate 'calls/disposition_accuracy>=0.75' $(EVAL_ARGS)
+	  --audio-cache .cache/eval-audio --gate 'calls/text/disposition_accuracy>=0.75' \
+	  --gate 'calls/audio/disposition_accuracy>=0.65' --gate 'calls/audio/wer<=0.2' $(EVAL_ARGS)
 
 # Speed, memory and concurrency of every stage (calls of 1/5/20 min, 1/10/50/200 concurrent real-time calls, Triton,
 # the vault): reports/bench.json + bench.html, a dated summary appended to docs/benchmarks.md (about 25 minutes).
