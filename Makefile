@@ -68,7 +68,7 @@ eval: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 	  --gate 'calls/audio/disposition_accuracy>=0.65' --gate 'calls/audio/wer<=0.2' $(EVAL_ARGS)
 
 # Speed, memory and concurrency of every stage (calls of 1/5/20 min, 1/10/50/200 concurrent real-time calls, Triton,
-# the vault): reports/bench.json + bench.html, a dated summary appended to docs/benchmarks.md (about 25 minutes).
+# the vault): reports/bench.json + bench.html, a dated summary appended to docs/benchmarks.md (about 15 minutes).
 bench: $(STAMP) $(GENERATED)
 	$(BIN)/aftercall bench
 
