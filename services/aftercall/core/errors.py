@@ -72,3 +72,11 @@ class RecordUnreadableError(AftercallError):
 
 class PermissionDeniedError(AftercallError):
     """The caller is known but their role does not allow this."""
+
+
+class SipMessageError(UserError):
+    """A SIP message (or a body it carries) that cannot be accepted; `status` is the SIP response that says why."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,209 @@
+"""SIPREC parsing: SIP messages from datagrams and byte streams, multipart bodies, the SDP offer and our answer, and
+RFC 7865 metadata in the variants SBCs send (telephony brief), plus Cisco Built-in-Bridge legs."""
+
+from __future__ import annotations
+
+import pytest
+
+from aftercall.core.errors import SipMessageError
+from aftercall.siprec import sip
+from aftercall.siprec.metadata import cisco_leg, parse_metadata
+from aftercall.siprec.sdp import AcceptedStream, answer, choose_streams, parse_sdp
+
+SDP = """v=0
+o=SRC 2890844526 2890844526 IN IP4 198.51.100.1
+s=-
+c=IN IP4 198.51.100.1
+t=0 0
+m=audio 12240 RTP/AVP 0 101
+a=rtpmap:0 PCMU/8000
+a=rtpmap:101 telephone-event/8000
+a=label:1
+a=sendonly
+m=audio 12242 RTP/AVP 8
+a=label:2
+a=sendonly
+"""
+
+METADATA = """<?xml version="1.0" encoding="UTF-8"?>
+<recording xmlns="urn:ietf:params:xml:ns:recording:1">
+  <datamode>complete</datamode>
+  <session session_id="hVpd7YQgRW2nD22h7q60JQ=="/>
+  <participant participant_id="agent-p"><nameID aor="sip:2001@pbx.example.org"><name>Agent Smith</name></nameID>
+  </participant>
+  <participant participant_id="caller-p"><nameID aor="sip:+441632960123@sbc.example.org"/></participant>
+  <stream stream_id="s-agent" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>1</label></stream>
+  <stream stream_id="s-caller" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>2</label></stream>
+  <participantstreamassoc participant_id="agent-p"><send>s-agent</send><recv>s-caller</recv></participantstreamassoc>
+  <participantstreamassoc participant_id="caller-p"><send>s-caller</send><recv>s-agent</recv></participantstreamassoc>
+</recording>
+"""
+
+# The same facts the way other SBCs write them: no ":1", dataMode, send/recv inside the participant (the drafts).
+METADATA_VARIANT = """<recording xmlns='urn:ietf:params:xml:ns:recording'>
+  <dataMode>complete</dataMode>
+  <participant id="agent-p"><aor>sip:2001@pbx.example.org</aor><send>s-agent</send></participant>
+  <participant id="caller-p"><aor>sip:+441632960123@sbc.example.org</aor><send>s-caller</send></participant>
+  <stream id="s-agent"><label>1</label></stream>
+  <stream id="s-caller"><label>2</label></stream>
+</recording>"""
+
+
+def siprec_invite(metadata: str = METADATA, metadata_type: str = "application/rs-metadata+xml",
+                  newline: str = "\r\n", compact: bool = False) -> bytes:
+    body = newline.join([
+        "--uniqueBoundary", "Content-Type: application/sdp", "", SDP.replace("\n", newline).rstrip(newline),
+        "--uniqueBoundary", f"Content-Type: {metadata_type}", "Content-Disposition: recording-session", "",
+        metadata.replace("\n", newline).rstrip(newline), "--uniqueBoundary--", ""]).encode()
+    names = ({"Via": "v", "From": "f", "To": "t", "Call-ID": "i", "Content-Type": "c", "Content-Length": "l"}
+             if compact else {})
+    head = [
+        "INVITE sip:srs@192.0.2.10:5060 SIP/2.0",
+        f"{names.get('Via', 'Via')}: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-proxy",
+        f"{names.get('Via', 'Via')}: SIP/2.0/UDP 198.51.100.1:5060;branch=z9hG4bK-src",
+        "Record-Route: <sip:192.0.2.1;lr>",
+        f"{names.get('From', 'From')}: <sip:src@198.51.100.1>;tag=35e195d2",
+        f"{names.get('To', 'To')}: <sip:srs@192.0.2.10>",
+        f"{names.get('Call-ID', 'Call-ID')}: d253c800-b0d1ea39-4a7dd-3f0e0@198.51.100.1",
+        "CSeq: 101 INVITE",
+        "Max-Forwards: 69",
+        "Require: siprec",
+        "Accept: application/sdp, application/rs-metadata",
+        "Contact: <sip:src@198.51.100.1>;+sip.src",
+        f"{names.get('Content-Type', 'Content-Type')}: multipart/mixed;boundary=uniqueBoundary",
+        "Mime-Version: 1.0",
+        f"{names.get('Content-Length', 'Content-Length')}: {len(body)}",
+    ]
+    return (newline.join(head) + newline + newline).encode() + body
+
+
+def recorded_sides(message: sip.SipMessage) -> dict[str, list[str]]:
+    parts = {part.content_type: part for part in sip.body_parts(message)}
+    offer = parse_sdp(parts["application/sdp"].body)
+    metadata_part = next(p for t, p in parts.items() if t != "application/sdp")
+    metadata = parse_metadata(metadata_part.body)
+    return {stream.label: metadata.sender_of(stream.label).aors for stream in offer.streams}
+
+
+def test_a_siprec_invite_gives_each_labelled_stream_its_sender():
+    message = sip.parse(siprec_invite())
+    assert message.method == "INVITE" and message.call_id.startswith("d253c800")
+    assert "siprec" in message.option_tags("Require") and message.cseq == (101, "INVITE")
+    assert recorded_sides(message) == {"1": ["sip:2001@pbx.example.org"], "2": ["sip:+441632960123@sbc.example.org"]}
+    parts = sip.body_parts(message)
+    assert parts[1].headers["content-disposition"] == "recording-session"
+
+
+@pytest.mark.parametrize("variant", [
+    {"newline": "\n"},
+    {"compact": True},
+    {"metadata": METADATA_VARIANT, "metadata_type": "application/rs-metadata"},
+    {"metadata": METADATA_VARIANT, "metadata_type": "application/xml", "newline": "\n", "compact": True},
+])
+def test_field_variants_read_the_same(variant):
+    message = sip.parse(siprec_invite(**variant))
+    assert message.header("Call-ID") == message.call_id != ""
+    assert len(message.header_values("Via")) == 2
+    assert recorded_sides(message) == {"1": ["sip:2001@pbx.example.org"], "2": ["sip:+441632960123@sbc.example.org"]}
+
+
+def test_metadata_datamode_in_either_spelling():
+    assert parse_metadata(METADATA.encode()).datamode == "complete"
+    assert parse_metadata(METADATA_VARIANT.encode()).datamode == "complete"
+
+
+@pytest.mark.parametrize("data, status, words", [
+    (b"INVITE sip:srs@x SIP/2.0\r\nVia: SIP/2.0/UDP a\r\n", 400, "no blank line"),
+    (b"HELLO\r\n\r\n", 400, "not a SIP/2.0"),
+    (b"INVITE sip:srs@x SIP/2.0\r\nthis is not a header\r\n\r\n", 400, "malformed header"),
+    (siprec_invite().replace(b"Call-ID: ", b"X-Call: "), 400, "missing Call-ID"),
+    (siprec_invite().replace(b"CSeq: 101 INVITE", b"CSeq: one INVITE"), 400, "malformed CSeq"),
+    (siprec_invite()[:-40], 400, "bytes follow"),
+    (siprec_invite() + b"x" * sip.MAX_MESSAGE_BYTES, 413, "over the limit"),
+    (b"INVITE sip:srs@x SIP/2.0\r\nVia: a\r\n\xff\xfe: b\r\n\r\n", 400, "not UTF-8"),
+])
+def test_malformed_messages_name_the_fault_and_the_status_to_answer(data, status, words):
+    with pytest.raises(SipMessageError, match=words) as caught:
+        sip.parse(data)
+    assert caught.value.status == status
+
+
+def test_a_byte_stream_is_cut_into_messages_whatever_the_reads():
+    one, two = siprec_invite(), siprec_invite().replace(b"CSeq: 101", b"CSeq: 102")
+    stream = b"\r\n\r\n" + one + b"\r\n" + two  # keep-alives before and between (RFC 5626)
+    for size in (1, 7, 100, len(stream)):
+        framer = sip.StreamFramer()
+        messages = [m for start in range(0, len(stream), size) for m in framer.feed(stream[start:start + size])]
+        assert [m.cseq[0] for m in messages] == [101, 102]
+        assert all(len(sip.body_parts(m)) == 2 for m in messages)
+
+
+def test_a_stream_without_content_length_or_over_the_limit_is_refused():
+    without = siprec_invite().replace(b"Content-Length:", b"X-Length:")
+    with pytest.raises(SipMessageError, match="Content-Length is required"):
+        sip.StreamFramer().feed(without)
+    with pytest.raises(SipMessageError) as caught:
+        sip.StreamFramer().feed(b"INVITE sip:x SIP/2.0\r\n" + b"X: y\r\n" * 20000)
+    assert caught.value.status == 413
+
+
+def test_a_response_copies_the_routing_of_its_request_and_adds_our_tag():
+    request = sip.parse(siprec_invite())
+    reply = sip.response(request, 200, to_tag="srs-1", headers=[("Contact", "<sip:srs@192.0.2.10>;+sip.srs")],
+                         body=b"v=0\r\n")
+    parsed = sip.parse(reply.to_bytes())
+    assert parsed.status == 200 and parsed.reason == "OK"
+    assert parsed.header_values("Via") == request.header_values("Via")
+    assert parsed.header_values("Record-Route") == ["<sip:192.0.2.1;lr>"]
+    assert sip.header_params(parsed.header("To"))["tag"] == "srs-1"
+    assert parsed.header("From") == request.header("From") and parsed.cseq == (101, "INVITE")
+    assert parsed.body == b"v=0\r\n" and parsed.header("Content-Length") == "5"
+    trying = sip.parse(sip.response(request, 100, to_tag="srs-1").to_bytes())
+    assert "tag" not in sip.header_params(trying.header("To")) and not trying.header_values("Record-Route")
+
+
+def test_the_answer_records_g711_streams_recvonly_and_declines_the_rest():
+    offer = parse_sdp((SDP + "m=video 12250 RTP/AVP 96\na=rtpmap:96 H264/90000\n"
+                       "m=audio 12260 RTP/AVP 18\na=rtpmap:18 G729/8000\n").encode())
+    chosen = choose_streams(offer)
+    assert chosen == [(0, 0), (1, 8)]
+    accepted = [AcceptedStream(index, offer.streams[index].label, 40000 + 2 * n, payload_type)
+                for n, (index, payload_type) in enumerate(chosen)]
+    reply = parse_sdp(answer(offer, "192.0.2.10", accepted, 7))
+    assert [(s.media, s.port, s.payload_types, s.direction, s.label) for s in reply.streams] == [
+        ("audio", 40000, [0], "recvonly", "1"), ("audio", 40002, [8], "recvonly", "2"),
+        ("video", 0, [96], "sendrecv", None), ("audio", 0, [18], "sendrecv", None)]
+    assert reply.address == "192.0.2.10"
+    assert offer.streams[0].address == "198.51.100.1" and offer.streams[0].direction == "sendonly"
+
+
+def test_a_dynamic_payload_type_named_pcmu_is_taken_and_a_16k_one_is_not():
+    offer = parse_sdp(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5004 RTP/AVP 96 97\r\na=rtpmap:96 PCMU/16000\r\n"
+                      b"a=rtpmap:97 PCMA/8000\r\n")
+    assert choose_streams(offer) == [(0, 97)]
+
+
+@pytest.mark.parametrize("parser, body, words", [
+    (parse_sdp, b"m=audio 5004 RTP/AVP 0\r\n", "no v=0"),
+    (parse_sdp, b"v=0\r\nc=IN IP4\r\n", "connection line"),
+    (parse_sdp, b"v=0\r\nm=audio port RTP/AVP 0\r\n", "media line"),
+    (parse_sdp, b"v=0\r\nthis is not sdp\r\n", "malformed SDP line"),
+    (parse_metadata, b'<?xml version="1.0"?><!DOCTYPE r [<!ENTITY a "aaaa">]><recording>&a;</recording>', "DOCTYPE"),
+    (parse_metadata, b"<recording><participant></recording>", "not well-formed"),
+    (parse_metadata, b"<session/>", "not <recording>"),
+    (parse_metadata, b"<recording><participant/></recording>", "participant_id"),
+])
+def test_malformed_sdp_and_metadata_are_refused(parser, body, words):
+    with pytest.raises(SipMessageError, match=words):
+        parser(body)
+
+
+def test_cisco_built_in_bridge_legs_are_recognised_from_the_from_uri():
+    near = cisco_leg("<sip:2000@ucm1;x-nearend;x-refci=ci2;x-nearenddevice=SEPB;x-farendrefci=ci1;"
+                     "x-farenddevice=SEPA;x-farendaddr=1000>;tag=1")
+    far = cisco_leg("<sip:2000@ucm1;x-farend;x-refci=ci2;x-nearenddevice=SEPB;x-farendrefci=ci1;"
+                    "x-farendaddr=1000>;tag=2")
+    assert near.refci == far.refci == "ci2" and near.near_end and not far.near_end
+    assert near.far_end_address == "1000" and near.far_end_refci == "ci1"
+    assert cisco_leg("<sip:src@198.51.100.1>;tag=35e195d2") is None
+    assert cisco_leg("sip:2000@ucm1;x-nearend;x-refci=ci2") is None  # without <...> these are header parameters
