@@ -21,14 +21,12 @@ class Participant:
     participant_id: str
     aors: list[str] = field(default_factory=list)
     name: str | None = None
-    sends: list[str] = field(default_factory=list)  # stream ids
-    receives: list[str] = field(default_factory=list)
+    sends: list[str] = field(default_factory=list)  # ids of the streams that carry this participant's voice
 
 
 @dataclass
 class RecordingMetadata:
-    datamode: str | None
-    session_ids: list[str]
+    datamode: str | None  # "complete", or "partial" for an update to merge into what a session already has
     participants: dict[str, Participant]
     stream_labels: dict[str, str]  # stream id -> SDP label
 
@@ -83,11 +81,11 @@ def parse_metadata(body: bytes) -> RecordingMetadata:
         for aor in _children(element, "aor"):  # the drafts' form
             if value := _text(aor):
                 participant.aors.append(value)
-        _streams_of(element, participant)
+        _add_sent_streams(element, participant)
     for association in _children(root, "participantstreamassoc"):
         participant_id = _attribute(association, "participant_id")
         if participant_id:
-            _streams_of(association, participants.setdefault(participant_id, Participant(participant_id)))
+            _add_sent_streams(association, participants.setdefault(participant_id, Participant(participant_id)))
 
     labels: dict[str, str] = {}
     for stream in _children(root, "stream"):
@@ -95,15 +93,13 @@ def parse_metadata(body: bytes) -> RecordingMetadata:
         label = _text(next(iter(_children(stream, "label")), None))
         if stream_id and label:
             labels[stream_id] = label
-    sessions = [sid for element in _children(root, "session")
-                if (sid := _attribute(element, "session_id") or _attribute(element, "id"))]
     datamode = _text(next(iter(_children(root, "datamode")), None))
-    return RecordingMetadata(datamode.lower() if datamode else None, sessions, participants, labels)
+    return RecordingMetadata(datamode.lower() if datamode else None, participants, labels)
 
 
-def _streams_of(element: ElementTree.Element, participant: Participant) -> None:
-    for tag, into in (("send", participant.sends), ("recv", participant.receives)):
-        into += [value for child in _children(element, tag) if (value := _text(child)) and value not in into]
+def _add_sent_streams(element: ElementTree.Element, participant: Participant) -> None:
+    participant.sends += [value for child in _children(element, "send")
+                          if (value := _text(child)) and value not in participant.sends]
 
 
 @dataclass(frozen=True)
