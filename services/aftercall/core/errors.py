@@ -80,3 +80,7 @@ class SipMessageError(UserError):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+class RtpPacketError(UserError):
+    """A datagram on a media port that is not an RTP packet we can use; it is counted and dropped, never answered."""
