@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from aftercall.core.errors import SipMessageError
+from aftercall.core.errors import ConfigError, SipMessageError
 from aftercall.siprec import sip
 from aftercall.siprec.metadata import cisco_leg, parse_metadata
+from aftercall.siprec.roles import agent_stream, parse_trunks, trunk_for
 from aftercall.siprec.sdp import AcceptedStream, answer, choose_streams, parse_sdp
 
 SDP = """v=0
@@ -207,3 +208,46 @@ def test_cisco_built_in_bridge_legs_are_recognised_from_the_from_uri():
     assert near.far_end_address == "1000" and near.far_end_refci == "ci1"
     assert cisco_leg("<sip:src@198.51.100.1>;tag=35e195d2") is None
     assert cisco_leg("sip:2000@ucm1;x-nearend;x-refci=ci2") is None  # without <...> these are header parameters
+
+
+TRUNKS = ["cube: source=10.0.0.5 agent=label:2", "sbc: source=10.0.1.0/24,2001:db8::/32 agent=aor:^sip:[0-9]{4}@",
+          "avaya: source=10.0.2.7 agent=second"]
+
+
+@pytest.mark.parametrize("source, metadata, agent", [
+    ("10.0.0.5", METADATA, 1),          # by label: the stream labelled 2
+    ("10.0.1.44", METADATA, 0),         # by address: sip:2001@ sends stream 1
+    ("2001:db8::9", METADATA_VARIANT, 0),
+    ("10.0.2.7", METADATA, 1),          # by m-line order
+    ("192.0.2.99", METADATA, 0),        # no trunk: the first stream is the agent's
+])
+def test_trunk_rules_say_which_stream_is_the_agent(source, metadata, agent):
+    rules = parse_trunks(TRUNKS)
+    assert agent_stream(["1", "2"], parse_metadata(metadata.encode()), trunk_for(rules, source)) == agent
+
+
+def test_an_address_rule_follows_the_sender_whatever_the_stream_order():
+    metadata = parse_metadata(METADATA.encode())
+    by_address, nobody = parse_trunks(["sbc: source=10.0.1.0/24 agent=aor:^sip:[0-9]{4}@",
+                                       "other: source=10.0.3.1 agent=aor:^sip:agent-"])
+    assert agent_stream(["2", "1"], metadata, by_address) == 1  # sip:2001@ sends the stream labelled 1
+    assert agent_stream(["2", "1"], metadata, nobody) == 0  # matches nobody: the first stream
+
+
+@pytest.mark.parametrize("entry, words", [
+    ("no colon here", "must start with 'NAME:'"),
+    ("cube: agent=label:1", "needs source="),
+    ("cube: source=10.0.0.300", "does not appear to be an IPv4 or IPv6 network"),
+    ("cube: source=10.0.0.5 agent=loudest", "must be label:LABEL, aor:REGEX, first or second"),
+    ("cube: source=10.0.0.5 agent=aor:([", "not a valid pattern"),
+    ("cube: source=10.0.0.5 colour=blue", "is not source=... or agent=..."),
+])
+def test_malformed_trunk_rules_name_the_key_and_the_trunk(entry, words):
+    with pytest.raises(ConfigError, match="siprec.trunks") as caught:
+        parse_trunks([entry])
+    assert words in str(caught.value)
+
+
+def test_a_trunk_named_twice_is_refused():
+    with pytest.raises(ConfigError, match="named twice"):
+        parse_trunks(["cube: source=10.0.0.5", "cube: source=10.0.0.6"])
