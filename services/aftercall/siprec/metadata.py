@@ -13,7 +13,6 @@ from aftercall.core.errors import SipMessageError
 from aftercall.siprec.sip import uri_params
 
 MAX_METADATA_BYTES = 32768
-METADATA_TYPES = ("application/rs-metadata+xml", "application/rs-metadata", "application/xml", "text/xml")
 
 
 @dataclass

@@ -38,7 +38,7 @@ def parse_rtp(data: bytes) -> RtpPacket:
         offset += 4 + 4 * struct.unpack_from("!H", data, offset + 2)[0]
     end = len(data)
     if first & 0x20:  # padding: the last byte says how much
-        end -= data[-1] if data else 0
+        end -= data[-1]
     if offset > end:
         raise RtpPacketError("RTP header, extension or padding longer than the packet")
     return RtpPacket(second & 0x7F, sequence, timestamp, ssrc, bool(second & 0x80), bytes(data[offset:end]))
@@ -95,14 +95,15 @@ class StreamReceiver:
             return out
         self.stats.packets += 1
         self._held[extended] = packet
-        while len(self._held) > self._jitter:
-            out += self._release(min(self._held))
-        return out
+        return out + self._release_down_to(self._jitter)
 
     def flush(self) -> bytes:
         """Everything held, in order: at the end of the call, or before a new source takes over."""
+        return self._release_down_to(0)
+
+    def _release_down_to(self, held: int) -> bytes:
         out = b""
-        while self._held:
+        while len(self._held) > held:
             out += self._release(min(self._held))
         return out
 

@@ -150,4 +150,3 @@ def answer(offer: SessionDescription, local_address: str, accepted: list[Accepte
         if taken.label is not None:
             lines.append(f"a=label:{taken.label}")
     return ("\r\n".join(lines) + "\r\n").encode()
-

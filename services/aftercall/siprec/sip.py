@@ -18,6 +18,8 @@ MAX_HEADERS = 128
 _COMPACT = {"i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length", "c": "Content-Type",
             "f": "From", "s": "Subject", "k": "Supported", "t": "To", "v": "Via", "o": "Event", "u": "Allow-Events",
             "r": "Refer-To", "b": "Referred-By", "x": "Session-Expires", "a": "Accept-Contact"}
+# Headers whose value may be a comma-separated list; From and To never are.
+_LISTS = {"via", "route", "record-route", "require", "supported", "unsupported", "allow", "contact"}
 _CANONICAL = {name.lower(): name for name in (
     "Call-ID", "CSeq", "Contact", "Content-Disposition", "Content-Encoding", "Content-Length", "Content-Type", "From",
     "To", "Via", "Max-Forwards", "Record-Route", "Route", "Require", "Supported", "Unsupported", "Allow", "Accept",
@@ -90,10 +92,6 @@ class SipMessage:
         lines = [start] + [f"{key}: {value}" for key, value in self.headers if key.lower() != "content-length"]
         lines.append(f"Content-Length: {len(self.body)}")
         return ("\r\n".join(lines) + "\r\n\r\n").encode() + self.body
-
-
-# Headers whose value may be a comma-separated list (never From, To, or anything with a quoted display name alone).
-_LISTS = {"via", "route", "record-route", "require", "supported", "unsupported", "allow", "contact"}
 
 
 def _split_commas(value: str) -> list[str]:
@@ -219,13 +217,21 @@ def uri_params(value: str) -> dict[str, str]:
     inside = re.search(r"<([^>]*)>", value)
     if inside is None:  # without <...> every parameter belongs to the header (RFC 3261 20.10)
         return {}
-    return {name.lower(): (raw or "").strip('"') for name, raw in _PARAM.findall(inside.group(1).split("?", 1)[0])}
+    return _params(inside.group(1).split("?", 1)[0])
 
 
 def header_params(value: str) -> dict[str, str]:
     """The parameters after a name-addr or value (`;tag=...`, `;boundary=...`), outside any <...>."""
-    outside = re.sub(r"<[^>]*>", "", value)
-    return {name.lower(): (raw or "").strip('"') for name, raw in _PARAM.findall(outside)}
+    return _params(re.sub(r"<[^>]*>", "", value))
+
+
+def _params(text: str) -> dict[str, str]:
+    return {name.lower(): (raw or "").strip('"') for name, raw in _PARAM.findall(text)}
+
+
+def _media_type(content_type: str) -> str:
+    """`multipart/mixed;boundary=x` -> `multipart/mixed`."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
 def response(request: SipMessage, status: int, to_tag: str | None = None, headers: Sequence[tuple[str, str]] = (),
@@ -256,7 +262,7 @@ def body_parts(message: SipMessage) -> list[BodyPart]:
     content_type = message.header("Content-Type") or ""
     if not message.body:
         return []
-    main = content_type.split(";", 1)[0].strip().lower()
+    main = _media_type(content_type)
     if not main.startswith("multipart/"):
         return [BodyPart(main, {}, message.body)]
     boundary = header_params(content_type).get("boundary")
@@ -283,6 +289,5 @@ def body_parts(message: SipMessage) -> list[BodyPart]:
             name, colon, value = line.partition(":")
             if colon:
                 headers[name.strip().lower()] = value.strip()
-        part_type = headers.get("content-type", "text/plain").split(";", 1)[0].strip().lower()
-        parts.append(BodyPart(part_type, headers, body))
+        parts.append(BodyPart(_media_type(headers.get("content-type", "text/plain")), headers, body))
     return parts

@@ -151,7 +151,8 @@ _ROLE_NOUN = (r"(?:team|department|engineer|technician|specialist|manager|superv
               r"refund|card|credit|money|payment|replacement|order|parcel|item|bill|statement|email|text|"
               r"confirmation|reference)s?")
 ORG_COMMIT = re.compile(
-    rf"\b(?:we(?:'ll| will| are going to|'re going to)|(?:the|a|an|our|your|new|that|this)\s+(?:\w+\s+){{0,2}}{_ROLE_NOUN}\s+"
+    rf"\b(?:we(?:'ll| will| are going to|'re going to)|"
+    rf"(?:the|a|an|our|your|new|that|this)\s+(?:\w+\s+){{0,2}}{_ROLE_NOUN}\s+"
     rf"(?:will|should|is going to)|someone(?: from \w+)? will|(?:it|that|this|they)(?:'ll| will| should)\s+"
     rf"(?:arrive|be|come|reach|show|appear|take)|you(?:'ll| will| should) (?:receive|get|hear|see|be contacted|"
     rf"be sent|be called))\b",
