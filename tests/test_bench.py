@@ -33,7 +33,7 @@ def test_smoke_run_reports_every_part(smoke):
     data, html, stderr = smoke
     assert data["meta"]["mode"] == "smoke"
     assert data["skipped"] == ["llm", "postgres"]
-    assert {"stages", "in_process", "served", "triton", "vault", "ratios"} <= data.keys()
+    assert {"stages", "in_process", "served", "triton", "vault", "siprec", "ratios"} <= data.keys()
     assert "bench: wrote" in stderr and "Traceback" not in stderr
     assert html.count("data:image/png;base64,") == 3  # stages, latency, memory
     for title in ("Ratios measured in this run", "Stages per call length", "Concurrent calls streamed",
@@ -88,3 +88,14 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     done = run_cli("bench", *args, "--no-docs", timeout=60)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
+
+
+@pytest.mark.slow
+def test_siprec_calls_from_sipp_are_all_recorded(smoke):
+    siprec = smoke[0]["siprec"]
+    if "skipped" in siprec:
+        pytest.skip(siprec["skipped"])
+    assert siprec["sipp_exit"] == 0 and siprec["sipp_successful"] == siprec["summaries"] == 2
+    assert siprec["rtp"]["recorded"] == siprec["rtp_packets_sent"] and siprec["rtp_lost_s"] == 0
+    assert siprec["recordings_ended"] == {"bye": 2} and siprec["live_server_peak_rss_mib"] > 100
+    assert "SIPREC recording under load" in smoke[1]

@@ -252,7 +252,7 @@ def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
             f"server.listen: cannot bind {busy}": ({}, ["--listen", busy]),
             f"server.metrics_listen: cannot bind {busy}": ({}, ["--listen", "127.0.0.1:0", "--metrics-listen", busy]),
             "server.data_dir: cannot use /proc/nowhere": ({}, ["--listen", "127.0.0.1:0", "--data-dir", "/proc/nowhere"]),
-            "unknown service 'billing' (known: ingest, summaries, asr, triton)": ({}, ["billing"]),
+            "unknown service 'billing' (known: ingest, summaries, asr, siprec, triton)": ({}, ["billing"]),
             "another aftercall ingest is using": ({}, ["--listen", "127.0.0.1:0", "--data-dir", str(locked)]),
             "triton runs on its own": ({}, ["ingest", "triton"]),
         }

@@ -3,13 +3,17 @@ RFC 7865 metadata in the variants SBCs send (telephony brief), plus Cisco Built-
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from aftercall.core.config import load_config
 from aftercall.core.errors import ConfigError, SipMessageError
 from aftercall.siprec import sip
 from aftercall.siprec.metadata import cisco_leg, parse_metadata
 from aftercall.siprec.roles import agent_stream, parse_trunks, trunk_for
 from aftercall.siprec.sdp import AcceptedStream, answer, choose_streams, parse_sdp
+from sip_peer import METADATA as SIPREC_METADATA
 
 SDP = """v=0
 o=SRC 2890844526 2890844526 IN IP4 198.51.100.1
@@ -26,19 +30,7 @@ a=label:2
 a=sendonly
 """
 
-METADATA = """<?xml version="1.0" encoding="UTF-8"?>
-<recording xmlns="urn:ietf:params:xml:ns:recording:1">
-  <datamode>complete</datamode>
-  <session session_id="hVpd7YQgRW2nD22h7q60JQ=="/>
-  <participant participant_id="agent-p"><nameID aor="sip:2001@pbx.example.org"><name>Agent Smith</name></nameID>
-  </participant>
-  <participant participant_id="caller-p"><nameID aor="sip:+441632960123@sbc.example.org"/></participant>
-  <stream stream_id="s-agent" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>1</label></stream>
-  <stream stream_id="s-caller" session_id="hVpd7YQgRW2nD22h7q60JQ=="><label>2</label></stream>
-  <participantstreamassoc participant_id="agent-p"><send>s-agent</send><recv>s-caller</recv></participantstreamassoc>
-  <participantstreamassoc participant_id="caller-p"><send>s-caller</send><recv>s-agent</recv></participantstreamassoc>
-</recording>
-"""
+METADATA = SIPREC_METADATA.format(agent=1, caller=2)
 
 # The same facts the way other SBCs write them: no ":1", dataMode, send/recv inside the participant (the drafts).
 METADATA_VARIANT = """<recording xmlns='urn:ietf:params:xml:ns:recording'>
@@ -251,3 +243,19 @@ def test_malformed_trunk_rules_name_the_key_and_the_trunk(entry, words):
 def test_a_trunk_named_twice_is_refused():
     with pytest.raises(ConfigError, match="named twice"):
         parse_trunks(["cube: source=10.0.0.5", "cube: source=10.0.0.6"])
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"tls_listen": "127.0.0.1:5061"}, "siprec.tls_listen: needs siprec.tls_cert_file"),
+    ({"allowed_sources": "10.0.0.0/33"}, "siprec.allowed_sources: '10.0.0.0/33'"),
+    ({"codecs": "G729"}, "siprec.codecs: PCMU and/or PCMA"),
+    ({"trunks": "cube source=192.0.2.1"}, "siprec.trunks: 'cube source=192.0.2.1' must start with 'NAME:'"),
+    ({"rtp_port_min": "40000", "rtp_port_max": "40001"}, "siprec.rtp_port_max: the range 40000-40001"),
+    ({"listen": "nowhere"}, "siprec.listen: must be HOST:PORT"),
+    ({"listen": ""}, "siprec.listen: set listen or tls_listen"),
+    ({"rtp_timeout_s": "0"}, "siprec.rtp_timeout_s: must be between"),
+])
+def test_siprec_config_is_validated_naming_the_key(settings, message):
+    environ = {f"AFTERCALL_SIPREC__{key.upper()}": value for key, value in settings.items()}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, environ)

@@ -31,6 +31,7 @@ from aftercall.ingest.spool import Spool
 from aftercall.asr.service import RivaCompatibleAsr
 from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline
 from aftercall.review.service import SummariesService
+from aftercall.siprec.server import SiprecServer, start_siprec
 from aftercall.review.store import SummaryStore
 from aftercall.vault.access import AccessPolicy
 from aftercall.vault.envelope import Vault
@@ -39,9 +40,10 @@ from aftercall.vault.keys import key_file_path, open_key_ring
 logger = logging.getLogger(__name__)
 
 # What `aftercall serve` runs with no SERVICE named; `asr` (the Riva-compatible recogniser) is started on its own,
-# `triton` (a tritonserver process) only on its own.
+# `triton` (a tritonserver process) only on its own; `siprec` (the SIPREC recording server, a client of ingest) on
+# its own or beside ingest.
 SERVICES = ("ingest", "summaries")
-KNOWN_SERVICES = (*SERVICES, "asr", "triton")
+KNOWN_SERVICES = (*SERVICES, "asr", "siprec", "triton")
 
 
 def default_data_dir() -> Path:
@@ -151,22 +153,58 @@ def _holds_sealed_records(db) -> bool:
                for table in ("sealed_summaries", "audit_log"))
 
 
+async def start_recorder(config: Config, appliance: Appliance | None,
+                         metrics_listen: str | None = None) -> tuple[SiprecServer, int | None]:
+    """The SIPREC recording server, feeding this process's ingest or siprec.ingest_server. On its own it serves its
+    metrics on siprec.metrics_listen (`metrics_listen=""`: none); beside the appliance, on the appliance's."""
+    siprec = config.siprec
+    if appliance is not None:
+        metrics, metrics_port = appliance.metrics, None
+        own = f"{appliance.listen.rpartition(':')[0]}:{appliance.port}"
+        ingest = siprec.ingest_server or own
+    else:
+        metrics, metrics_port = Metrics(), None
+        ingest = siprec.ingest_server or config.server.listen
+        metrics_listen = siprec.metrics_listen if metrics_listen is None else metrics_listen
+        if metrics_listen:
+            check_listen_security(metrics_listen, config.server, "metrics_listen")
+            http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
+            metrics_port = http_server.server_port
+    return await start_siprec(siprec, metrics, ingest), metrics_port
+
+
 async def serve(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None,
                 metrics_listen: str | None) -> bool:
     """Run until SIGTERM/SIGINT. Returns True when work was left for the next start."""
-    appliance = await start_appliance(config, services, data_dir, listen, metrics_listen)
-    host = appliance.listen.rpartition(":")[0]
-    metrics_note = f", metrics on port {appliance.metrics_port}" if appliance.metrics_port else ""
-    # One line on stderr that scripts (and the tests) read the bound port from.
-    print(f"aftercall: serving {', '.join(services)} on {host}:{appliance.port}{metrics_note}; data in {data_dir}",
-          file=sys.stderr, flush=True)
+    grpc_services = tuple(service for service in services if service != "siprec")
+    appliance = recorder = None
+    if grpc_services:
+        appliance = await start_appliance(config, grpc_services, data_dir, listen, metrics_listen)
+        host = appliance.listen.rpartition(":")[0]
+        metrics_note = f", metrics on port {appliance.metrics_port}" if appliance.metrics_port else ""
+        # One line on stderr that scripts (and the tests) read the bound port from.
+        print(f"aftercall: serving {', '.join(grpc_services)} on {host}:{appliance.port}{metrics_note}; data in "
+              f"{data_dir}", file=sys.stderr, flush=True)
+    if "siprec" in services:
+        try:
+            recorder, metrics_port = await start_recorder(config, appliance, None if appliance else metrics_listen)
+        except BaseException:
+            if appliance is not None:
+                await appliance.stop(0)
+            raise
+        where = [f"udp+tcp {config.siprec.listen.rpartition(':')[0]}:{recorder.sip_port}"] if recorder.sip_port else []
+        where += [f"tls port {recorder.tls_port}"] if recorder.tls_port else []
+        metrics_note = f", metrics on port {metrics_port}" if metrics_port else ""
+        print(f"aftercall: serving siprec on {', '.join(where)}{metrics_note}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
     logger.warning("stopping: no new calls; %.0f s for calls in flight", config.server.shutdown_grace_s)
-    return await appliance.stop(config.server.shutdown_grace_s)
+    if recorder is not None:  # first, so that its recordings end while ingest can still take them
+        await recorder.stop(config.server.shutdown_grace_s)
+    return await appliance.stop(config.server.shutdown_grace_s) if appliance is not None else False
 
 
 def serve_triton(config: Config, data_dir: Path, listen: str | None) -> int:

@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the appliance's gRPC services (all of them by default)")
     serve.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="ingest, summaries, asr (the Riva-compatible recogniser), triton (a tritonserver on "
+                       help="ingest, summaries, asr (the Riva-compatible recogniser), siprec (a SIPREC recording "
+                            "server feeding ingest; [siprec] in the config), triton (a tritonserver on "
                             "model_repository/); default: ingest summaries")
     serve.add_argument("--config", type=Path, help="aftercall TOML config file (optional)")
     serve.add_argument("--listen", help="gRPC HOST:PORT (default server.listen, 127.0.0.1:50051; port 0 = any)")

@@ -6,6 +6,7 @@ Every error names the offending key, e.g. `config asr.beam_size: must be between
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -205,6 +206,46 @@ class AccessConfig:
 
 
 @dataclass(frozen=True)
+class SiprecConfig:
+    """`aftercall serve siprec`: a SIPREC recording server (RFC 7866) that feeds calls from an SBC or PBX into ingest."""
+
+    # SIP over UDP and TCP on this address; empty: none (TLS only).
+    listen: str = "127.0.0.1:5060"
+    # SIP over TLS (needs tls_cert_file and tls_key_file); empty: none.
+    tls_listen: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Set: an SBC must present a certificate signed by this CA on the TLS listener.
+    tls_client_ca_file: str = ""
+    # Prometheus endpoint when siprec runs on its own (with ingest in one process: server.metrics_listen).
+    metrics_listen: str = "127.0.0.1:9466"
+    # The SBCs and PBXs that may record here (addresses or CIDR networks); SIP and RTP from anywhere else is refused.
+    allowed_sources: tuple[str, ...] = ("127.0.0.1", "::1")
+    # The address put in our SDP answers for RTP; empty: the SIP listen address (which must then not be a wildcard).
+    media_address: str = ""
+    # Local RTP ports, one even port per recorded stream (a call's streams take P, P+2, ...).
+    rtp_port_min: int = 40000
+    rtp_port_max: int = 40999
+    # A recording that receives no RTP for this long (and is not on hold) is ended with our BYE and summarised.
+    rtp_timeout_s: float = 30.0
+    # Recordings at once; one more INVITE gets 503 with Retry-After.
+    max_sessions: int = 200
+    # G.711 flavours we accept (a stream offering neither is declined).
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    # Which stream is the agent's, per trunk: "NAME: source=ADDR|CIDR[,..] agent=label:L|aor:REGEX|first|second".
+    trunks: tuple[str, ...] = ()
+    # Accept a plain INVITE (no Require: siprec; a PBX dialling the recorder) as a recording of its one stream.
+    accept_plain_calls: bool = True
+    # Where calls go: the ingest service (empty: this process's own when it serves ingest, else server.listen).
+    ingest_server: str = ""
+    # TLS (a CA file) or mutual TLS (plus certificate and key) to ingest, and who we are to it (the pbx role).
+    ingest_ca_file: str = ""
+    ingest_cert_file: str = ""
+    ingest_key_file: str = ""
+    ingest_user: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -217,6 +258,7 @@ class Config:
     vault: VaultConfig = field(default_factory=VaultConfig)
     access: AccessConfig = field(default_factory=AccessConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
+    siprec: SiprecConfig = field(default_factory=SiprecConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -256,6 +298,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "retention.transcript_days": (0, 36500),
     "retention.audio_days": (0, 36500),
     "triton.metrics_port": (1, 65535),
+    "siprec.rtp_port_min": (1024, 65534),
+    "siprec.rtp_port_max": (1025, 65535),
+    "siprec.rtp_timeout_s": (1.0, 3600.0),
+    "siprec.max_sessions": (1, 10_000),
 }
 
 
@@ -351,11 +397,42 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         if getattr(values, prefix + "cert_file") and not uses_tls(values, prefix):
             raise ConfigError(f"config {section}.{prefix}cert_file: a client certificate needs TLS: set "
                               f"{section}.{prefix}ca_file or {section}.{prefix.rstrip('_')} = true")
+    _validate_siprec(config.siprec)
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:
         raise ConfigError("config server.tls_client_ca_file: mutual TLS needs server.tls_cert_file and tls_key_file")
     return config
+
+
+def _validate_siprec(siprec: SiprecConfig) -> None:
+    from aftercall.siprec.roles import parse_trunks  # here, not at the top: the core does not depend on a service
+
+    for key in ("listen", "tls_listen", "metrics_listen", "ingest_server"):
+        if getattr(siprec, key):
+            parse_address(getattr(siprec, key), f"config siprec.{key}")
+    if not siprec.listen and not siprec.tls_listen:
+        raise ConfigError("config siprec.listen: set listen or tls_listen (or both)")
+    if siprec.tls_listen and not (siprec.tls_cert_file and siprec.tls_key_file):
+        raise ConfigError("config siprec.tls_listen: needs siprec.tls_cert_file and siprec.tls_key_file")
+    if siprec.tls_client_ca_file and not siprec.tls_listen:
+        raise ConfigError("config siprec.tls_client_ca_file: client certificates need siprec.tls_listen")
+    if siprec.rtp_port_max - siprec.rtp_port_min < 3:
+        raise ConfigError(f"config siprec.rtp_port_max: the range {siprec.rtp_port_min}-{siprec.rtp_port_max} holds "
+                          "fewer than two RTP ports (one even port per stream)")
+    for source in siprec.allowed_sources:
+        try:
+            ipaddress.ip_network(source, strict=False)
+        except ValueError:
+            raise ConfigError(f"config siprec.allowed_sources: {source!r} is not an address or network") from None
+    unknown = [codec for codec in siprec.codecs if codec not in ("PCMU", "PCMA")]
+    if unknown or not siprec.codecs:
+        raise ConfigError(f"config siprec.codecs: PCMU and/or PCMA, got {', '.join(siprec.codecs) or 'none'}")
+    if bool(siprec.ingest_cert_file) != bool(siprec.ingest_key_file) or (siprec.ingest_cert_file
+                                                                         and not siprec.ingest_ca_file):
+        raise ConfigError("config siprec.ingest_cert_file: mutual TLS to ingest needs ingest_ca_file, ingest_cert_file "
+                          "and ingest_key_file")
+    parse_trunks(siprec.trunks)
 
 
 def uses_tls(section: Any, prefix: str) -> bool:

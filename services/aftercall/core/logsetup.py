@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import sys
+from typing import Iterator
 
 call_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("call_id", default="-")
 
@@ -40,3 +42,13 @@ def configure_logging(level: str = "WARNING", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+@contextlib.contextmanager
+def logging_call(call_id: str) -> Iterator[None]:
+    """Records logged inside the block name this call (for code that serves many calls from one task or thread)."""
+    token = call_id_var.set(call_id)
+    try:
+        yield
+    finally:
+        call_id_var.reset(token)

@@ -132,14 +132,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrap(streaming, handler.request_deserializer, handler.response_serializer)
 
 
-def _read_secret_file(path: str, key: str) -> bytes:
+def read_secret_file(path: str, key: str) -> bytes:
+    """A private key's bytes; refused (naming the config `key`) when other users could read the file."""
     try:
         mode = os.stat(path).st_mode
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"config server.{key}: cannot read {path} ({exc.strerror})") from exc
+        raise ConfigError(f"config {key}: cannot read {path} ({exc.strerror})") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"config server.{key}: {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
+        raise ConfigError(f"config {key}: {path} is readable by other users (mode {stat.S_IMODE(mode):o}); "
                           "chmod 600 it")
     return data
 
@@ -169,7 +170,7 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     if not config.tls_cert_file:
         return None
     chain = _read_file(config.tls_cert_file, "tls_cert_file")
-    key = _read_secret_file(config.tls_key_file, "tls_key_file")
+    key = read_secret_file(config.tls_key_file, "server.tls_key_file")
     client_ca = _read_file(config.tls_client_ca_file, "tls_client_ca_file") if config.tls_client_ca_file else None
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
 

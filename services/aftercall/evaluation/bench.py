@@ -2,8 +2,9 @@
 
 Parts (each can be skipped): `stages` (every stage on calls of 1, 5 and 20 minutes, and bare faster-whisper on the
 same audio), `served` (concurrent calls streamed in real time through a real `aftercall serve`), `triton` (the
-summarisation stage through tritonserver), `llm` (the LLM summariser's CPU stand-in), `vault` (encryption on vs off)
-and `postgres` (the vault part on PostgreSQL too). Figures are measured, never asserted: compare ratios from one run,
+summarisation stage through tritonserver), `llm` (the LLM summariser's CPU stand-in), `vault` (encryption on vs off),
+`postgres` (the vault part on PostgreSQL too) and `siprec` (concurrent SIPREC calls from sipp through a real
+`aftercall serve ... siprec`). Figures are measured, never asserted: compare ratios from one run,
 not seconds across machines. Writes bench.json and bench.html, and appends a summary to docs/benchmarks.md.
 """
 
@@ -20,10 +21,10 @@ from typing import Any
 
 from aftercall.core.errors import UserError
 
-PARTS = ("stages", "served", "triton", "llm", "vault", "postgres")
+PARTS = ("stages", "served", "triton", "llm", "vault", "postgres", "siprec")
 # Option values when not given: a full run, and `--smoke` (a check that the harness works, not a measurement).
-_FULL = {"lengths": "1,5,20", "levels": "1,10,50,200", "call_seconds": 30.0, "skip": ""}
-_SMOKE = {"lengths": "0.2", "levels": "1,2", "call_seconds": 5.0, "skip": "llm,postgres"}
+_FULL = {"lengths": "1,5,20", "levels": "1,10,50,200", "call_seconds": 30.0, "skip": "", "siprec_calls": 24}
+_SMOKE = {"lengths": "0.2", "levels": "1,2", "call_seconds": 5.0, "skip": "llm,postgres", "siprec_calls": 2}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--levels", help=f"concurrent streamed calls (default {_FULL['levels']})")
     parser.add_argument("--call-seconds", type=float,
                         help=f"length of each streamed call (default {_FULL['call_seconds']:g} s)")
+    parser.add_argument("--siprec-calls", type=int,
+                        help=f"concurrent SIPREC calls from sipp (default {_FULL['siprec_calls']})")
     parser.add_argument("--skip", help=f"parts to leave out, comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--smoke", action="store_true",
                         help=f"tiny run that checks the harness (lengths {_SMOKE['lengths']} min, levels "
@@ -56,6 +59,7 @@ class Plan:
     stalled_streams: int
     triton_requests: int
     vault_records: int
+    siprec_calls: int
 
 
 def _numbers(text: str, option: str, kind: type) -> tuple:
@@ -81,6 +85,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
     call_seconds = option("call_seconds")
     if not 1 <= call_seconds <= 3600:
         raise UserError(f"--call-seconds must be between 1 and 3600, got {call_seconds:g}")
+    siprec_calls = option("siprec_calls")
+    if not 1 <= siprec_calls <= 500:
+        raise UserError(f"--siprec-calls must be between 1 and 500, got {siprec_calls}")
     skip = frozenset(item.strip() for item in option("skip").split(",") if item.strip())
     if skip - set(PARTS):
         raise UserError(f"--skip: unknown part(s) {', '.join(sorted(skip - set(PARTS)))}; parts: {', '.join(PARTS)}")
@@ -88,7 +95,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 levels=_numbers(option("levels"), "--levels", int), call_seconds=call_seconds, skip=skip,
                 smoke=args.smoke, docs=not (args.smoke or args.no_docs),
                 arrival_spread_s=min(5.0, call_seconds / 5), stalled_streams=5 if args.smoke else 100,
-                triton_requests=5 if args.smoke else 40, vault_records=50 if args.smoke else 2000)
+                triton_requests=5 if args.smoke else 40, vault_records=50 if args.smoke else 2000,
+                siprec_calls=siprec_calls)
 
 
 def _machine() -> dict[str, Any]:
@@ -101,7 +109,7 @@ def _machine() -> dict[str, Any]:
 
 def measure(plan: Plan, scratch: Path) -> dict[str, Any]:
     """Every part not skipped, in order; the figures as the JSON report holds them."""
-    from aftercall.evaluation import bench_served, bench_stages, bench_triton, bench_vault
+    from aftercall.evaluation import bench_served, bench_siprec, bench_stages, bench_triton, bench_vault
     from aftercall.evaluation.bench_tools import demo_call
 
     data: dict[str, Any] = {"skipped": sorted(plan.skip)}
@@ -120,6 +128,9 @@ def measure(plan: Plan, scratch: Path) -> dict[str, Any]:
         data["llm"] = bench_triton.llm_summariser(scratch)
     if "vault" not in plan.skip:
         data["vault"] = bench_vault.vault_figures(plan.vault_records, scratch, "postgres" not in plan.skip)
+    if "siprec" not in plan.skip:
+        data["siprec"] = bench_siprec.siprec_figures(demo_call(plan.call_seconds), plan.siprec_calls,
+                                                     scratch / "siprec")
     return data
 
 

@@ -202,6 +202,44 @@ def _vault_section(vault: dict[str, Any]) -> Section:
         tables=[Table(["backend", "store", "writes/s", "reads/s", "key rotation (s per 10,000)"], rows)], notes=notes)
 
 
+def _siprec_notes(siprec: dict[str, Any]) -> list[str]:
+    if "skipped" in siprec:
+        return [f"SIPREC part skipped: {siprec['skipped']}."]
+    rtp = siprec["rtp"]
+    notes = [f"{siprec['sipp_successful']} of {siprec['calls']} SIPREC calls completed in sipp, "
+             f"{siprec['summaries']} summaries stored; {rtp['recorded']} of {siprec['rtp_packets_sent']} RTP packets "
+             f"recorded ({rtp['late']} late, {rtp['duplicate']} duplicates, {siprec['rtp_lost_s']} s filled as lost).",
+             f"While the calls were live the server used {siprec['live_server_cpu_s']} CPU-s in "
+             f"{siprec['live_wall_s']} s ({siprec['live_server_cpu_share_of_one_core']:.0%} of one core, recognition "
+             f"of calls that had ended included) and peaked at {siprec['live_server_peak_rss_mib']} MiB; the last "
+             f"summary came {siprec['drain_after_last_call_s']} s after sipp finished."]
+    if siprec["sipp_exit"]:
+        notes.append(f"sipp exited with {siprec['sipp_exit']}: {siprec['sipp_errors']}")
+    return notes
+
+
+def _siprec_section(siprec: dict[str, Any]) -> Section:
+    if "skipped" in siprec:
+        return Section("SIPREC recording under load", notes=_siprec_notes(siprec))
+    rtp = siprec["rtp"]
+    return Section(
+        f"SIPREC recording under load ({siprec['calls']} concurrent {siprec['call_seconds']:g} s calls)",
+        paragraphs=["A real `aftercall serve ingest summaries siprec` subprocess. sipp (Debian's sip-tester) plays "
+                    "the SBC: it starts every recording session within one second (INVITE with Require: siprec, "
+                    "SDP + RFC 7865 metadata) and replays each call's two sides as RTP from a pcap at real-time "
+                    "pace, then hangs up. Every recording goes through ingest into the pipeline like a streamed "
+                    "call."],
+        tables=[Table(["calls", "sipp completed", "summaries", "RTP sent", "RTP recorded", "late", "duplicates",
+                       "lost (s)", "mean jitter (ms)", "server CPU-s live", "share of one core",
+                       "peak RSS live (MiB)", "last summary after (s)"],
+                      [[siprec["calls"], siprec["sipp_successful"], siprec["summaries"], siprec["rtp_packets_sent"],
+                        rtp["recorded"], rtp["late"], rtp["duplicate"], siprec["rtp_lost_s"],
+                        siprec["mean_jitter_ms"], siprec["live_server_cpu_s"],
+                        siprec["live_server_cpu_share_of_one_core"], siprec["live_server_peak_rss_mib"],
+                        siprec["drain_after_last_call_s"]]])],
+        notes=_siprec_notes(siprec))
+
+
 def sections(data: dict[str, Any]) -> list[Section]:
     parts = [Section("Ratios measured in this run", tables=[Table(["ratio", "value"], [
         [row["ratio"], row["value"]] for row in data["ratios"]])])]
@@ -215,7 +253,14 @@ def sections(data: dict[str, Any]) -> list[Section]:
         parts.append(_llm_section(data["llm"]))
     if "vault" in data:
         parts.append(_vault_section(data["vault"]))
+    if "siprec" in data:
+        parts.append(_siprec_section(data["siprec"]))
     return parts
+
+
+def _bullets(notes: list[str]) -> list[str]:
+    return [textwrap.fill(note, 118, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
+            for note in notes] + [""]
 
 
 def markdown_summary(data: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -237,8 +282,10 @@ def markdown_summary(data: dict[str, Any], meta: dict[str, Any]) -> str:
                                         "p99 (s)", "failed", "drain (x real time)", "server peak RSS (MiB)"], [
             [level["calls"], level.get("p50_s"), level.get("p95_s"), level.get("p99_s"), level["failed"],
              level.get("drain_x_real_time"), level["server_peak_rss_mib"]] for level in served["levels"]])), ""]
-        lines += [textwrap.fill(note, 118, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
-                  for note in _served_notes(data)[:3]] + [""]
-    lines += [markdown_table(Table(["ratio (one run)", "value"], [[row["ratio"], row["value"]]
-                                                                  for row in data["ratios"]])), ""]
+        lines += _bullets(_served_notes(data)[:3])
+    if "siprec" in data:
+        lines += _bullets(_siprec_notes(data["siprec"]))
+    if data["ratios"]:
+        lines += [markdown_table(Table(["ratio (one run)", "value"], [[row["ratio"], row["value"]]
+                                                                      for row in data["ratios"]])), ""]
     return "\n".join(lines)

@@ -36,6 +36,7 @@ class Server:
     process: subprocess.Popen
     address: str
     metrics_url: str
+    log: Path  # its stderr
 
     def stage_seconds(self) -> dict[str, float]:
         """Seconds spent so far in each pipeline stage (the server's `aftercall_pipeline_stage_duration_seconds`)."""
@@ -49,22 +50,24 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(scratch: Path) -> Iterator[Server]:
-    """`aftercall serve` on free loopback ports, its data and key file in `scratch`; stopped (SIGTERM) at the end."""
+def running_server(scratch: Path, *arguments: str, ready: str = "") -> Iterator[Server]:
+    """`aftercall serve [ARGUMENTS]` on free loopback ports, its data and key file in `scratch`, once it listens
+    (and its stderr matches `ready`, when given); stopped (SIGTERM) at the end."""
     log = scratch / "serve.log"
     env = {**os.environ, "AFTERCALL_VAULT__KEY_FILE": str(scratch / "keys.json")}
     with open(log, "w") as stderr:
-        process = subprocess.Popen([console_script(), "serve", "--listen", "127.0.0.1:0", "--metrics-listen",
-                                    "127.0.0.1:0", "--data-dir", str(scratch / "data")],
+        process = subprocess.Popen([console_script(), "serve", *arguments, "--listen", "127.0.0.1:0",
+                                    "--metrics-listen", "127.0.0.1:0", "--data-dir", str(scratch / "data")],
                                    stderr=stderr, stdout=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 120
-        # The one line `aftercall serve` prints once it listens names both ports.
-        while not (match := re.search(r" on (\S+:\d+), metrics on port (\d+)", log.read_text())):
+        # The line `aftercall serve` prints once it listens names both ports.
+        while not (match := re.search(r" on (\S+:\d+), metrics on port (\d+)", log.read_text())) \
+                or not re.search(ready, log.read_text()):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"aftercall serve did not start:\n{log.read_text()}")
             time.sleep(0.1)
-        yield Server(process, match.group(1), f"http://127.0.0.1:{match.group(2)}/metrics")
+        yield Server(process, match.group(1), f"http://127.0.0.1:{match.group(2)}/metrics", log)
     finally:
         process.terminate()
         process.wait(60)

@@ -101,6 +101,13 @@ class StreamReceiver:
         """Everything held, in order: at the end of the call, or before a new source takes over."""
         return self._release_down_to(0)
 
+    def resync(self) -> bytes:
+        """Everything held; then the next packet continues the audio wherever the session has put it (after the
+        silence it filled by wall clock while nothing came), without a fill of its own for the same gap."""
+        out = self.flush()
+        self._next_timestamp = None
+        return out
+
     def _release_down_to(self, held: int) -> bytes:
         out = b""
         while len(self._held) > held:
@@ -134,3 +141,23 @@ class StreamReceiver:
         self._next_timestamp = (packet.timestamp + len(packet.payload)) % 2 ** 32
         self.stats.lost_samples += gap
         return SILENCE[self.payload_type] * gap + payload
+
+
+class InterarrivalJitter:
+    """RFC 3550 A.8: the smoothed variation of packet transit time, in seconds."""
+
+    def __init__(self) -> None:
+        self._previous: tuple[int, float] | None = None  # (RTP timestamp, arrival in seconds)
+        self._jitter = 0.0  # in timestamp units (samples)
+
+    def update(self, timestamp: int, arrival: float) -> None:
+        if self._previous is not None:
+            last_timestamp, last_arrival = self._previous
+            elapsed = ((timestamp - last_timestamp + 2 ** 31) % 2 ** 32) - 2 ** 31
+            transit_change = (arrival - last_arrival) * SAMPLE_RATE - elapsed
+            self._jitter += (abs(transit_change) - self._jitter) / 16
+        self._previous = (timestamp, arrival)
+
+    @property
+    def seconds(self) -> float:
+        return self._jitter / SAMPLE_RATE
