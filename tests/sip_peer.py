@@ -1,6 +1,7 @@
 """A SIPREC recording client for the tests, speaking the real protocol over real sockets: SIP over UDP, TCP or TLS
-(the INVITE an SBC sends, ACK, re-INVITE, UPDATE, BYE) and RTP streams made from G.711 audio (with the pcap
-that sipp replays, from the bench's SIPREC part). The recording server under test is the real one."""
+(the INVITE an SBC sends, ACK, re-INVITE, UPDATE, BYE) and RTP streams made from G.711 audio (packets from
+`aftercall.evaluation.bench_siprec`, which also writes the pcap sipp replays). The recording server under test is
+the real one."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
-from aftercall.evaluation.bench_siprec import rtp_packets, write_pcap  # noqa: F401 (for the tests)
 from aftercall.siprec import sip
 
 METADATA = """<?xml version="1.0" encoding="UTF-8"?>

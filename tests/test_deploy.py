@@ -52,6 +52,7 @@ def test_every_service_is_hardened(installed, service):
 
 def test_services_stop_after_the_grace_period_they_give_calls():
     grace = ServerConfig().shutdown_grace_s
-    for service in ("aftercall-server.service", "aftercall-asr.service", "aftercall-triton.service"):
+    for service in ("aftercall-server.service", "aftercall-asr.service", "aftercall-triton.service",
+                    "aftercall-siprec.service"):
         stop = float(re.search(r"TimeoutStopSec=(\d+)", (UNITS / service).read_text()).group(1))
         assert stop > grace, service

@@ -17,11 +17,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from aftercall.app import SERVICES, start_appliance, start_recorder
 from aftercall.core.audio import read_wav
 from aftercall.core.config import Config, IngestConfig, SiprecConfig
+from aftercall.evaluation.bench_siprec import rtp_packets
 from aftercall.ingest.spool import Spool
 from aftercall.pipeline import Pipeline
 from aftercall.siprec import sip
 from aftercall.summarise.taxonomy import load_taxonomy
-from sip_peer import METADATA, Dialog, SipClient, answered_ports, multipart, rtp_packets, sdp, send_paced
+from sip_peer import METADATA, Dialog, SipClient, answered_ports, multipart, sdp, send_paced
 
 pytestmark = pytest.mark.slow
 
@@ -121,20 +122,31 @@ def warning(response: sip.SipMessage) -> str:
     return response.header("Warning") or ""
 
 
-async def test_bad_requests_get_precise_responses_and_harm_nothing(recorder):
+def with_extra_part(offer: str, disposition: str) -> tuple[str, bytes]:
+    """A multipart body with the SDP and a part of a type we do not know (an SBC's vendor extension)."""
+    body = "\r\n".join(["--b0undary", "Content-Type: application/sdp", "", offer.rstrip("\r\n"), "--b0undary",
+                        "Content-Type: application/vnd.example.call-tags+json", f"Content-Disposition: {disposition}",
+                        "", '{"tag": 1}', "--b0undary--", ""])
+    return "multipart/mixed;boundary=b0undary", body.encode()
+
+
+async def test_bad_requests_get_precise_responses_and_harm_no_other_call(recorder, stored_audio, demo_clip):
     server = await recorder()
     client = SipClient(server.sip_port)
-    dialog = Dialog(client)
+    live = Dialog(client)  # a call being recorded while everything below goes wrong around it
+    ports = answered_ports(await in_thread(live.invite, sdp([6000, 6002], labels=["1", "2"])))
     client.send(b"\x16\x03\x01 not SIP at all\r\n\r\n")  # dropped, counted, no crash
-    await in_thread(dialog.request, "OPTIONS")
+    await in_thread(Dialog(client).request, "OPTIONS")
     options = await in_thread(client.final)
     assert options.status == 200 and "siprec" in options.option_tags("Supported")
     assert metric(server, "aftercall_siprec_sip_requests_total", method="malformed") == 1
-    await in_thread(dialog.request, "REGISTER")
+    await in_thread(Dialog(client).request, "REGISTER")
     refused = await in_thread(client.final)
     assert refused.status == 405 and "INVITE" in refused.header("Allow")
-    assert (await in_thread(dialog.bye)).status == 481  # no such dialog
-    unsupported = await in_thread(dialog.invite, sdp([6000, 6002], labels=["1", "2"]), METADATA, True,
+    assert (await in_thread(Dialog(client).bye)).status == 481  # no such dialog
+    await in_thread(Dialog(client).request, "CANCEL")
+    assert (await in_thread(client.final)).status == 481  # no such INVITE in progress
+    unsupported = await in_thread(Dialog(client).invite, sdp([6000, 6002], labels=["1", "2"]), METADATA, True,
                                   [("Require", "100rel")])
     assert unsupported.status == 420 and unsupported.header("Unsupported") == "100rel"
     g722 = await in_thread(Dialog(client).invite, sdp([6000, 6002], 9, ["1", "2"]))
@@ -147,8 +159,28 @@ async def test_bad_requests_get_precise_responses_and_harm_nothing(recorder):
     bad_xml = await in_thread(Dialog(client).invite, sdp([6000, 6002], labels=["1", "2"]),
                               '<!DOCTYPE r [<!ENTITY x "y">]><recording/>')
     assert bad_xml.status == 400
+    required = Dialog(client)
+    await in_thread(required.request, "INVITE", *with_extra_part(sdp([6000, 6002]), "session;handling=required"),
+                    [("Require", "siprec")])
+    assert (await in_thread(client.final)).status == 415
     assert metric(server, "aftercall_siprec_sip_responses_total", method="INVITE", status="488") == 2
-    assert server.completed == [] and metric(server, "aftercall_siprec_recordings_active") == 0
+    assert metric(server, "aftercall_siprec_recordings_active") == 1  # only the live call
+    agent, customer = sides(demo_clip, 2)
+    await in_thread(send_paced, [(ports[0], rtp_packets(agent)), (ports[1], rtp_packets(customer))])
+    assert (await in_thread(live.bye)).status == 200
+    (call_id, record), = await summarised(server)
+    assert stored_audio[(call_id, 0)] == agent and stored_audio[(call_id, 1)] == customer
+    client.close()
+
+
+async def test_an_optional_body_part_we_do_not_know_is_ignored(recorder):
+    server = await recorder()
+    client = SipClient(server.sip_port)
+    dialog = Dialog(client)
+    await in_thread(dialog.request, "INVITE", *with_extra_part(sdp([6000, 6002], labels=["1", "2"]), "session"),
+                    [("Require", "siprec")])
+    answer = await in_thread(client.final)
+    assert answer.status == 200 and len(answered_ports(answer)) == 2
     client.close()
 
 

@@ -204,7 +204,7 @@ class RtpPorts:
         span = self._high - self._low + 1
         for _ in range(span // 2):
             first = self._next
-            self._next = first + 2 * count if first + 2 * count <= self._high - 2 * count else self._low
+            self._next = first + 2 if first + 2 <= self._high else self._low
             ports = [first + 2 * i for i in range(count)]
             if ports[-1] > self._high or self._used.intersection(ports):
                 continue

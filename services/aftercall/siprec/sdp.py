@@ -132,11 +132,13 @@ def choose_streams(offer: SessionDescription, accepted: tuple[str, ...] = ("PCMU
     return chosen
 
 
-def answer(offer: SessionDescription, local_address: str, accepted: list[AcceptedStream], session_id: int) -> bytes:
+def answer(offer: SessionDescription, local_address: str, accepted: list[AcceptedStream], session_id: int,
+           version: int = 1) -> bytes:
     """Our answer: every offered `m=` line in order (RFC 3264 6), ours `recvonly` on our port with the chosen
-    payload type and the same label, the others declined with port 0."""
+    payload type and the same label, the others declined with port 0. `version` moves with each new answer in the
+    session (RFC 3264 8)."""
     family = "IP6" if ":" in local_address else "IP4"
-    lines = ["v=0", f"o=aftercall {session_id} {session_id} IN {family} {local_address}", "s=aftercall",
+    lines = ["v=0", f"o=aftercall {session_id} {version} IN {family} {local_address}", "s=aftercall",
              f"c=IN {family} {local_address}", "t=0 0"]
     by_index = {stream.index: stream for stream in accepted}
     for index, stream in enumerate(offer.streams):

@@ -528,10 +528,7 @@ class SiprecServer:
     def _answer_sdp(self, dialog: Dialog) -> bytes:
         accepted = [AcceptedStream(index, dialog.offer.streams[index].label, port, dialog.payload_type)
                     for index, (_, port) in dialog.endpoints.items() if index < len(dialog.offer.streams)]
-        body = answer(dialog.offer, self._media_host, accepted, dialog.session_id)
-        # The o= version moves with each new answer (RFC 3264 8).
-        return body.replace(f" {dialog.session_id} {dialog.session_id} ".encode(),
-                            f" {dialog.session_id} {dialog.sdp_version} ".encode(), 1)
+        return answer(dialog.offer, self._media_host, accepted, dialog.session_id, dialog.sdp_version)
 
     # --- RTP and the recording's life ------------------------------------------------------------------------
 
