@@ -242,13 +242,13 @@ class SiprecServer:
 
     def dispatch(self, message: SipMessage, peer: Peer) -> None:
         if not message.is_request:
-            branch = header_params(message.header("Via") or "").get("branch", "")
+            branch = _branch(message)
             if (done := self._our_requests.get(branch)) is not None and message.status >= 200:
                 done.set()
             return
         method = message.method
         self.metrics.siprec_requests.labels(method=method if method in _METHODS else "other").inc()
-        key = (header_params(message.header("Via") or "").get("branch", ""), method)
+        key = (_branch(message), method)
         if key in self._answered and method != "ACK":  # a retransmission: the same answer again
             peer.write(self._answered[key][0])
             return
@@ -291,7 +291,7 @@ class SiprecServer:
         self.metrics.siprec_responses.labels(method=request.method, status=str(status)).inc()
         if status >= 200:
             now = time.monotonic()
-            branch = header_params(request.header("Via") or "").get("branch", "")
+            branch = _branch(request)
             self._answered[(branch, request.method)] = (payload, now + TRANSACTION_TIMEOUT_S)
             while self._answered and next(iter(self._answered.values()))[1] < now:
                 self._answered.popitem(last=False)
@@ -305,7 +305,7 @@ class SiprecServer:
         self._respond(request, peer, 200 if self._dialog_of(request) else 481)
 
     async def _cancel(self, request: SipMessage, peer: Peer) -> None:
-        pending = self._pending.get(header_params(request.header("Via") or "").get("branch", ""))
+        pending = self._pending.get(_branch(request))
         if pending is None:
             self._respond(request, peer, 481)
             return
@@ -363,7 +363,7 @@ class SiprecServer:
         if "siprec" not in required and leg is None and not self.config.accept_plain_calls:
             raise SipMessageError("only SIPREC recording sessions (Require: siprec) are accepted here "
                                   "(siprec.accept_plain_calls is off)", 488)
-        branch = header_params(request.header("Via") or "").get("branch", "")
+        branch = _branch(request)
         self._pending[branch] = pending = _PendingInvite()
         self._respond(request, peer, 100)
         try:
@@ -483,7 +483,7 @@ class SiprecServer:
             headers.append(("Require", "siprec"))
         self._respond(request, peer, 200, dialog.local_tag, headers, body)
         if peer.transport == "udp":  # a 2xx is ours to retransmit until the ACK (RFC 3261 13.3.1.4)
-            branch = header_params(request.header("Via") or "").get("branch", "")
+            branch = _branch(request)
             self._spawn(self._retransmit_until_ack(dialog, self._answered[(branch, "INVITE")][0]))
 
     async def _retransmit_until_ack(self, dialog: Dialog, payload: bytes) -> None:
@@ -676,6 +676,11 @@ class SiprecServer:
         for close in self._closers:
             close()
         self._closers.clear()
+
+
+def _branch(message: SipMessage) -> str:
+    """The transaction id (RFC 3261 17.2.3): the branch of the top Via."""
+    return header_params(message.header("Via") or "").get("branch", "")
 
 
 def _safe_id(text: str) -> str:
