@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 
 import grpc
 
@@ -96,7 +96,6 @@ class IngestFeed:
 class ChannelTrack:
     """One channel of the recording and the RTP stream that feeds it."""
 
-    role: str
     receiver: StreamReceiver
     jitter: InterarrivalJitter = field(default_factory=InterarrivalJitter)
     pending: bytearray = field(default_factory=bytearray)
@@ -109,14 +108,14 @@ class ChannelTrack:
 class Recording:
     """A call being recorded: one SIPREC dialog, or the two Cisco Built-in-Bridge legs of one call."""
 
-    def __init__(self, call_id: str, roles: tuple[str, ...], payload_type: int, call_class: str, metrics: Metrics,
+    def __init__(self, call_id: str, channels: int, payload_type: int, call_class: str, metrics: Metrics,
                  feed: IngestFeed):
         self.call_id = call_id
         self.payload_type = payload_type
         self.call_class = call_class
-        self.tracks = [ChannelTrack(role, StreamReceiver(payload_type)) for role in roles]
+        self.tracks = [ChannelTrack(StreamReceiver(payload_type)) for _ in range(channels)]
         self.started = time.monotonic()
-        self.last_activity = self.started
+        self.last_activity = self._last_tick = self.started
         self.feed = feed
         self.legs_open = 1  # dialogs feeding it: a Cisco call's second leg adds one
         self.ended = False
@@ -142,8 +141,10 @@ class Recording:
     def tick(self, now: float) -> None:
         """Fill what fell behind the wall clock, send what is ready, publish the streams' counts."""
         due = int((now - self.started) * SAMPLE_RATE)
+        # After a stall of the event loop itself, datagrams that arrived meanwhile are still queued: not a silence.
+        loop_stalled, self._last_tick = now - self._last_tick > FILL_AFTER_S / 2, now
         for track in self.tracks:
-            if now - (track.last_packet or self.started) > FILL_AFTER_S:
+            if not loop_stalled and now - (track.last_packet or self.started) > FILL_AFTER_S:
                 track.pending += track.receiver.resync()
                 missing = due - int(FILL_MARGIN_S * SAMPLE_RATE) - track.sent_samples - len(track.pending)
                 track.pending += SILENCE[self.payload_type] * max(0, missing)
@@ -184,7 +185,7 @@ class Recording:
                 packets.labels(call_class=self.call_class, result=result).inc(getattr(now, name) - getattr(before, name))
             self._metrics.siprec_rtp_lost.labels(call_class=self.call_class).inc(
                 (now.lost_samples - before.lost_samples) / SAMPLE_RATE)
-            track.published = StreamStats(**{f.name: getattr(now, f.name) for f in fields(StreamStats)})
+            track.published = replace(now)
 
 
 class RtpPorts:

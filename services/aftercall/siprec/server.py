@@ -472,7 +472,7 @@ class SiprecServer:
             raise SipMessageError(f"ingest cannot take the call now ({code.name if code else 'timeout'})",
                                   503 if code in (None, grpc.StatusCode.UNAVAILABLE,
                                                   grpc.StatusCode.RESOURCE_EXHAUSTED) else 500) from None
-        recording = Recording(call_id, roles, payload_type, call_class, self.metrics, feed)
+        recording = Recording(call_id, len(roles), payload_type, call_class, self.metrics, feed)
         self._recordings.append(recording)
         self.metrics.siprec_recordings_active.set(len(self._recordings))
         return recording
