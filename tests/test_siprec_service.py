@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import socket
 import ssl
 import time
@@ -368,5 +369,21 @@ async def test_shutdown_hangs_up_and_hands_the_audio_to_ingest(recorder, demo_cl
     bye = await in_thread(client.receive, 5)
     assert bye.method == "BYE" and "shutdown" in bye.header("Reason")
     assert metric(server, "aftercall_siprec_recordings_total", call_class="default", end="shutdown") == 1
-    assert server.completed == [] or not isinstance(server.completed[0][1], Exception)
+    assert not server.completed or not isinstance(server.completed[0][1], Exception)
+    client.close()
+
+
+async def test_refusals_keep_what_the_sbc_sent_out_of_logs_above_debug(recorder, caplog):
+    """A refusal's reason may quote a header or an SDP line, with a caller's number in it: DEBUG only."""
+    server = await recorder()
+    caplog.set_level(logging.DEBUG, logger="aftercall.siprec")
+    client = SipClient(server.sip_port)
+    client.send(b"INVITE sip:srs@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5;branch=z9hG4bKx\r\n"
+                b"From +441632960123\r\n\r\n")
+    garbled = await in_thread(Dialog(client).invite, "v=0\r\nm=audio +441632960123\r\n")
+    assert garbled.status == 400 and "441632960123" in warning(garbled)  # the SBC is told exactly why
+    quoting = [record for record in caplog.records if "441632960123" in record.getMessage()]
+    assert len(quoting) == 2 and all(record.levelno == logging.DEBUG for record in quoting)
+    assert any("refused with 400" in record.getMessage() and record.levelno == logging.INFO
+               for record in caplog.records)
     client.close()

@@ -17,7 +17,7 @@ import re
 import secrets
 import ssl
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -52,6 +52,7 @@ TICK_S = 0.1
 # How long ingest may take to accept a call before the INVITE is refused.
 ACCEPT_TIMEOUT_S = 10.0
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._:-]+")
+COMPLETED_KEPT = 100
 
 
 @dataclass
@@ -133,7 +134,7 @@ class _SipDatagram(asyncio.DatagramProtocol):
             message = parse(data, datagram=True)
         except SipMessageError as exc:
             self.server.metrics.siprec_requests.labels(method="malformed").inc()
-            logger.info("malformed SIP datagram from %s dropped: %s", addr[0], exc)
+            _log_fault(f"malformed SIP datagram from {addr[0]} dropped", exc)
             return
         self.server.dispatch(message, peer)
 
@@ -160,8 +161,9 @@ class SiprecServer:
         self._closers: list[Callable[[], None]] = []
         self._connections: set[asyncio.StreamWriter] = set()
         self._stopping = False
-        # (call id, the stored SummaryRecord or the error), in the order ingest answered.
-        self.completed: list[tuple[str, pb.SummaryRecord | Exception]] = []
+        # The latest calls ingest answered for: (call id, the stored SummaryRecord or the error), oldest first;
+        # bounded, so a long-running server holds no more than these.
+        self.completed: deque[tuple[str, pb.SummaryRecord | Exception]] = deque(maxlen=COMPLETED_KEPT)
         self.sip_port: int | None = None
         self.tls_port: int | None = None
 
@@ -222,7 +224,7 @@ class SiprecServer:
                     self.dispatch(message, peer)
         except SipMessageError as exc:
             self.metrics.siprec_requests.labels(method="malformed").inc()
-            logger.info("SIP %s connection from %s closed: %s", transport, address[0], exc)
+            _log_fault(f"SIP {transport} connection from {address[0]} closed", exc)
         except (ConnectionError, ssl.SSLError) as exc:
             logger.info("SIP %s connection from %s lost: %s", transport, address[0], exc)
         finally:
@@ -266,7 +268,7 @@ class SiprecServer:
         try:
             await handler(message, peer)
         except SipMessageError as exc:
-            logger.info("%s from %s refused with %d: %s", message.method, peer.address[0], exc.status, exc)
+            _log_fault(f"{message.method} from {peer.address[0]} refused with {exc.status}", exc)
             if message.method != "ACK":
                 retry = [("Retry-After", "30")] if exc.status == 503 else None
                 self._respond(message, peer, exc.status, headers=retry, warning=str(exc))
@@ -676,6 +678,12 @@ class SiprecServer:
         for close in self._closers:
             close()
         self._closers.clear()
+
+
+def _log_fault(what: str, exc: Exception) -> None:
+    """What was refused at INFO; why only at DEBUG, because the reason may quote a header (a caller's number)."""
+    logger.info("%s (the reason is logged at DEBUG)", what)
+    logger.debug("%s: %s", what, exc)
 
 
 def _branch(message: SipMessage) -> str:
