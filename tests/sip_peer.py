@@ -29,9 +29,10 @@ METADATA = """<?xml version="1.0" encoding="UTF-8"?>
 
 
 def sdp(ports: list[int], payload_type: int = 0, labels: list[str] | None = None, direction: str = "sendonly",
-        version: int = 1) -> str:
+        version: int = 1, address: str = "127.0.0.1") -> str:
     name = {0: "PCMU", 8: "PCMA", 9: "G722"}[payload_type]
-    lines = ["v=0", f"o=SRC 2890844526 {version} IN IP4 127.0.0.1", "s=-", "c=IN IP4 127.0.0.1", "t=0 0"]
+    family = "IP6" if ":" in address else "IP4"
+    lines = ["v=0", f"o=SRC 2890844526 {version} IN {family} {address}", "s=-", f"c=IN {family} {address}", "t=0 0"]
     for index, port in enumerate(ports):
         lines += [f"m=audio {port} RTP/AVP {payload_type} 101", f"a=rtpmap:{payload_type} {name}/8000",
                   "a=rtpmap:101 telephone-event/8000", f"a={direction}"]
@@ -51,22 +52,25 @@ def multipart(offer: str, metadata: str | None) -> tuple[str, bytes]:
 
 @dataclass
 class SipClient:
-    """One SIP client socket (udp, tcp or tls) talking to the server at `port` on loopback."""
+    """One SIP client socket (udp, tcp or tls) talking to the server at `port` on loopback (`server` "::1": IPv6)."""
 
     port: int
     transport: str = "udp"
     tls_context: ssl.SSLContext | None = None
     source: str = "127.0.0.1"
+    server: str = "127.0.0.1"
     sock: socket.socket = field(init=False)
     _stream_buffer: sip.StreamFramer = field(init=False, default_factory=sip.StreamFramer)
     _queued: list[sip.SipMessage] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
+        if ":" in self.server:
+            self.source = self.server
         if self.transport == "udp":
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.sock = socket.socket(socket.AF_INET6 if ":" in self.server else socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind((self.source, 0))
         else:
-            raw = socket.create_connection(("127.0.0.1", self.port), timeout=10, source_address=(self.source, 0))
+            raw = socket.create_connection((self.server, self.port), timeout=10, source_address=(self.source, 0))
             self.sock = self.tls_context.wrap_socket(raw, server_hostname="localhost") if self.transport == "tls" \
                 else raw
         self.sock.settimeout(10)
@@ -75,10 +79,15 @@ class SipClient:
     def local(self) -> tuple[str, int]:
         return self.sock.getsockname()[:2]
 
+    @property
+    def host(self) -> str:
+        """The server's address as a SIP URI writes it."""
+        return f"[{self.server}]" if ":" in self.server else self.server
+
     def send(self, message: sip.SipMessage | bytes) -> None:
         data = message if isinstance(message, bytes) else message.to_bytes()
         if self.transport == "udp":
-            self.sock.sendto(data, ("127.0.0.1", self.port))
+            self.sock.sendto(data, (self.server, self.port))
         else:
             self.sock.sendall(data)
 
@@ -123,7 +132,8 @@ class Dialog:
         if cseq is None:
             self.cseq += 1
         host, port = self.client.local
-        to = "<sip:srs@127.0.0.1>" + (f";tag={self.to_tag}" if self.to_tag else "")
+        host = f"[{host}]" if ":" in host else host
+        to = f"<sip:srs@{self.client.host}>" + (f";tag={self.to_tag}" if self.to_tag else "")
         fields = [("Via", f"SIP/2.0/{self.client.transport.upper()} {host}:{port};branch="
                           f"{branch or 'z9hG4bK' + secrets.token_hex(6)};rport"),
                   ("Max-Forwards", "70"), ("From", f"{self.from_uri};tag={self.from_tag}"), ("To", to),
@@ -132,7 +142,7 @@ class Dialog:
                   *headers]
         if content_type:
             fields.append(("Content-Type", content_type))
-        message = sip.SipMessage(method=method, uri=f"sip:srs@127.0.0.1:{self.client.port}", headers=fields,
+        message = sip.SipMessage(method=method, uri=f"sip:srs@{self.client.host}:{self.client.port}", headers=fields,
                                  body=body)
         self.client.send(message)
         return message
@@ -159,13 +169,14 @@ def answered_ports(response: sip.SipMessage) -> list[int]:
     return [int(line.split()[1]) for line in response.body.decode().splitlines() if line.startswith("m=")]
 
 
-def send_paced(streams: list[tuple[int, list[bytes]]], interval: float = 0.02, speed: float = 1.0) -> None:
-    """Send each stream's packets to its port on loopback, one packet per stream every 20 ms (real time)."""
-    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def send_paced(streams: list[tuple[int, list[bytes]]], interval: float = 0.02, speed: float = 1.0,
+               host: str = "127.0.0.1") -> None:
+    """Send each stream's packets to its port on `host`, one packet per stream every 20 ms (real time)."""
+    sender = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
     started = time.monotonic()
     for index in range(max(len(packets) for _, packets in streams)):
         for port, packets in streams:
             if index < len(packets):
-                sender.sendto(packets[index], ("127.0.0.1", port))
+                sender.sendto(packets[index], (host, port))
         time.sleep(max(0.0, started + (index + 1) * interval / speed - time.monotonic()))
     sender.close()

@@ -387,3 +387,29 @@ async def test_refusals_keep_what_the_sbc_sent_out_of_logs_above_debug(recorder,
     assert any("refused with 400" in record.getMessage() and record.levelno == logging.INFO
                for record in caplog.records)
     client.close()
+
+
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+async def test_sip_and_rtp_over_ipv6(recorder, stored_audio, demo_clip):
+    server = await recorder(listen="[::1]:0")
+    agent, customer = sides(demo_clip, 2)
+    client = SipClient(server.sip_port, server="::1")
+    dialog = Dialog(client)
+    answer = await in_thread(dialog.invite, sdp([6000, 6002], labels=["1", "2"], address="::1"))
+    assert answer.status == 200 and "c=IN IP6 ::1" in answer.body.decode() and "@[::1]:" in answer.header("Contact")
+    ports = answered_ports(answer)
+    await in_thread(send_paced, [(ports[0], rtp_packets(agent)), (ports[1], rtp_packets(customer))], 0.02, 1.0,
+                    "::1")
+    assert (await in_thread(dialog.bye)).status == 200
+    (call_id, _), = await summarised(server)
+    assert stored_audio[(call_id, 0)] == agent and stored_audio[(call_id, 1)] == customer
+    client.close()
