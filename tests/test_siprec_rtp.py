@@ -9,7 +9,7 @@ import struct
 import pytest
 
 from aftercall.core.errors import RtpPacketError
-from aftercall.siprec.rtp import RtpPacket, StreamReceiver, parse_rtp
+from aftercall.siprec.rtp import InterarrivalJitter, RtpPacket, StreamReceiver, parse_rtp
 
 FRAME = 160  # 20 ms at 8 kHz
 
@@ -132,3 +132,13 @@ def test_a_timestamp_leap_beyond_the_fill_limit_is_a_discontinuity_not_minutes_o
 def test_only_g711_can_be_received():
     with pytest.raises(ValueError, match="not G.711"):
         StreamReceiver(18)
+
+
+def test_interarrival_jitter_follows_rfc_3550():
+    steady, wobbly = InterarrivalJitter(), InterarrivalJitter()
+    for index in range(500):
+        timestamp = (2 ** 32 - 1600 + 160 * index) % 2 ** 32  # wraps around on the way
+        steady.update(timestamp, 0.02 * index)
+        wobbly.update(timestamp, 0.02 * index + (0.005 if index % 2 else 0.0))  # every packet 5 ms early or late
+    assert steady.seconds == pytest.approx(0.0, abs=1e-9)
+    assert wobbly.seconds == pytest.approx(0.005, rel=0.01)

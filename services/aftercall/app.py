@@ -31,8 +31,8 @@ from aftercall.ingest.spool import Spool
 from aftercall.asr.service import RivaCompatibleAsr
 from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline
 from aftercall.review.service import SummariesService
-from aftercall.siprec.server import SiprecServer, start_siprec
 from aftercall.review.store import SummaryStore
+from aftercall.siprec.server import SiprecServer, start_siprec
 from aftercall.vault.access import AccessPolicy
 from aftercall.vault.envelope import Vault
 from aftercall.vault.keys import key_file_path, open_key_ring

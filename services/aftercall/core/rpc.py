@@ -149,7 +149,7 @@ def _read_file(path: str, key: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"config server.{key}: cannot read {path} ({exc.strerror})") from exc
+        raise ConfigError(f"config {key}: cannot read {path} ({exc.strerror})") from exc
 
 
 def read_api_key(path: str, key: str) -> str | None:
@@ -169,9 +169,10 @@ def read_api_key(path: str, key: str) -> str | None:
 def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     if not config.tls_cert_file:
         return None
-    chain = _read_file(config.tls_cert_file, "tls_cert_file")
+    chain = _read_file(config.tls_cert_file, "server.tls_cert_file")
     key = read_secret_file(config.tls_key_file, "server.tls_key_file")
-    client_ca = _read_file(config.tls_client_ca_file, "tls_client_ca_file") if config.tls_client_ca_file else None
+    client_ca = _read_file(config.tls_client_ca_file, "server.tls_client_ca_file") if config.tls_client_ca_file \
+        else None
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
 
 

@@ -441,7 +441,8 @@ class SiprecServer:
             if recording is not None and feed_is_new:
                 self._discard(recording)
             raise
-        recording.legs_open += 0 if feed_is_new else 1
+        if not feed_is_new:  # the second leg of a Cisco call
+            recording.legs_open += 1
         dialog = Dialog(
             request.call_id, header_params(request.header("From") or "").get("tag", ""), local_tag, peer,
             request.header("From") or "", f"{request.header('To')};tag={local_tag}",
