@@ -10,7 +10,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import wave
@@ -19,19 +18,13 @@ from pathlib import Path
 import pytest
 
 from aftercall.core.audio import Encoding, decode_samples, read_wav
-from aftercall.evaluation.bench_siprec import run_sipp, sipp_scenario, sipp_unavailable
+from aftercall.evaluation.bench_siprec import free_udp_port, run_sipp, sipp_scenario, sipp_unavailable
 from aftercall.evaluation.bench_tools import demo_call
 from sip_peer import Dialog, SipClient
 from test_siprec_service import pipeline, recorder, sides, stored_audio, summarised  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).parent / "siprec"
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def _sipp(target: str, wav: bytes, work: Path) -> None:
@@ -59,7 +52,7 @@ async def test_sipp_through_a_kamailio_proxy(recorder, stored_audio, demo_clip, 
         pytest.skip("kamailio is not installed (make system-deps installs it)")
     modules = glob.glob("/usr/lib/*/kamailio/modules/tm.so")
     server = await recorder()
-    proxy_port = _free_udp_port()
+    proxy_port = free_udp_port()
     config = (HERE / "kamailio.cfg").read_text().replace("PROXY_PORT", str(proxy_port)) \
         .replace("SRS_PORT", str(server.sip_port)).replace("MODULES_DIR", os.path.dirname(modules[0]))
     (tmp_path / "kamailio.cfg").write_text(config)
@@ -111,7 +104,7 @@ def test_serve_siprec_runs_as_its_own_process(tmp_path):
     exports its metrics, stops on SIGTERM."""
     config = tmp_path / "aftercall.toml"
     config.write_text('[siprec]\nlisten = "127.0.0.1:0"\nmetrics_listen = "127.0.0.1:0"\n'
-                      f'ingest_server = "127.0.0.1:{_free_udp_port()}"\n')
+                      f'ingest_server = "127.0.0.1:{free_udp_port()}"\n')
     process = subprocess.Popen([str(Path(sys.executable).parent / "aftercall"), "serve", "siprec", "--config",
                                 str(config), "--data-dir", str(tmp_path / "data")],
                                stderr=subprocess.PIPE, text=True)

@@ -38,15 +38,17 @@ class Server:
     metrics_url: str
     log: Path  # its stderr
 
-    def stage_seconds(self) -> dict[str, float]:
-        """Seconds spent so far in each pipeline stage (the server's `aftercall_pipeline_stage_duration_seconds`)."""
+    def samples(self) -> list:
+        """Every sample the server's /metrics endpoint shows now (name, labels, value)."""
         from prometheus_client.parser import text_string_to_metric_families
 
         text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
-        return {sample.labels["stage"]: sample.value
-                for family in text_string_to_metric_families(text)
-                if family.name == "aftercall_pipeline_stage_duration_seconds"
-                for sample in family.samples if sample.name.endswith("_sum")}
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Seconds spent so far in each pipeline stage (the server's `aftercall_pipeline_stage_duration_seconds`)."""
+        return {sample.labels["stage"]: sample.value for sample in self.samples()
+                if sample.name == "aftercall_pipeline_stage_duration_seconds_sum"}
 
 
 @contextlib.contextmanager

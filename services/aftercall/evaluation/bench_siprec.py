@@ -12,7 +12,6 @@ import socket
 import struct
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +67,13 @@ def sipp_scenario(folder: Path, wav: bytes, tail_ms: int = 600) -> Path:
     return scenario
 
 
+def free_udp_port() -> int:
+    """A UDP port on loopback that nothing holds now (for sipp's media, a proxy)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def sipp_unavailable() -> str | None:
     if shutil.which("sipp") is None:
         return "sipp is not installed (make system-deps installs sip-tester)"
@@ -79,28 +85,17 @@ def sipp_unavailable() -> str | None:
 def run_sipp(target: str, scenario: Path, calls: int, folder: Path, timeout_s: float) -> subprocess.CompletedProcess:
     """`calls` SIPREC sessions from one sipp, all started within a second; sipp exits 0 only if every one
     completed its scenario."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        media_port = probe.getsockname()[1]
     return subprocess.run(
         ["sipp", target, "-sf", str(scenario), "-m", str(calls), "-l", str(calls), "-r", str(calls), "-rp", "1000",
-         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", str(media_port), "-timeout", f"{int(timeout_s)}s",
+         "-i", "127.0.0.1", "-mi", "127.0.0.1", "-mp", str(free_udp_port()), "-timeout", f"{int(timeout_s)}s",
          "-nostdin", "-trace_err", "-error_file", str(folder / "sipp_errors.log")],
         cwd=folder, capture_output=True, text=True, timeout=timeout_s + 30)
 
 
-def _metrics(url: str) -> dict[tuple[str, tuple], float]:
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-def _total(metrics: dict, name: str, **labels) -> float:
+def _total(samples: list, name: str, **labels) -> float:
+    """The sum of a metric's samples whose labels include `labels`."""
     wanted = set(labels.items())
-    return sum(value for (sample, sample_labels), value in metrics.items()
-               if sample == name and wanted <= set(sample_labels))
+    return sum(sample.value for sample in samples if sample.name == name and wanted <= set(sample.labels.items()))
 
 
 def siprec_figures(wav: bytes, calls: int, scratch: Path) -> dict[str, Any]:
@@ -111,7 +106,8 @@ def siprec_figures(wav: bytes, calls: int, scratch: Path) -> dict[str, Any]:
     config = scratch / "aftercall.toml"
     config.write_text(f'[siprec]\nlisten = "127.0.0.1:0"\nrtp_port_min = 44000\nrtp_port_max = 44999\n'
                       f'max_sessions = {max(200, calls)}\n')
-    audio_s = len(read_wav(wav).payload) / 2 / 8000  # stereo G.711
+    agent_side = read_wav(wav).payload[0::2]  # stereo G.711: one byte per sample per channel
+    audio_s = len(agent_side) / 8000
     scenario = sipp_scenario(scratch, wav)
     with running_server(scratch, "ingest", "summaries", "siprec", "--config", str(config),
                         ready=_SIP_LINE) as server:
@@ -124,12 +120,12 @@ def siprec_figures(wav: bytes, calls: int, scratch: Path) -> dict[str, Any]:
         successful = re.search(r"Successful call\s+\|\s+\d+\s+\|\s+(\d+)", sipp.stdout)
         # One core recognises about 20 s of audio a second: wait at most as long as the calls lasted, per call.
         give_up = time.monotonic() + 60 + calls * audio_s
-        while _total(_metrics(server.metrics_url), "aftercall_pipeline_calls_completed_total") < calls \
+        while _total(server.samples(), "aftercall_pipeline_calls_completed_total") < calls \
                 and time.monotonic() < give_up:
             time.sleep(0.5)
         drain_s = time.monotonic() - started - live_s
-        metrics = _metrics(server.metrics_url)
-    packets = len(rtp_packets(read_wav(wav).payload[0::2]))
+        metrics = server.samples()
+    packets = len(rtp_packets(agent_side))
     rtp = {result: int(_total(metrics, "aftercall_siprec_rtp_packets_total", result=result))
            for result in ("recorded", "duplicate", "late", "other_payload", "malformed", "unexpected_source")}
     jitter_count = _total(metrics, "aftercall_siprec_rtp_jitter_seconds_count")
@@ -141,8 +137,8 @@ def siprec_figures(wav: bytes, calls: int, scratch: Path) -> dict[str, Any]:
         "rtp_lost_s": round(_total(metrics, "aftercall_siprec_rtp_lost_seconds_total"), 3),
         "mean_jitter_ms": round(1000 * _total(metrics, "aftercall_siprec_rtp_jitter_seconds_sum")
                                 / jitter_count, 2) if jitter_count else None,
-        "recordings_ended": {dict(labels)["end"]: int(value) for (name, labels), value in metrics.items()
-                             if name == "aftercall_siprec_recordings_total"},
+        "recordings_ended": {sample.labels["end"]: int(sample.value) for sample in metrics
+                             if sample.name == "aftercall_siprec_recordings_total"},
         "live_wall_s": round(live_s, 1), "live_server_cpu_s": round(live_cpu, 1),
         "live_server_cpu_share_of_one_core": round(live_cpu / live_s, 3),
         "live_server_peak_rss_mib": round(memory.peak_mib), "drain_after_last_call_s": round(drain_s, 1),
