@@ -9,12 +9,9 @@ finds aftercall and its dependencies; the wheel's own libraries are on LD_LIBRAR
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -92,16 +89,20 @@ class StartCancelled(Exception):
     """`cancel` was set while tritonserver was starting (SIGTERM during the readiness wait); it has been stopped."""
 
 
-_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None  # looked up before any fork
-
-
-def _die_with_parent(parent: int) -> None:
-    """In the child before exec (Linux): SIGTERM when the thread that started it ends, even by SIGKILL, so no
+def _dying_with_parent(argv: list[str]) -> list[str]:
+    """argv run so that tritonserver gets SIGTERM when the thread that started it ends, even by SIGKILL, and no
     orphaned tritonserver keeps the ports and the models' memory. start_triton is called from a thread that lives as
-    long as the server should (the main thread)."""
-    _PRCTL(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the line above: no signal will come
-        os._exit(1)
+    long as the server should (the main thread).
+
+    util-linux's setpriv sets the parent-death signal and execs; the shell then checks that the parent had not died
+    before it was set (no signal would come) and execs tritonserver. Not a preexec_fn: that makes Python fork()
+    rather than vfork(), which runs gRPC's fork handlers; they restart its poller in the child, closing the fds
+    before exec then closes the poller's epoll fd, and the child aborts (1 start in 16, in a process using gRPC)."""
+    setpriv = shutil.which("setpriv")
+    if sys.platform != "linux" or setpriv is None:
+        return argv
+    return [setpriv, "--pdeathsig", "TERM", "--", "/bin/sh", "-c", 'test "$PPID" = "$0" && exec "$@"',
+            str(os.getpid()), *argv]
 
 
 def start_triton(config: Config, listen: str, scratch: Path, cancel: threading.Event | None = None) -> TritonProcess:
@@ -149,8 +150,8 @@ def start_triton(config: Config, listen: str, scratch: Path, cancel: threading.E
     environment["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), environment.get("PATH", "")))
     log = scratch / "tritonserver.log"
     with open(log, "w") as handle:
-        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, env=environment,
-                                   preexec_fn=functools.partial(_die_with_parent, os.getpid()) if _PRCTL else None)
+        process = subprocess.Popen(_dying_with_parent(argv), stdout=handle, stderr=subprocess.STDOUT,
+                                   env=environment)
     # Triton prefixes the configured key for gRPC.
     triton = TritonProcess(process, listen, log, {f"triton-grpc-protocol-{ADMIN_HEADER}": admin_key})
     try:
