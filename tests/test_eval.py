@@ -184,8 +184,21 @@ def test_audio_mode_synthesises_and_scores_recognition(summariser, transcriber, 
     pipeline = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=lambda: transcriber)
     dataset = load_cases(CALLS)
     dataset.cases = [c for c in dataset.cases if c.case_id == "banking_lost_card"]
-    results = evaluate([dataset], pipeline, Selection(modes=("text", "audio")), tmp_path)["calls"]
-    audio = results["audio"]["metrics"]["all"]
-    assert 0 < audio["wer"] < 0.5
+    results = evaluate([dataset], pipeline, Selection(modes=("text", "audio", "mono")), tmp_path)["calls"]
+    audio, mono = results["audio"]["metrics"]["all"], results["mono"]["metrics"]["all"]
+    assert 0 < audio["wer"] < 0.5 and audio["agent_turns"] + audio["customer_turns"] == 15
     assert audio["leaks"] == 0 and results["text"]["metrics"]["all"]["wer"] is None
-    assert len(list(tmp_path.glob("*.wav"))) == 1
+    assert mono["speaker_attribution"] >= 0.9 and mono["leaks"] == 0
+    assert 0 < audio["asr_cpu_s_per_audio_s"] < 1
+    assert len(list(tmp_path.glob("*.wav"))) == 2  # the stereo call and its mono mix
+
+
+def test_a_cards_last_four_alone_is_not_a_leak(pipeline, tmp_path: Path):
+    """[CARD ****7291] keeps the last four by design; the rest of the number is what must never survive."""
+    turns = [{"speaker": "agent", "text": "I can see the card ending seven two nine one."},
+             {"speaker": "customer", "text": "The long number is four five three two, zero one five one, one two "
+                                             "eight three, zero three six six."}]
+    (tmp_path / "card.json").write_text(json.dumps({"turns": turns, "expected": {"pii": [
+        {"type": "CARD", "value": "seven two nine one"}, {"type": "CARD", "value": "4532 0151 1283 0366"}]}}))
+    scores = evaluate([load_cases(tmp_path / "card.json")], pipeline, Selection(), tmp_path)
+    assert scores["card"]["text"]["cases"][0]["leaks"] == []

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import shutil
 import threading
 import time
 
@@ -18,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from aftercall.app import SERVICES, start_appliance
 from aftercall.core.audio import read_wav
 from aftercall.core.config import Config, IngestConfig
+from aftercall.core.decode import decode_audio
 from aftercall.core.rpc import error_reason
 from aftercall.ingest.spool import AudioFormat, Spool
 from aftercall.pipeline import REQUIRED_KEYS, Pipeline
@@ -27,6 +29,7 @@ from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
 from aftercall.v1 import summaries_pb2 as spb
 from aftercall.v1 import summaries_pb2_grpc as spb_grpc
+from audio_files import encode, sox, speech_wav
 from conftest import wav_header
 
 pytestmark = pytest.mark.slow
@@ -272,7 +275,8 @@ async def test_submitted_recording_is_summarised_and_bad_ones_refused(serve, dem
         queued = await stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="rec-2", path="in.wav"))
         assert not queued.HasField("summary")
         bad = {
-            "not a RIFF/WAVE file": pb.SubmitRecordingRequest(call_id="rec-3", wav=b"ID3" + bytes(100)),
+            "starts like MP3 but FFmpeg cannot read it": pb.SubmitRecordingRequest(call_id="rec-3",
+                                                                                   wav=b"ID3" + bytes(100)),
             "truncated": pb.SubmitRecordingRequest(call_id="rec-4", wav=wav_header(7, 2, 8000, 8, 9000) + bytes(9)),
             "must be under ingest.import_dir": pb.SubmitRecordingRequest(call_id="rec-5", path="../../etc/passwd"),
             "channel_roles names 1 channel(s) but the audio has 2": pb.SubmitRecordingRequest(
@@ -284,6 +288,38 @@ async def test_submitted_recording_is_summarised_and_bad_ones_refused(serve, dem
             assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
         summaries = spb_grpc.SummariesStub(channel)
         assert (await _wait_for_summary(summaries, "rec-2")).complete
+
+
+async def test_a_recording_in_any_format_is_accepted_and_a_corrupt_one_refused(serve, tmp_path):
+    if shutil.which("sox") is None:
+        pytest.skip("sox is installed by `make test`")
+    speech = speech_wav(tmp_path / "speech.wav")
+    mp3 = encode(speech, "mp3", "libmp3lame", 44100)
+    sox(speech, "-r", "44100", tmp_path / "call.flac")
+    sox(speech, "-c", "6", tmp_path / "surround.wav")
+    seconds = decode_audio(mp3).duration
+    appliance = await serve(import_dir=str(tmp_path))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+        stub = pb_grpc.CallIngestStub(channel)
+        response = await stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="mp3-1", wav=mp3, wait=True))
+        assert response.audio_seconds == pytest.approx(seconds)
+        assert set(REQUIRED_KEYS) <= set(json.loads(response.summary.summary_json))
+        by_path = await stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="flac-1", path="call.flac"))
+        assert by_path.audio_seconds == pytest.approx(seconds, abs=0.05)
+        bad = {
+            "corrupt: the file starts like MP3": mp3[:4] + bytes(len(mp3) - 4),
+            "truncated: the mp3 stream (container: mp3) declares": mp3[: len(mp3) // 2],
+            "unsupported: 6 channels (aftercall accepts 1 or 2)": (tmp_path / "surround.wav").read_bytes(),
+        }
+        for index, (fragment, wav) in enumerate(bad.items()):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.SubmitRecording(pb.SubmitRecordingRequest(call_id=f"bad-{index}", wav=wav))
+            assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert fragment in caught.value.details()
+        # Refused up front, so the call id was never taken: the same id with a good recording is accepted.
+        again = await stub.SubmitRecording(pb.SubmitRecordingRequest(call_id="bad-0", wav=mp3))
+        assert again.audio_seconds == pytest.approx(seconds)
+        assert (await _wait_for_summary(spb_grpc.SummariesStub(channel), "flac-1")).complete
 
 
 async def test_review_edit_approve_and_search(serve):

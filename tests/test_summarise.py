@@ -107,3 +107,14 @@ def test_bad_taxonomy_names_the_problem(text: str, message: str):
         parse_taxonomy(text)
 
 
+
+
+def test_unattributed_turns_are_summarised_without_guessing_who_said_them(pipeline):
+    """A mono call whose speakers could not be told apart: a valid summary, and no follow-up owned by a guess."""
+    document = json.loads(DEMO_JSON.read_text())
+    for turn in document["turns"]:
+        turn["speaker"] = "unattributed"
+    summary = _run(pipeline, document)
+    assert set(REQUIRED_KEYS) <= set(summary) and summary["follow_ups"] == []
+    assert {turn["speaker"] for turn in summary["transcript"]} == {"unattributed"}
+    assert not digit_leak("4532015112830366", json.dumps(summary))

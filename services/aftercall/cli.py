@@ -35,8 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(prog="aftercall", description="Structured, redacted post-call summaries, on premise.")
     parser.add_argument("--version", action="version", version=f"aftercall {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_ArgumentParser)
-    summarise = commands.add_parser("summarise", help="summarise a call recording (WAV/raw G.711) or transcript JSON")
-    summarise.add_argument("input", type=Path, help="WAV file, raw G.711 file (with --raw), or transcript .json")
+    summarise = commands.add_parser(
+        "summarise", help="summarise a call recording (WAV, MP3, Opus, FLAC, ...; raw G.711) or transcript JSON")
+    summarise.add_argument("input", type=Path,
+                           help="recording (any format FFmpeg reads), raw G.711 (with --raw), or transcript .json")
     summarise.add_argument("--taxonomy", type=Path, help="TOML disposition taxonomy (default: the shipped one)")
     summarise.add_argument("--roles", help="stereo channel roles in order, e.g. customer,agent (default agent,customer)")
     summarise.add_argument("--format", choices=("json", "text"), default="json")

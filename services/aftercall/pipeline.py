@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from aftercall.core.audio import Audio, Encoding, load_audio
 from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError
-from aftercall.core.transcript import Transcript, Turn, parse_transcript
+from aftercall.core.transcript import UNATTRIBUTED, Transcript, Turn, parse_transcript
 from aftercall.redact import Redactor
 from aftercall.redact.redactor import Redaction
 from aftercall.summarise.summariser import EmbeddedSummariser
@@ -73,10 +73,13 @@ def build_transcriber(config: Config) -> Transcriber:
 
 def build_embedded_transcriber(config: Config, parallel_decodes: int | None = None):
     from aftercall.transcribe.embedded import EmbeddedTranscriber
+    from aftercall.transcribe.vad import VadSettings
 
     asr = config.asr
+    vad = VadSettings(asr.vad_threshold, asr.vad_min_silence_ms, asr.vad_speech_pad_ms, asr.vad_min_speech_ms)
     return EmbeddedTranscriber(Path(asr.model_dir) if asr.model_dir else None, asr.beam_size,
-                               parallel_decodes or asr.parallel_decodes, asr.vad, asr.mono_speaker)
+                               parallel_decodes or asr.parallel_decodes, vad if asr.vad else None, asr.mono,
+                               asr.mono_min_confidence)
 
 
 @dataclass
@@ -101,15 +104,10 @@ class Pipeline:
                 return parse_transcript(path.read_bytes())
             except OSError as exc:
                 raise AudioFormatError(f"cannot read {path}: {exc.strerror}") from exc
+        limit = self.config.audio.max_duration_s  # a compressed file's decoding stops there
         if raw is not None:
-            audio = load_audio(path, raw.encoding, raw.sample_rate, raw.channels)
-        else:
-            audio = load_audio(path)
-        if audio.duration > self.config.audio.max_duration_s:
-            raise AudioFormatError(
-                f"too long: {audio.duration:.0f} s exceeds audio.max_duration_s = {self.config.audio.max_duration_s}"
-            )
-        return audio
+            return load_audio(path, raw.encoding, raw.sample_rate, raw.channels, max_duration_s=limit)
+        return load_audio(path, max_duration_s=limit)
 
     def run(self, source: Audio | Transcript, roles: tuple[str, ...], call_id: str | None = None,
             progress: ProgressCallback | None = None) -> dict[str, Any]:
@@ -143,8 +141,12 @@ class Pipeline:
                 context: Sequence[Turn] = ()) -> tuple[list[Turn], list[Turn]]:
         """Turns of a stretch of a call still in progress, `offset_s` into it: (as heard, redacted). See
         `redact_interim` for the redaction and `context`."""
-        heard = [Turn(t.speaker, t.text, None if t.start is None else t.start + offset_s,
-                      None if t.end is None else t.end + offset_s) for t in self.transcribe(audio, roles).turns]
+        # A stretch of a mono call is too little to tell two voices apart reliably, and a guess could flip between
+        # stretches: its live turns stay unattributed, as on the Riva backend, until the whole call is attributed.
+        unattributed = len(audio.channels) == 1 and self.config.asr.mono == "diarise"
+        heard = [Turn(UNATTRIBUTED if unattributed else t.speaker, t.text,
+                      None if t.start is None else t.start + offset_s, None if t.end is None else t.end + offset_s)
+                 for t in self.transcribe(audio, roles).turns]
         return heard, self.redact_interim(heard, context)
 
     def redact_interim(self, turns: Sequence[Turn], context: Sequence[Turn] = ()) -> list[Turn]:

@@ -87,11 +87,12 @@ def _alternative(words: list[Word], with_offsets: bool, offset_s: float = 0.0) -
 
 
 def _channels(audio: Audio, separate: bool) -> list[np.ndarray]:
-    """Riva's rule: one result stream per channel when asked, else the channels mixed down."""
-    if separate or len(audio.channels) == 1:
-        return [audio.channel_float16k(i) for i in range(len(audio.channels))]
-    mixed = np.mean([audio.channel_float16k(i) for i in range(len(audio.channels))], axis=0).astype(np.float32)
-    return [mixed]
+    """Riva's rule: one result stream per channel when asked, else the channels mixed down (float32, the audio's
+    own rate: the VAD reads 8 kHz as it came)."""
+    channels = [audio.channel_float(i) for i in range(len(audio.channels))]
+    if separate or len(channels) == 1:
+        return channels
+    return [np.mean(channels, axis=0).astype(np.float32)]
 
 
 class _ChannelWindow:
@@ -109,8 +110,8 @@ class _ChannelWindow:
     def seconds(self) -> float:
         return len(self.samples) / self.sample_rate
 
-    def float16k(self) -> np.ndarray:
-        return Audio(self.sample_rate, (self.samples,), self.encoding).channel_float16k(0)
+    def float(self) -> np.ndarray:
+        return Audio(self.sample_rate, (self.samples,), self.encoding).channel_float(0)
 
     def drop_before(self, window_offset_s: float) -> None:
         cut = int(window_offset_s * self.sample_rate)
@@ -142,9 +143,9 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
         if not any(hmac.compare_digest(value.encode(), self._api_key.encode()) for value in offered):
             raise AuthenticationError("invalid API key")
 
-    async def _recognise(self, samples: np.ndarray) -> list[list[Word]]:
+    async def _recognise(self, samples: np.ndarray, sample_rate: int) -> list[list[Word]]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transcriber.recognise, samples)
+        return await loop.run_in_executor(self._executor, self._transcriber.recognise, samples, sample_rate)
 
     async def Recognize(self, request: rasr.RecognizeRequest, context) -> rasr.RecognizeResponse:
         self._authorise(context)
@@ -162,7 +163,7 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
         audio = parse_raw(payload, encoding, rate, channels)
         self._metrics.asr_requests.labels(rpc="Recognize").inc()
         self._metrics.asr_audio_seconds.labels(rpc="Recognize").inc(audio.duration)
-        per_channel = await asyncio.gather(*(self._recognise(s) for s in _channels(
+        per_channel = await asyncio.gather(*(self._recognise(s, rate) for s in _channels(
             audio, config.enable_separate_recognition_per_channel)))
         results = [(words[0].start, tag, words) for tag, segments in enumerate(per_channel, start=1)
                    for words in segments if words]
@@ -231,7 +232,8 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
             if interim and since_interim >= self._config.interim_interval_s:
                 since_interim = 0.0
                 for tag, window in enumerate(windows, start=1):
-                    words = [w for segment in await self._recognise(window.float16k()) for w in segment]
+                    segments = await self._recognise(window.float(), window.sample_rate)
+                    words = [w for segment in segments for w in segment]
                     if words:
                         yield rasr.StreamingRecognizeResponse(results=[rasr.StreamingRecognitionResult(
                             alternatives=[_alternative(words, config.enable_word_time_offsets, window.start_s)],
@@ -247,7 +249,7 @@ class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
         """Final results for a window's segments. With `keep_last` (the window is full, the call goes on) the last
         segment, perhaps cut mid-word, stays in the window to be recognised again with what follows; a window that
         is one long segment is finalised whole rather than grow without bound."""
-        segments = [s for s in await self._recognise(window.float16k()) if s]
+        segments = [s for s in await self._recognise(window.float(), window.sample_rate) if s]
         keep = keep_last and len(segments) > 1
         done = segments[:-1] if keep else segments
         responses = [rasr.StreamingRecognizeResponse(results=[rasr.StreamingRecognitionResult(

@@ -1,7 +1,9 @@
 """The audio contract: RIFF/WAVE (PCM16, A-law, mu-law) or raw G.711, 8/16 kHz, mono or stereo.
 
-G.711 is decoded with the ITU-T expansion tables (bit-identical to sox, tested). Everything is validated up front
-so that a corrupt or unsupported file fails with one precise sentence instead of a decoder traceback later.
+This is what streams carry (StreamCall, the Riva-compatible server) and the fast path for whole files: G.711 is
+decoded with the ITU-T expansion tables (bit-identical to sox, tested). A whole recording in any other format is
+decoded by aftercall.core.decode (FFmpeg) into the same `Audio`. Everything is validated up front so that a corrupt
+or unsupported file fails with one precise sentence instead of a decoder traceback later.
 """
 
 from __future__ import annotations
@@ -72,12 +74,18 @@ class Audio:
     def duration(self) -> float:
         return len(self.channels[0]) / self.sample_rate
 
+    def channel_float(self, index: int) -> np.ndarray:
+        """Channel `index` as float32 in [-1, 1) at its own rate (what the VAD reads)."""
+        return self.channels[index].astype(np.float32) / 32768.0
+
     def channel_float16k(self, index: int) -> np.ndarray:
         """Channel `index` as float32 in [-1, 1) at 16 kHz, the input Whisper expects."""
-        samples = self.channels[index].astype(np.float32) / 32768.0
-        if self.sample_rate == WHISPER_RATE:
-            return samples
-        return upsample_2x(samples)
+        return to_whisper_rate(self.channel_float(index), self.sample_rate)
+
+
+def to_whisper_rate(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """float32 audio at 8 or 16 kHz -> 16 kHz."""
+    return samples if sample_rate == WHISPER_RATE else upsample_2x(samples)
 
 
 def _lowpass_kernel(taps: int = 63) -> np.ndarray:
@@ -106,21 +114,53 @@ def decode_samples(payload: bytes, encoding: Encoding, channel_count: int) -> tu
     return tuple(np.ascontiguousarray(interleaved[c::channel_count]) for c in range(channel_count))
 
 
-def _check_layout(rate: int, channel_count: int) -> None:
+class UnsupportedWavFormat(AudioFormatError):
+    """A well-formed WAV whose format (tag, sample width or rate) the contract's decoder does not read; the FFmpeg
+    decoder for whole recordings (aftercall.core.decode) does."""
+
+
+def check_channels(channel_count: int) -> None:
     if channel_count not in SUPPORTED_CHANNELS:
         raise AudioFormatError(f"unsupported: {channel_count} channels (aftercall accepts 1 or 2)")
+
+
+def too_long(limit: float, seconds: float | None = None) -> AudioFormatError:
+    """The refusal of audio over audio.max_duration_s; `seconds` None when decoding stopped at the limit."""
+    if seconds is None:
+        return AudioFormatError(f"too long: more than audio.max_duration_s = {limit} s of audio")
+    return AudioFormatError(f"too long: {seconds:.0f} s exceeds audio.max_duration_s = {limit}")
+
+
+def _check_rate(rate: int, error: type[AudioFormatError] = AudioFormatError) -> None:
     if rate not in SUPPORTED_RATES:
-        raise AudioFormatError(f"unsupported: sample rate {rate} Hz (aftercall accepts 8000 or 16000)")
+        raise error(f"unsupported: sample rate {rate} Hz (aftercall accepts 8000 or 16000)")
+
+
+def _check_layout(rate: int, channel_count: int) -> None:
+    check_channels(channel_count)
+    _check_rate(rate)
+
+
+def looks_like(data: bytes) -> str | None:
+    """The format a file's first bytes suggest (for messages about files no decoder could open), or None."""
+    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
+        return "MP3"
+    if data[:4] == b"OggS":
+        return "Ogg"
+    if data[:4] == b"fLaC":
+        return "FLAC"
+    if data[4:8] == b"ftyp":
+        return "MP4"  # M4A, 3GP: without its index (moov), which recorders write last, nothing can be read
+    return None
 
 
 def _sniff(data: bytes) -> str:
-    if data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0):
-        return " (it looks like MP3)"
-    if data[:4] == b"OggS":
-        return " (it looks like Ogg)"
-    if data[:4] == b"fLaC":
-        return " (it looks like FLAC)"
-    return ""
+    guess = looks_like(data)
+    return f" (it looks like {guess})" if guess else ""
+
+
+def is_riff_wave(data: bytes) -> bool:
+    return len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WAVE"
 
 
 @dataclass(frozen=True)
@@ -147,9 +187,10 @@ def read_wav(data: bytes, head_only: bool = False) -> WavPayload:
     (`declared_bytes` tells how much), and a cut frame is allowed."""
     if len(data) == 0:
         raise AudioFormatError("empty file")
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+    if not is_riff_wave(data):
         raise AudioFormatError("not a RIFF/WAVE file" + _sniff(data))
-    fmt: tuple[Encoding, int, int, int] | None = None
+    # The chunks first, the format after: a cut or empty file is refused as such whatever its format.
+    fmt: bytes | None = None
     payload: bytes | None = None
     declared: int | None = None
     offset = 12
@@ -170,17 +211,17 @@ def read_wav(data: bytes, head_only: bool = False) -> WavPayload:
         elif chunk_id == b"fmt ":
             if size < 16 or body_start + size > len(data):
                 raise AudioFormatError("corrupt: the fmt chunk is too short")
-            fmt = _parse_fmt(data[body_start : body_start + size])
+            fmt = data[body_start : body_start + size]
         offset = body_start + size + (size & 1)
     if fmt is None:
         raise AudioFormatError("corrupt: no fmt chunk before the end of the file")
     if payload is None:
         raise AudioFormatError("corrupt: no data chunk")
-    encoding, rate, channel_count, block_align = fmt
+    if not head_only and len(payload) == 0:
+        raise AudioFormatError("empty: the data chunk holds no samples")
+    encoding, rate, channel_count, block_align = _parse_fmt(fmt)
     if head_only:
         return WavPayload(encoding, rate, channel_count, payload, declared)
-    if len(payload) == 0:
-        raise AudioFormatError("empty: the data chunk holds no samples")
     if len(payload) % block_align:
         raise AudioFormatError(f"truncated: the data chunk ends mid-frame ({len(payload)} bytes, frames of {block_align})")
     return WavPayload(encoding, rate, channel_count, payload)
@@ -192,12 +233,13 @@ def _parse_fmt(body: bytes) -> tuple[Encoding, int, int, int]:
         if len(body) < 26:
             raise AudioFormatError("corrupt: WAVE_FORMAT_EXTENSIBLE without a sub-format")
         tag = struct.unpack_from("<H", body, 24)[0]
+    check_channels(channel_count)
     encoding = _FORMAT_TAGS.get(tag)
     if encoding is None:
-        raise AudioFormatError(f"unsupported: WAV format tag {tag:#06x} (aftercall accepts PCM, A-law, mu-law)")
+        raise UnsupportedWavFormat(f"unsupported: WAV format tag {tag:#06x} (aftercall accepts PCM, A-law, mu-law)")
     if bits != _BITS[encoding]:
-        raise AudioFormatError(f"unsupported: {bits}-bit {encoding.value} (expected {_BITS[encoding]}-bit)")
-    _check_layout(rate, channel_count)
+        raise UnsupportedWavFormat(f"unsupported: {bits}-bit {encoding.value} (expected {_BITS[encoding]}-bit)")
+    _check_rate(rate, UnsupportedWavFormat)
     if block_align != channel_count * bits // 8:
         raise AudioFormatError(f"corrupt: block align {block_align} does not match {channel_count} x {bits} bits")
     return encoding, rate, channel_count, block_align
@@ -211,6 +253,22 @@ def wav_header(tag: int, channels: int, rate: int, bits: int, data_size: int) ->
             + b"data" + struct.pack("<I", data_size))
 
 
+def pcm16_wav(audio: Audio) -> bytes:
+    """`audio` as a PCM16 RIFF/WAVE file (interleaved), written in place: one copy of the samples, not three."""
+    frames, channels = len(audio.channels[0]), len(audio.channels)
+    size = frames * channels * 2
+    if 36 + size > 0xFFFFFFFF:
+        raise AudioFormatError(f"too long to store: {audio.duration:.0f} s of {channels}-channel audio at "
+                               f"{audio.sample_rate} Hz does not fit one WAV file (4 GiB)")
+    header = wav_header(1, channels, audio.sample_rate, 16, size)
+    out = bytearray(len(header) + size)
+    out[: len(header)] = header
+    interleaved = np.frombuffer(out, dtype="<i2", offset=len(header)).reshape(frames, channels)
+    for index, samples in enumerate(audio.channels):
+        interleaved[:, index] = samples
+    return bytes(out)
+
+
 def parse_raw(data: bytes, encoding: Encoding, sample_rate: int, channel_count: int) -> Audio:
     """Headerless audio: the caller states encoding, rate and channel count."""
     _check_layout(sample_rate, channel_count)
@@ -222,11 +280,19 @@ def parse_raw(data: bytes, encoding: Encoding, sample_rate: int, channel_count: 
     return Audio(sample_rate, decode_samples(data, encoding, channel_count), encoding)
 
 
-def load_audio(path: Path, raw_encoding: Encoding | None = None, sample_rate: int = 8000, channels: int = 1) -> Audio:
+def load_audio(path: Path, raw_encoding: Encoding | None = None, sample_rate: int = 8000, channels: int = 1,
+               max_duration_s: float | None = None) -> Audio:
+    """A recording file: headerless G.711/PCM16 with `raw_encoding`, else any format (aftercall.core.decode).
+    Longer than `max_duration_s`: refused (a compressed file's decoding stops there)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise AudioFormatError(f"cannot read {path}: {exc.strerror}") from exc
-    if raw_encoding is not None:
-        return parse_raw(data, raw_encoding, sample_rate, channels)
-    return parse_wav(data)
+    if raw_encoding is None:
+        from aftercall.core.decode import decode_audio  # FFmpeg, loaded once a file needs it (not by streams)
+
+        return decode_audio(data, max_duration_s)
+    audio = parse_raw(data, raw_encoding, sample_rate, channels)
+    if max_duration_s is not None and audio.duration > max_duration_s:
+        raise too_long(max_duration_s, audio.duration)
+    return audio

@@ -26,9 +26,23 @@ class AsrConfig:
     beam_size: int = 5
     # One intra-op thread per decode and decodes in parallel: a second thread does not help int8 Whisper.
     parallel_decodes: int = 2
+    # Speech segments are found by Silero VAD (silero-vad's ONNX model) at the channel's own rate before Whisper
+    # hears them; false: Whisper decodes the whole channel and makes words up in the silences.
     vad: bool = True
-    # Mono calls only: there is no channel to tell the speakers apart.
-    mono_speaker: str = "customer"
+    # A window is speech above this probability (and stays speech until it falls 0.15 below it). Lower keeps
+    # quieter speech and lets more noise through.
+    vad_threshold: float = 0.5
+    # A pause shorter than this does not end a segment; shorter values cut short answers off their question.
+    vad_min_silence_ms: int = 2000
+    # Audio kept either side of each segment, so a first or last syllable is not clipped.
+    vad_speech_pad_ms: int = 400
+    # Segments shorter than this are dropped as clicks and line noise (a short "no" is about 200 ms).
+    vad_min_speech_ms: int = 100
+    # Mono calls: diarise (tell agent from customer by voice, turns "unattributed" when unsure), or give
+    # every turn to one party (agent, customer).
+    mono: str = "diarise"
+    # diarise: the least confidence (0-1) that the agent was told from the customer; below it no turn is guessed.
+    mono_min_confidence: float = 0.6
     # backend = "riva": a Riva server, or `aftercall serve asr` (same API).
     riva_uri: str = "127.0.0.1:50052"
     # TLS to Riva trusting the system's CAs; a CA file turns TLS on too and is trusted instead.
@@ -263,17 +277,24 @@ class Config:
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "asr.backend": ("embedded", "riva"),
-    "asr.mono_speaker": ("agent", "customer"),
+    "asr.mono": ("diarise", "agent", "customer"),
     "summarise.backend": ("embedded", "triton"),
     "logging.level": ("DEBUG", "INFO", "WARNING", "ERROR"),
     "logging.format": ("text", "json"),
 }
+# Keys of earlier releases, so an old site config fails with the new name rather than "unknown key".
+_RENAMED = {"asr.mono_speaker": "asr.mono (diarise, agent or customer)"}
 _RANGES: dict[str, tuple[float, float]] = {
     "asr.beam_size": (1, 10),
     "asr.parallel_decodes": (1, 16),
     "asr.boost_score": (-100.0, 100.0),
     "asr.timeout_s": (1.0, 86_400.0),
     "asr.retries": (0, 10),
+    "asr.vad_threshold": (0.05, 0.95),
+    "asr.vad_min_silence_ms": (100, 10_000),
+    "asr.vad_speech_pad_ms": (0, 2000),
+    "asr.vad_min_speech_ms": (0, 5000),
+    "asr.mono_min_confidence": (0.0, 1.0),
     "audio.max_duration_s": (1, 24 * 3600),
     "summarise.min_disposition_similarity": (-1.0, 1.0),
     "server.shutdown_grace_s": (0.0, 600.0),
@@ -346,6 +367,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
 def _build_section(name: str, cls: type, values: Mapping[str, Any]) -> Any:
     known = {f.name: f for f in dataclasses.fields(cls)}
     for key in values:
+        if f"{name}.{key}" in _RENAMED:
+            raise ConfigError(f"config {name}.{key}: renamed to {_RENAMED[f'{name}.{key}']}")
         if key not in known:
             raise ConfigError(f"config {name}.{key}: unknown key (known: {', '.join(known)})")
     defaults = cls()

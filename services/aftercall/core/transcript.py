@@ -1,5 +1,6 @@
 """The transcript schema shared by the CLI, the summariser and (later) the Triton model:
-`{"turns": [{"speaker": "agent"|"customer", "text": "...", "start": s, "end": s}, ...]}`."""
+`{"turns": [{"speaker": "agent"|"customer"|"unattributed", "text": "...", "start": s, "end": s}, ...]}`.
+"unattributed": a mono recording's turn whose speaker could not be told with confidence (never guessed)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 
 from aftercall.core.errors import TranscriptFormatError
 
-SPEAKERS = ("agent", "customer")
+UNATTRIBUTED = "unattributed"
+SPEAKERS = ("agent", "customer", UNATTRIBUTED)
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,8 @@ def transcript_from_json(document: Any) -> Transcript:
             raise TranscriptFormatError(f"turns[{index}] must be an object")
         speaker = raw.get("speaker")
         if speaker not in SPEAKERS:
-            raise TranscriptFormatError(f'turns[{index}].speaker must be "agent" or "customer", not {speaker!r}')
+            raise TranscriptFormatError(f'turns[{index}].speaker must be "agent", "customer" or "unattributed", '
+                                        f'not {speaker!r}')
         text = raw.get("text")
         if not isinstance(text, str):
             raise TranscriptFormatError(f"turns[{index}].text must be a string")

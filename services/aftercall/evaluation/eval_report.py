@@ -19,7 +19,9 @@ HEADLINE = (("cases", "cases"), ("disposition_accuracy", "disposition"), ("resol
             ("sentiment_end_accuracy", "sentiment (end)"), ("rouge_l", "ROUGE-L"),
             ("rouge_l_baseline", "ROUGE-L baseline"), ("grounding", "grounding"),
             ("redaction_recall", "redaction recall"), ("redaction_precision", "redaction precision"),
-            ("leaks", "leaks"), ("wer", "WER"))
+            ("leaks", "leaks"), ("wer", "WER"), ("wer_customer", "WER customer"),
+            ("dropped_turns", "dropped turns"), ("hallucinated_words", "words in silence"),
+            ("speaker_attribution", "mono: right speaker"))
 _DETAIL_SKIP = {"redaction_recall_by_type", "redaction_spans_by_type", "redaction_precision_by_type",
                 "leaks_by_type"}
 

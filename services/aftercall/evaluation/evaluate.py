@@ -1,6 +1,8 @@
 """`aftercall eval`: run gold calls (a site's own, and the public sets) through the same pipeline `aftercall
-summarise` runs, in text mode (transcripts) and audio mode (recordings, or calls synthesised with two TTS voices so
-that recognition errors count too), score every field, write eval.json + eval.html, and exit 1 when a gate fails."""
+summarise` runs, in text mode (transcripts), audio mode (recordings, or calls synthesised with two TTS voices so
+that recognition errors count too) and mono mode (the synthesised stereo calls mixed to one channel, so that the
+speakers must be told apart by voice), score every field, write eval.json + eval.html, and exit 1 when a gate
+fails."""
 
 from __future__ import annotations
 
@@ -26,11 +28,13 @@ from aftercall.summarise.taxonomy import UNKNOWN
 
 logger = logging.getLogger(__name__)
 
-MODES = ("text", "audio")
+MODES = ("text", "audio", "mono")
+# --mode both: what recognition errors cost each field; all: and what telling mono speakers apart costs.
+_MODE_CHOICES = {"both": ("text", "audio"), "all": MODES}
 EXIT_GATE_FAILED = 1
 DEFAULT_GATES = ("leaks<=0",)
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
-_GATE = re.compile(r"^(?:(?P<dataset>[\w.-]+)/)?(?:(?P<mode>text|audio)/)?(?P<metric>[a-z_0-9]+)\s*"
+_GATE = re.compile(r"^(?:(?P<dataset>[\w.-]+)/)?(?:(?P<mode>text|audio|mono)/)?(?P<metric>[a-z_0-9]+)\s*"
                    r"(?P<op><=|>=|==|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)$")
 
 
@@ -42,9 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=Path(os.environ.get("AFTERCALL_PUBLIC_DATA", "../shared/data")),
                         help="where the public sets are (default $AFTERCALL_PUBLIC_DATA or ../shared/data); a set "
                              "that is absent is skipped with a note")
-    parser.add_argument("--mode", choices=("text", "audio", "both"), default="text",
+    parser.add_argument("--mode", choices=(*MODES, *_MODE_CHOICES), default="text",
                         help="text: score the transcripts; audio: recordings (synthesised from the turns where a "
-                             "case has none) through recognition; both: side by side (default text)")
+                             "case has none) through recognition; mono: synthesised calls mixed to one channel; "
+                             "both: text and audio side by side; all: the three (default text)")
     parser.add_argument("--split", choices=("all", "holdout", "tune"), default="all",
                         help="only the held-out half of every set, or only the half tuning may look at")
     parser.add_argument("--limit", type=_positive, help="at most N cases per set (the first N, in file order)")
@@ -161,30 +166,44 @@ class _Runner:
         self.pipeline = pipeline
         self.audio_dir = audio_dir
 
-    def audio_for(self, case: Case) -> Path:
+    def audio_for(self, case: Case, mode: str) -> tuple[Path, list[dict] | None]:
+        """The recording and, for a synthesised call, its timed reference turns (None for a case's own audio)."""
         if case.audio is not None:
-            return case.audio
-        from aftercall.evaluation.speech import synthesise_call
+            return case.audio, None
+        from aftercall.evaluation.speech import mix_to_mono, synthesise_call
 
         key = hashlib.sha256(json.dumps(case.turns, sort_keys=True).encode()).hexdigest()[:24]
-        path = self.audio_dir / f"{key}.wav"
-        if not path.exists():
-            synthesise_call(case.turns, path)
-        return path
+        path, timeline = self.audio_dir / f"{key}.wav", self.audio_dir / f"{key}.timeline.json"
+        if not path.exists() or not timeline.exists():
+            timeline.write_text(json.dumps(synthesise_call(case.turns, path)))
+        if mode == "mono":
+            mono = self.audio_dir / f"{key}.mono.wav"
+            if not mono.exists():
+                mix_to_mono(path, mono)
+            path = mono
+        return path, json.loads(timeline.read_text())
 
     def score(self, dataset: Dataset, case: Case, mode: str, taxonomy) -> dict:
         from aftercall.core.transcript import transcript_from_json
+        from aftercall.evaluation.frontend import front_end_scores
 
-        heard = None
-        if mode == "audio":
-            audio = self.pipeline.load(self.audio_for(case), None)
+        heard = front_end = None
+        if mode in ("audio", "mono"):
+            path, reference = self.audio_for(case, mode)
+            audio = self.pipeline.load(path, None)
+            cpu_before = time.process_time()
             transcript = self.pipeline.transcribe(audio, case.roles)
+            front_end = {"asr_cpu_s": (time.process_time() - cpu_before, audio.duration)}
+            if reference is not None:
+                front_end.update(front_end_scores(reference, transcript, mono=mode == "mono"))
             heard = [t.to_json() for t in transcript.turns]
         else:
             transcript = transcript_from_json({"turns": list(case.turns)})
         redaction = self.pipeline.redact(transcript, case.case_id)
         summary = self.pipeline.summarise(redaction, taxonomy) if dataset.summarise else None
-        return score_case(case, redaction, summary, heard)
+        score = score_case(case, redaction, summary, heard if mode == "audio" else None)
+        score.update(front_end or {})
+        return score
 
 
 @dataclass(frozen=True)
@@ -214,13 +233,15 @@ def evaluate(datasets: list[Dataset], pipeline, selection: Selection, audio_dir:
         for mode in selection.modes:
             if mode == "text":
                 chosen = [c for c in cases if c.turns is not None]
+            elif mode == "mono" and dataset.speakable:  # mixes of synthesised stereo calls only
+                chosen = [c for c in cases if c.audio is None and c.turns is not None][: selection.audio_limit]
             elif dataset.speakable:
                 chosen = [c for c in cases if c.audio is not None or c.turns is not None][: selection.audio_limit]
             else:
                 continue
             if chosen:
                 plan.append((dataset, mode, chosen, taxonomy))
-    if any(mode == "audio" and any(c.audio is None for c in chosen) for _, mode, chosen, _ in plan):
+    if any(mode != "text" and any(c.audio is None for c in chosen) for _, mode, chosen, _ in plan):
         from aftercall.evaluation.speech import require_tools
 
         require_tools()
@@ -260,8 +281,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="aftercall-eval-") as scratch:
         audio_dir = args.audio_cache or Path(scratch)
         audio_dir.mkdir(parents=True, exist_ok=True)
-        selection = Selection(MODES if args.mode == "both" else (args.mode,), args.split, args.limit,
-                              args.audio_limit)
+        selection = Selection(_MODE_CHOICES.get(args.mode, (args.mode,)), args.split, args.limit, args.audio_limit)
         results = evaluate(datasets, pipeline, selection, audio_dir, say)
     verdicts = check_gates(gates, results)
     json_path, html_path = write_eval_report(args.out, datasets, results, verdicts, skipped, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Iterable
+from typing import Iterable, Sequence
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -14,7 +14,8 @@ def tokens(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
+def common_subsequence(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence (of words, or of a string's characters)."""
     previous = [0] * (len(b) + 1)
     for x in a:
         current = [0]
@@ -33,7 +34,7 @@ def _f1(overlap: int, candidate: int, reference: int) -> float:
 
 def rouge_l(candidate: str, reference: str) -> float:
     c, r = tokens(candidate), tokens(reference)
-    return _f1(_lcs(c, r), len(c), len(r))
+    return _f1(common_subsequence(c, r), len(c), len(r))
 
 
 def rouge_1(candidate: str, reference: str) -> float:
@@ -51,12 +52,16 @@ def best_of(metric, candidate: str, references: Iterable[str]) -> float:
 _DIGIT_GAP = re.compile(r"(?<=\d)[\s,-]+(?=\d)")
 
 
-def word_errors(hypothesis: str, reference: str) -> tuple[int, int]:
-    """(edit distance in words, reference words), after spoken numbers become digits on both sides, so "four
-    five" and "45" are the same words."""
+def normalised_tokens(text: str) -> list[str]:
+    """Lower-case words with spoken numbers as digits, so "four five" and "45" are the same word."""
     from aftercall.redact.numbers import normalise_numbers
 
-    hyp, ref = (tokens(_DIGIT_GAP.sub("", normalise_numbers(text))) for text in (hypothesis, reference))
+    return tokens(_DIGIT_GAP.sub("", normalise_numbers(text)))
+
+
+def word_errors(hypothesis: str, reference: str) -> tuple[int, int]:
+    """(edit distance in words, reference words), compared as `normalised_tokens`."""
+    hyp, ref = normalised_tokens(hypothesis), normalised_tokens(reference)
     previous = list(range(len(hyp) + 1))
     for i, word in enumerate(ref, 1):
         current = [i]

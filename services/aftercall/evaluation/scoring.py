@@ -47,6 +47,11 @@ def leaked(value: str, output: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(value.strip())}(?!\w)", output, re.IGNORECASE) is not None
 
 
+def _last_four(kind: str, value: str) -> bool:
+    """A card's last four digits alone: kept in the clear by design ([CARD ****7291]), so never a leak."""
+    return kind in ("CARD", "CREDIT_CARD") and len(re.sub(r"\D", "", normalise_numbers(value))) <= 4
+
+
 def _overlaps(secret: str, gold: Iterable[str]) -> bool:
     secret_digits = re.sub(r"\D", "", secret)
     for value in gold:
@@ -80,7 +85,8 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
     score: dict[str, Any] = {"id": case.case_id, "split": case.split}
 
     sensitive = [value for _, value in expected.pii] + list(expected.must_not_appear)
-    score["leaks"] = [kind for kind, value in expected.pii if kind in LEAK_KINDS and leaked(value, stored)]
+    score["leaks"] = [kind for kind, value in expected.pii
+                      if kind in LEAK_KINDS and not _last_four(kind, value) and leaked(value, stored)]
     score["leaks"] += ["must_not_appear" for value in expected.must_not_appear if leaked(value, stored)]
     if expected.pii:
         score["pii_removed"] = {}
@@ -142,6 +148,11 @@ def _accuracy(scores: list[dict], key: str) -> float | None:
     return sum(1 for want, got in pairs if want == got) / len(pairs) if pairs else None
 
 
+def _total(values: Iterable[int]) -> int | None:
+    values = list(values)
+    return sum(values) if values else None
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -180,6 +191,17 @@ def aggregate(scores: list[dict]) -> dict[str, Any]:
     metrics["leaks_by_type"] = dict(Counter(kind for s in scores for kind in s["leaks"]))
     metrics["must_appear_kept"] = _ratio(s["kept"] for s in scores if "kept" in s)
     metrics["wer"] = _ratio(s["wer"] for s in scores if "wer" in s)
+    # The audio front end (evaluation.frontend): calls with timed reference turns only.
+    for party in ("agent", "customer"):
+        metrics[f"wer_{party}"] = _ratio(s[f"wer_{party}"] for s in scores if f"wer_{party}" in s)
+        metrics[f"dropped_{party}_turns"] = _total(s[f"dropped_{party}"][0] for s in scores if f"dropped_{party}" in s)
+        metrics[f"{party}_turns"] = _total(s[f"dropped_{party}"][1] for s in scores if f"dropped_{party}" in s)
+    metrics["dropped_turns"] = _total(s[f"dropped_{party}"][0] for s in scores for party in ("agent", "customer")
+                                      if f"dropped_{party}" in s)
+    metrics["hallucinated_words"] = _total(s["hallucinated"] for s in scores if "hallucinated" in s)
+    metrics["speaker_attribution"] = _ratio(s["attribution"] for s in scores if "attribution" in s)
+    metrics["unattributed_share"] = _ratio(s["unattributed"] for s in scores if "unattributed" in s)
+    metrics["asr_cpu_s_per_audio_s"] = _ratio(s["asr_cpu_s"] for s in scores if "asr_cpu_s" in s)
     metrics["seconds_per_case"] = _mean([s["seconds"] for s in scores if "seconds" in s])
     return metrics
 

@@ -77,3 +77,16 @@ def synthesise_call(turns: Sequence[dict], out: Path, encoding: str = "mu-law") 
               "-e", encoding, "-b", "8", "-r", str(RATE), str(partial)])
         os.replace(partial, out)
     return timeline
+
+
+def mix_to_mono(stereo: Path, out: Path) -> None:
+    """The stereo call as a mono recorder would have it: both parties summed into one 16-bit channel."""
+    import numpy as np
+
+    from aftercall.core.audio import parse_wav, wav_header
+
+    audio = parse_wav(stereo.read_bytes())
+    mixed = np.clip(np.sum([c.astype(np.int32) for c in audio.channels], axis=0), -32768, 32767).astype("<i2")
+    partial = out.with_name(out.name + ".partial.wav")
+    partial.write_bytes(wav_header(1, 1, audio.sample_rate, 16, mixed.nbytes) + mixed.tobytes())
+    os.replace(partial, out)

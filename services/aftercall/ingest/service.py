@@ -18,8 +18,9 @@ from typing import AsyncIterator, Iterator
 
 import grpc
 
-from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, read_wav
+from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES
 from aftercall.core.config import Config
+from aftercall.core.decode import recording_wav
 from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtocolError, StreamTimeoutError, UserError
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
@@ -401,13 +402,13 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         call_id = check_call_id(request.call_id)
         call_id_var.set(call_id)
         self._admit(streaming=False)
-        wav = self._recording_bytes(request)
-        header = read_wav(wav)  # validates without decoding every sample
-        seconds = len(header.payload) / (SAMPLE_BYTES[header.encoding] * header.channels) / header.sample_rate
-        if seconds > self._config.audio.max_duration_s:
-            raise AudioFormatError(f"too long: {seconds:.0f} s exceeds audio.max_duration_s = "
-                                   f"{self._config.audio.max_duration_s}")
-        roles = _roles(request.channel_roles, self._config.audio.roles, header.channels)
+        recording = self._recording_bytes(request)  # ingest.max_recording_mb applies to these, as submitted
+        # Decoded now, so that a corrupt or unsupported file is refused before it is accepted; off the event loop
+        # (an hour of MP3 takes seconds). Past the contract it is stored as PCM16 WAV: larger than sent (32 kB/s
+        # per channel at 16 kHz), bounded by audio.max_duration_s.
+        wav, seconds, channels = await asyncio.to_thread(recording_wav, recording,
+                                                         self._config.audio.max_duration_s)
+        roles = _roles(request.channel_roles, self._config.audio.roles, channels)
         if len(roles) == 1:
             roles = self._config.audio.roles
         job = CallJob(call_id, RECEIVING, "recording", None, roles, _metadata(request.metadata),

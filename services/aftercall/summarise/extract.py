@@ -213,6 +213,8 @@ def follow_up(sentence: Sentence) -> FollowUp | None:
         return None
     due_match = DUE.search(text)
     due = due_match.group().strip() if due_match else None
+    if sentence.speaker not in ("agent", "customer"):  # unattributed: a follow-up needs an owner we know
+        return None
     if sentence.speaker == "customer":
         match = re.search(rf"\bI(?:'ll| will| am going to|'m going to)\s+(?!be\b|just\b|have\b)"
                           rf"(?P<rest>{_CLAUSE_TEXT}+)", text, re.IGNORECASE)

@@ -22,9 +22,9 @@ from aftercall.core.audio import Audio
 from aftercall.core.config import AsrConfig, existing_file, uses_tls
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.rpc import read_api_key
-from aftercall.core.transcript import Transcript, Turn, Word
+from aftercall.core.transcript import UNATTRIBUTED, Transcript, Turn, Word
 from aftercall.transcribe.base import ProgressCallback
-from aftercall.transcribe.turns import merge_channels, split_on_pauses
+from aftercall.transcribe.turns import conversation
 
 logger = logging.getLogger(__name__)
 # Only an unreachable server is worth asking again; a timeout would queue the same decode behind itself.
@@ -63,7 +63,11 @@ class RivaTranscriber:
         return config
 
     def speakers(self, channel_count: int, roles: tuple[str, ...]) -> tuple[str, ...]:
-        return roles[:channel_count] if channel_count > 1 else (self._config.mono_speaker,)
+        """Who each live channel is. A mono call diarised by voice is told apart only after hang-up, from the whole
+        recording: its live turns are unattributed until then."""
+        if channel_count > 1:
+            return roles[:channel_count]
+        return (UNATTRIBUTED if self._config.mono == "diarise" else self._config.mono,)
 
     def open_live_channel(self, sample_rate: int, speaker: str) -> "RivaLiveChannel":
         return RivaLiveChannel(self, sample_rate, speaker, self._config.timeout_s)
@@ -72,32 +76,31 @@ class RivaTranscriber:
         return self._service.stub.StreamingRecognize(requests, metadata=self._auth.get_auth_metadata())
 
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None) -> Transcript:
-        speakers = self.speakers(len(audio.channels), roles)
         stretches = [(channel, start) for channel in range(len(audio.channels))
                      for start in range(0, max(1, int(np.ceil(audio.duration))), _STRETCH_S)]
         total = audio.duration * len(audio.channels)
         done = [0.0]
         lock = threading.Lock()
 
-        def recognise(stretch: tuple[int, int]) -> tuple[int, list[Word]]:
+        def recognise(stretch: tuple[int, int]) -> tuple[int, list[list[Word]]]:
             channel, start = stretch
             rate = audio.sample_rate
             samples = audio.channels[channel][start * rate : (start + _STRETCH_S) * rate]
             response = self._recognize(samples.astype("<i2").tobytes(), self.recognition_config(rate))
-            words = [Word(w.word, start + w.start_time / 1000, start + w.end_time / 1000, w.confidence or 1.0)
-                     for result in response.results if result.alternatives for w in result.alternatives[0].words]
+            segments = [[Word(w.word, start + w.start_time / 1000, start + w.end_time / 1000, w.confidence or 1.0)
+                         for w in result.alternatives[0].words] for result in response.results if result.alternatives]
             with lock:
                 done[0] += len(samples) / rate
                 if progress:
                     progress(min(done[0], total), total)
-            return channel, words
+            return channel, segments
 
         with ThreadPoolExecutor(max_workers=min(_CONCURRENT_REQUESTS, len(stretches))) as pool:
             recognised = list(pool.map(recognise, stretches))
-        per_channel: list[list[Turn]] = [[] for _ in speakers]
-        for channel, words in recognised:
-            per_channel[channel].extend(split_on_pauses(speakers[channel], words))
-        return Transcript(tuple(merge_channels(per_channel)))
+        per_channel: list[list[list[Word]]] = [[] for _ in audio.channels]
+        for channel, segments in recognised:
+            per_channel[channel].extend(segments)
+        return conversation(audio, per_channel, roles, self._config.mono, self._config.mono_min_confidence)
 
     def _recognize(self, audio_bytes: bytes, config):
         from riva.client.proto import riva_asr_pb2 as rasr

@@ -3,7 +3,10 @@ these rules turn them into speaker turns merged by time."""
 
 from __future__ import annotations
 
-from aftercall.core.transcript import Turn, Word
+from typing import Sequence
+
+from aftercall.core.audio import Audio
+from aftercall.core.transcript import Transcript, Turn, Word
 
 # Segments of one speaker closer than this are one turn.
 _TURN_JOIN_GAP_S = 1.2
@@ -39,3 +42,19 @@ def merge_channels(per_channel: list[list[Turn]]) -> list[Turn]:
         else:
             joined.append(turn)
     return joined
+
+
+def conversation(audio: Audio, per_channel: Sequence[list[list[Word]]], roles: tuple[str, ...], mono: str,
+                 mono_min_confidence: float) -> Transcript:
+    """Each channel's recognised segments -> the call's turns. Stereo: a channel is a party (`roles`). Mono: by
+    voice (`asr.mono = diarise`, see transcribe.speakers), or every turn to the one party named."""
+    if len(per_channel) > 1:
+        turns = [[turn for words in segments for turn in split_on_pauses(speaker, words)]
+                 for speaker, segments in zip(roles, per_channel)]
+    elif mono == "diarise":
+        from aftercall.transcribe.speakers import attribute_speakers
+
+        turns = [attribute_speakers(per_channel[0], audio.channel_float(0), audio.sample_rate, mono_min_confidence)]
+    else:
+        turns = [[turn for words in per_channel[0] for turn in split_on_pauses(mono, words)]]
+    return Transcript(tuple(merge_channels(turns)))
