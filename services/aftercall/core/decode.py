@@ -45,27 +45,26 @@ def decode_audio(data: bytes, max_duration_s: float | None = None) -> Audio:
     """A whole recording held in memory, in any format FFmpeg reads, as 8 or 16 kHz `Audio` (1 or 2 channels).
     AudioFormatError when it is empty, corrupt, cut short, has no audio, more than 2 channels, or more than
     `max_duration_s` of audio (decoding stops there)."""
-    audio = _contract_wav(data)
-    if audio is None:
-        audio = _decode(data, max_duration_s)
-    if max_duration_s is not None and audio.duration > max_duration_s:
-        raise too_long(max_duration_s, audio.duration)
-    return audio
+    return _decoded(data, max_duration_s)[0]
 
 
 def recording_wav(data: bytes, max_duration_s: float | None = None) -> tuple[bytes, float, int]:
     """A submitted recording as the spool keeps it, with its length in seconds and its channel count: a contract WAV
     as sent (G.711 stays 8-bit), anything else decoded and rewritten as PCM16 WAV, so that everything after the
     submission reads one format."""
+    audio, in_contract = _decoded(data, max_duration_s)
+    return data if in_contract else pcm16_wav(audio), audio.duration, len(audio.channels)
+
+
+def _decoded(data: bytes, max_duration_s: float | None) -> tuple[Audio, bool]:
+    """The recording's audio, and whether it was a contract WAV (decoded by hand, not by FFmpeg)."""
     audio = _contract_wav(data)
-    if audio is None:
+    in_contract = audio is not None
+    if not in_contract:
         audio = _decode(data, max_duration_s)
-        stored = pcm16_wav(audio)
-    else:
-        stored = data
     if max_duration_s is not None and audio.duration > max_duration_s:
         raise too_long(max_duration_s, audio.duration)
-    return stored, audio.duration, len(audio.channels)
+    return audio, in_contract
 
 
 def _contract_wav(data: bytes) -> Audio | None:
