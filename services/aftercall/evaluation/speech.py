@@ -83,10 +83,10 @@ def mix_to_mono(stereo: Path, out: Path) -> None:
     """The stereo call as a mono recorder would have it: both parties summed into one 16-bit channel."""
     import numpy as np
 
-    from aftercall.core.audio import parse_wav, wav_header
+    from aftercall.core.audio import Audio, Encoding, parse_wav, pcm16_wav
 
     audio = parse_wav(stereo.read_bytes())
-    mixed = np.clip(np.sum([c.astype(np.int32) for c in audio.channels], axis=0), -32768, 32767).astype("<i2")
+    mixed = np.clip(np.sum([c.astype(np.int32) for c in audio.channels], axis=0), -32768, 32767).astype(np.int16)
     partial = out.with_name(out.name + ".partial.wav")
-    partial.write_bytes(wav_header(1, 1, audio.sample_rate, 16, mixed.nbytes) + mixed.tobytes())
+    partial.write_bytes(pcm16_wav(Audio(audio.sample_rate, (mixed,), Encoding.LINEAR_PCM)))
     os.replace(partial, out)

@@ -208,13 +208,13 @@ def follow_ups(sentence: Sentence) -> list[FollowUp]:
 
 
 def follow_up(sentence: Sentence) -> FollowUp | None:
+    if sentence.speaker not in ("agent", "customer"):  # unattributed: a follow-up needs an owner we know
+        return None
     text = strip_filler(sentence.text)
     if text.endswith("?"):  # a question asks for something now; a commitment is stated
         return None
     due_match = DUE.search(text)
     due = due_match.group().strip() if due_match else None
-    if sentence.speaker not in ("agent", "customer"):  # unattributed: a follow-up needs an owner we know
-        return None
     if sentence.speaker == "customer":
         match = re.search(rf"\bI(?:'ll| will| am going to|'m going to)\s+(?!be\b|just\b|have\b)"
                           rf"(?P<rest>{_CLAUSE_TEXT}+)", text, re.IGNORECASE)
