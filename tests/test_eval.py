@@ -202,3 +202,17 @@ def test_a_cards_last_four_alone_is_not_a_leak(pipeline, tmp_path: Path):
         {"type": "CARD", "value": "seven two nine one"}, {"type": "CARD", "value": "4532 0151 1283 0366"}]}}))
     scores = evaluate([load_cases(tmp_path / "card.json")], pipeline, Selection(), tmp_path)
     assert scores["card"]["text"]["cases"][0]["leaks"] == []
+
+
+def test_the_spoken_redaction_set_is_complete_and_split_in_halves():
+    """tests/redaction_calls (written apart from the redactor): at least 200 excerpts, 60 of them negatives, every
+    labelled value said in its case, and both halves holding every kind of value."""
+    cases = load_cases(ROOT / "tests" / "redaction_calls" / "spoken.jsonl").cases
+    negatives = [c for c in cases if not c.expected.pii]
+    assert len(cases) >= 200 and len(negatives) >= 60 and all(c.expected.must_appear for c in negatives)
+    for case in cases:
+        said = " ".join(turn["text"] for turn in case.turns)
+        assert case.expected.pii_complete and all(value in said for _, value in case.expected.pii), case.case_id
+    kinds = {split: {kind for c in cases if c.split == split for kind, _ in c.expected.pii}
+             for split in ("holdout", "tune")}
+    assert kinds["holdout"] == kinds["tune"] >= {"PERSON", "STREET_ADDRESS", "NI", "NHS", "DOB", "EMAIL_ADDRESS"}
