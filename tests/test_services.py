@@ -464,7 +464,7 @@ async def test_interim_segments_while_the_call_is_live_then_final_ones(serve, de
 class _ScriptedTranscriber:
     """Our Transcriber interface returning a fixed utterance: the interim redaction is what is under test."""
 
-    def transcribe(self, audio, roles, progress=None):
+    def transcribe(self, audio, roles, progress=None, live=False):
         from aftercall.core.transcript import Transcript, Turn
 
         return Transcript((Turn("customer", "The parcel was 77 12 34, I think it began 4532 0151.", 1.0, 4.0),
@@ -492,7 +492,7 @@ def test_interim_redaction_remembers_what_was_said_earlier_in_the_call(pipeline)
 
 
 class _BrokenTranscriber:
-    def transcribe(self, audio, roles, progress=None):
+    def transcribe(self, audio, roles, progress=None, live=False):
         raise RuntimeError("recogniser crashed")
 
 

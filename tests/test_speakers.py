@@ -58,6 +58,21 @@ def test_low_confidence_leaves_every_turn_unattributed():
     assert [t.text for t in turns] == ["Hello?", "Hello.", "Hello?"]
 
 
+def test_a_live_stretch_of_a_mono_call_stays_unattributed():
+    """Even where the words say who the agent is: a stretch is too short to tell two voices apart."""
+    from aftercall.core.audio import Audio, Encoding
+    from aftercall.transcribe.turns import conversation
+
+    greeting = _words(("Thanks", 0.0, 0.3), ("for", 0.35, 0.5), ("calling,", 0.55, 0.9), ("how", 1.0, 1.2),
+                      ("can", 1.25, 1.4), ("I", 1.45, 1.5), ("help?", 1.55, 1.9))
+    answer = _words(("I'm", 3.5, 3.7), ("calling", 3.75, 4.0), ("about", 4.05, 4.2), ("my", 4.25, 4.4),
+                    ("bill.", 4.45, 4.8))
+    audio = Audio(8000, (np.zeros(8000 * 5, dtype=np.int16),), Encoding.LINEAR_PCM)
+    live = conversation(audio, [[greeting, answer]], ("agent", "customer"), "diarise", 0.6, live=True)
+    assert [(t.speaker, t.text) for t in live.turns] == [
+        (UNATTRIBUTED, "Thanks for calling, how can I help?"), (UNATTRIBUTED, "I'm calling about my bill.")]
+
+
 @pytest.mark.slow
 def test_a_mono_mix_gets_agent_and_customer(transcriber, tts, tmp_path: Path):
     """A synthesised stereo call mixed to one channel, through the real recogniser and the real voice encoder."""

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from aftercall.core.audio import Audio, Encoding, load_audio
 from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError
-from aftercall.core.transcript import UNATTRIBUTED, Transcript, Turn, parse_transcript
+from aftercall.core.transcript import Transcript, Turn, parse_transcript
 from aftercall.redact import Redactor
 from aftercall.redact.redactor import Redaction
 from aftercall.summarise.summariser import EmbeddedSummariser
@@ -123,9 +123,9 @@ class Pipeline:
 
     # The stages, separately, so the served path can checkpoint between them.
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
-                   timings: dict[str, float] | None = None) -> Transcript:
+                   timings: dict[str, float] | None = None, live: bool = False) -> Transcript:
         started = time.perf_counter()
-        transcript = self.transcriber().transcribe(audio, roles, progress)
+        transcript = self.transcriber().transcribe(audio, roles, progress, live)
         if timings is not None:
             timings["asr_s"] = time.perf_counter() - started
         return transcript
@@ -141,12 +141,9 @@ class Pipeline:
                 context: Sequence[Turn] = ()) -> tuple[list[Turn], list[Turn]]:
         """Turns of a stretch of a call still in progress, `offset_s` into it: (as heard, redacted). See
         `redact_interim` for the redaction and `context`."""
-        # A stretch of a mono call is too little to tell two voices apart reliably, and a guess could flip between
-        # stretches: its live turns stay unattributed, as on the Riva backend, until the whole call is attributed.
-        unattributed = len(audio.channels) == 1 and self.config.asr.mono == "diarise"
-        heard = [Turn(UNATTRIBUTED if unattributed else t.speaker, t.text,
-                      None if t.start is None else t.start + offset_s, None if t.end is None else t.end + offset_s)
-                 for t in self.transcribe(audio, roles).turns]
+        heard = [Turn(t.speaker, t.text, None if t.start is None else t.start + offset_s,
+                      None if t.end is None else t.end + offset_s)
+                 for t in self.transcribe(audio, roles, live=True).turns]
         return heard, self.redact_interim(heard, context)
 
     def redact_interim(self, turns: Sequence[Turn], context: Sequence[Turn] = ()) -> list[Turn]:

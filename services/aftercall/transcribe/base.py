@@ -12,6 +12,8 @@ ProgressCallback = Callable[[float, float], None]
 
 
 class Transcriber(Protocol):
-    def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None) -> Transcript:
-        """Recognise each channel separately, attribute it to its role, merge turns by start time."""
+    def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
+                   live: bool = False) -> Transcript:
+        """Recognise each channel separately, attribute it to its role, merge turns by start time. `live`: a stretch
+        of a call in progress, whose mono speakers are not told apart by voice (transcribe.turns.conversation)."""
         ...

@@ -137,7 +137,8 @@ class EmbeddedTranscriber:
                 on_segment(words[-1].end)
         return out
 
-    def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None) -> Transcript:
+    def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
+                   live: bool = False) -> Transcript:
         total = audio.duration * len(audio.channels)
         done = [0.0] * len(audio.channels)
         progress_lock = threading.Lock()
@@ -155,4 +156,4 @@ class EmbeddedTranscriber:
             per_channel = list(pool.map(decode, range(len(audio.channels))))
         if progress:
             progress(total, total)
-        return conversation(audio, per_channel, roles, self._mono, self._mono_min_confidence)
+        return conversation(audio, per_channel, roles, self._mono, self._mono_min_confidence, live)

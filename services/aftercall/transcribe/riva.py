@@ -75,7 +75,8 @@ class RivaTranscriber:
     def streaming_call(self, requests):
         return self._service.stub.StreamingRecognize(requests, metadata=self._auth.get_auth_metadata())
 
-    def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None) -> Transcript:
+    def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
+                   live: bool = False) -> Transcript:
         stretches = [(channel, start) for channel in range(len(audio.channels))
                      for start in range(0, max(1, int(np.ceil(audio.duration))), _STRETCH_S)]
         total = audio.duration * len(audio.channels)
@@ -100,7 +101,7 @@ class RivaTranscriber:
         per_channel: list[list[list[Word]]] = [[] for _ in audio.channels]
         for channel, segments in recognised:
             per_channel[channel].extend(segments)
-        return conversation(audio, per_channel, roles, self._config.mono, self._config.mono_min_confidence)
+        return conversation(audio, per_channel, roles, self._config.mono, self._config.mono_min_confidence, live)
 
     def _recognize(self, audio_bytes: bytes, config):
         from riva.client.proto import riva_asr_pb2 as rasr

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from aftercall.core.audio import Audio
-from aftercall.core.transcript import Transcript, Turn, Word
+from aftercall.core.transcript import UNATTRIBUTED, Transcript, Turn, Word
 
 # Segments of one speaker closer than this are one turn.
 _TURN_JOIN_GAP_S = 1.2
@@ -45,12 +45,16 @@ def merge_channels(per_channel: list[list[Turn]]) -> list[Turn]:
 
 
 def conversation(audio: Audio, per_channel: Sequence[list[list[Word]]], roles: tuple[str, ...], mono: str,
-                 mono_min_confidence: float) -> Transcript:
+                 mono_min_confidence: float, live: bool = False) -> Transcript:
     """Each channel's recognised segments -> the call's turns. Stereo: a channel is a party (`roles`). Mono: by
-    voice (`asr.mono = diarise`, see transcribe.speakers), or every turn to the one party named."""
+    voice (`asr.mono = diarise`, see transcribe.speakers), or every turn to the one party named. A `live` stretch
+    of a mono call is too little to tell two voices apart reliably, and a guess could flip between stretches: its
+    turns stay unattributed until the whole call is attributed after hang-up."""
     if len(per_channel) > 1:
         turns = [[turn for words in segments for turn in split_on_pauses(speaker, words)]
                  for speaker, segments in zip(roles, per_channel)]
+    elif mono == "diarise" and live:
+        turns = [[turn for words in per_channel[0] for turn in split_on_pauses(UNATTRIBUTED, words)]]
     elif mono == "diarise":
         from aftercall.transcribe.speakers import attribute_speakers
 
