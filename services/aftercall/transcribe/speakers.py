@@ -72,7 +72,6 @@ def two_voices(embeddings: np.ndarray, durations: np.ndarray) -> tuple[np.ndarra
     similarity_to_first = embeddings @ embeddings[first]
     second = int(np.argmin(np.where(long, similarity_to_first, np.inf)))
     centroids = embeddings[[first, second]]
-    labels = np.zeros(len(embeddings), dtype=int)
     weights = np.where(long, durations, durations * 0.1)
     for _ in range(_ITERATIONS):
         similarity = embeddings @ centroids.T
