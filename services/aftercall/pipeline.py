@@ -177,7 +177,10 @@ class Pipeline:
 
 
 _INTERIM_DIGITS = re.compile(r"(?<![\d*])\d(?:[\s.\-]?\d){3,}")  # not the last four kept in [CARD ****0366]
-_RECHECK_SKIP = {"call_id", "transcript", "redactions", "evidence", "model", "timings", "audio_seconds"}
+_RECHECK_SKIP = {"call_id", "transcript", "redactions", "evidence", "model", "timings", "audio_seconds", "sentiment"}
+# Values from a closed vocabulary (the site's taxonomy, an owner, a status), never text from the call: the entity
+# recogniser would read a code such as PAYMENT_ARRANGEMENT as a place.
+_RECHECK_FIXED = {"code", "label", "owner", "status", "type"}
 
 
 def recheck_summary(summary: dict[str, Any], redactor: Redactor, secrets) -> tuple[dict[str, Any], Any]:
@@ -192,7 +195,7 @@ def recheck_summary(summary: dict[str, Any], redactor: Redactor, secrets) -> tup
         if isinstance(value, list):
             return [walk(v) for v in value]
         if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
+            return {k: (v if k in _RECHECK_FIXED else walk(v)) for k, v in value.items()}
         return value
 
     checked = {k: (v if k in _RECHECK_SKIP else walk(v)) for k, v in summary.items()}

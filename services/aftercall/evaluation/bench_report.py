@@ -56,7 +56,8 @@ def _stage_section(stages: list[dict[str, Any]]) -> Section:
     axes.legend(fontsize="small")
     rows = [[f"{length['minutes']:g}", *(length["aftercall"]["stages_s"][stage] for stage in STAGES),
              length["aftercall"]["total_s"], length["aftercall"]["rtf"], length["aftercall"]["cpu_s_per_audio_s"],
-             length["aftercall"]["peak_rss_mib"], length["aftercall"]["words"]] for length in stages]
+             length["aftercall"]["peak_rss_mib"], length["aftercall"]["words"],
+             length["aftercall"]["redaction_s_per_1000_words"]] for length in stages]
     comparison = [[f"{length['minutes']:g}", length["bare_whisper"]["total_s"], length["aftercall"]["stages_s"]["asr"],
                    length["asr_over_bare"], length["aftercall"]["total_s"], length["pipeline_over_bare"],
                    length["bare_whisper"]["cpu_s_per_audio_s"], length["aftercall"]["cpu_s_per_audio_s"],
@@ -72,7 +73,7 @@ def _stage_section(stages: list[dict[str, Any]]) -> Section:
                     "word timestamps, one thread per decode and the two channels in parallel, on the same 16 kHz "
                     "samples, with nothing of aftercall around it."],
         tables=[Table(["call (min)", *(f"{_STAGE_NAMES[s]} (s)" for s in STAGES), "total (s)", "RTF",
-                       "CPU-s per audio-s", "peak RSS (MiB)", "words"], rows),
+                       "CPU-s per audio-s", "peak RSS (MiB)", "words", "redaction (s per 1000 words)"], rows),
                 Table(["call (min)", "bare ASR (s)", "aftercall ASR (s)", "ASR ratio", "aftercall total (s)",
                        "pipeline / bare", "bare CPU-s per audio-s", "aftercall CPU-s per audio-s", "CPU ratio",
                        "bare peak RSS (MiB)", "aftercall peak RSS (MiB)", "bare words", "aftercall words"],
@@ -271,10 +272,11 @@ def markdown_summary(data: dict[str, Any], meta: dict[str, Any]) -> str:
     if "stages" in data:
         lines += [markdown_table(Table(["call (min)", "total (s)", "ASR (s)", "RTF", "CPU-s per audio-s",
                                         "peak RSS (MiB)", "bare faster-whisper (s)", "pipeline / bare (wall)",
-                                        "pipeline / bare (CPU)"], [
+                                        "pipeline / bare (CPU)", "redaction (s)", "redaction (s per 1000 words)"], [
             [f"{length['minutes']:g}", length["aftercall"]["total_s"], length["aftercall"]["stages_s"]["asr"],
              length["aftercall"]["rtf"], length["aftercall"]["cpu_s_per_audio_s"], length["aftercall"]["peak_rss_mib"],
-             length["bare_whisper"]["total_s"], length["pipeline_over_bare"], length["cpu_over_bare"]]
+             length["bare_whisper"]["total_s"], length["pipeline_over_bare"], length["cpu_over_bare"],
+             length["aftercall"]["stages_s"]["redaction"], length["aftercall"]["redaction_s_per_1000_words"]]
             for length in data["stages"]])), ""]
     if "served" in data:
         served = data["served"]

@@ -59,8 +59,13 @@ def _overlaps(secret: str, gold: Iterable[str]) -> bool:
             value_digits = re.sub(r"\D", "", normalise_numbers(value))
             if value_digits and (secret_digits in value_digits or value_digits in secret_digits):
                 return True
-        elif secret.strip().lower() in value.lower() or value.lower() in secret.lower():
-            return True
+        else:
+            # The redactor's values are read after spoken numbers became digits ("22 acacia avenue" for "twenty
+            # two acacia avenue"), and keep the sentence's full stop.
+            found = secret.strip(" .,").lower()
+            for form in {value.lower(), normalise_numbers(value).lower()}:
+                if found in form.strip(" .,") or form.strip(" .,") in found:
+                    return True
     return False
 
 

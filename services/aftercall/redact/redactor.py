@@ -1,8 +1,10 @@
 """Redact a whole conversation (numbers may be spread over several turns) or a single text (the summary re-check).
 
-Order of work: spoken numbers -> digits; self-evident patterns (e-mail, IBAN, formatted SSN, postcode, address,
-introduced names); digit runs classified by the cue said before them; runs that continue across turns ("4532" /
-"mm-hm" / "0151 1283 0366") are chained and judged as one number. Card numbers keep their last four digits.
+Order of work: spoken numbers -> digits; self-evident patterns (e-mail, IBAN, formatted SSN, postcode, address);
+names, places and buildings by spaCy's recogniser (redact.entities) and names introduced by a cue, each name then
+redacted at every mention in the call; an address's pieces joined ("14 Rosewood Avenue, Leeds LS6 4BQ" is one
+[ADDRESS]); digit runs classified by the cue said before them; runs that continue across turns ("4532" / "mm-hm" /
+"0151 1283 0366") are chained and judged as one number. Card numbers keep their last four digits.
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ from dataclasses import dataclass, field
 
 from aftercall.core.transcript import Transcript
 from aftercall.redact import rules
-from aftercall.redact.numbers import normalise_numbers
+from aftercall.redact.entities import EntityFinder, could_be_name, shared_finder
+from aftercall.redact.numbers import MONTHS, normalise_numbers
 
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+(?: \*{4}\d{4})?\]")
 # A hyphenated run is one word: recognisers write "mm-hm" as "M-M-H-M", which is still a short acknowledgement.
 _WORDS = re.compile(r"[A-Za-z']+(?:-[A-Za-z']+)*")
+# What may stand between two pieces of one address: "14 Rosewood Avenue, Leeds", "Flat 2 in Leeds LS6 4BQ".
+_ADDRESS_GLUE = re.compile(r"[\s,>?]*(?:in\s+)?")
+_ADDRESS_PIECES = {rules.ADDRESS, rules.LOCATION, rules.POSTCODE}
+# Letters glued to digits: a reference or an order number ("FR-208815", "PM661377").
+_IDENTIFIER = re.compile(r"[A-Za-z]-?\d|\d-?[A-Za-z]{2}")
+# An answer to a name question longer than this is not just the name.
+_MAX_NAME_ANSWER_WORDS = 6
 # A turn that only acknowledges ("yes", "mm-hm", "go on") does not break a number read out in pieces.
 _MAX_ACK_WORDS = 5
 _MAX_CHAIN_TURN_GAP = 3
@@ -55,6 +65,15 @@ class _Run:
     digits: str
     context: str | None
     amount: bool = False
+
+
+def _street_name(words: str) -> bool:
+    """Words between two numbers name a street when the first is capitalised and none is a month or a weekday."""
+    return words[:1].isupper() and not any(w.lower() in _CALENDAR_WORDS for w in words.split())
+
+
+_CALENDAR_WORDS = {*MONTHS, *(m[:3] for m in MONTHS), "monday", "tuesday", "wednesday", "thursday", "friday",
+                   "saturday", "sunday", "the", "of", "and", "or", "to", "at", "on", "in", "for", "from"}
 
 
 def luhn_valid(digits: str) -> bool:
@@ -136,11 +155,17 @@ class _Conversation:
             for pattern, kind in ((rules.EMAIL_WRITTEN, rules.EMAIL), (rules.EMAIL_SPOKEN, rules.EMAIL),
                                   (rules.SSN_FORMATTED, rules.SSN), (rules.IBAN, rules.ACCOUNT),
                                   (rules.NI_STRICT, rules.NI), (rules.POSTCODE_UK, rules.POSTCODE),
-                                  (rules.ADDRESS_PATTERN, rules.ADDRESS)):
+                                  (rules.MILITARY_ADDRESS, rules.ADDRESS), (rules.CORNER, rules.ADDRESS),
+                                  (rules.ADDRESS_PATTERN, rules.ADDRESS), (rules.STREET_NUMBER_AFTER, rules.ADDRESS)):
                 for m in pattern.finditer(text):
                     if kind == rules.ACCOUNT and not re.search(r"\d{6}", re.sub(r"\s", "", m.group())):
                         continue
+                    if pattern is rules.STREET_NUMBER_AFTER and not _street_name(m.group("street")):
+                        continue
                     self.add(turn, m.start(), m.end(), kind)
+            if turn > 0 and rules.ADDRESS_QUESTION.search(self.texts[turn - 1]):
+                for m in rules.STREET_ALONE.finditer(text):
+                    self.add(turn, m.start(), m.end(), rules.ADDRESS)
             for m in rules.DATE.finditer(text):
                 if self.context(turn, m.start()) == rules.DOB:
                     self.add(turn, m.start(), m.end(), rules.DOB)
@@ -152,21 +177,107 @@ class _Conversation:
                     if self.context(turn, m.start()) == kind and re.search(r"\d", m.group()):
                         self.add(turn, m.start(), m.end(), kind)
 
-    def names(self) -> None:
+    def cued_names(self) -> set[str]:
+        """Words of the names said after a cue ("my name is", "this is", "Mr")."""
         found: set[str] = set()
-        for turn, text in enumerate(self.texts):
+        for text in self.texts:
             for m in rules.NAME_CUE.finditer(text):
                 parts = [p for p in m.group(1).split() if p not in rules.NOT_NAMES]
                 if parts and m.group(1).split()[0] not in rules.NOT_NAMES:
                     found.update(parts)
-        # Propagate: a name introduced once is redacted wherever it is said again.
+        return found
+
+    def entities(self, finder: EntityFinder) -> set[str]:
+        """Names, places and buildings the recogniser finds; returns the words of the names."""
+        found: set[str] = set()
+        for turn, entities in enumerate(finder.find(self.texts)):
+            for entity in entities:
+                # What a pattern took already stays (the recogniser reads "Leeds LS6 4BQ" as one place): the
+                # entity keeps the part before it.
+                end = min([s.start for s in self.spans if s.turn == turn and entity.start <= s.start < entity.end]
+                          + [entity.end])
+                end = len(self.texts[turn][:end].rstrip(" ,"))
+                if end <= entity.start or self.taken(turn, entity.start, end):
+                    continue
+                # A name or a place has no digits, and no address has an identifier in it: the recogniser reads
+                # case references ("FR-208815") as places.
+                piece = self.texts[turn][entity.start:end]
+                if _IDENTIFIER.search(piece) or (entity.kind != rules.ADDRESS and re.search(r"\d", piece)):
+                    continue
+                if entity.kind != rules.NAME and rules.SPELT_LETTERS.search(piece):
+                    continue  # a name spelt out ("w-h-i-t-f-i-e-l-d"), never a place: answered_names takes it
+                if entity.kind == rules.NAME:
+                    words = set(re.findall(r"[A-Za-z][A-Za-z'\-]*", self.texts[turn][entity.start:end]))
+                    words = {re.sub(r"'s$", "", w) for w in words} - rules.TITLES - rules.NOT_NAMES
+                    found.update(w for w in words if len(w) > 1)
+                    # Counted per name word, with the cued names, when they are propagated.
+                    self.add(turn, entity.start, end, rules.NAME, count=False)
+                else:
+                    self.add(turn, entity.start, end, entity.kind)
+        return found
+
+    def answered_names(self) -> set[str]:
+        """A short answer to a name question is a name ("and your first name" / "rose"), spelt out or not; a name
+        spelt out after it is said ("Jamal, J A M A L") is one too. Returns the name words."""
+        found: set[str] = set()
+        for turn, text in enumerate(self.texts):
+            answer = turn > 0 and bool(rules.NAME_QUESTION.search(self.texts[turn - 1]))
+            named = any(s.turn == turn and s.kind == rules.NAME for s in self.spans)
+            if answer or named or rules.NAME_QUESTION.search(text):
+                for m in rules.SPELT_LETTERS.finditer(text):
+                    self.add(turn, m.start(), m.end(), rules.NAME, count=False)
+            words = list(_WORDS.finditer(text))
+            if not answer or len(words) > _MAX_NAME_ANSWER_WORDS:
+                continue
+            for m in words:
+                word = m.group()
+                if (could_be_name(word) and word.lower() not in rules.NOT_NAME_ANSWERS
+                        and word.capitalize() not in rules.NOT_NAMES | rules.TITLES
+                        and not self.taken(turn, m.start(), m.end())):
+                    self.add(turn, m.start(), m.end(), rules.NAME, count=False)
+                    found.add(word)
+        return found
+
+    def propagate_names(self, found: set[str]) -> None:
+        """A name found once is redacted wherever it is said again, in either channel."""
         for name in sorted(found, key=len, reverse=True):
             pattern = re.compile(rf"\b{re.escape(name)}\b")
             for turn, text in enumerate(self.texts):
                 for m in pattern.finditer(text):
                     self.add(turn, m.start(), m.end(), rules.NAME, count=False)
-        if found:
-            self.counts[rules.NAME] += len(found)
+        self.counts[rules.NAME] += len(found)
+
+    def extend_addresses(self) -> None:
+        """An address runs on past its street: the house or postal number before it, and after a comma or a line
+        break its flat, town, postal code and country ("935 69 Gordon Terrace / Suite 828 / BASHALL TOWN")."""
+        for span in [s for s in self.spans if s.kind == rules.ADDRESS]:
+            text = self.texts[span.turn]
+            before = rules.NUMBERS_BEFORE_ADDRESS.search(text[:span.start])
+            if before and not self.taken(span.turn, before.start(), span.start):
+                span.start = before.start()
+            while (after := rules.ADDRESS_CONTINUES.match(text, span.end)) and after.end() > span.end \
+                    and not self.taken(span.turn, span.end, after.end()):
+                span.end = after.end()
+            self.secrets.append(Secret(rules.ADDRESS, text[span.start:span.end]))
+
+    def join_addresses(self) -> None:
+        """Neighbouring pieces of one address (street, town, postcode) become one [ADDRESS]: a street alone says
+        less, and the town left between two placeholders says where the caller lives."""
+        for turn, text in enumerate(self.texts):
+            pieces = sorted((s for s in self.spans if s.turn == turn and s.kind in _ADDRESS_PIECES),
+                            key=lambda s: s.start)
+            for first, second in zip(pieces, pieces[1:]):
+                if not _ADDRESS_GLUE.fullmatch(text[first.end:second.start]):
+                    continue
+                if rules.ADDRESS not in (first.kind, second.kind) and rules.POSTCODE not in (first.kind, second.kind):
+                    continue  # two places side by side ("Leeds, Yorkshire") are not yet an address
+                # One address, counted once.
+                self.spans.remove(first)
+                self.counts[first.kind] -= 1
+                self.counts[second.kind] -= 1
+                self.counts[rules.ADDRESS] += 1
+                second.start, second.kind, second.label = first.start, rules.ADDRESS, f"[{rules.ADDRESS}]"
+        self.counts += Counter()  # drops the kinds whose count fell to zero
 
     def digit_runs(self) -> list[_Run]:
         runs = []
@@ -268,28 +379,37 @@ class _Conversation:
         return out
 
 
-def _run_all(texts: list[str], speakers: list[str]) -> _Conversation:
+def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder) -> _Conversation:
     conversation = _Conversation([normalise_numbers(t) for t in texts], speakers)
     conversation.protect_placeholders()
     conversation.patterns()
-    conversation.names()
+    names = conversation.cued_names() | conversation.entities(finder)
+    names |= conversation.answered_names()
+    conversation.propagate_names(names)
+    conversation.extend_addresses()
+    conversation.join_addresses()
     for chain in conversation.chains(conversation.digit_runs()):
         conversation.classify(chain)
     return conversation
 
 
 class Redactor:
-    """Stateless; one instance can serve every call."""
+    """Stateless; one instance can serve every call. `finder`: the named-entity recogniser (by default the one the
+    process shares)."""
+
+    def __init__(self, finder: EntityFinder | None = None):
+        self._finder = finder or shared_finder()
 
     def redact_transcript(self, transcript: Transcript) -> Redaction:
-        conversation = _run_all([t.text for t in transcript.turns], [t.speaker for t in transcript.turns])
+        conversation = _run_all([t.text for t in transcript.turns], [t.speaker for t in transcript.turns],
+                                self._finder)
         turns = tuple(turn.with_text(text) for turn, text in zip(transcript.turns, conversation.rendered()))
         return Redaction(Transcript(turns, transcript.call_id), conversation.counts, conversation.secrets)
 
     def redact_text(self, text: str, secrets: list[Secret] | tuple[Secret, ...] = ()) -> tuple[str, Counter]:
         """Second pass over one finished text (a summary field): detectors, then the leak check against the
         values redacted from the transcript."""
-        conversation = _run_all([text], ["agent"])
+        conversation = _run_all([text], ["agent"], self._finder)
         redacted = conversation.rendered()[0]
         redacted, leaks = _remove_leaks(redacted, secrets)
         return redacted, conversation.counts + leaks

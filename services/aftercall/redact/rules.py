@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 
-from aftercall.redact.numbers import MONTHS
+from aftercall.redact.numbers import MONTHS, TEENS, TENS, UNITS
 
 CARD, CVV, EXPIRY, DOB, SSN, NI, NHS = "CARD", "CVV", "EXPIRY", "DOB", "SSN", "NI_NUMBER", "NHS_NUMBER"
 PHONE, EMAIL, ADDRESS, POSTCODE, ACCOUNT, SORT_CODE = "PHONE", "EMAIL", "ADDRESS", "POSTCODE", "ACCOUNT", "SORT_CODE"
-PIN, NAME, NUMBER = "PIN", "NAME", "NUMBER"
+PIN, NAME, NUMBER, LOCATION = "PIN", "NAME", "NUMBER", "LOCATION"
 NEUTRAL = "NEUTRAL"
 CARD_WORD = "CARD_WORD"
 
@@ -28,7 +28,7 @@ _CUES: list[tuple[str, str]] = [
            r"|card details|(?:16|sixteen) digits?|\bpan\b|\bcc\b"),  # "cc": written shorthand for a credit card
     (DOB, r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
     (SSN, r"social security|\bssn\b|\bsocial\b"),
-    (NI, r"national insurance|\bn\.? ?i\.? number|\bni number"),
+    (NI, r"national insurance|\bn\.? ?i\.? number|\bni\b"),
     (NHS, r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
     # Recognisers hear "sort code" as "sorry, code" or "sore code".
     (SORT_CODE, r"sort code|\bsor(?:ry|e),? code|routing number|\baba\b"),
@@ -80,14 +80,45 @@ NI_LOOSE = re.compile(r"\b[a-z]\s?[a-z]\s?(?:\d[\s,.\-]?){6}[a-d]?\b", re.IGNORE
 POSTCODE_UK = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
 POSTCODE_LOOSE = re.compile(r"\b(?:[a-z]\s?){1,2}\d(?:\s?[a-z\d])?\s*\d\s?[a-z]\s?[a-z]\b", re.IGNORECASE)
 _STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|close|court|ct|way|crescent|cres|place|pl|boulevard"
-           r"|blvd|terrace|gardens|grove|hill|parade|square|sq|row|mews|walk|highway|hwy|parkway|strasse|straße")
-_NOT_STREET_WORD = r"(?:with|at|on|in|for|to|and|or|by|from|see|seeing)\b"
-# The house number is not a clock time ("9:20 with Dr Okoye") and the words between are not function words.
+           r"|blvd|terrace|gardens|grove|hill|parade|square|sq|row|mews|walk|highway|hwy|parkway|strasse|straße"
+           r"|view|rise|vale|green|quay|wharf|heights|meadows?|embankment")
+_NOT_STREET_WORD = r"(?:with|at|on|in|for|to|and|or|by|from|see|seeing|is|was|the|a|my|your)\b"
+# A house number as digits or said ("nineteen", "twelve b"), never a clock time ("9:20 with Dr Okoye").
+_SPOKEN_HOUSE = "|".join(sorted({*UNITS, *TEENS, *TENS} - {"o", "oh", "nil", "nought", "zero"}, key=len, reverse=True))
+_HOUSE_NUMBER = rf"(?:(?<![\d:])\b\d{{1,5}}[a-z]?|\b(?:{_SPOKEN_HOUSE})(?:[ -](?:{_SPOKEN_HOUSE}))?(?:\s[a-h]\b)?)"
+_STREET_NAME = rf"(?:(?!{_NOT_STREET_WORD})[A-Za-z'\-]+\s+){{1,3}}(?:{_STREET})\b\.?"
+# The words between the number and the street type are not function words.
 ADDRESS_PATTERN = re.compile(
-    rf"(?<![\d:])\b\d{{1,5}}[a-z]?,?\s+(?:(?!{_NOT_STREET_WORD})[A-Za-z'\-]+\s+){{1,3}}(?:{_STREET})\b\.?"
-    rf"|\b(?:flat|apartment|apt|suite|unit)\.?\s+\d+[a-z]?\b",
+    rf"{_HOUSE_NUMBER},?\s+{_STREET_NAME}"
+    rf"|\b(?:flat|apartment|apt|suite|unit)\.?\s+(?:\d+[a-z]?|[a-h])\b(?:\s+(?:{_SPOKEN_HOUSE})\b)?",
     re.IGNORECASE,
 )
+# Asked for an address, a caller may give just the street or the house name: "the old vicarage church lane".
+ADDRESS_QUESTION = re.compile(r"\baddress\b|\bwhich street\b|\byour street\b|\bwhere do you live\b", re.IGNORECASE)
+STREET_ALONE = re.compile(rf"\b(?:the\s+)?{_STREET_NAME}", re.IGNORECASE)
+_WORD = r"[^\W\d_][\w'.\-]*"  # a word in any alphabet ("Østbygatan", "Μεγάλη")
+# Street name first, house number after, as most of Europe writes it: "Hafnarstraeti 5", "Via delle Coste 41",
+# after a leading house or postal number ("86036 Rua do Arenque 1634"). The first street word must be capitalised
+# and no word a month or a weekday (checked in the redactor): "14 December 2026" is a date.
+STREET_NUMBER_AFTER = re.compile(
+    rf"(?<![\d:.,])\b\d{{1,6}}\s+(?P<street>{_WORD}(?:\s+{_WORD}){{0,4}}?)\s+\d{{1,4}}[a-z]?\b")
+CORNER = re.compile(rf"\bthe corner of\s+[^,.\n]+?\s+and\s+{_WORD}(?:\s+{_WORD}){{0,3}}", re.IGNORECASE)
+# Forces' postal addresses (US): "Unit 8505 Box 9220 / DPO AE 90744", "PSC 4355, Box 4187 / APO AP 28906",
+# "USNS Botolen / FPO AE 12382".
+MILITARY_ADDRESS = re.compile(
+    r"\b(?:(?:PSC|Unit|CMR)\s+\d+,?\s+Box\s+\d+|US[A-Z]{1,3}\s+[A-Z][\w'\-]*)\s*(?:APO|FPO|DPO)\s+A[AEP]\s+\d{5}\b")
+# What continues an address after a comma or a line break: a flat or suite, a post box, a postal code, a town or
+# country in capitals ("Apt. 297", "53-320", "Port Whangarei", "ΠΑΦΟΣ"); after a space only the first three.
+ADDRESS_UNIT = r"(?:apt|apartment|suite|unit|flat|p\.?\s?o\.?\s?box|box)\.?\s+\d+[a-z]?\b"
+ADDRESS_CODE = r"\d{3,6}(?:-\d{3,4})?\b"
+_PLACE_LINE = rf"(?-i:[^\W\d_a-z][\w'.\-]*)(?:[ \t]+{_WORD}){{0,3}}(?=[ \t]*(?:[,\n]|\d{{3,6}}\b|$))"
+ADDRESS_CONTINUES = re.compile(
+    rf"(?:[ \t]*(?:,[ \t]*|\n[\s>?]*)+(?:{ADDRESS_UNIT}|{ADDRESS_CODE}|{_PLACE_LINE})"
+    rf"|[ \t]+(?:{ADDRESS_UNIT}|{ADDRESS_CODE}))",
+    re.IGNORECASE,
+)
+# House and postal numbers said before a street the patterns found ("935 69 Gordon Terrace").
+NUMBERS_BEFORE_ADDRESS = re.compile(r"(?:(?<=\s)|(?<=^)|(?<=>))(?:\d{1,6}[a-z]?[ \t]+)+$", re.IGNORECASE)
 PHONE_FORMATTED = re.compile(
     r"(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,5}\)[\s.\-]?|\b0\d{2,4}[\s.\-]?|\b\d{3}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}\b"
 )
@@ -95,6 +126,30 @@ NAME_CUE = re.compile(
     r"\b(?i:my name is|my name's|name is|this is|speaking to|you're speaking with|i'm called"
     r"|(?:mr|mrs|ms|miss|dr|mister)\.?)\s+([A-Z][a-z'\-]{1,}(?:\s+[A-Z][a-z'\-]{1,})?)"
 )
+# Where a name follows in speech written in lower case: "it's colin", "thanks very much julie", "is that gareth",
+# "my son oliver", "this is dr patel". The one or two words after it are shown to the entity recogniser
+# capitalised (redact.entities), which then judges whether they name someone.
+SPOKEN_NAME_CUE = re.compile(
+    r"(?P<cue>\b(?:it's|it is|this is|is that|am i speaking to|speaking to|speaking with|you're through to|thanks"
+    r"|thank you|cheers|hi|hiya|hello|morning|bye|my name's|my name is|name's|name is|call me|mr|mrs|ms|miss|dr"
+    r"|doctor|my (?:son|daughter|mum|mother|dad|father|husband|wife|partner|brother|sister|nan|gran|grandson"
+    r"|granddaughter|friend|carer|neighbour))(?:\s+(?:very much|so much|again|for your \w+))?\s+)"
+    r"(?=(?P<name>[a-z][\w'\-]*(?:\s+[a-z][\w'\-]*)?))"
+)
+# A question whose short answer is a name: "can I take your name", "and the surname", "who is the patient".
+NAME_QUESTION = re.compile(
+    r"\b(?:your|the|his|her|their|full|first|last|second|middle|maiden|sur|whose)\s*name\b(?! (?:on|of) the card)"
+    r"|\bsurname\b|who am i speaking|who(?:'s| is) (?:calling|the patient|the account holder|speaking)"
+    r"|\baccount holder\b|\bspell (?:that|it)\b",
+    re.IGNORECASE,
+)
+# A name spelt out letter by letter: "K-O-W-A-L-S-K-I", "J A M A L", "b e g u m".
+SPELT_LETTERS = re.compile(r"\b[A-Za-z](?:(?:[ \-]|, ?)[A-Za-z]\b){2,}")
+# Words in a short answer to a name question that are not the name.
+NOT_NAME_ANSWERS = {"speaking", "mum", "mother", "dad", "father", "son", "daughter", "husband", "wife", "partner",
+                    "brother", "sister", "nan", "gran", "grandson", "granddaughter", "friend", "carer", "neighbour",
+                    "patient", "holder", "account", "surname", "name", "first", "second", "driver", "spelt",
+                    "spelled", "double", "letter", "letters", "capital"}
 # Digits that are amounts, durations or times: never sensitive, and they end a number read out in pieces.
 AMOUNT_BEFORE = re.compile(r"[£$€]\s*$")
 AMOUNT_AFTER = re.compile(
@@ -102,6 +157,9 @@ AMOUNT_AFTER = re.compile(
     r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km)",
     re.IGNORECASE,
 )
+# Titles before a name: never a name word themselves.
+TITLES = {"Mr", "Mrs", "Ms", "Miss", "Dr", "Mister", "Doctor", "Sir", "Madam", "Prof", "Professor", "Reverend", "Rev",
+          "Father", "Sister", "Lord", "Lady", "Dame"}
 # Capitalised words that follow "this is" without being names.
 NOT_NAMES = {"The", "That", "This", "It", "Is", "A", "An", "My", "Your", "Our", "Not", "Just", "What", "How", "Yes",
              "No", "Really", "Very", "So", "Customer", "Services", "Service", "Support", "Team", "Bank", "Council",
