@@ -78,13 +78,14 @@ class EntityFinder:
 
     def find(self, texts: list[str]) -> list[list[Entity]]:
         """The entities of each text, in order. Only the sentences where the model could find one are read."""
-        pieces = [(index, m.start()) for index, text in enumerate(texts) for m in _SENTENCE.finditer(text)
+        pieces = [(index, m) for index, text in enumerate(texts) for m in _SENTENCE.finditer(text)
                   if _may_name(m.group())]
         with self._lock:
             nlp = self._load()
-            documents = list(nlp.pipe(_cased(texts[i][start:_sentence_end(texts[i], start)]) for i, start in pieces))
+            documents = list(nlp.pipe(_cased(m.group()) for _, m in pieces))
         found: list[list[Entity]] = [[] for _ in texts]
-        for (index, offset), document in zip(pieces, documents):
+        for (index, sentence), document in zip(pieces, documents):
+            offset = sentence.start()
             found[index] += [Entity(offset + e.start_char, offset + e.end_char, LABELS[e.label_])
                              for e in document.ents if e.label_ in LABELS]
         return found
@@ -111,10 +112,6 @@ def _cased(sentence: str) -> str:
             position = cue.start("name") + word.start()
             letters[position] = letters[position].upper()
     return "".join(letters)
-
-
-def _sentence_end(text: str, start: int) -> int:
-    return _SENTENCE.match(text, start).end()
 
 
 def _may_name(sentence: str) -> bool:
