@@ -63,13 +63,15 @@ test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP) $(ANSIBLE_STAMP)
 # Quality on the regression calls, the front-end calls and the public sets in ../shared/data (absent sets are
 # skipped), in text, audio and mono mode side by side: reports/eval.html + eval.json (docs/quality.md has a measured
 # run). Exit 1 when a gate fails.
-EVAL_SETS := tests/calls tests/frontend_calls tweetsumm dialogsum presidio banking77 dstc11 abcd
+EVAL_SETS := tests/calls tests/frontend_calls tests/redaction_calls tweetsumm dialogsum presidio banking77 dstc11 abcd
 eval: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 	$(BIN)/aftercall eval $(EVAL_SETS) --mode all --tuned-on calls --tuned-on tweetsumm \
 	  --audio-cache .cache/eval-audio --gate 'calls/text/disposition_accuracy>=0.75' \
 	  --gate 'calls/audio/disposition_accuracy>=0.65' --gate 'calls/audio/wer<=0.2' \
 	  --gate 'frontend_calls/audio/dropped_turns<=3' --gate 'hallucinated_words<=0' \
-	  --gate 'frontend_calls/mono/speaker_attribution>=0.9' --gate 'calls/mono/speaker_attribution>=0.9' $(EVAL_ARGS)
+	  --gate 'frontend_calls/mono/speaker_attribution>=0.9' --gate 'calls/mono/speaker_attribution>=0.9' \
+	  --gate 'redaction_calls/id_leaks<=0' --gate 'redaction_calls/text/name_recall>=0.9' \
+	  --gate 'redaction_calls/text/redaction_precision>=0.9' $(EVAL_ARGS)
 
 # Speed, memory and concurrency of every stage (calls of 1/5/20 min, 1/10/50/200 concurrent real-time calls, Triton,
 # the vault): reports/bench.json + bench.html, a dated summary appended to docs/benchmarks.md (about 15 minutes).

@@ -130,6 +130,12 @@ def test_cli_usage_errors_exit_2(args, message):
     ("", {"AFTERCALL_ASR__VAD_MIN_SILENCE_MS": "lots"}, "config asr.vad_min_silence_ms: must be an integer"),
     ("[asr]\nmono = 'guess'\n", {}, "config asr.mono: must be one of diarise, agent, customer"),
     ("[asr]\nmono_speaker = 'agent'\n", {}, "config asr.mono_speaker: renamed to asr.mono"),
+    ("[redact]\noff = ['CARD']\n", {}, "config redact.off: CARD cannot be turned off"),
+    ("[redact]\noff = ['PASSPORT']\n", {}, "config redact.off: no type 'PASSPORT'"),
+    ("[redact.cues]\nNAME = ['next of kin']\n", {}, "config redact.cues.NAME: NAME is found without cue words"),
+    ("[redact.cues]\nNHS_NUMBER = 5\n", {}, "config redact.cues.NHS_NUMBER: must be a list of strings"),
+    ("", {"AFTERCALL_REDACT__CUES": "mrn"}, "config redact.cues: must be a table"),
+    ("[redact]\nnames = ['']\n", {}, "config redact.names: must be a list of names"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, toml, environ, message):
     path = tmp_path / "aftercall.toml"

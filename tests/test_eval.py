@@ -135,6 +135,11 @@ def test_gates_pass_fail_and_refuse_what_they_cannot_check():
     assert [(v["gate"], v["passed"]) for v in verdicts] == [("leaks<=0", True),
                                                            ("calls/disposition_accuracy>=0.9", False)]
     assert not check_gates([parse_gate("calls/wer<=0.3")], results)[0]["passed"]  # named but not measured
+    # A redaction set scored on name recall: its own id_leaks gate replaces leaks<=0 there, and only there.
+    results["spoken"] = {"text": {"metrics": {"all": {"leaks": 4, "id_leaks": 0}}}}
+    verdicts = check_gates([parse_gate("leaks<=0"), parse_gate("spoken/id_leaks<=0")], results)
+    assert [(v["gate"], v["set"], v["passed"]) for v in verdicts] == [("leaks<=0", "calls", True),
+                                                                     ("spoken/id_leaks<=0", "spoken", True)]
     with pytest.raises(UserError, match="no metric 'disposition_acc'"):
         parse_gate("disposition_acc>=0.5")
     with pytest.raises(UserError, match="expected"):
@@ -207,7 +212,7 @@ def test_a_cards_last_four_alone_is_not_a_leak(pipeline, tmp_path: Path):
 def test_the_spoken_redaction_set_is_complete_and_split_in_halves():
     """tests/redaction_calls (written apart from the redactor): at least 200 excerpts, 60 of them negatives, every
     labelled value said in its case, and both halves holding every kind of value."""
-    cases = load_cases(ROOT / "tests" / "redaction_calls" / "spoken.jsonl").cases
+    cases = load_cases(ROOT / "tests" / "redaction_calls").cases
     negatives = [c for c in cases if not c.expected.pii]
     assert len(cases) >= 200 and len(negatives) >= 60 and all(c.expected.must_appear for c in negatives)
     for case in cases:
@@ -215,4 +220,5 @@ def test_the_spoken_redaction_set_is_complete_and_split_in_halves():
         assert case.expected.pii_complete and all(value in said for _, value in case.expected.pii), case.case_id
     kinds = {split: {kind for c in cases if c.split == split for kind, _ in c.expected.pii}
              for split in ("holdout", "tune")}
-    assert kinds["holdout"] == kinds["tune"] >= {"PERSON", "STREET_ADDRESS", "NI", "NHS", "DOB", "EMAIL_ADDRESS"}
+    assert kinds["holdout"] == kinds["tune"] >= {"PERSON", "STREET_ADDRESS", "NI", "NHS", "DOB", "EMAIL_ADDRESS", "CVV",
+                                                 "CARD", "SSN"}

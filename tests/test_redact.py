@@ -12,6 +12,7 @@ from aftercall.core.transcript import Transcript, Turn
 from aftercall.evaluation.metrics import digit_leak, luhn_complete, speak_digits
 from aftercall.redact import Redactor
 from aftercall.redact.numbers import normalise_numbers
+from aftercall.redact.rules import RuleTable
 
 
 def redact(*turns: tuple[str, str]):
@@ -240,6 +241,95 @@ def test_dates_are_not_streets():
     assert texts[1] == "On 14 December 2026, I think."
 
 
+@pytest.mark.parametrize("turns", [
+    # An NI number as recognisers write it, its last letter asked for on its own.
+    [("agent", "and your national insurance number"), ("customer", "it's UQ-1234-56"),
+     ("agent", "and the letter at the end?"), ("customer", "d")],
+    [("agent", "National insurance number?"), ("customer", "Yeah, it's j. g. 12 34 56 c.")],
+    # The cue said before the caller went to find the number.
+    [("agent", "Can I take the card number?"), ("customer", "hang on"), ("agent", "no rush"),
+     ("customer", "right I've got it now"), ("customer", "4532 0151 1283 0366")],
+    [("agent", "what's your date of birth"), ("customer", "oh hold on"), ("agent", "take your time"),
+     ("customer", "sorry my mind's gone blank"), ("customer", "twelve three sixty one")],
+    [("agent", "and the three numbers on the back"), ("customer", "six four two")],
+    [("agent", "last three digits please"), ("customer", "it's 319")],
+    [("agent", "It's the four-digit code on the front, above the card number."), ("customer", "Okay, 7340.")],
+    # The example prefix every test number uses, far from its cue; a year that finishes a date of birth.
+    [("agent", "Your NI number?"), ("customer", "Hang on, it's on a payslip somewhere in this drawer, one sec."),
+     ("customer", "Right. QQ 90 55 17 B.")],
+    [("agent", "Can you confirm your date of birth?"), ("customer", "It's the 14th of March..."), ("agent", "Mm-hm."),
+     ("customer", "...1976.")],
+    [("agent", "date of birth please"), ("customer", "the fifth of march"), ("agent", "and the year"),
+     ("customer", "sixty one")],
+    # The whole NI shape needs no cue.
+    [("agent", "I'll need that for the form, whenever you're ready, there's no hurry at all"),
+     ("customer", "it's q q 12 34 56 c")],
+])
+def test_ids_as_recognisers_garble_them_and_cues_said_turns_earlier(turns):
+    texts, _ = redact(*turns)
+    answers = [text for (speaker, _), text in zip(turns, texts) if speaker == "customer"][-1:]
+    assert re.fullmatch(r"(?:Yeah, |Okay, |Right\. |\.\.\.)?(?:it's )?\[[A-Z_]+(?: \*{4}0366)?\]\.?", answers[0]), texts
+
+
+def test_a_two_letter_word_before_six_digits_is_no_ni_number():
+    texts, _ = redact(("customer", "The last reading is 12 34 56 a month ago."))
+    assert texts == ["The last reading is 12 34 56 a month ago."]
+
+
+def test_a_cue_does_not_reach_past_a_turn_with_numbers_in_it():
+    texts, _ = redact(("agent", "what's your date of birth"), ("customer", "the 3rd of May 1961"),
+                      ("agent", "thanks, and the 2 items you returned"), ("customer", "ok"),
+                      ("customer", "the order was 4471 2209"))
+    assert texts[1] == "[DOB]" and texts[4] == "the order was 4471 2209", texts
+
+
+def site_redact(table: RuleTable, *turns: tuple[str, str]):
+    result = Redactor(table).redact_transcript(Transcript(tuple(Turn(s, t) for s, t in turns)))
+    return [t.text for t in result.transcript.turns], result
+
+
+def test_a_site_adds_its_own_cue_words_and_they_win_over_the_shipped_ones():
+    said = (("agent", "And your MRN?"), ("customer", "It's 4418 2291."))
+    assert redact(*said)[0][1] == "It's 4418 2291."
+    assert site_redact(RuleTable({"NHS_NUMBER": ["mrn"]}), *said)[0][1] == "It's [NHS_NUMBER]."
+    account = ("customer", "My customer number is 48213377.")
+    assert redact(account)[0] == ["My customer number is 48213377."]  # shipped: a neutral reference
+    assert site_redact(RuleTable({"ACCOUNT": ["customer  number"]}), account)[0] == ["My customer number is [ACCOUNT]."]
+    docket = ("customer", "My mobile's the same, and the docket is 7731 2290.")
+    assert "[PHONE]" in redact(docket)[0][0]
+    assert site_redact(RuleTable({"NEUTRAL": ["docket"]}), docket)[0] == [docket[1]]
+
+
+def test_a_name_on_the_site_list_is_redacted_wherever_it_is_said_in_any_case():
+    texts, result = site_redact(RuleTable(names=["Shirin"]), ("customer", "i spoke to shirin on monday"),
+                                ("agent", "Shirin in billing? I'll note that."))
+    assert texts == ["i spoke to [NAME] on monday", "[NAME] in billing? I'll note that."]
+    assert result.counts["NAME"] == 1 and {s.value for s in result.secrets} == {"shirin", "Shirin"}
+
+
+def test_a_type_turned_off_is_left_as_said_and_the_others_still_go():
+    said = ("customer", "It's 14 Rosewood Avenue, Leeds LS6 4BQ, and my date of birth is 3rd May 1961.")
+    texts, result = site_redact(RuleTable(off=["ADDRESS"]), said)
+    assert texts == ["It's 14 Rosewood Avenue, [LOCATION] [POSTCODE], and my date of birth is [DOB]."]
+    assert "ADDRESS" not in result.counts and all(s.kind != "ADDRESS" for s in result.secrets)
+    texts, _ = site_redact(RuleTable(off=["LOCATION"]), ("customer", "The bins weren't collected in Harrogate."))
+    assert texts == ["The bins weren't collected in Harrogate."]
+    text, _ = Redactor(RuleTable(off=["LOCATION"])).redact_text("Missed collection in Harrogate.")
+    assert text == "Missed collection in Harrogate."
+
+
+def test_a_site_config_builds_the_table_the_pipeline_uses_and_warns_of_types_turned_off(tmp_path, caplog):
+    from aftercall.core.config import load_config
+    from aftercall.pipeline import build_pipeline
+
+    path = tmp_path / "aftercall.toml"
+    path.write_text("[redact]\nnames = ['Shirin']\noff = ['LOCATION']\n[redact.cues]\nNHS_NUMBER = ['mrn']\n")
+    with caplog.at_level("WARNING", logger="aftercall.pipeline"):
+        pipeline = build_pipeline(load_config(path, {}))
+    assert "redaction of LOCATION is turned off" in caplog.text
+    redaction = pipeline.redact(Transcript((Turn("customer", "shirin said my mrn is 4418 2291, in Harrogate"),)), "c1")
+    assert redaction.transcript.turns[0].text == "[NAME] said my mrn is [NHS_NUMBER], in Harrogate"
+
 
 def test_an_altered_entity_model_is_refused(tmp_path):
     """Every file the recogniser loads is pinned: one flipped byte and it refuses to load (copies of the 55 MB model
@@ -257,3 +347,19 @@ def test_an_altered_entity_model_is_refused(tmp_path):
     altered.write_bytes(bytes(data))
     with pytest.raises(ModelIntegrityError, match="moves has sha256"):
         EntityFinder(tmp_path).find(["It's Daniel Okafor."])
+
+
+def test_the_readme_shows_the_rule_table_and_a_site_section_that_loads(tmp_path):
+    """The README's redaction table is the code's table, and its `[redact]` example is a valid config."""
+    from pathlib import Path
+
+    from aftercall.core.config import load_config
+    from aftercall.redact.rules import RULES
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = [f"| `{rule.kind}` | `{rule.placeholder}` | {rule.found_by} |" for rule in RULES]
+    assert "\n".join(rows) in readme
+    example = re.search(r"\*\*A site's own rules\*\*.*?```toml\n(.*?)```", readme, re.DOTALL).group(1)
+    (tmp_path / "site.toml").write_text(example)
+    redact_config = load_config(tmp_path / "site.toml", {}).redact
+    assert redact_config.off == ("LOCATION",) and "mrn" in redact_config.cues["NHS_NUMBER"]

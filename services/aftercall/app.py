@@ -29,7 +29,7 @@ from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.service import CallIngestService
 from aftercall.ingest.spool import Spool
 from aftercall.asr.service import RivaCompatibleAsr
-from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline
+from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline, build_redactor
 from aftercall.review.service import SummariesService
 from aftercall.review.store import SummaryStore
 from aftercall.siprec.server import SiprecServer, start_siprec
@@ -127,7 +127,8 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             closers.insert(0, ingest.close)
             bindings.append(ingest.binding())
         if "summaries" in services:
-            bindings.append(SummariesService(summaries, access, metrics).binding())
+            redactor = pipeline.redactor if pipeline is not None else build_redactor(config)
+            bindings.append(SummariesService(summaries, access, metrics, redactor).binding())
         if "asr" in services:
             # As many decodes in the model as the server runs requests at once.
             recogniser = asr_transcriber or build_embedded_transcriber(

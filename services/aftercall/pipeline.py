@@ -21,6 +21,7 @@ from aftercall.core.errors import AudioFormatError
 from aftercall.core.transcript import Transcript, Turn, parse_transcript
 from aftercall.redact import Redactor
 from aftercall.redact.redactor import Redaction
+from aftercall.redact.rules import RuleTable
 from aftercall.summarise.summariser import EmbeddedSummariser
 from aftercall.summarise.taxonomy import Disposition
 from aftercall.transcribe.base import ProgressCallback, Transcriber
@@ -51,7 +52,16 @@ def build_pipeline(config: Config, taxonomy_path: Path | None = None) -> "Pipeli
         taxonomy=load_taxonomy(taxonomy_path),
         summariser=build_summariser(config),
         transcriber_factory=lambda: build_transcriber(config),
+        redactor=build_redactor(config),
     )
+
+
+def build_redactor(config: Config) -> Redactor:
+    """The redactor with the site's `[redact]` rules; a type turned off is said once, loudly, at start-up."""
+    table = RuleTable(config.redact.cues, config.redact.names, config.redact.off)
+    for kind in sorted(table.off):
+        logger.warning("redaction of %s is turned off (redact.off): these values are stored and shown as said", kind)
+    return Redactor(table)
 
 
 def build_summariser(config: Config):

@@ -79,6 +79,20 @@ class AsrServerConfig:
 
 
 @dataclass(frozen=True)
+class RedactConfig:
+    """The site's additions to the redaction rule table (aftercall.redact.rules)."""
+
+    # Extra cue words per type, e.g. NHS_NUMBER = ["mrn", "medical record number"]; NEUTRAL: the site's own
+    # reference words, after which digits are kept ("job number").
+    cues: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # Names redacted wherever they are said, in any case (people the recogniser might not know as names).
+    names: tuple[str, ...] = ()
+    # Types not redacted (logged as a warning at start-up), e.g. ["LOCATION"] where the town is the call's subject.
+    # CARD and CVV cannot be turned off.
+    off: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class AudioConfig:
     roles: tuple[str, ...] = ("agent", "customer")
     max_duration_s: int = 4 * 3600
@@ -264,6 +278,7 @@ class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     summarise: SummariseConfig = field(default_factory=SummariseConfig)
+    redact: RedactConfig = field(default_factory=RedactConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     ingest: IngestConfig = field(default_factory=IngestConfig)
@@ -348,6 +363,11 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config {key}: must be a number, got {value!r}")
         value = float(value)
+    elif isinstance(default, dict):
+        # A table of lists (redact.cues): only a config file can hold one.
+        if not isinstance(value, dict):
+            raise ConfigError(f"config {key}: must be a table ([{key}] in the config file), got {value!r}")
+        return {name: _coerce(f"{key}.{name}", words, ()) for name, words in value.items()}
     elif isinstance(default, tuple):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",")]
@@ -421,11 +441,18 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             raise ConfigError(f"config {section}.{prefix}cert_file: a client certificate needs TLS: set "
                               f"{section}.{prefix}ca_file or {section}.{prefix.rstrip('_')} = true")
     _validate_siprec(config.siprec)
+    _validate_redact(config.redact)
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:
         raise ConfigError("config server.tls_client_ca_file: mutual TLS needs server.tls_cert_file and tls_key_file")
     return config
+
+
+def _validate_redact(redact: RedactConfig) -> None:
+    from aftercall.redact.rules import RuleTable  # here, not at the top: the core does not depend on a service
+
+    RuleTable(redact.cues, redact.names, redact.off)
 
 
 def _validate_siprec(siprec: SiprecConfig) -> None:

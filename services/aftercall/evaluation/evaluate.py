@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="mark a set the code or prompts were tuned on: its figures are labelled optimistic")
     parser.add_argument("--gate", action="append", default=[], metavar="[SET/][MODE/]METRIC<=N",
                         help="fail (exit 1) unless this holds, e.g. 'disposition_accuracy>=0.8' or "
-                             "'calls/audio/wer<=0.25'; 'leaks<=0' is always checked")
+                             "'calls/audio/wer<=0.25'; 'leaks<=0' is always checked, except on a set given its own "
+                             "SET/id_leaks gate (cards, codes, dates of birth and IDs only)")
     parser.add_argument("--taxonomy", type=Path, help="the site's disposition taxonomy (default: the shipped one)")
     parser.add_argument("--config", type=Path, help="aftercall TOML config file (backends, ASR settings)")
     parser.add_argument("--audio-cache", type=Path,
@@ -96,11 +97,14 @@ def parse_gate(text: str) -> Gate:
 
 
 def check_gates(gates: list[Gate], results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every gate against every (set, mode) it names; a gate that names something not measured fails."""
+    """Every gate against every (set, mode) it names; a gate that names something not measured fails. On a set
+    given its own `id_leaks` gate (a redaction set scored on name recall), that gate replaces `leaks<=0`."""
     verdicts = []
+    id_gated = {gate.dataset for gate in gates if gate.metric == "id_leaks" and gate.dataset}
     for gate in gates:
+        replaced = id_gated if gate.text in DEFAULT_GATES else set()
         targets = [(name, mode, run["metrics"]["all"].get(gate.metric))
-                   for name, by_mode in results.items() if gate.dataset in (None, name)
+                   for name, by_mode in results.items() if gate.dataset in (None, name) and name not in replaced
                    for mode, run in by_mode.items() if gate.mode in (None, mode)]
         explicit = gate.dataset is not None
         for name, mode, value in targets:

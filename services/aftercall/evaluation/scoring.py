@@ -41,9 +41,13 @@ def _strings(value: Any) -> Iterable[str]:
 
 def leaked(value: str, output: str) -> bool:
     """A sensitive value survives in `output`: any 6-digit window of its digits (numbers, whether said as words or
-    digits), or the phrase itself (names, addresses, e-mails)."""
-    if len(re.sub(r"\D", "", normalise_numbers(value))) >= 4:
+    digits), a shorter number as a number ("six four two" as "642"), or the phrase itself (names, addresses)."""
+    said = normalise_numbers(value)
+    digits = re.sub(r"\D", "", said)
+    if len(digits) >= 4:
         return digits_survive(value, output)
+    if digits and re.fullmatch(r"[\d\s.,\-]+", said.strip()):
+        return digits in re.sub(r"\D", " ", normalise_numbers(output)).split()
     return re.search(rf"(?<!\w){re.escape(value.strip())}(?!\w)", output, re.IGNORECASE) is not None
 
 
@@ -105,7 +109,10 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
     if expected.must_appear:
         # What a reader needs (references, amounts) must survive into the summary, or the transcript without one.
         output = json.dumps(summary if summary is not None else redacted_turns, ensure_ascii=False)
-        score["kept"] = (sum(1 for value in expected.must_appear if value in output), len(expected.must_appear))
+        # Spoken numbers are stored as digits by design: "forty five minutes" is kept as "45 minutes".
+        output += " " + normalise_numbers(output)
+        kept = [value for value in expected.must_appear if value in output or normalise_numbers(value) in output]
+        score["kept"] = (len(kept), len(expected.must_appear))
     if heard is not None and case.turns:
         errors = words = 0
         for speaker in ("agent", "customer"):
@@ -186,6 +193,7 @@ def aggregate(scores: list[dict]) -> dict[str, Any]:
     metrics["redaction_recall_by_type"] = {kind: _ratio(pairs) for kind, pairs in sorted(removed.items())}
     metrics["redaction_spans_by_type"] = {kind: sum(b for _, b in pairs) for kind, pairs in sorted(removed.items())}
     metrics["redaction_recall"] = _ratio(pair for pairs in removed.values() for pair in pairs)
+    metrics["name_recall"] = _ratio(removed.get("PERSON", ()))
     redacted: dict[str, list[tuple[int, int]]] = {}
     for s in scores:
         for kind, pair in s.get("redacted", {}).items():
@@ -193,6 +201,8 @@ def aggregate(scores: list[dict]) -> dict[str, Any]:
     metrics["redaction_precision_by_type"] = {kind: _ratio(p) for kind, p in sorted(redacted.items())}
     metrics["redaction_precision"] = _ratio(pair for pairs in redacted.values() for pair in pairs)
     metrics["leaks"] = sum(len(s["leaks"]) for s in scores)
+    # Only the values that never appear (cards, codes, dates of birth, IDs), not the words of a name or an address.
+    metrics["id_leaks"] = sum(1 for s in scores for kind in s["leaks"] if kind in LEAK_KINDS)
     metrics["leaks_by_type"] = dict(Counter(kind for s in scores for kind in s["leaks"]))
     metrics["must_appear_kept"] = _ratio(s["kept"] for s in scores if "kept" in s)
     metrics["wer"] = _ratio(s["wer"] for s in scores if "wer" in s)

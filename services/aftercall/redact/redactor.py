@@ -31,6 +31,9 @@ _MAX_NAME_ANSWER_WORDS = 6
 # A turn that only acknowledges ("yes", "mm-hm", "go on") does not break a number read out in pieces.
 _MAX_ACK_WORDS = 5
 _MAX_CHAIN_TURN_GAP = 3
+# A cue reaches this many turns ahead when the turns between are pauses of at most this many words, no digits.
+_MAX_CUE_TURNS = 5
+_MAX_PAUSE_WORDS = 8
 
 
 @dataclass(frozen=True)
@@ -96,10 +99,11 @@ def nhs_valid(digits: str) -> bool:
 class _Conversation:
     """Working state for one redaction: normalised texts, cue positions, spans found so far."""
 
-    def __init__(self, texts: list[str], speakers: list[str]):
+    def __init__(self, texts: list[str], speakers: list[str], table: rules.RuleTable):
         self.texts = texts
         self.speakers = speakers
-        self.cues = [[(m.start(), m.end(), m.lastgroup) for m in rules.CUE_PATTERN.finditer(t)] for t in texts]
+        self.table = table
+        self.cues = [[(m.start(), m.end(), m.lastgroup) for m in table.cue_pattern.finditer(t)] for t in texts]
         self.spans: list[_Span] = []
         self.counts: Counter = Counter()
         self.secrets: list[Secret] = []
@@ -111,8 +115,12 @@ class _Conversation:
     def add(self, turn: int, start: int, end: int, kind: str, label: str | None = None, count: bool = True) -> None:
         if self.taken(turn, start, end):
             return
-        self.spans.append(_Span(turn, start, end, kind, label or f"[{kind}]"))
         value = self.texts[turn][start:end]
+        if not self.table.enabled(kind):
+            # Turned off by the site: left as said, but still claimed, so its digits are not read as another type.
+            self.spans.append(_Span(turn, start, end, kind, value))
+            return
+        self.spans.append(_Span(turn, start, end, kind, label or _placeholder(kind)))
         if kind in rules.DIGIT_TYPES:
             value = re.sub(r"\D", "", value)
         if value:
@@ -121,8 +129,11 @@ class _Conversation:
             self.counts[kind] += 1
 
     def context(self, turn: int, position: int) -> str | None:
-        """The kind of the last cue said before `position`: same turn, else up to two turns back."""
-        for index in range(turn, max(-1, turn - 3), -1):
+        """The kind of the last cue said before `position`: same turn, else up to two turns back, or further back
+        across pauses while the caller finds the number ("hang on" / "let me get my card out")."""
+        for index in range(turn, max(-1, turn - _MAX_CUE_TURNS - 1), -1):
+            if index < turn - 2 and not all(self.is_pause(t) for t in range(index + 1, turn)):
+                return None
             candidates = [c for c in self.cues[index] if index < turn or c[1] <= position]
             if candidates:
                 specific = [c for c in candidates if c[2] != rules.CARD_WORD]
@@ -140,6 +151,14 @@ class _Conversation:
                 return True
         return False
 
+    def cued_near(self, turn: int, kind: str) -> bool:
+        """A cue of `kind` in this turn or the two before."""
+        return any(cue[2] == kind for index in range(max(0, turn - 2), turn + 1) for cue in self.cues[index])
+
+    def is_pause(self, turn: int) -> bool:
+        text = self.texts[turn]
+        return not re.search(r"\d", text) and len(_WORDS.findall(text)) <= _MAX_PAUSE_WORDS
+
     def is_ack(self, turn: int) -> bool:
         text = self.texts[turn]
         return not re.search(r"\d", text) and len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
@@ -154,11 +173,13 @@ class _Conversation:
         for turn, text in enumerate(self.texts):
             for pattern, kind in ((rules.EMAIL_WRITTEN, rules.EMAIL), (rules.EMAIL_SPOKEN, rules.EMAIL),
                                   (rules.SSN_FORMATTED, rules.SSN), (rules.IBAN, rules.ACCOUNT),
-                                  (rules.NI_STRICT, rules.NI), (rules.POSTCODE_UK, rules.POSTCODE),
+                                  (rules.NI_SHAPE, rules.NI), (rules.POSTCODE_UK, rules.POSTCODE),
                                   (rules.MILITARY_ADDRESS, rules.ADDRESS), (rules.CORNER, rules.ADDRESS),
                                   (rules.ADDRESS_PATTERN, rules.ADDRESS), (rules.STREET_NUMBER_AFTER, rules.ADDRESS)):
                 for m in pattern.finditer(text):
                     if kind == rules.ACCOUNT and not re.search(r"\d{6}", re.sub(r"\s", "", m.group())):
+                        continue
+                    if pattern is rules.NI_SHAPE and m.group("prefix").lower() in rules.TWO_LETTER_WORDS:
                         continue
                     if pattern is rules.STREET_NUMBER_AFTER and not _street_name(m.group("street")):
                         continue
@@ -172,10 +193,34 @@ class _Conversation:
             for m in rules.YEAR_OF_BIRTH.finditer(text):
                 if self.context(turn, m.start()) == rules.DOB:
                     self.add(turn, m.start(), m.end(), rules.DOB)
+            year = rules.YEAR_AFTER_DATE.search(text)
+            if year and len(_WORDS.findall(text[:year.start()])) <= 3 and self._date_of_birth_before(turn):
+                self.add(turn, year.start(), year.end(), rules.DOB)
             for pattern, kind in ((rules.NI_LOOSE, rules.NI), (rules.POSTCODE_LOOSE, rules.POSTCODE)):
                 for m in pattern.finditer(text):
                     if self.context(turn, m.start()) == kind and re.search(r"\d", m.group()):
                         self.add(turn, m.start(), m.end(), kind)
+            self._ni_suffix(turn)
+
+    def _date_of_birth_before(self, turn: int) -> bool:
+        """A date of birth was said just before, with only acknowledgements since: a year now finishes it
+        ("it's the 14th of March..." / "mm-hm" / "...1976")."""
+        for earlier in range(turn - 1, max(-1, turn - _MAX_CHAIN_TURN_GAP - 1), -1):
+            if any(s.turn == earlier and s.kind == rules.DOB for s in self.spans):
+                return True
+            if not self.is_ack(earlier):
+                return False
+        return False
+
+    def _ni_suffix(self, turn: int) -> None:
+        """A lone letter answering "and the letter at the end?" soon after an NI number is its last letter."""
+        text = self.texts[turn]
+        if (turn == 0 or not rules.NI_SUFFIX_QUESTION.search(self.texts[turn - 1])
+                or len(_WORDS.findall(text)) > _MAX_ACK_WORDS
+                or not any(s.kind == rules.NI and turn - 4 < s.turn < turn for s in self.spans)):
+            return
+        for m in rules.NI_SUFFIX.finditer(text):
+            self.add(turn, m.start(), m.end(), rules.NI)
 
     def cued_names(self) -> set[str]:
         """Words of the names said after a cue ("my name is", "this is", "Mr")."""
@@ -239,17 +284,26 @@ class _Conversation:
         return found
 
     def propagate_names(self, found: set[str]) -> None:
-        """A name found once is redacted wherever it is said again, in either channel."""
-        for name in sorted(found, key=len, reverse=True):
-            pattern = re.compile(rf"\b{re.escape(name)}\b")
+        """A name found once is redacted wherever it is said again, in either channel; a name on the site's list
+        wherever it is said, in any case."""
+        known = {name.lower() for name in found}  # one name, however it was written
+        listed = {name.lower() for name in self.table.names} - known
+        patterns = [re.compile(rf"\b{re.escape(name)}\b") for name in found]
+        patterns += [re.compile(rf"\b{re.escape(name)}\b", re.IGNORECASE) for name in listed]
+        said = set()
+        for pattern in sorted(patterns, key=lambda p: len(p.pattern), reverse=True):
             for turn, text in enumerate(self.texts):
                 for m in pattern.finditer(text):
                     self.add(turn, m.start(), m.end(), rules.NAME, count=False)
-        self.counts[rules.NAME] += len(found)
+                    said.add(m.group().lower())
+        if self.table.enabled(rules.NAME):
+            self.counts[rules.NAME] += len(known) + len(said & listed)
 
     def extend_addresses(self) -> None:
         """An address runs on past its street: the house or postal number before it, and after a comma or a line
         break its flat, town, postal code and country ("935 69 Gordon Terrace / Suite 828 / BASHALL TOWN")."""
+        if not self.table.enabled(rules.ADDRESS):
+            return
         for span in [s for s in self.spans if s.kind == rules.ADDRESS]:
             text = self.texts[span.turn]
             before = rules.NUMBERS_BEFORE_ADDRESS.search(text[:span.start])
@@ -263,8 +317,11 @@ class _Conversation:
     def join_addresses(self) -> None:
         """Neighbouring pieces of one address (street, town, postcode) become one [ADDRESS]: a street alone says
         less, and the town left between two placeholders says where the caller lives."""
+        if not self.table.enabled(rules.ADDRESS):
+            return  # a town or a postcode is then redacted on its own, if at all
         for turn, text in enumerate(self.texts):
-            pieces = sorted((s for s in self.spans if s.turn == turn and s.kind in _ADDRESS_PIECES),
+            pieces = sorted((s for s in self.spans if s.turn == turn and s.kind in _ADDRESS_PIECES
+                             and self.table.enabled(s.kind)),
                             key=lambda s: s.start)
             for first, second in zip(pieces, pieces[1:]):
                 if not _ADDRESS_GLUE.fullmatch(text[first.end:second.start]):
@@ -276,7 +333,7 @@ class _Conversation:
                 self.counts[first.kind] -= 1
                 self.counts[second.kind] -= 1
                 self.counts[rules.ADDRESS] += 1
-                second.start, second.kind, second.label = first.start, rules.ADDRESS, f"[{rules.ADDRESS}]"
+                second.start, second.kind, second.label = first.start, rules.ADDRESS, _placeholder(rules.ADDRESS)
         self.counts += Counter()  # drops the kinds whose count fell to zero
 
     def digit_runs(self) -> list[_Run]:
@@ -328,6 +385,8 @@ class _Conversation:
         context = chain[0].context
         digits = "".join(r.digits for r in chain)
         count = len(digits)
+        if context == rules.CARD and count in (3, 4) and self.cued_near(chain[0].turn, rules.CVV):
+            context = rules.CVV  # "the four-digit code on the front, above the card number": a code, not the card
         if context == rules.CARD or (13 <= count <= 19 and luhn_valid(digits)):
             if count >= 12:
                 self._mark_card(chain, digits)
@@ -348,7 +407,7 @@ class _Conversation:
     def _mark_card(self, chain: list[_Run], digits: str) -> None:
         for run in chain:
             last = run is chain[-1]
-            label = f"[CARD ****{digits[-4:]}]" if last else "[CARD]"
+            label = f"[CARD ****{digits[-4:]}]" if last else _placeholder(rules.CARD)
             self.add(run.turn, run.start, run.end, rules.CARD, label=label, count=last)
 
     def _classify_alone(self, run: _Run) -> None:
@@ -379,8 +438,12 @@ class _Conversation:
         return out
 
 
-def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder) -> _Conversation:
-    conversation = _Conversation([normalise_numbers(t) for t in texts], speakers)
+def _placeholder(kind: str) -> str:
+    return rules.RULE_BY_KIND[kind].placeholder
+
+
+def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table: rules.RuleTable) -> _Conversation:
+    conversation = _Conversation([normalise_numbers(t) for t in texts], speakers, table)
     conversation.protect_placeholders()
     conversation.patterns()
     names = conversation.cued_names() | conversation.entities(finder)
@@ -394,22 +457,23 @@ def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder) -> _Co
 
 
 class Redactor:
-    """Stateless; one instance can serve every call. `finder`: the named-entity recogniser (by default the one the
-    process shares)."""
+    """Stateless; one instance can serve every call. `table`: the rules as the site configured them (default: as
+    shipped); `finder`: the named-entity recogniser (by default the one the process shares)."""
 
-    def __init__(self, finder: EntityFinder | None = None):
+    def __init__(self, table: rules.RuleTable = rules.DEFAULT_TABLE, finder: EntityFinder | None = None):
+        self.table = table
         self._finder = finder or shared_finder()
 
     def redact_transcript(self, transcript: Transcript) -> Redaction:
         conversation = _run_all([t.text for t in transcript.turns], [t.speaker for t in transcript.turns],
-                                self._finder)
+                                self._finder, self.table)
         turns = tuple(turn.with_text(text) for turn, text in zip(transcript.turns, conversation.rendered()))
         return Redaction(Transcript(turns, transcript.call_id), conversation.counts, conversation.secrets)
 
     def redact_text(self, text: str, secrets: list[Secret] | tuple[Secret, ...] = ()) -> tuple[str, Counter]:
         """Second pass over one finished text (a summary field): detectors, then the leak check against the
         values redacted from the transcript."""
-        conversation = _run_all([text], ["agent"], self._finder)
+        conversation = _run_all([text], ["agent"], self._finder, self.table)
         redacted = conversation.rendered()[0]
         redacted, leaks = _remove_leaks(redacted, secrets)
         return redacted, conversation.counts + leaks
@@ -427,13 +491,13 @@ def _remove_leaks(text: str, secrets: list[Secret] | tuple[Secret, ...]) -> tupl
                 hit = digits == secret.value if len(secret.value) < 6 else any(w in digits for w in windows)
                 if hit:
                     leaks[secret.kind] += 1
-                    return f"[{secret.kind}]"
+                    return _placeholder(secret.kind)
                 return match.group()
 
             text = _replace_outside_placeholders(rules.DIGIT_RUN, text, replace)
         elif len(secret.value) >= 3:
             pattern = re.compile(rf"\b{re.escape(secret.value)}\b", re.IGNORECASE)
-            text, hits = pattern.subn(f"[{secret.kind}]", text)
+            text, hits = pattern.subn(_placeholder(secret.kind), text)
             leaks[secret.kind] += hits
     return text, leaks
 

@@ -1,4 +1,5 @@
-"""What counts as sensitive: cue phrases that give a following number its meaning, and self-evident patterns.
+"""What counts as sensitive: the rule table (every type, its placeholder and the cue words that give a following
+number its meaning, with a site's additions), and the self-evident patterns.
 
 Numbers alone are ambiguous ("1234" is a PIN, the last four of a card, or an amount); the cue said just before them,
 in the same turn or up to two turns earlier, decides. Neutral cues ("reference", "order number") end a sensitive
@@ -8,7 +9,10 @@ context so that reference numbers survive for the follow-up.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
 
+from aftercall.core.errors import ConfigError
 from aftercall.redact.numbers import MONTHS, TEENS, TENS, UNITS
 
 CARD, CVV, EXPIRY, DOB, SSN, NI, NHS = "CARD", "CVV", "EXPIRY", "DOB", "SSN", "NI_NUMBER", "NHS_NUMBER"
@@ -20,31 +24,110 @@ CARD_WORD = "CARD_WORD"
 # Types whose values are numbers: a digit window of their value must never reappear (the leak check).
 DIGIT_TYPES = {CARD, CVV, EXPIRY, DOB, SSN, NI, NHS, PHONE, ACCOUNT, SORT_CODE, PIN, NUMBER}
 
-_CUES: list[tuple[str, str]] = [
-    (CVV, r"security code|security number|cvv2?|cvc|cv2|card verification|digits on the back|back of the card"
-          r"|three digit code|3 digit code"),
-    (EXPIRY, r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
-    (CARD, r"card number|long number|number on the (?:front|card)|(?:debit|credit|bank|visa|mastercard|amex) card"
-           r"|card details|(?:16|sixteen) digits?|\bpan\b|\bcc\b"),  # "cc": written shorthand for a credit card
-    (DOB, r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
-    (SSN, r"social security|\bssn\b|\bsocial\b"),
-    (NI, r"national insurance|\bn\.? ?i\.? number|\bni\b"),
-    (NHS, r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
+
+@dataclass(frozen=True)
+class Rule:
+    """One type of sensitive value: its placeholder, how it is found, and the cue words that give a following value
+    its meaning (a regular expression; empty where patterns or the entity recogniser find the value alone)."""
+
+    kind: str
+    placeholder: str
+    found_by: str
+    cues: str = ""
+
+
+# The rule table: every type the redactor writes, in the order their cues are tried (a longer, more specific cue
+# first: "security code" before "card", "account number" before "number"). The site's `[redact]` section adds cue
+# words, names and turns types off (RuleTable); the interim pass, the final pass and the summary re-check all read
+# the one table the pipeline holds.
+RULES: tuple[Rule, ...] = (
+    Rule(CVV, "[CVV]", "3-4 digits after a cue",
+         r"security (?:code|number|digits)|cvv2?|cvc|cv2|\bcsc\b|card verification|verification (?:code|value)"
+         r"|on the back|back of the card|(?:three|3)[ -]digits?(?: code| number)?|last (?:three|3) (?:digits|numbers)"
+         r"|(?:four|4)[ -]digit (?:security )?code|code on the front"),  # American Express: four digits, front
+    Rule(EXPIRY, "[EXPIRY]", "digits after a cue",
+         r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
+    Rule(CARD, "[CARD]", "12-19 digits after a cue, or any Luhn-valid 13-19 digits; the last four are kept "
+         "([CARD ****0366])",
+         r"card number|long number|number on the (?:front|card)|(?:debit|credit|bank|visa|mastercard|amex) card"
+         r"|card details|(?:16|sixteen) digits?|\bpan\b|\bcc\b"),  # "cc": written shorthand for a credit card
+    Rule(DOB, "[DOB]", "a date or a year after a cue, said any way",
+         r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
+    Rule(SSN, "[SSN]", "NNN-NN-NNNN anywhere; 4+ digits after a cue", r"social security|\bssn\b|\bsocial\b"),
+    Rule(NI, "[NI_NUMBER]", "AB123456C anywhere; letters and digits as recognisers split them, after a cue",
+         r"national insurance|\bn\.? ?i\.? number|\bni\b"),
+    Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue",
+         r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
     # Recognisers hear "sort code" as "sorry, code" or "sore code".
-    (SORT_CODE, r"sort code|\bsor(?:ry|e),? code|routing number|\baba\b"),
+    Rule(SORT_CODE, "[SORT_CODE]", "NN-NN-NN; 6 digits after a cue",
+         r"sort code|\bsor(?:ry|e),? code|routing number|\baba\b"),
     # Digits given while setting up a direct debit are bank details.
-    (ACCOUNT, r"account number|account no|acct|account ending|\biban\b|bank account|account is|bank details"
-              r"|direct debits?\b"),
-    (PIN, r"\bpin\b|passcode|password|pass code|memorable (?:word|number)"),
-    (POSTCODE, r"post ?code|zip(?: code)?"),
-    (PHONE, r"phone|mobile|\bcell\b|landline|telephone|contact number|call (?:me|you|us) (?:on|at|back)|reach me"
-            r"|ring me|number to call|callback number|best number|text me"),
-    # The bare word "card" gives way to any more specific cue in the same turn ("expiry date on the card").
-    (CARD_WORD, r"\bcards?\b"),
-    (NEUTRAL, r"reference|\bref\b|ticket|case number|order number|invoice|claim number|amount|balance|meter"
-              r"|tracking|booking|policy number|customer number|membership|refund|price|cost|fee\b|charged?\b"),
-]
-CUE_PATTERN = re.compile("|".join(f"(?P<{kind}>{pattern})" for kind, pattern in _CUES), re.IGNORECASE)
+    Rule(ACCOUNT, "[ACCOUNT]", "an IBAN anywhere; 6+ digits after a cue",
+         r"account number|account no|acct|account ending|\biban\b|bank account|account is|bank details"
+         r"|direct debits?\b"),
+    Rule(PIN, "[PIN]", "4+ digits after a cue", r"\bpin\b|passcode|password|pass code|memorable (?:word|number)"),
+    Rule(POSTCODE, "[POSTCODE]", "a UK postcode anywhere; spelt out or a ZIP after a cue", r"post ?code|zip(?: code)?"),
+    Rule(PHONE, "[PHONE]", "a phone number's shape anywhere; 6+ digits after a cue",
+         r"phone|mobile|\bcell\b|landline|telephone|contact number|call (?:me|you|us) (?:on|at|back)|reach me"
+         r"|ring me|number to call|callback number|best number|text me"),
+    Rule(EMAIL, "[EMAIL]", "written or spelt out (\"sam dot jones at example dot co dot uk\")"),
+    Rule(ADDRESS, "[ADDRESS]", "house number and street (in words too), flat, town and postcode joined; after an "
+         "address question the street alone"),
+    Rule(NAME, "[NAME]", "the entity recogniser, name cues (\"it's colin\", \"dr patel\"), answers to a name question, "
+         "spelt-out names, the site's names list; every later mention"),
+    Rule(LOCATION, "[LOCATION]", "towns, regions and buildings the entity recogniser finds"),
+    Rule(NUMBER, "[NUMBER]", "13-19 digits that are no card; in a live call every run of 4+ digits"),
+)
+# Cues that are no type of their own. The bare word "card" gives way to any more specific cue in the same turn
+# ("expiry date on the card"); a neutral cue ends a sensitive context so a reference read out after it survives.
+CARD_CUE = Rule(CARD_WORD, "", "", r"\bcards?\b")
+NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number|amount"
+                                    r"|balance|meter|tracking|booking|policy number|customer number|membership|refund"
+                                    r"|price|cost|fee\b|charged?\b")
+RULE_BY_KIND = {rule.kind: rule for rule in RULES}
+# PCI DSS: a card number or its security code is never stored in the clear, whatever a site asks.
+ALWAYS_ON = frozenset({CARD, CVV})
+
+
+class RuleTable:
+    """The rule table as a site configured it: extra cue words per type (or NEUTRAL, for a site's own reference
+    words), names always redacted, types turned off. Built once per process; immutable."""
+
+    def __init__(self, cues: Mapping[str, Iterable[str]] | None = None, names: Iterable[str] = (),
+                 off: Iterable[str] = ()):
+        cues = dict(cues or {})
+        for key, kind in [("redact.cues", kind) for kind in cues] + [("redact.off", kind) for kind in off]:
+            if kind not in RULE_BY_KIND and not (key == "redact.cues" and kind == NEUTRAL):
+                raise ConfigError(f"config {key}: no type {kind!r}; known: {', '.join(RULE_BY_KIND)}")
+        for kind, words in cues.items():
+            if not RULE_BY_KIND.get(kind, NEUTRAL_CUE).cues:
+                raise ConfigError(f"config redact.cues.{kind}: {kind} is found without cue words; cues can be given "
+                                  f"for {', '.join(r.kind for r in RULES if r.cues)} and NEUTRAL")
+            if not all(isinstance(w, str) and w.strip() for w in words):
+                raise ConfigError(f"config redact.cues.{kind}: must be a list of words or phrases")
+        refused = sorted(ALWAYS_ON & set(off))
+        if refused:
+            raise ConfigError(f"config redact.off: {', '.join(refused)} cannot be turned off (PCI DSS: never stored)")
+        if not all(isinstance(n, str) and re.search(r"\w", n) for n in names):
+            raise ConfigError("config redact.names: must be a list of names")
+        self.off = frozenset(off)
+        self.names = tuple(n.strip() for n in names)
+        # A site's own cue words are tried before the shipped ones: "customer number" may be an account at one site
+        # and a neutral reference at another.
+        self.cue_pattern = re.compile("|".join(
+            f"(?P<{rule.kind}>{_phrases(cues.get(rule.kind, ()))}{rule.cues})"
+            for rule in (*RULES, CARD_CUE, NEUTRAL_CUE) if rule.cues or rule.kind in cues), re.IGNORECASE)
+
+    def enabled(self, kind: str) -> bool:
+        return kind not in self.off
+
+
+def _phrases(words: Iterable[str]) -> str:
+    """A site's cue words as literal phrases, any spacing between their words, each followed by '|'."""
+    return "".join(r"\b" + r"\s+".join(map(re.escape, w.split())) + r"\b|" for w in words)
+
+
+DEFAULT_TABLE = RuleTable()
 
 # A run of digits, possibly spoken in groups: "4532 0151", "4-5-3-2", "1,984", "07700 900 123".
 DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s,.\-/()]{0,3}\d)*")
@@ -63,6 +146,8 @@ DATE = re.compile(
     re.IGNORECASE,
 )
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
+# The year alone, once the day and month were said ("and the year?" / "sixty one").
+YEAR_AFTER_DATE = re.compile(r"\b(?:19|20)?\d{2}\b")
 
 _TLD = r"(?:com|net|org|co|uk|gov|nhs|edu|io|ie|de|fr|us|ca|au|info|biz|me|mail)"
 EMAIL_WRITTEN = re.compile(r"\b[\w.+'-]+@[\w-]+(?:\.[\w-]+)+\b")
@@ -75,8 +160,17 @@ EMAIL_SPOKEN = re.compile(
 SSN_FORMATTED = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
 # Printed in groups of four (upper case), or run together in any case; never across ordinary words.
 IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b|\b(?i:[a-z]{2}\d{2}[a-z0-9]{11,30})\b")
-NI_STRICT = re.compile(r"\b[A-CEGHJ-PR-TW-Z]\s?[A-CEGHJ-NPR-TW-Z]\s?(?:\d\s?){6}[A-D]\b")
-NI_LOOSE = re.compile(r"\b[a-z]\s?[a-z]\s?(?:\d[\s,.\-]?){6}[a-d]?\b", re.IGNORECASE)
+# As recognisers write it: "uq 12 34 56 d", "UQ-1234-56", "u. q. 123456".
+NI_LOOSE = re.compile(r"\b[a-z]\.?[\s\-]?[a-z]\.?[\s\-]?(?:\d[\s,.\-]?){6}[a-d]?\b", re.IGNORECASE)
+# With its last letter, the shape is an NI number even without a cue: "QQ 12 34 56 C", "q q 12 34 56 c", "qq123456c".
+# Any two letters (HMRC never issues some prefixes, but example and test numbers use them), except a two-letter word
+# ("is 12 34 56 a ...": checked in the redactor).
+NI_SHAPE = re.compile(r"\b(?P<prefix>[a-z]\.?[\s\-]?[a-z])\.?[\s\-]?(?:\d[\s\-]?){5}\d[\s\-]?[a-d]\b", re.IGNORECASE)
+TWO_LETTER_WORDS = {"am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "if", "in", "is", "it", "me", "my",
+                    "no", "of", "oh", "ok", "on", "or", "so", "to", "up", "us", "we", "ya"}
+# The NI number's last letter, asked for on its own: "and the letter at the end" / "d".
+NI_SUFFIX_QUESTION = re.compile(r"\b(?:letter|suffix)\b", re.IGNORECASE)
+NI_SUFFIX = re.compile(r"\b[a-d]\b|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
 POSTCODE_UK = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
 POSTCODE_LOOSE = re.compile(r"\b(?:[a-z]\s?){1,2}\d(?:\s?[a-z\d])?\s*\d\s?[a-z]\s?[a-z]\b", re.IGNORECASE)
 _STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|close|court|ct|way|crescent|cres|place|pl|boulevard"

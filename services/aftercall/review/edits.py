@@ -86,7 +86,7 @@ EDITABLE = ("reason_for_contact", "issue", "actions_taken", "resolution", "follo
             "escalation", "entities", "narrative")
 
 
-def apply_edit(summary: dict[str, Any], fields_json: str, redactor: Redactor | None = None) -> dict[str, Any]:
+def apply_edit(summary: dict[str, Any], fields_json: str, redactor: Redactor) -> dict[str, Any]:
     try:
         fields = json.loads(fields_json)
     except json.JSONDecodeError as exc:
@@ -94,7 +94,7 @@ def apply_edit(summary: dict[str, Any], fields_json: str, redactor: Redactor | N
     if not isinstance(fields, dict) or not fields:
         raise UserError("fields_json must be a JSON object with at least one field")
     checked, found = recheck_summary({key: _check_field(key, value) for key, value in fields.items()},
-                                     redactor or Redactor(), ())
+                                     redactor, ())
     edited = {**copy.deepcopy(summary), **checked}
     if found:
         counts = Counter({r["type"]: r["count"] for r in edited.get("redactions", [])}) + found

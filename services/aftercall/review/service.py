@@ -11,6 +11,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from aftercall.core.errors import PermissionDeniedError, UserError
 from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding
+from aftercall.redact import Redactor
 from aftercall.review.edits import apply_edit
 from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter, SummaryStore
 from aftercall.v1 import summaries_pb2 as pb
@@ -50,8 +51,9 @@ def _page_offset(token: str) -> int:
 
 
 class SummariesService(pb_grpc.SummariesServicer):
-    def __init__(self, store: SummaryStore, access: AccessPolicy, metrics: Metrics):
+    def __init__(self, store: SummaryStore, access: AccessPolicy, metrics: Metrics, redactor: Redactor):
         self._store = store
+        self._redactor = redactor  # an agent's edit is redacted by the site's rules, like the summary it changes
         self._access = access
         self._metrics = metrics
 
@@ -106,7 +108,7 @@ class SummariesService(pb_grpc.SummariesServicer):
     async def Edit(self, request: pb.EditSummaryRequest, context) -> pb.SummaryRecord:
         author = self._changeable(context, request.call_id, "Edit")
         current = self._store.get(request.call_id)
-        edited = apply_edit(current.summary, request.fields_json)
+        edited = apply_edit(current.summary, request.fields_json, self._redactor)
         return to_proto(self._store.edit(request.call_id, request.expected_version, edited, author))
 
     async def Approve(self, request: pb.ApproveSummaryRequest, context) -> pb.SummaryRecord:
