@@ -54,7 +54,8 @@ RULES: tuple[Rule, ...] = (
     Rule(DOB, "[DOB]", "a date or a year after a cue, said any way",
          r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
     Rule(SSN, "[SSN]", "NNN-NN-NNNN anywhere; 4+ digits after a cue", r"social security|\bssn\b|\bsocial\b"),
-    Rule(NI, "[NI_NUMBER]", "AB123456C anywhere; letters and digits as recognisers split them, after a cue",
+    Rule(NI, "[NI_NUMBER]", "two letters, six digits and A-D anywhere, split as recognisers write them "
+         "(\"q q 12 34 56 c\"); without the letter, or the letter alone, after a cue",
          r"national insurance|\bn\.? ?i\.? number|\bni\b"),
     Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue",
          r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
