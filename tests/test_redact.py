@@ -252,8 +252,10 @@ def test_dates_are_not_streets():
     [("agent", "what's your date of birth"), ("customer", "oh hold on"), ("agent", "take your time"),
      ("customer", "sorry my mind's gone blank"), ("customer", "twelve three sixty one")],
     [("agent", "and the three numbers on the back"), ("customer", "six four two")],
-    [("agent", "last three digits please"), ("customer", "it's 319")],
     [("agent", "It's the four-digit code on the front, above the card number."), ("customer", "Okay, 7340.")],
+    # "on the back" asks for the code while a card is being read (and not of a product's box: see below).
+    [("agent", "Card number?"), ("customer", "4532 0151 1283 0366"), ("agent", "and the three on the back?"),
+     ("customer", "it's 118")],
     # The example prefix every test number uses, far from its cue; a year that finishes a date of birth.
     [("agent", "Your NI number?"), ("customer", "Hang on, it's on a payslip somewhere in this drawer, one sec."),
      ("customer", "Right. QQ 90 55 17 B.")],
@@ -269,6 +271,48 @@ def test_ids_as_recognisers_garble_them_and_cues_said_turns_earlier(turns):
     texts, _ = redact(*turns)
     answers = [text for (speaker, _), text in zip(turns, texts) if speaker == "customer"][-1:]
     assert re.fullmatch(r"(?:Yeah, |Okay, |Right\. |\.\.\.)?(?:it's )?\[[A-Z_]+(?: \*{4}0366)?\]\.?", answers[0]), texts
+
+
+@pytest.mark.parametrize("turns", [
+    # Near the new cues, and not what they mean (found by an independent review).
+    [("agent", "Is there a product code on the back of the box?"), ("customer", "It says 445 512.")],
+    [("customer", "The serial number on the back is 88213344.")],
+    [("agent", "and the three digit extension"), ("customer", "204")],
+    [("agent", "date of birth?"), ("customer", "the 3rd of march"), ("agent", "ok"),
+     ("customer", "45 minutes I waited")],
+    [("customer", "The model is HD 300400 B.")],
+    [("agent", "can I take a contact number"), ("customer", "rather not"), ("agent", "no problem at all"),
+     ("customer", "thanks"), ("agent", "how many points have you got now"), ("customer", "about 125000")],
+])
+def test_numbers_near_an_id_cue_that_are_not_ids_survive(turns):
+    texts, _ = redact(*turns)
+    said, kept = turns[-1][1], texts[-1]
+    assert re.findall(r"\d+", kept) == re.findall(r"\d+", normalise_numbers(said)), texts
+
+
+def test_the_ni_letter_alone_counts_with_its_number():
+    texts, result = redact(("agent", "national insurance number?"), ("customer", "it's ab 12 34 56"),
+                           ("agent", "and the letter at the end?"), ("customer", "it is a c"))
+    assert texts[1] == "it's [NI_NUMBER]" and texts[3] == "it is a [NI_NUMBER]" and result.counts["NI_NUMBER"] == 1
+
+
+@pytest.mark.parametrize("off, turns", [
+    (["PHONE"], [("agent", "read me the long number, then your phone number"), ("customer", "4532 0151 1283 0366"),
+                 ("customer", "07700 900123")]),
+    (["EXPIRY"], [("agent", "the long number and the expiry"), ("customer", "4532 0151 1283 0366, 04 27")]),
+    (["DOB"], [("agent", "the three digits on the back, then your date of birth"), ("customer", "123, and 14 03 76")]),
+])
+def test_a_type_turned_off_never_lets_a_card_or_its_code_through(off, turns):
+    texts, _ = site_redact(RuleTable(off=off), *turns)
+    said = " ".join(texts)
+    assert "4532" not in said and "0151" not in said and "123," not in said, texts
+
+
+def test_a_site_cue_may_hold_punctuation_and_a_site_neutral_cue_beats_a_shipped_one():
+    texts, _ = site_redact(RuleTable({"ACCOUNT": ["a/c no."]}), ("customer", "my a/c no. is 44556677"))
+    assert texts == ["my a/c no. is [ACCOUNT]"]
+    texts, _ = site_redact(RuleTable({"NEUTRAL": ["account number"]}), ("customer", "your account number is 44556677"))
+    assert texts == ["your account number is 44556677"]
 
 
 def test_a_two_letter_word_before_six_digits_is_no_ni_number():

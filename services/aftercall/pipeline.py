@@ -52,7 +52,6 @@ def build_pipeline(config: Config, taxonomy_path: Path | None = None) -> "Pipeli
         taxonomy=load_taxonomy(taxonomy_path),
         summariser=build_summariser(config),
         transcriber_factory=lambda: build_transcriber(config),
-        redactor=build_redactor(config),
     )
 
 
@@ -98,9 +97,13 @@ class Pipeline:
     taxonomy: tuple[Disposition, ...]
     summariser: EmbeddedSummariser
     transcriber_factory: Any  # () -> Transcriber; built lazily so transcript input never loads Whisper
-    redactor: Redactor = field(default_factory=Redactor)
+    redactor: Redactor | None = None  # None: the site's rules from config.redact
     _transcriber: Transcriber | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self):
+        if self.redactor is None:
+            self.redactor = build_redactor(self.config)
 
     def transcriber(self) -> Transcriber:
         with self._lock:  # interim and post-call threads may both ask first: one model, not two

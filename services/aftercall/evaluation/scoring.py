@@ -47,7 +47,10 @@ def leaked(value: str, output: str) -> bool:
     if len(digits) >= 4:
         return digits_survive(value, output)
     if digits and re.fullmatch(r"[\d\s.,\-]+", said.strip()):
-        return digits in re.sub(r"\D", " ", normalise_numbers(output)).split()
+        # As one number, or read out apart ("1 2 3", "1-2-3").
+        heard = normalise_numbers(output)
+        runs = [re.sub(r"\D", "", run) for run in re.findall(r"\d(?:[\s\-.]?\d)*", heard)]
+        return digits in re.sub(r"\D", " ", heard).split() or digits in runs
     return re.search(rf"(?<!\w){re.escape(value.strip())}(?!\w)", output, re.IGNORECASE) is not None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aftercall.core.transcript import Transcript
 from aftercall.redact import rules
@@ -34,6 +34,7 @@ _MAX_CHAIN_TURN_GAP = 3
 # A cue reaches this many turns ahead when the turns between are pauses of at most this many words, no digits.
 _MAX_CUE_TURNS = 5
 _MAX_PAUSE_WORDS = 8
+_CARD_TALK_TURNS = 4
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ class _Conversation:
         self.texts = texts
         self.speakers = speakers
         self.table = table
-        self.cues = [[(m.start(), m.end(), m.lastgroup) for m in table.cue_pattern.finditer(t)] for t in texts]
+        self.cues = [[(m.start(), m.end(), rules.cue_kind(m)) for m in table.cue_pattern.finditer(t)] for t in texts]
         self.spans: list[_Span] = []
         self.counts: Counter = Counter()
         self.secrets: list[Secret] = []
@@ -128,18 +129,23 @@ class _Conversation:
         if count:
             self.counts[kind] += 1
 
-    def context(self, turn: int, position: int) -> str | None:
+    def context(self, turn: int, position: int, enabled_only: bool = False) -> str | None:
         """The kind of the last cue said before `position`: same turn, else up to two turns back, or further back
-        across pauses while the caller finds the number ("hang on" / "let me get my card out")."""
+        across pauses while the caller finds the number ("hang on" / "let me get my card out"). `enabled_only`:
+        the last cue of a type the site has not turned off."""
         for index in range(turn, max(-1, turn - _MAX_CUE_TURNS - 1), -1):
             if index < turn - 2 and not all(self.is_pause(t) for t in range(index + 1, turn)):
                 return None
-            candidates = [c for c in self.cues[index] if index < turn or c[1] <= position]
+            candidates = [c for c in self.cues[index] if (index < turn or c[1] <= position)
+                          and not (enabled_only and c[2] in self.table.off)
+                          and (c[2] != rules.CVV_IF_CARD or self.card_near(index))]
             if candidates:
                 specific = [c for c in candidates if c[2] != rules.CARD_WORD]
                 kind = (specific or candidates)[-1][2]
                 if kind == rules.CARD_WORD:
                     return rules.CARD
+                if kind == rules.CVV_IF_CARD:
+                    return rules.CVV
                 return None if kind == rules.NEUTRAL else kind
         return None
 
@@ -155,9 +161,17 @@ class _Conversation:
         """A cue of `kind` in this turn or the two before."""
         return any(cue[2] == kind for index in range(max(0, turn - 2), turn + 1) for cue in self.cues[index])
 
+    def card_near(self, turn: int) -> bool:
+        """A card is being read: said in this turn or the four before, or a card number redacted there."""
+        window = range(max(0, turn - _CARD_TALK_TURNS), turn + 1)
+        return (any(cue[2] in (rules.CARD, rules.CARD_WORD, rules.CVV) for index in window for cue in self.cues[index])
+                or any(span.kind == rules.CARD and span.turn in window for span in self.spans))
+
     def is_pause(self, turn: int) -> bool:
+        """An acknowledgement, or a turn of the caller finding the number ("hang on, it's in my other bag")."""
         text = self.texts[turn]
-        return not re.search(r"\d", text) and len(_WORDS.findall(text)) <= _MAX_PAUSE_WORDS
+        return self.is_ack(turn) or (not re.search(r"\d", text) and bool(rules.HOLD_ON.search(text))
+                                     and len(_WORDS.findall(text)) <= _MAX_PAUSE_WORDS)
 
     def is_ack(self, turn: int) -> bool:
         text = self.texts[turn]
@@ -193,9 +207,11 @@ class _Conversation:
             for m in rules.YEAR_OF_BIRTH.finditer(text):
                 if self.context(turn, m.start()) == rules.DOB:
                     self.add(turn, m.start(), m.end(), rules.DOB)
-            year = rules.YEAR_AFTER_DATE.search(text)
-            if year and len(_WORDS.findall(text[:year.start()])) <= 3 and self._date_of_birth_before(turn):
-                self.add(turn, year.start(), year.end(), rules.DOB)
+            asked = turn > 0 and rules.YEAR_QUESTION.search(self.texts[turn - 1])
+            year = (rules.TWO_DIGIT_YEAR if asked else rules.YEAR_OF_BIRTH).search(text)
+            if (year and len(_WORDS.findall(text[:year.start()])) <= 3
+                    and not rules.AMOUNT_AFTER.match(text[year.end():]) and self._date_of_birth_before(turn)):
+                self.add(turn, year.start(), year.end(), rules.DOB, count=False)  # the rest of one date
             for pattern, kind in ((rules.NI_LOOSE, rules.NI), (rules.POSTCODE_LOOSE, rules.POSTCODE)):
                 for m in pattern.finditer(text):
                     if self.context(turn, m.start()) == kind and re.search(r"\d", m.group()):
@@ -219,8 +235,9 @@ class _Conversation:
                 or len(_WORDS.findall(text)) > _MAX_ACK_WORDS
                 or not any(s.kind == rules.NI and turn - 4 < s.turn < turn for s in self.spans)):
             return
-        for m in rules.NI_SUFFIX.finditer(text):
-            self.add(turn, m.start(), m.end(), rules.NI)
+        letters = list(rules.NI_SUFFIX.finditer(text))
+        if letters:  # "it's a c": the last one
+            self.add(turn, letters[-1].start(), letters[-1].end(), rules.NI, count=False)
 
     def cued_names(self) -> set[str]:
         """Words of the names said after a cue ("my name is", "this is", "Mr")."""
@@ -387,6 +404,14 @@ class _Conversation:
         count = len(digits)
         if context == rules.CARD and count in (3, 4) and self.cued_near(chain[0].turn, rules.CVV):
             context = rules.CVV  # "the four-digit code on the front, above the card number": a code, not the card
+        if context == rules.CVV and any(len(run.digits) > 4 for run in chain):
+            context = None  # a security code has 3 or 4 digits (said twice, read back): a longer number is not one
+        if context is not None and not self.table.enabled(context):
+            # A type the site turned off never hides a card or its code: each piece is judged by the last cue of a
+            # type still on ("the long number and the expiry" / "4532 0151 1283 0366, 04 27" is a card).
+            for run in chain:
+                self.classify([replace(run, context=self.context(run.turn, run.start, enabled_only=True))])
+            return
         if context == rules.CARD or (13 <= count <= 19 and luhn_valid(digits)):
             if count >= 12:
                 self._mark_card(chain, digits)

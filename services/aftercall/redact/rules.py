@@ -20,6 +20,7 @@ PHONE, EMAIL, ADDRESS, POSTCODE, ACCOUNT, SORT_CODE = "PHONE", "EMAIL", "ADDRESS
 PIN, NAME, NUMBER, LOCATION = "PIN", "NAME", "NUMBER", "LOCATION"
 NEUTRAL = "NEUTRAL"
 CARD_WORD = "CARD_WORD"
+CVV_IF_CARD = "CVV_IF_CARD"
 
 # Types whose values are numbers: a digit window of their value must never reappear (the leak check).
 DIGIT_TYPES = {CARD, CVV, EXPIRY, DOB, SSN, NI, NHS, PHONE, ACCOUNT, SORT_CODE, PIN, NUMBER}
@@ -43,7 +44,8 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule(CVV, "[CVV]", "3-4 digits after a cue",
          r"security (?:code|number|digits)|cvv2?|cvc|cv2|\bcsc\b|card verification|verification (?:code|value)"
-         r"|on the back|back of the card|(?:three|3)[ -]digits?(?: code| number)?|last (?:three|3) (?:digits|numbers)"
+         r"|(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code) on the back|back of the card"
+         r"|(?:three|3)[ -]digit (?:security )?(?:code|number)"
          r"|(?:four|4)[ -]digit (?:security )?code|code on the front"),  # American Express: four digits, front
     Rule(EXPIRY, "[EXPIRY]", "digits after a cue",
          r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
@@ -82,6 +84,9 @@ RULES: tuple[Rule, ...] = (
 # Cues that are no type of their own. The bare word "card" gives way to any more specific cue in the same turn
 # ("expiry date on the card"); a neutral cue ends a sensitive context so a reference read out after it survives.
 CARD_CUE = Rule(CARD_WORD, "", "", r"\bcards?\b")
+# Words that ask for the security code only while a card is being read ("and the three on the back?"), not of a
+# product's box or a phone extension.
+CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -]digits?|last (?:three|3) (?:digits|numbers)")
 NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number|amount"
                                     r"|balance|meter|tracking|booking|policy number|customer number|membership|refund"
                                     r"|price|cost|fee\b|charged?\b")
@@ -113,19 +118,28 @@ class RuleTable:
             raise ConfigError("config redact.names: must be a list of names")
         self.off = frozenset(off)
         self.names = tuple(n.strip() for n in names)
-        # A site's own cue words are tried before the shipped ones: "customer number" may be an account at one site
-        # and a neutral reference at another.
-        self.cue_pattern = re.compile("|".join(
-            f"(?P<{rule.kind}>{_phrases(cues.get(rule.kind, ()))}{rule.cues})"
-            for rule in (*RULES, CARD_CUE, NEUTRAL_CUE) if rule.cues or rule.kind in cues), re.IGNORECASE)
+        # A site's own cue words are tried before all the shipped ones: "customer number" may be an account at one
+        # site and a neutral reference at another.
+        site = [f"(?P<{_SITE}{kind}>{_phrases(words)})" for kind, words in cues.items() if words]
+        shipped = [f"(?P<{rule.kind}>{rule.cues})" for rule in (*RULES, CARD_CODE_CUE, CARD_CUE, NEUTRAL_CUE)
+                   if rule.cues]
+        self.cue_pattern = re.compile("|".join(site + shipped), re.IGNORECASE)
 
     def enabled(self, kind: str) -> bool:
         return kind not in self.off
 
 
+_SITE = "site_"
+
+
+def cue_kind(match: re.Match) -> str:
+    """The type a cue of `RuleTable.cue_pattern` gives, the site's or a shipped one."""
+    return match.lastgroup.removeprefix(_SITE)
+
+
 def _phrases(words: Iterable[str]) -> str:
-    """A site's cue words as literal phrases, any spacing between their words, each followed by '|'."""
-    return "".join(r"\b" + r"\s+".join(map(re.escape, w.split())) + r"\b|" for w in words)
+    """A site's cue words as literal phrases, any spacing between their words ("a/c no." and "ext." too)."""
+    return "|".join(r"(?<!\w)" + r"\s+".join(map(re.escape, w.split())) + r"(?!\w)" for w in words)
 
 
 DEFAULT_TABLE = RuleTable()
@@ -147,8 +161,13 @@ DATE = re.compile(
     re.IGNORECASE,
 )
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
-# The year alone, once the day and month were said ("and the year?" / "sixty one").
-YEAR_AFTER_DATE = re.compile(r"\b(?:19|20)?\d{2}\b")
+# Asked for the year alone, once the day and month were said ("and the year?" / "sixty one").
+YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
+TWO_DIGIT_YEAR = re.compile(r"\b\d{2}\b")
+# What a caller says while finding a number: a cue said before it still holds after it.
+HOLD_ON = re.compile(r"\b(?:hang on|hold on|one (?:sec|second|moment|minute)|give me a (?:sec|second|moment|minute)"
+                     r"|let me (?:find|get|grab|check|look)|bear with me|take your time|no rush|no hurry|here it is"
+                     r"|i've got it|got it here|just getting it)\b", re.IGNORECASE)
 
 _TLD = r"(?:com|net|org|co|uk|gov|nhs|edu|io|ie|de|fr|us|ca|au|info|biz|me|mail)"
 EMAIL_WRITTEN = re.compile(r"\b[\w.+'-]+@[\w-]+(?:\.[\w-]+)+\b")
@@ -164,9 +183,10 @@ IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b|
 # As recognisers write it: "uq 12 34 56 d", "UQ-1234-56", "u. q. 123456".
 NI_LOOSE = re.compile(r"\b[a-z]\.?[\s\-]?[a-z]\.?[\s\-]?(?:\d[\s,.\-]?){6}[a-d]?\b", re.IGNORECASE)
 # With its last letter, the shape is an NI number even without a cue: "QQ 12 34 56 C", "q q 12 34 56 c", "qq123456c".
-# Any two letters (HMRC never issues some prefixes, but example and test numbers use them), except a two-letter word
-# ("is 12 34 56 a ...": checked in the redactor).
-NI_SHAPE = re.compile(r"\b(?P<prefix>[a-z]\.?[\s\-]?[a-z])\.?[\s\-]?(?:\d[\s\-]?){5}\d[\s\-]?[a-d]\b", re.IGNORECASE)
+# The letters HMRC issues first and second, and QQ (the prefix of example and test numbers); a two-letter word is no
+# prefix ("is 12 34 56 a ...": checked in the redactor).
+NI_SHAPE = re.compile(r"\b(?P<prefix>(?:[a-ceghj-prstw-z]\.?[\s\-]?[a-ceghj-nprstw-z]|q\.?[\s\-]?q))\.?[\s\-]?"
+                      r"(?:\d[\s\-]?){5}\d[\s\-]?[a-d]\b", re.IGNORECASE)
 TWO_LETTER_WORDS = {"am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "if", "in", "is", "it", "me", "my",
                     "no", "of", "oh", "ok", "on", "or", "so", "to", "up", "us", "we", "ya"}
 # The NI number's last letter, asked for on its own: "and the letter at the end" / "d".
