@@ -157,15 +157,14 @@ class _Conversation:
                 return True
         return False
 
-    def cued_near(self, turn: int, kind: str) -> bool:
-        """A cue of `kind` in this turn or the two before."""
-        return any(cue[2] == kind for index in range(max(0, turn - 2), turn + 1) for cue in self.cues[index])
+    def cued_near(self, turn: int, kinds: tuple[str, ...], turns_back: int = 2) -> bool:
+        """A cue of one of `kinds` in this turn or the `turns_back` before."""
+        return any(cue[2] in kinds for index in range(max(0, turn - turns_back), turn + 1) for cue in self.cues[index])
 
     def card_near(self, turn: int) -> bool:
         """A card is being read: said in this turn or the four before, or a card number redacted there."""
-        window = range(max(0, turn - _CARD_TALK_TURNS), turn + 1)
-        return (any(cue[2] in (rules.CARD, rules.CARD_WORD, rules.CVV) for index in window for cue in self.cues[index])
-                or any(span.kind == rules.CARD and span.turn in window for span in self.spans))
+        return (self.cued_near(turn, (rules.CARD, rules.CARD_WORD, rules.CVV), _CARD_TALK_TURNS)
+                or any(span.kind == rules.CARD and turn - _CARD_TALK_TURNS <= span.turn <= turn for span in self.spans))
 
     def is_pause(self, turn: int) -> bool:
         """An acknowledgement, or a turn of the caller finding the number ("hang on, it's in my other bag")."""
@@ -402,7 +401,7 @@ class _Conversation:
         context = chain[0].context
         digits = "".join(r.digits for r in chain)
         count = len(digits)
-        if context == rules.CARD and count in (3, 4) and self.cued_near(chain[0].turn, rules.CVV):
+        if context == rules.CARD and count in (3, 4) and self.cued_near(chain[0].turn, (rules.CVV,)):
             context = rules.CVV  # "the four-digit code on the front, above the card number": a code, not the card
         if context == rules.CVV and any(len(run.digits) > 4 for run in chain):
             context = None  # a security code has 3 or 4 digits (said twice, read back): a longer number is not one
