@@ -283,11 +283,47 @@ def test_ids_as_recognisers_garble_them_and_cues_said_turns_earlier(turns):
     [("customer", "The model is HD 300400 B.")],
     [("agent", "can I take a contact number"), ("customer", "rather not"), ("agent", "no problem at all"),
      ("customer", "thanks"), ("agent", "how many points have you got now"), ("customer", "about 125000")],
+    # A security question declined; a booking's date after a date of birth.
+    [("agent", "and the three digits on the back of your card"), ("customer", "I don't have it on me, sorry"),
+     ("agent", "okay, so the total is 1299")],
+    [("agent", "can I confirm your date of birth"), ("customer", "the 2nd of April 1990"),
+     ("agent", "lovely, so Tuesday the 16th at 9")],
+    [("agent", "the code on the back please"), ("customer", "737"), ("agent", "thanks, and was that option 2")],
 ])
 def test_numbers_near_an_id_cue_that_are_not_ids_survive(turns):
     texts, _ = redact(*turns)
     said, kept = turns[-1][1], texts[-1]
     assert re.findall(r"\d+", kept) == re.findall(r"\d+", normalise_numbers(said)), texts
+
+
+@pytest.mark.parametrize("turns", [
+    # Said twice, misheard by the agent, corrected.
+    [("agent", "what's the security code"), ("customer", "It's 582. 582."), ("agent", "was that 532?"),
+     ("customer", "no, 582")],
+    # The year asked for after a read-back of the day and month; the day asked for after the month and year.
+    [("agent", "Date of birth?"), ("customer", "The 9th of July."), ("agent", "The 9th of July, and the year?"),
+     ("customer", "1983.")],
+    [("agent", "date of birth"), ("customer", "june eighty seven"), ("agent", "and which day"),
+     ("customer", "the 3rd")],
+    # An NI number read back wrong and corrected without its letters.
+    [("agent", "NI number please"), ("customer", "SE 24 68 02 A"), ("agent", "SE 24 68 20 A?"),
+     ("customer", "no, 24 68 02 A")],
+    # Its letters on their own, the digits in pairs, the last letter asked for after them.
+    [("agent", "your national insurance number please"), ("customer", "w l"), ("customer", "thirty one"),
+     ("customer", "forty two"), ("customer", "fifty three"), ("agent", "and the last letter"), ("customer", "a")],
+    [("agent", "and your national insurance number"), ("customer", "q q 31 42 53 and then b")],
+    [("agent", "NI number?"), ("customer", "it's QQ 31 42 53"), ("agent", "and that's D for delta at the end?")],
+    [("agent", "and your NI number"), ("customer", "QQ 31 42 53"), ("agent", "and the final letter"),
+     ("customer", "see")],
+    # The question about the question, and its answer, between the cue and the code; "over the phone" is no cue.
+    [("agent", "can I take the code on the back"), ("customer", "is it all right to give that over the phone?"),
+     ("agent", "yes, it's a secure line and nobody writes it down"), ("customer", "ok it's 7 1 9")],
+])
+def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redacted(turns):
+    texts, _ = redact(*turns)
+    for text in texts[1:]:
+        left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", text)
+        assert not re.search(r"\d|\bw l\b|\bsee\b|\bdelta\b|(?:^|\s)[a-d]\W*$", left, re.IGNORECASE), texts
 
 
 def test_the_ni_letter_alone_counts_with_its_number():

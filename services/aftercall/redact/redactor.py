@@ -35,6 +35,9 @@ _MAX_CHAIN_TURN_GAP = 3
 _MAX_CUE_TURNS = 5
 _MAX_PAUSE_WORDS = 8
 _CARD_TALK_TURNS = 4
+# An ID is finished, corrected or read back in the next two turns, with turns of at most this many words between.
+_FOLLOW_UP_TURNS = 2
+_MAX_FOLLOW_UP_WORDS = 8
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,7 @@ class _Conversation:
         across pauses while the caller finds the number ("hang on" / "let me get my card out"). `enabled_only`:
         the last cue of a type the site has not turned off."""
         for index in range(turn, max(-1, turn - _MAX_CUE_TURNS - 1), -1):
-            if index < turn - 2 and not all(self.is_pause(t) for t in range(index + 1, turn)):
+            if index < turn - 2 and not all(self.is_pause(t) or self.is_aside(t) for t in range(index + 1, turn)):
                 return None
             candidates = [c for c in self.cues[index] if (index < turn or c[1] <= position)
                           and not (enabled_only and c[2] in self.table.off)
@@ -172,6 +175,11 @@ class _Conversation:
         return self.is_ack(turn) or (not re.search(r"\d", text) and bool(rules.HOLD_ON.search(text))
                                      and len(_WORDS.findall(text)) <= _MAX_PAUSE_WORDS)
 
+    def is_aside(self, turn: int) -> bool:
+        """A question about the question, or its answer ("is it safe to give that over the phone?"): no number and
+        no cue of any type."""
+        return not re.search(r"\d", self.texts[turn]) and not self.cues[turn]
+
     def is_ack(self, turn: int) -> bool:
         text = self.texts[turn]
         return not re.search(r"\d", text) and len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
@@ -207,7 +215,7 @@ class _Conversation:
                 if self.context(turn, m.start()) == rules.DOB:
                     self.add(turn, m.start(), m.end(), rules.DOB)
             asked = turn > 0 and rules.YEAR_QUESTION.search(self.texts[turn - 1])
-            year = (rules.TWO_DIGIT_YEAR if asked else rules.YEAR_OF_BIRTH).search(text)
+            year = (rules.YEAR_ANSWER if asked else rules.YEAR_OF_BIRTH).search(text)
             if (year and len(_WORDS.findall(text[:year.start()])) <= 3
                     and not rules.AMOUNT_AFTER.match(text[year.end():]) and self._date_of_birth_before(turn)):
                 self.add(turn, year.start(), year.end(), rules.DOB, count=False)  # the rest of one date
@@ -215,7 +223,10 @@ class _Conversation:
                 for m in pattern.finditer(text):
                     if self.context(turn, m.start()) == kind and re.search(r"\d", m.group()):
                         self.add(turn, m.start(), m.end(), kind)
-            self._ni_suffix(turn)
+            prefix = rules.NI_PREFIX_ALONE.fullmatch(text)
+            if (prefix and self.context(turn, 0) == rules.NI
+                    and re.sub(r"\W", "", prefix.group("prefix")).lower() not in rules.TWO_LETTER_WORDS):
+                self.add(turn, prefix.start("prefix"), prefix.end("prefix"), rules.NI, count=False)
 
     def _date_of_birth_before(self, turn: int) -> bool:
         """A date of birth was said just before, with only acknowledgements since: a year now finishes it
@@ -227,16 +238,59 @@ class _Conversation:
                 return False
         return False
 
+    def follow_ups(self) -> None:
+        """What finishes, corrects or reads back an ID just given, in the short turns after it: "sorry, was that
+        919?" / "no, 909", "and the day?" / "the 27th", "and the last letter?" / "b". Any other cue said since (a
+        booking's weekday, a declined question, a reference) ends the exchange. Numbers are taken only from a turn
+        as short as an acknowledgement, after the one that gave the ID ("and was that option 2?" keeps its 2);
+        the NI letter from any short turn ("... and then c", "it's got a c at the end")."""
+        for turn, text in enumerate(self.texts):
+            given = self._exchange(turn)
+            if given is None:
+                continue
+            numbers = turn > given.turn and len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
+            for m in rules.FOLLOW_UP_PIECES[given.kind].finditer(text) if numbers else ():
+                if (not self._other_cue_since(given, turn, m.start()) and not rules.AMOUNT_AFTER.match(text[m.end():])
+                        and not rules.CLOCK_TIME.search(text[:m.start()] + "#" + text[m.end():])):
+                    self.add(turn, m.start(), m.end(), given.kind, count=False)
+            if given.kind == rules.NI and not self._other_cue_since(given, turn, len(text)):
+                self._ni_suffix(turn)
+
+    def _exchange(self, turn: int) -> _Span | None:
+        """The last ID this short turn may follow up: found in it or in the two turns before, with only short turns
+        since (the turn that gave the ID may be long)."""
+        if len(_WORDS.findall(self.texts[turn])) > _MAX_FOLLOW_UP_WORDS:
+            return None
+        for earlier in range(turn, max(-1, turn - _FOLLOW_UP_TURNS - 1), -1):
+            given = [s for s in self.spans if s.turn == earlier and s.kind in rules.FOLLOW_UP_PIECES
+                     and self.table.enabled(s.kind)]
+            if given:
+                return max(given, key=lambda s: s.end)
+            if len(_WORDS.findall(self.texts[earlier])) > _MAX_FOLLOW_UP_WORDS:
+                return None
+        return None
+
+    def _other_cue_since(self, given: _Span, turn: int, position: int) -> bool:
+        same = {given.kind, rules.CVV_IF_CARD} if given.kind == rules.CVV else {given.kind}
+        return any(kind not in same and (index > given.turn or start >= given.end) and (index < turn or end <= position)
+                   for index in range(given.turn, turn + 1) for start, end, kind in self.cues[index])
+
     def _ni_suffix(self, turn: int) -> None:
-        """A lone letter answering "and the letter at the end?" soon after an NI number is its last letter."""
+        """The NI number's last letter: asked for on its own ("and the letter at the end?" / "d", "it's got a c at
+        the end"), confirmed ("and that's A for alpha at the end?") or said after the number ("... and then c")."""
         text = self.texts[turn]
-        if (turn == 0 or not rules.NI_SUFFIX_QUESTION.search(self.texts[turn - 1])
-                or len(_WORDS.findall(text)) > _MAX_ACK_WORDS
-                or not any(s.kind == rules.NI and turn - 4 < s.turn < turn for s in self.spans)):
+        asked = any(rules.NI_SUFFIX_QUESTION.search(self.texts[t]) for t in range(max(0, turn - 2), turn + 1))
+        if asked and rules.NI_SUFFIX_HEARD.fullmatch(text):
+            self.add(turn, 0, len(text), rules.NI, count=False)
             return
-        letters = list(rules.NI_SUFFIX.finditer(text))
-        if letters:  # "it's a c": the last one
+        letters = [m for m in rules.NI_SUFFIX.finditer(text) if asked or self._just_after_ni(turn, m.start())]
+        if letters:  # "it's got a c at the end": the last one
             self.add(turn, letters[-1].start(), letters[-1].end(), rules.NI, count=False)
+
+    def _just_after_ni(self, turn: int, position: int) -> bool:
+        """An NI number ends at most three words before `position` in this turn ("QQ 12 34 56, and then c")."""
+        return any(s.turn == turn and s.kind == rules.NI and s.end <= position
+                   and len(_WORDS.findall(self.texts[turn][s.end:position])) <= 3 for s in self.spans)
 
     def cued_names(self) -> set[str]:
         """Words of the names said after a cue ("my name is", "this is", "Mr")."""
@@ -403,7 +457,7 @@ class _Conversation:
         count = len(digits)
         if context == rules.CARD and count in (3, 4) and self.cued_near(chain[0].turn, (rules.CVV,)):
             context = rules.CVV  # "the four-digit code on the front, above the card number": a code, not the card
-        if context == rules.CVV and any(len(run.digits) > 4 for run in chain):
+        if context == rules.CVV and any(len(run.digits) > 4 and not _said_twice(run.digits) for run in chain):
             context = None  # a security code has 3 or 4 digits (said twice, read back): a longer number is not one
         if context is not None and not self.table.enabled(context):
             # A type the site turned off never hides a card or its code: each piece is judged by the last cue of a
@@ -462,6 +516,12 @@ class _Conversation:
         return out
 
 
+def _said_twice(digits: str) -> bool:
+    """A short code said twice in one breath ("909. 909."), not a longer number."""
+    half = len(digits) // 2
+    return len(digits) in (6, 8) and digits[:half] == digits[half:]
+
+
 def _placeholder(kind: str) -> str:
     return rules.RULE_BY_KIND[kind].placeholder
 
@@ -477,6 +537,7 @@ def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table:
     conversation.join_addresses()
     for chain in conversation.chains(conversation.digit_runs()):
         conversation.classify(chain)
+    conversation.follow_ups()
     return conversation
 
 

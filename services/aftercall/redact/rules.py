@@ -44,7 +44,7 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule(CVV, "[CVV]", "3-4 digits after a cue",
          r"security (?:code|number|digits)|cvv2?|cvc|cv2|\bcsc\b|card verification|verification (?:code|value)"
-         r"|(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code) on the back|back of the card"
+         r"|(?:last )?(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code) on the back|back of the card"
          r"|(?:three|3)[ -]digit (?:security )?(?:code|number)"
          r"|(?:four|4)[ -]digit (?:security )?code|code on the front"),  # American Express: four digits, front
     Rule(EXPIRY, "[EXPIRY]", "digits after a cue",
@@ -71,7 +71,9 @@ RULES: tuple[Rule, ...] = (
     Rule(PIN, "[PIN]", "4+ digits after a cue", r"\bpin\b|passcode|password|pass code|memorable (?:word|number)"),
     Rule(POSTCODE, "[POSTCODE]", "a UK postcode anywhere; spelt out or a ZIP after a cue", r"post ?code|zip(?: code)?"),
     Rule(PHONE, "[PHONE]", "a phone number's shape anywhere; 6+ digits after a cue",
-         r"phone|mobile|\bcell\b|landline|telephone|contact number|call (?:me|you|us) (?:on|at|back)|reach me"
+         # "Over the phone", "on the phone": the channel, not a number.
+         r"(?<!over the )(?<!on the )phone|mobile|\bcell\b|landline|telephone|contact number"
+         r"|call (?:me|you|us) (?:on|at|back)|reach me"
          r"|ring me|number to call|callback number|best number|text me"),
     Rule(EMAIL, "[EMAIL]", "written or spelt out (\"sam dot jones at example dot co dot uk\")"),
     Rule(ADDRESS, "[ADDRESS]", "house number and street (in words too), flat, town and postcode joined; after an "
@@ -89,7 +91,13 @@ CARD_CUE = Rule(CARD_WORD, "", "", r"\bcards?\b")
 CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -]digits?|last (?:three|3) (?:digits|numbers)")
 NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number|amount"
                                     r"|balance|meter|tracking|booking|policy number|customer number|membership|refund"
-                                    r"|price|cost|fee\b|charged?\b")
+                                    r"|price|cost|fee\b|charged?\b"
+                                    # A question declined or the check passed: what follows is no answer to it.
+                                    r"|don't have (?:it|that|them|the card|my card) (?:on|with) me|rather not"
+                                    r"|prefer not|not comfortable|can't find (?:it|that|them)|don't know (?:it|that)"
+                                    r"|all matched|that's matched|you're verified|passed (?:security|verification)"
+                                    # Nobody gives a birthday with its weekday: "Thursday the 14th" is a booking.
+                                    r"|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
 RULE_BY_KIND = {rule.kind: rule for rule in RULES}
 # PCI DSS: a card number or its security code is never stored in the clear, whatever a site asks.
 ALWAYS_ON = frozenset({CARD, CVV})
@@ -163,7 +171,7 @@ DATE = re.compile(
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
 # Asked for the year alone, once the day and month were said ("and the year?" / "sixty one").
 YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
-TWO_DIGIT_YEAR = re.compile(r"\b\d{2}\b")
+YEAR_ANSWER = re.compile(r"\b(?:(?:19|20)\d{2}|\d{2})\b")
 # What a caller says while finding a number: a cue said before it still holds after it.
 HOLD_ON = re.compile(r"\b(?:hang on|hold on|one (?:sec|second|moment|minute)|give me a (?:sec|second|moment|minute)"
                      r"|let me (?:find|get|grab|check|look)|bear with me|take your time|no rush|no hurry|here it is"
@@ -190,8 +198,22 @@ NI_SHAPE = re.compile(r"\b(?P<prefix>(?:[a-ceghj-prstw-z]\.?[\s\-]?[a-ceghj-nprs
 TWO_LETTER_WORDS = {"am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "if", "in", "is", "it", "me", "my",
                     "no", "of", "oh", "ok", "on", "or", "so", "to", "up", "us", "we", "ya"}
 # The NI number's last letter, asked for on its own: "and the letter at the end" / "d".
-NI_SUFFIX_QUESTION = re.compile(r"\b(?:letter|suffix)\b", re.IGNORECASE)
-NI_SUFFIX = re.compile(r"\b[a-d]\b|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
+NI_SUFFIX_QUESTION = re.compile(r"\b(?:letter|suffix)\b|\b(?:at|on) the end\b", re.IGNORECASE)
+NI_SUFFIX = re.compile(r"\b[a-d]\b(?:\s+(?:for|as in)\s+[a-z]+)?|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
+# The letter as recognisers write it when it is the whole answer: "see" for C.
+NI_SUFFIX_HEARD = re.compile(r"\W*(?:see|sea|bee|dee)\W*", re.IGNORECASE)
+# The NI number's first two letters said on their own, before its digits: "j m" / "QQ".
+NI_PREFIX_ALONE = re.compile(r"\W*(?:(?:it's|its|it is|yeah|yes|ok|okay|so)\W+)?(?P<prefix>[a-z]\.?\s?[a-z])\.?\W*",
+                             re.IGNORECASE)
+# The pieces that finish, correct or read back a value just given, by its type: "no, 909" (a code), "13 57 91 c"
+# (an NI number without its letters), "the 27th" or "1947" (a date of birth).
+FOLLOW_UP_PIECES = {
+    CVV: re.compile(r"\b\d{3,4}\b|^\W*\d{1,2}\W*$"),  # a digit or two only as the whole answer ("the last one?" / "9")
+    NI: re.compile(r"\b(?:\d[\s\-]?){1,5}\d(?:[\s\-]?[a-d]\b)?", re.IGNORECASE),
+    NHS: re.compile(r"\b\d(?:[\s\-]?\d){1,9}\b"),
+    SSN: re.compile(r"\b\d(?:[\s\-]?\d){1,8}\b"),
+    DOB: re.compile(r"\b(?:the\s+)?\d{1,2}(?:st|nd|rd|th)\b|\b(?:19|20)\d{2}\b", re.IGNORECASE),
+}
 POSTCODE_UK = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
 POSTCODE_LOOSE = re.compile(r"\b(?:[a-z]\s?){1,2}\d(?:\s?[a-z\d])?\s*\d\s?[a-z]\s?[a-z]\b", re.IGNORECASE)
 _STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|close|court|ct|way|crescent|cres|place|pl|boulevard"
