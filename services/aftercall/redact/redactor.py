@@ -4,13 +4,15 @@ Order of work: spoken numbers -> digits; self-evident patterns (e-mail, IBAN, fo
 names, places and buildings by spaCy's recogniser (redact.entities) and names introduced by a cue, each name then
 redacted at every mention in the call; an address's pieces joined ("14 Rosewood Avenue, Leeds LS6 4BQ" is one
 [ADDRESS]); digit runs classified by the cue said before them; runs that continue across turns ("4532" / "mm-hm" /
-"0151 1283 0366") are chained and judged as one number. Card numbers keep their last four digits.
+"0151 1283 0366") are chained and judged as one number; an ID is followed into the short turns after it, where it
+is finished, corrected or read back. Card numbers keep their last four digits.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from aftercall.core.transcript import Transcript
@@ -152,13 +154,16 @@ class _Conversation:
                 return None if kind == rules.NEUTRAL else kind
         return None
 
+    def cues_between(self, turn: int, after: int, last_turn: int, before: int) -> Iterator[str]:
+        """The kinds of the cues said after position `after` of `turn` and before position `before` of
+        `last_turn`."""
+        for index in range(turn, last_turn + 1):
+            low = after if index == turn else 0
+            high = before if index == last_turn else len(self.texts[index])
+            yield from (kind for start, end, kind in self.cues[index] if low <= start and end <= high)
+
     def cue_between(self, a: _Run, b: _Run) -> bool:
-        for index in range(a.turn, b.turn + 1):
-            low = a.end if index == a.turn else 0
-            high = b.start if index == b.turn else len(self.texts[index])
-            if any(low <= start and end <= high for start, end, _ in self.cues[index]):
-                return True
-        return False
+        return any(self.cues_between(a.turn, a.end, b.turn, b.start))
 
     def cued_near(self, turn: int, kinds: tuple[str, ...], turns_back: int = 2) -> bool:
         """A cue of one of `kinds` in this turn or the `turns_back` before."""
@@ -272,8 +277,7 @@ class _Conversation:
 
     def _other_cue_since(self, given: _Span, turn: int, position: int) -> bool:
         same = {given.kind, rules.CVV_IF_CARD} if given.kind == rules.CVV else {given.kind}
-        return any(kind not in same and (index > given.turn or start >= given.end) and (index < turn or end <= position)
-                   for index in range(given.turn, turn + 1) for start, end, kind in self.cues[index])
+        return any(kind not in same for kind in self.cues_between(given.turn, given.end, turn, position))
 
     def _ni_suffix(self, turn: int) -> None:
         """The NI number's last letter: asked for on its own ("and the letter at the end?" / "d", "it's got a c at
