@@ -289,8 +289,9 @@ class SiprecServer:
             extra.append(("Content-Type", "application/sdp"))
         message = response(request, status, to_tag, [("Server", "aftercall"), *extra], body)
         payload = message.to_bytes()
-        peer.write(payload)
+        # Counted before it is sent: a peer that scrapes /metrics as soon as it has the answer must see it counted.
         self.metrics.siprec_responses.labels(method=request.method, status=str(status)).inc()
+        peer.write(payload)
         if status >= 200:
             now = time.monotonic()
             branch = _branch(request)
