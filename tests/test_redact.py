@@ -326,6 +326,50 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
         assert not re.search(r"\d|\bw l\b|\bsee\b|\bdelta\b|(?:^|\s)[a-d]\W*$", left, re.IGNORECASE), texts
 
 
+@pytest.mark.parametrize("turns", [
+    # Digits said one by one with fillers between, left as words by the normaliser.
+    [("agent", "and the three digits on the back of the card"), ("customer", "four, um, two, er, nine")],
+    # Corrected after the agent asked again at length.
+    [("agent", "what's your national insurance number"), ("customer", "QQ 12 34 56 C"),
+     ("agent", "sorry, the line's terrible today, could you say that once more for me"),
+     ("customer", "QQ 12 34 65 C, sorry, I mixed it up")],
+    # Digits and words mixed, as recognisers write them.
+    [("agent", "Lastly, the CVC."), ("customer", "2 double 9."), ("agent", "299?"), ("customer", "Yep.")],
+    # A date of birth in pieces, after a question about the question.
+    [("agent", "can I take your date of birth"), ("customer", "is that for the records"), ("agent", "it is, yes"),
+     ("customer", "the 9th of the 4th"), ("agent", "mm-hm"), ("customer", "82")],
+    # The NI letter as the whole turn, asked for without the word "letter".
+    [("agent", "NI number please"), ("customer", "QQ 40 71 38"), ("agent", "and what does it end with?"),
+     ("customer", "D.")],
+])
+def test_every_number_said_in_an_id_exchange_is_redacted(turns):
+    texts, _ = redact(*turns)
+    for text in texts[1:]:
+        left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
+        assert not re.search(r"\d|\b(?:two|four|nine)\b|^\W*d\W*$", left, re.IGNORECASE), texts
+
+
+def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
+    texts, _ = redact(("agent", "date of birth?"), ("customer", "12 03 1985"),
+                      ("agent", "thanks, and what's the reason for your call today"),
+                      ("customer", "my prescription hasn't arrived and I'm running out of my tablets"),
+                      ("agent", "I'll put a note on: patient 12 03 1985, reference 4471 2209"))
+    assert texts[4] == "I'll put a note on: patient [DOB], reference 4471 2209", texts
+
+
+@pytest.mark.parametrize("turns", [
+    # Numbers that describe the value.
+    [("agent", "your NI number please"), ("customer", "is that the one with two letters and six numbers")],
+    # The value complete, the talk moved on.
+    [("agent", "and the security code on the back"), ("customer", "737"),
+     ("agent", "thanks, that's the payment taken, is there anything else today"),
+     ("customer", "yes, my order 4471 2209 hasn't come")],
+])
+def test_what_follows_an_id_exchange_or_describes_its_value_survives(turns):
+    texts, _ = redact(*turns)
+    assert texts[-1] == turns[-1][1], texts
+
+
 def test_the_ni_letter_alone_counts_with_its_number():
     texts, result = redact(("agent", "national insurance number?"), ("customer", "it's ab 12 34 56"),
                            ("agent", "and the letter at the end?"), ("customer", "it is a c"))

@@ -10,6 +10,7 @@ is finished, corrected or read back. Card numbers keep their last four digits.
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -22,7 +23,8 @@ from aftercall.redact.numbers import MONTHS, normalise_numbers
 
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+(?: \*{4}\d{4})?\]")
 # A hyphenated run is one word: recognisers write "mm-hm" as "M-M-H-M", which is still a short acknowledgement.
-_WORDS = re.compile(r"[A-Za-z']+(?:-[A-Za-z']+)*")
+# A word starts with a letter, not inside a number ("30th", "'82").
+_WORDS = re.compile(r"(?<![\w'])[A-Za-z][A-Za-z']*(?:-[A-Za-z']+)*")
 # What may stand between two pieces of one address: "14 Rosewood Avenue, Leeds", "Flat 2 in Leeds LS6 4BQ".
 _ADDRESS_GLUE = re.compile(r"[\s,>?]*(?:in\s+)?")
 _ADDRESS_PIECES = {rules.ADDRESS, rules.LOCATION, rules.POSTCODE}
@@ -37,9 +39,19 @@ _MAX_CHAIN_TURN_GAP = 3
 _MAX_CUE_TURNS = 5
 _MAX_PAUSE_WORDS = 8
 _CARD_TALK_TURNS = 4
-# An ID is finished, corrected or read back in the next two turns, with turns of at most this many words between.
-_FOLLOW_UP_TURNS = 2
-_MAX_FOLLOW_UP_WORDS = 8
+# The NI number's last letter is said in a turn of at most this many words ("it's got a c at the end").
+_MAX_LETTER_TURN_WORDS = 8
+_ADULT_YEARS = 16
+# The values whose question opens an exchange: every number said in it is the value asked for.
+# A number longer than the value is none of it ("a product code on the back of the box" / "445 512").
+_MOST_DIGITS = {rules.CARD: 19, rules.CVV: 4, rules.NI: 6, rules.NHS: 10, rules.SSN: 9, rules.DOB: 8}
+_EXCHANGE_KINDS = tuple(_MOST_DIGITS)
+# Once this many digits were given, the value is complete: a longer turn after it is about something else.
+_FEWEST_DIGITS = {rules.CARD: 15, rules.CVV: 3, rules.NI: 6, rules.NHS: 10, rules.SSN: 9, rules.DOB: 4}
+# ... unless it asks for the value again or for its last piece ("and the letter at the end?", "and the year?").
+_ASKS_AGAIN = (rules.SAY_AGAIN, rules.NI_SUFFIX_QUESTION, rules.YEAR_QUESTION)
+# An exchange lasts while numbers keep coming: it ends this many turns after its question or its last number.
+_MAX_QUIET_TURNS = 5
 
 
 @dataclass(frozen=True)
@@ -74,6 +86,7 @@ class _Run:
     digits: str
     context: str | None
     amount: bool = False
+    day: bool = False  # "the 20th"
 
 
 def _street_name(words: str) -> bool:
@@ -214,7 +227,7 @@ class _Conversation:
                 for m in rules.STREET_ALONE.finditer(text):
                     self.add(turn, m.start(), m.end(), rules.ADDRESS)
             for m in rules.DATE.finditer(text):
-                if self.context(turn, m.start()) == rules.DOB:
+                if self.context(turn, m.start()) == rules.DOB or _birth_date(m.group()):
                     self.add(turn, m.start(), m.end(), rules.DOB)
             for m in rules.YEAR_OF_BIRTH.finditer(text):
                 if self.context(turn, m.start()) == rules.DOB:
@@ -243,47 +256,17 @@ class _Conversation:
                 return False
         return False
 
-    def follow_ups(self) -> None:
-        """What finishes, corrects or reads back an ID just given, in the short turns after it: "sorry, was that
-        919?" / "no, 909", "and the day?" / "the 27th", "and the last letter?" / "b". Any other cue said since (a
-        booking's weekday, a declined question, a reference) ends the exchange. Numbers are taken only from a turn
-        as short as an acknowledgement, after the one that gave the ID ("and was that option 2?" keeps its 2);
-        the NI letter from any short turn ("... and then c", "it's got a c at the end")."""
-        for turn, text in enumerate(self.texts):
-            given = self._exchange(turn)
-            if given is None:
-                continue
-            numbers = turn > given.turn and len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
-            for m in rules.FOLLOW_UP_PIECES[given.kind].finditer(text) if numbers else ():
-                if (not self._other_cue_since(given, turn, m.start()) and not rules.AMOUNT_AFTER.match(text[m.end():])
-                        and not rules.CLOCK_TIME.search(text[:m.start()] + "#" + text[m.end():])):
-                    self.add(turn, m.start(), m.end(), given.kind, count=False)
-            if given.kind == rules.NI and not self._other_cue_since(given, turn, len(text)):
-                self._ni_suffix(turn)
-
-    def _exchange(self, turn: int) -> _Span | None:
-        """The last ID this short turn may follow up: found in it or in the two turns before, with only short turns
-        since (the turn that gave the ID may be long)."""
-        if len(_WORDS.findall(self.texts[turn])) > _MAX_FOLLOW_UP_WORDS:
-            return None
-        for earlier in range(turn, max(-1, turn - _FOLLOW_UP_TURNS - 1), -1):
-            given = [s for s in self.spans if s.turn == earlier and s.kind in rules.FOLLOW_UP_PIECES
-                     and self.table.enabled(s.kind)]
-            if given:
-                return max(given, key=lambda s: s.end)
-            if len(_WORDS.findall(self.texts[earlier])) > _MAX_FOLLOW_UP_WORDS:
-                return None
-        return None
-
-    def _other_cue_since(self, given: _Span, turn: int, position: int) -> bool:
-        same = {given.kind, rules.CVV_IF_CARD} if given.kind == rules.CVV else {given.kind}
-        return any(kind not in same for kind in self.cues_between(given.turn, given.end, turn, position))
-
     def _ni_suffix(self, turn: int) -> None:
-        """The NI number's last letter: asked for on its own ("and the letter at the end?" / "d", "it's got a c at
-        the end"), confirmed ("and that's A for alpha at the end?") or said after the number ("... and then c")."""
+        """The NI number's last letter in a turn of its exchange: asked for on its own ("and the letter at the end?" /
+        "d", "it's got a c at the end"), confirmed ("and that's A for alpha at the end?"), said after the number
+        ("... and then c") or as the whole turn ("C."); in a longer turn only spelt ("was that D for dog?")."""
         text = self.texts[turn]
-        asked = any(rules.NI_SUFFIX_QUESTION.search(self.texts[t]) for t in range(max(0, turn - 2), turn + 1))
+        if len(_WORDS.findall(text)) > _MAX_LETTER_TURN_WORDS:
+            for m in rules.NI_SUFFIX_SPELT.finditer(text):
+                self.add(turn, m.start(), m.end(), rules.NI, count=False)
+            return
+        asked = (any(rules.NI_SUFFIX_QUESTION.search(self.texts[t]) for t in range(max(0, turn - 2), turn + 1))
+                 or bool(rules.NI_SUFFIX_ALONE.fullmatch(text)))
         if asked and rules.NI_SUFFIX_HEARD.fullmatch(text):
             self.add(turn, 0, len(text), rules.NI, count=False)
             return
@@ -410,7 +393,8 @@ class _Conversation:
                 second.start, second.kind, second.label = first.start, rules.ADDRESS, _placeholder(rules.ADDRESS)
         self.counts += Counter()  # drops the kinds whose count fell to zero
 
-    def digit_runs(self) -> list[_Run]:
+    def digit_runs(self, days: bool = False) -> list[_Run]:
+        """The digit runs no pass has claimed, but clock times and identifiers; `days`: "the 20th" too."""
         runs = []
         for turn, text in enumerate(self.texts):
             for m in rules.DIGIT_RUN.finditer(text):
@@ -423,11 +407,13 @@ class _Conversation:
                 if self.taken(turn, start, end) or re.search(r"[A-Za-z]-?$", text[:start]):
                     continue
                 # "the 20th", "at 11:30": a day or a clock time, never part of an identifier.
-                if rules.ORDINAL_SUFFIX.match(text[end:]) or rules.CLOCK_TIME.search(text[:start] + "#" + text[end:]):
+                day = bool(rules.ORDINAL_SUFFIX.match(text[end:]))
+                if (day and not days) or rules.CLOCK_TIME.search(text[:start] + "#" + text[end:]):
                     continue
                 digits = re.sub(r"\D", "", text[start:end])
-                amount = bool(rules.AMOUNT_BEFORE.search(text[:start]) or rules.AMOUNT_AFTER.match(text[end:]))
-                runs.append(_Run(turn, start, end, text[start:end], digits, self.context(turn, start), amount))
+                context = self.context(turn, start)
+                amount = _not_an_id(text, start, end, context)
+                runs.append(_Run(turn, start, end, text[start:end], digits, context, amount, day))
         return runs
 
     def chains(self, runs: list[_Run]) -> list[list[_Run]]:
@@ -469,7 +455,11 @@ class _Conversation:
             for run in chain:
                 self.classify([replace(run, context=self.context(run.turn, run.start, enabled_only=True))])
             return
-        if context == rules.CARD or (13 <= count <= 19 and luhn_valid(digits)):
+        # Luhn alone (no card asked for) judges one speaker's number: asked for another ID, a number that happens to
+        # pass is that ID; a number and its read-back are no card together.
+        one_speaker = len({self.speakers[run.turn] for run in chain}) == 1
+        if context == rules.CARD or (context not in _EXCHANGE_KINDS and one_speaker and 13 <= count <= 19
+                                     and luhn_valid(digits)):
             if count >= 12:
                 self._mark_card(chain, digits)
             elif count >= 5:
@@ -509,6 +499,87 @@ class _Conversation:
         elif re.fullmatch(r"\d{2}-\d{2}-\d{2}", run.text):
             self.add(run.turn, run.start, run.end, rules.SORT_CODE)
 
+    def exchanges(self) -> None:
+        """Every number said while an ID is asked for is that ID, whatever its length or shape: the caller's answer
+        in pieces, across pauses and asides, corrected, and the agent's read-back; not a number that describes the
+        value ("two letters, six numbers") or names something else ("option 2"), an amount, a time, or a number
+        longer than the value. A day ("the 2nd") only in a date of birth. An exchange opens at a cue of an ID type
+        and closes at a cue of any other type (a reference, a declined question), at a longer turn once the value
+        is complete (the talk moved on, unless to ask for it again or for its last piece), or `_MAX_QUIET_TURNS` turns after its question
+        or its last number."""
+        states = self._exchange_states()
+        # (turn, start, end, a piece only of a date of birth): dates ("30th of September"), digit runs and days ("the
+        # 30th"), digits left as words, and a month said alone while a date of birth is still being given ("of
+        # September...").
+        pieces = [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
+                  for m in rules.DATE.finditer(text)]
+        pieces += [(run.turn, run.start, rules.ORDINAL_SUFFIX.match(self.texts[run.turn], run.end).end() if run.day
+                   else run.end, run.day) for run in self.digit_runs(days=True)]
+        pieces += [(turn, m.start(), m.end(), False) for turn, text in enumerate(self.texts)
+                   for m in rules.LONE_NUMBER_WORD.finditer(text)]
+        pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
+                   if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
+                   and any(kind == rules.DOB and not complete for _, kind, complete in states[turn])
+                   for m in rules.MONTH_WORD.finditer(text)]
+        for turn, start, end, dob_only in pieces:
+            text = self.texts[turn]
+            kind = next((k for position, k, _ in reversed(states[turn]) if position <= start), None)
+            digits = re.sub(r"\D", "", text[start:end])
+            if (kind is None or _not_an_id(text, start, end, kind) or (dob_only and kind != rules.DOB)
+                    or (len(digits) > _MOST_DIGITS[kind] and not _said_twice(digits))):
+                continue
+            self.add(turn, start, end, kind, count=False)
+        for turn, points in enumerate(states):
+            if any(kind == rules.NI for _, kind, _ in points):
+                self._ni_suffix(turn)
+
+    def propagate_ids(self) -> None:
+        """An ID found once is redacted wherever it is said again in the call, in either channel: read back later,
+        confirmed at the end, grouped another way ("4532 0151" / "45 32 01 51"). A number of 3 digits only as
+        itself; from 4 digits on, a number inside the ID or holding it."""
+        found = {(secret.kind, secret.value) for secret in self.secrets
+                 if secret.kind in _EXCHANGE_KINDS and len(secret.value) >= 3}
+        for run in self.digit_runs():
+            for kind, digits in found:
+                if not run.amount and (run.digits == digits or (min(len(run.digits), len(digits)) >= 4
+                                                                and (run.digits in digits or digits in run.digits))):
+                    self.add(run.turn, run.start, run.end, kind, count=False)
+                    break
+
+    def _exchange_states(self) -> list[list[tuple[int, str | None, bool]]]:
+        """Per turn, where the ID asked for changes: (position, kind or None, all of it given before this turn). A cue asks; an ID found without one
+        (a whole NI number) opens its exchange as given."""
+        states: list[list[tuple[int, str | None, bool]]] = []
+        kind, last, given = None, 0, 0
+        for turn, text in enumerate(self.texts):
+            complete = kind is not None and given >= _FEWEST_DIGITS[kind]
+            moved_on = (complete and len(_WORDS.findall(text)) > _MAX_ACK_WORDS
+                        and not any(asks.search(text) for asks in _ASKS_AGAIN))
+            if turn - last > _MAX_QUIET_TURNS or moved_on:
+                kind = None
+            points = [(0, kind, complete)]
+            # Not a card: what follows a whole card number is its expiry or its code, not more of it.
+            found = [(s.start, s.end, s.kind) for s in self.spans
+                     if s.turn == turn and s.kind in _EXCHANGE_KINDS and s.kind != rules.CARD]
+            for start, end, event in sorted(self.cues[turn] + found):
+                if event == rules.CARD_WORD or (event == rules.CVV_IF_CARD and not self.card_near(turn)):
+                    continue  # "is this card in your own name?": no new question
+                event = rules.CVV if event == rules.CVV_IF_CARD else event
+                if (start, end, event) in found:
+                    if event != kind:
+                        kind, given = event, 0
+                    given += len(re.findall(r"\d", text[start:end]))
+                else:
+                    kind = event if event in _EXCHANGE_KINDS and self.table.enabled(event) else None
+                    given = 0
+                last = turn
+                points.append((end, kind, kind is not None and given >= _FEWEST_DIGITS[kind]))
+            digits = len(re.findall(r"\d", text[points[-1][0]:]))
+            if kind is not None and digits:
+                last, given = turn, given + digits
+            states.append(points)
+        return states
+
     # -- output --------------------------------------------------------------------------------------
     def rendered(self) -> list[str]:
         out = []
@@ -518,6 +589,22 @@ class _Conversation:
                 text = text[: span.start] + span.label + text[span.end :]
             out.append(text)
         return out
+
+
+def _birth_date(date: str) -> bool:
+    """A whole date (day, month and year) at least `_ADULT_YEARS` back is somebody's date of birth, cue or not
+    ("is it still the 9th of November 1974 we have?"): appointments, deliveries and bills are recent."""
+    year = re.search(r"\b(?:19|20)\d\d\b", date)
+    return bool(year) and int(year.group()) <= datetime.date.today().year - _ADULT_YEARS
+
+
+def _not_an_id(text: str, start: int, end: int, kind: str | None) -> bool:
+    """The number at `start:end` is an amount, a time, a count, an age, a thing's number or (asked for anything but
+    a date of birth) the year something happened: never a piece of an ID."""
+    before, after = text[:start], text[end:]
+    year = re.fullmatch(r"(?:19|20)\d\d", re.sub(r"\D", "", text[start:end]))
+    return bool(rules.AMOUNT_BEFORE.search(before) or rules.AMOUNT_AFTER.match(after)
+                or (year and kind != rules.DOB and rules.EVENT_YEAR.search(before)))
 
 
 def _said_twice(digits: str) -> bool:
@@ -541,7 +628,8 @@ def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table:
     conversation.join_addresses()
     for chain in conversation.chains(conversation.digit_runs()):
         conversation.classify(chain)
-    conversation.follow_ups()
+    conversation.exchanges()
+    conversation.propagate_ids()
     return conversation
 
 

@@ -44,7 +44,8 @@ class Rule:
 RULES: tuple[Rule, ...] = (
     Rule(CVV, "[CVV]", "3-4 digits after a cue",
          r"security (?:code|number|digits)|cvv2?|cvc|cv2|\bcsc\b|card verification|verification (?:code|value)"
-         r"|(?:last )?(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code) on the back|back of the card"
+         r"|(?:last )?(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code) on the (?:back|reverse)"
+         r"|(?:back|reverse) of the card"
          r"|(?:three|3)[ -]digit (?:security )?(?:code|number)"
          r"|(?:four|4)[ -]digit (?:security )?code|code on the front"),  # American Express: four digits, front
     Rule(EXPIRY, "[EXPIRY]", "digits after a cue",
@@ -94,7 +95,8 @@ NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order
                                     r"|price|cost|fee\b|charged?\b"
                                     # A question declined or the check passed: what follows is no answer to it.
                                     r"|don't have (?:it|that|them|the card|my card) (?:on|with) me|rather not"
-                                    r"|prefer not|not comfortable|can't find (?:it|that|them)|don't know (?:it|that)"
+                                    r"|prefer not|comfortable (?:giving|with)|not comfortable|(?:not|won't be|don't want to) giv"
+                                    r"|can't find (?:it|that|them)|don't know (?:it|that)"
                                     r"|all matched|that's matched|you're verified|passed (?:security|verification)"
                                     # Nobody gives a birthday with its weekday: "Thursday the 14th" is a booking.
                                     r"|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
@@ -168,10 +170,19 @@ DATE = re.compile(
     rf"|\d{{4}}-\d{{2}}-\d{{2}})",
     re.IGNORECASE,
 )
+MONTH_WORD = re.compile(rf"\b(?:{_MONTH})\b", re.IGNORECASE)
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
 # Asked for the year alone, once the day and month were said ("and the year?" / "sixty one").
 YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
 YEAR_ANSWER = re.compile(r"\b(?:(?:19|20)\d{2}|\d{2})\b")
+# A digit said on its own, left as a word by the normaliser ("six not five", "four, um, two"): part of a value
+# only inside an exchange, and never "one" or "oh" (a pronoun, an interjection).
+LONE_NUMBER_WORD = re.compile(
+    rf"\b(?:{'|'.join(sorted({*UNITS, *TEENS, *TENS} - {'one', 'oh', 'o'}, key=len, reverse=True))})\b", re.IGNORECASE)
+# Asking for a value again: the exchange goes on.
+SAY_AGAIN = re.compile(r"\b(?:again|repeat|once more|one more time|say that|read (?:that|it|them)|missed|didn't catch"
+                       r"|pardon|come again|cut out|breaking up|slowly|double.check|check that|confirm)\b",
+                       re.IGNORECASE)
 # What a caller says while finding a number: a cue said before it still holds after it.
 HOLD_ON = re.compile(r"\b(?:hang on|hold on|one (?:sec|second|moment|minute)|give me a (?:sec|second|moment|minute)"
                      r"|let me (?:find|get|grab|check|look)|bear with me|take your time|no rush|no hurry|here it is"
@@ -197,23 +208,19 @@ NI_SHAPE = re.compile(r"\b(?P<prefix>(?:[a-ceghj-prstw-z]\.?[\s\-]?[a-ceghj-nprs
                       r"(?:\d[\s\-]?){5}\d[\s\-]?[a-d]\b", re.IGNORECASE)
 TWO_LETTER_WORDS = {"am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", "if", "in", "is", "it", "me", "my",
                     "no", "of", "oh", "ok", "on", "or", "so", "to", "up", "us", "we", "ya"}
-# The NI number's last letter, asked for on its own: "and the letter at the end" / "d".
-NI_SUFFIX_QUESTION = re.compile(r"\b(?:letter|suffix)\b|\b(?:at|on) the end\b", re.IGNORECASE)
+# The NI number's last letter, asked for on its own: "and the letter at the end" / "d", "what does it end with".
+NI_SUFFIX_QUESTION = re.compile(r"\b(?:letter|suffix|character)\b|\b(?:at|on) the end\b|\bend(?:s|ing)? (?:with|in)\b"
+                                r"|\b(?:last|final) (?:bit|one)\b", re.IGNORECASE)
 NI_SUFFIX = re.compile(r"\b[a-d]\b(?:\s+(?:for|as in)\s+[a-z]+)?|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
+# The letter spelt so that it can be nothing else, however long the turn: "was that D for dog?".
+NI_SUFFIX_SPELT = re.compile(r"\b[a-d]\s+(?:for|as in)\s+[a-z]+|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
+# The letter as the whole turn: "C.", "d for delta", "yes, B".
+NI_SUFFIX_ALONE = re.compile(rf"\W*(?:(?:yes|yeah|and|then|it's|its)\W+)*(?:{NI_SUFFIX.pattern})\W*", re.IGNORECASE)
 # The letter as recognisers write it when it is the whole answer: "see" for C.
 NI_SUFFIX_HEARD = re.compile(r"\W*(?:see|sea|bee|dee)\W*", re.IGNORECASE)
 # The NI number's first two letters said on their own, before its digits: "j m" / "QQ".
 NI_PREFIX_ALONE = re.compile(r"\W*(?:(?:it's|its|it is|yeah|yes|ok|okay|so)\W+)?(?P<prefix>[a-z]\.?\s?[a-z])\.?\W*",
                              re.IGNORECASE)
-# The pieces that finish, correct or read back a value just given, by its type: "no, 909" (a code), "13 57 91 c"
-# (an NI number without its letters), "the 27th" or "1947" (a date of birth).
-FOLLOW_UP_PIECES = {
-    CVV: re.compile(r"\b\d{3,4}\b|^\W*\d{1,2}\W*$"),  # a digit or two only as the whole answer ("the last one?" / "9")
-    NI: re.compile(r"\b(?:\d[\s\-]?){1,5}\d(?:[\s\-]?[a-d]\b)?", re.IGNORECASE),
-    NHS: re.compile(r"\b\d(?:[\s\-]?\d){1,9}\b"),
-    SSN: re.compile(r"\b\d(?:[\s\-]?\d){1,8}\b"),
-    DOB: re.compile(r"\b(?:the\s+)?\d{1,2}(?:st|nd|rd|th)\b|\b(?:19|20)\d{2}\b", re.IGNORECASE),
-}
 POSTCODE_UK = re.compile(r"\b[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}\b")
 POSTCODE_LOOSE = re.compile(r"\b(?:[a-z]\s?){1,2}\d(?:\s?[a-z\d])?\s*\d\s?[a-z]\s?[a-z]\b", re.IGNORECASE)
 _STREET = (r"street|st|road|rd|avenue|ave|lane|ln|drive|dr|close|court|ct|way|crescent|cres|place|pl|boulevard"
@@ -235,10 +242,11 @@ ADDRESS_QUESTION = re.compile(r"\baddress\b|\bwhich street\b|\byour street\b|\bw
 STREET_ALONE = re.compile(rf"\b(?:the\s+)?{_STREET_NAME}", re.IGNORECASE)
 _WORD = r"[^\W\d_][\w'.\-]*"  # a word in any alphabet ("Østbygatan", "Μεγάλη")
 # Street name first, house number after, as most of Europe writes it: "Hafnarstraeti 5", "Via delle Coste 41",
-# after a leading house or postal number ("86036 Rua do Arenque 1634"). The first street word must be capitalised
+# after a leading house or postal number ("86036 Rua do Arenque 1634"); never a number in thousands ("a 2017 Golf
+# with about 84,000 miles"). The first street word must be capitalised
 # and no word a month or a weekday (checked in the redactor): "14 December 2026" is a date.
 STREET_NUMBER_AFTER = re.compile(
-    rf"(?<![\d:.,])\b\d{{1,6}}\s+(?P<street>{_WORD}(?:\s+{_WORD}){{0,4}}?)\s+\d{{1,4}}[a-z]?\b")
+    rf"(?<![\d:.,])\b\d{{1,6}}\s+(?P<street>{_WORD}(?:\s+{_WORD}){{0,4}}?)\s+\d{{1,4}}[a-z]?\b(?![.,]\d)")
 CORNER = re.compile(rf"\bthe corner of\s+[^,.\n]+?\s+and\s+{_WORD}(?:\s+{_WORD}){{0,3}}", re.IGNORECASE)
 # Forces' postal addresses (US): "Unit 8505 Box 9220 / DPO AE 90744", "PSC 4355, Box 4187 / APO AP 28906",
 # "USNS Botolen / FPO AE 12382".
@@ -287,13 +295,24 @@ NOT_NAME_ANSWERS = {"speaking", "mum", "mother", "dad", "father", "son", "daught
                     "brother", "sister", "nan", "gran", "grandson", "granddaughter", "friend", "carer", "neighbour",
                     "patient", "holder", "account", "surname", "name", "first", "second", "driver", "spelt",
                     "spelled", "double", "letter", "letters", "capital"}
-# Digits that are amounts, durations or times: never sensitive, and they end a number read out in pieces.
-AMOUNT_BEFORE = re.compile(r"[£$€]\s*$")
-AMOUNT_AFTER = re.compile(
-    r"^\s*(?:pounds?|quid|dollars?|bucks|euros?|pence|p\b|cents?|percent|%|minutes?|mins?|hours?|days?|weeks?"
-    r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km)",
+# Digits that are amounts, durations, times, counts or ages, that describe a value ("three digits", "two letters,
+# six numbers") or name a thing ("option 2", "room 412", "claim 448102", "reference is 600 118 4423"): never
+# sensitive, and they end a number read out in pieces.
+AMOUNT_BEFORE = re.compile(
+    r"[£$€]\s*$|\b(?:option|press|items?|room|ward|bed|bay|flight|gate|platform|extension|ext|version|model|step|page"
+    r"|line|seat|floor|level|chapter|section|article|error|claim|order|ticket|case|invoice|booking|job|incident"
+    r"|tracking|parcel|reference|ref)\.?(?:\s+(?:number|no)\.?)?(?:\s+(?:is|was))?\s*$"
+    r"|\b(?:i'm|i am|(?:s?he|they)(?:'s| is| are)|(?:i|s?he|they)(?:'ll| will) be|turn(?:ing|ed|s)?|aged?)\s*$",
     re.IGNORECASE,
 )
+AMOUNT_AFTER = re.compile(
+    r"^[\s-]*(?:pounds?|quid|dollars?|bucks|euros?|pence|p\b|cents?|percent|%|minutes?|mins?|hours?|days?|weeks?"
+    r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km"
+    rf"|digits?|numbers?|letters?|characters?|of them|next (?:week|month|year)|in (?:{_MONTH})\b)",
+    re.IGNORECASE,
+)
+# A year something happened ("since 2019", "back in March 2016"): a piece of no ID but a date of birth.
+EVENT_YEAR = re.compile(rf"\b(?:since|from|until|till|by|back in|in)\s+(?:(?:{_MONTH})\w*\s+)?$", re.IGNORECASE)
 # Titles before a name: never a name word themselves.
 TITLES = {"Mr", "Mrs", "Ms", "Miss", "Dr", "Mister", "Doctor", "Sir", "Madam", "Prof", "Professor", "Reverend", "Rev",
           "Father", "Sister", "Lord", "Lady", "Dame"}
