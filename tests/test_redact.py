@@ -341,12 +341,23 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
     # The NI letter as the whole turn, asked for without the word "letter".
     [("agent", "NI number please"), ("customer", "QQ 40 71 38"), ("agent", "and what does it end with?"),
      ("customer", "D.")],
+    # The code asked for as recognisers spell it, or with money talk in the question.
+    [("agent", "and the c v v please"), ("customer", "five two one")],
+    [("agent", "can I take the security code to process the forty pound charge"), ("customer", "yeah it's 5 2 1")],
+    # A day said as a word, the month as a number.
+    [("agent", "and your mum's date of birth"), ("customer", "the fourth of the sixth forty two")],
 ])
 def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     texts, _ = redact(*turns)
     for text in texts[1:]:
         left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
-        assert not re.search(r"\d|\b(?:two|four|nine)\b|^\W*d\W*$", left, re.IGNORECASE), texts
+        assert not re.search(r"\d|\b(?:two|four|fourth|nine)\b|^\W*d\W*$", left, re.IGNORECASE), texts
+
+
+def test_a_whole_date_long_ago_is_a_date_of_birth_without_a_cue():
+    texts, _ = redact(("agent", "is it still the 9th of November 1974 we have?"),
+                      ("agent", "and the delivery is booked for the 9th of November 2026"))
+    assert texts == ["is it still [DOB] we have?", "and the delivery is booked for the 9th of November 2026"]
 
 
 def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
@@ -364,6 +375,11 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
     [("agent", "and the security code on the back"), ("customer", "737"),
      ("agent", "thanks, that's the payment taken, is there anything else today"),
      ("customer", "yes, my order 4471 2209 hasn't come")],
+    # An age after a date of birth, a year something happened after an NI number.
+    [("agent", "date of birth please"), ("customer", "the 3rd of March 1950"), ("agent", "lovely, so you're 76 now?"),
+     ("customer", "76 in March, yes")],
+    [("agent", "what's your national insurance number"), ("customer", "QQ 12 34 56 C"),
+     ("agent", "thanks, and you've been with us since 2019?"), ("customer", "yes, since March 2019")],
 ])
 def test_what_follows_an_id_exchange_or_describes_its_value_survives(turns):
     texts, _ = redact(*turns)

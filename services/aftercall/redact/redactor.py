@@ -4,8 +4,9 @@ Order of work: spoken numbers -> digits; self-evident patterns (e-mail, IBAN, fo
 names, places and buildings by spaCy's recogniser (redact.entities) and names introduced by a cue, each name then
 redacted at every mention in the call; an address's pieces joined ("14 Rosewood Avenue, Leeds LS6 4BQ" is one
 [ADDRESS]); digit runs classified by the cue said before them; runs that continue across turns ("4532" / "mm-hm" /
-"0151 1283 0366") are chained and judged as one number; an ID is followed into the short turns after it, where it
-is finished, corrected or read back. Card numbers keep their last four digits.
+"0151 1283 0366") are chained and judged as one number; then the exchange around each ID question: every number
+said from the question until the talk moves on is the value asked for (pieces, corrections, read-backs); last, an ID
+found once is redacted wherever it is said again. Card numbers keep their last four digits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from aftercall.core.transcript import Transcript
 from aftercall.redact import rules
@@ -41,9 +43,10 @@ _MAX_PAUSE_WORDS = 8
 _CARD_TALK_TURNS = 4
 # The NI number's last letter is said in a turn of at most this many words ("it's got a c at the end").
 _MAX_LETTER_TURN_WORDS = 8
+# A whole date at least this many years back is a date of birth.
 _ADULT_YEARS = 16
-# The values whose question opens an exchange: every number said in it is the value asked for.
-# A number longer than the value is none of it ("a product code on the back of the box" / "445 512").
+# The values whose question opens an exchange (every number said in it is the value asked for), and the most digits
+# each has: a longer number is none of it ("a product code on the back of the box" / "445 512").
 _MOST_DIGITS = {rules.CARD: 19, rules.CVV: 4, rules.NI: 6, rules.NHS: 10, rules.SSN: 9, rules.DOB: 8}
 _EXCHANGE_KINDS = tuple(_MOST_DIGITS)
 # Once this many digits were given, the value is complete: a longer turn after it is about something else.
@@ -87,6 +90,16 @@ class _Run:
     context: str | None
     amount: bool = False
     day: bool = False  # "the 20th"
+
+
+class _Asked(NamedTuple):
+    """From `position` of a turn on, the ID asked for (None: none), whether all of it was given by then, and the turn
+    its exchange opened."""
+
+    position: int
+    kind: str | None
+    complete: bool
+    since: int
 
 
 def _street_name(words: str) -> bool:
@@ -420,7 +433,8 @@ class _Conversation:
         chains: list[list[_Run]] = []
         for run in runs:
             previous = chains[-1][-1] if chains else None
-            if previous is not None and self._continues(previous, run, chains[-1][0].context):
+            if previous is not None and not _whole_card(chains[-1]) and self._continues(previous, run,
+                                                                                        chains[-1][0].context):
                 chains[-1].append(run)
             else:
                 chains.append([run])
@@ -502,15 +516,15 @@ class _Conversation:
     def exchanges(self) -> None:
         """Every number said while an ID is asked for is that ID, whatever its length or shape: the caller's answer
         in pieces, across pauses and asides, corrected, and the agent's read-back; not a number that describes the
-        value ("two letters, six numbers") or names something else ("option 2"), an amount, a time, or a number
-        longer than the value. A day ("the 2nd") only in a date of birth. An exchange opens at a cue of an ID type
-        and closes at a cue of any other type (a reference, a declined question), at a longer turn once the value
-        is complete (the talk moved on, unless to ask for it again or for its last piece), or `_MAX_QUIET_TURNS` turns after its question
-        or its last number."""
+        value ("two letters, six numbers"), is part of the question ("the last three") or names something else
+        ("option 2"), an amount, a time, or a number longer than the value. A day ("the 2nd") only in a date of
+        birth. An exchange opens at a cue of an ID type and closes at a cue of any other type (a reference, a
+        declined question), at a longer turn once the value is complete (the talk moved on, unless to ask for it
+        again or for its last piece), or `_MAX_QUIET_TURNS` turns after its question or its last number."""
         states = self._exchange_states()
         # (turn, start, end, a piece only of a date of birth): dates ("30th of September"), digit runs and days ("the
-        # 30th"), digits left as words, and a month said alone while a date of birth is still being given ("of
-        # September...").
+        # 30th", "the fourth"), digits left as words, and a month said alone while a date of birth is still being
+        # given ("of September...").
         pieces = [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                   for m in rules.DATE.finditer(text)]
         pieces += [(run.turn, run.start, rules.ORDINAL_SUFFIX.match(self.texts[run.turn], run.end).end() if run.day
@@ -518,19 +532,24 @@ class _Conversation:
         pieces += [(turn, m.start(), m.end(), False) for turn, text in enumerate(self.texts)
                    for m in rules.LONE_NUMBER_WORD.finditer(text)]
         pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
+                   for m in rules.DAY_WORD.finditer(text)]
+        pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                    if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
-                   and any(kind == rules.DOB and not complete for _, kind, complete in states[turn])
+                   and any(asked.kind == rules.DOB and not asked.complete for asked in states[turn])
                    for m in rules.MONTH_WORD.finditer(text)]
         for turn, start, end, dob_only in pieces:
             text = self.texts[turn]
-            kind = next((k for position, k, _ in reversed(states[turn]) if position <= start), None)
-            digits = re.sub(r"\D", "", text[start:end])
-            if (kind is None or _not_an_id(text, start, end, kind) or (dob_only and kind != rules.DOB)
+            asked = next(a for a in reversed(states[turn]) if a.position <= start)
+            kind, digits = asked.kind, re.sub(r"\D", "", text[start:end])
+            in_cue = any(cue_start < end and start < cue_end for cue_start, cue_end, _ in self.cues[turn])
+            if (kind is None or in_cue or _not_an_id(text, start, end, kind) or (dob_only and kind != rules.DOB)
                     or (len(digits) > _MOST_DIGITS[kind] and not _said_twice(digits))):
                 continue
-            self.add(turn, start, end, kind, count=False)
+            # Counted once per exchange: the value the other passes missed, not each piece of it.
+            new = not any(s.kind == kind and asked.since <= s.turn <= turn for s in self.spans)
+            self.add(turn, start, end, kind, count=new)
         for turn, points in enumerate(states):
-            if any(kind == rules.NI for _, kind, _ in points):
+            if any(asked.kind == rules.NI for asked in points):
                 self._ni_suffix(turn)
 
     def propagate_ids(self) -> None:
@@ -546,35 +565,36 @@ class _Conversation:
                     self.add(run.turn, run.start, run.end, kind, count=False)
                     break
 
-    def _exchange_states(self) -> list[list[tuple[int, str | None, bool]]]:
-        """Per turn, where the ID asked for changes: (position, kind or None, all of it given before this turn). A cue asks; an ID found without one
-        (a whole NI number) opens its exchange as given."""
-        states: list[list[tuple[int, str | None, bool]]] = []
-        kind, last, given = None, 0, 0
+    def _exchange_states(self) -> list[list[_Asked]]:
+        """Per turn, where the ID asked for changes. A cue asks; an ID found without one (a whole NI number) opens
+        its exchange as given."""
+        states: list[list[_Asked]] = []
+        kind, since, last, given = None, 0, 0, 0
         for turn, text in enumerate(self.texts):
             complete = kind is not None and given >= _FEWEST_DIGITS[kind]
             moved_on = (complete and len(_WORDS.findall(text)) > _MAX_ACK_WORDS
                         and not any(asks.search(text) for asks in _ASKS_AGAIN))
             if turn - last > _MAX_QUIET_TURNS or moved_on:
                 kind = None
-            points = [(0, kind, complete)]
+            points = [_Asked(0, kind, complete, since)]
             # Not a card: what follows a whole card number is its expiry or its code, not more of it.
             found = [(s.start, s.end, s.kind) for s in self.spans
                      if s.turn == turn and s.kind in _EXCHANGE_KINDS and s.kind != rules.CARD]
             for start, end, event in sorted(self.cues[turn] + found):
-                if event == rules.CARD_WORD or (event == rules.CVV_IF_CARD and not self.card_near(turn)):
-                    continue  # "is this card in your own name?": no new question
+                if (event == rules.CARD_WORD or (event == rules.CVV_IF_CARD and not self.card_near(turn))
+                        or (event == rules.NEUTRAL and rules.MONEY_WORDS.fullmatch(text[start:end]))):
+                    continue  # "is this card in your own name?", "... to process the charge": no new question
                 event = rules.CVV if event == rules.CVV_IF_CARD else event
                 if (start, end, event) in found:
                     if event != kind:
-                        kind, given = event, 0
+                        kind, since, given = event, turn, 0
                     given += len(re.findall(r"\d", text[start:end]))
                 else:
                     kind = event if event in _EXCHANGE_KINDS and self.table.enabled(event) else None
-                    given = 0
+                    since, given = turn, 0
                 last = turn
-                points.append((end, kind, kind is not None and given >= _FEWEST_DIGITS[kind]))
-            digits = len(re.findall(r"\d", text[points[-1][0]:]))
+                points.append(_Asked(end, kind, kind is not None and given >= _FEWEST_DIGITS[kind], since))
+            digits = len(re.findall(r"\d", text[points[-1].position:]))
             if kind is not None and digits:
                 last, given = turn, given + digits
             states.append(points)
@@ -589,6 +609,13 @@ class _Conversation:
                 text = text[: span.start] + span.label + text[span.end :]
             out.append(text)
         return out
+
+
+def _whole_card(chain: list[_Run]) -> bool:
+    """A card number is complete at 15 or 16 digits that pass Luhn: what follows ("and the code" / "521") is no
+    more of it, and its last four stay its own."""
+    digits = "".join(run.digits for run in chain)
+    return len(digits) in (15, 16) and luhn_valid(digits)
 
 
 def _birth_date(date: str) -> bool:

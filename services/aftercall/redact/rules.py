@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from aftercall.core.errors import ConfigError
-from aftercall.redact.numbers import MONTHS, TEENS, TENS, UNITS
+from aftercall.redact.numbers import MONTHS, ORDINALS, TEENS, TENS, UNITS
 
 CARD, CVV, EXPIRY, DOB, SSN, NI, NHS = "CARD", "CVV", "EXPIRY", "DOB", "SSN", "NI_NUMBER", "NHS_NUMBER"
 PHONE, EMAIL, ADDRESS, POSTCODE, ACCOUNT, SORT_CODE = "PHONE", "EMAIL", "ADDRESS", "POSTCODE", "ACCOUNT", "SORT_CODE"
@@ -42,25 +42,30 @@ class Rule:
 # words, names and turns types off (RuleTable); the interim pass, the final pass and the summary re-check all read
 # the one table the pipeline holds.
 RULES: tuple[Rule, ...] = (
-    Rule(CVV, "[CVV]", "3-4 digits after a cue",
-         r"security (?:code|number|digits)|cvv2?|cvc|cv2|\bcsc\b|card verification|verification (?:code|value)"
+    Rule(CVV, "[CVV]", "3-4 digits after a cue; any number in its exchange",
+         r"security (?:code|number|digits|bit)|\bc\.?[ -]?v\.?[ -]?[vc]\b\.?2?|cv2|\bcsc\b|card verification"
+         r"|verification (?:code|value|number|digits)"
          r"|(?:last )?(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code) on the (?:back|reverse)"
-         r"|(?:back|reverse) of the card"
+         r"|\b(?:the|last) (?:three|3) on the (?:back|reverse)|(?:back|reverse) of the card|by the signature"
+         r"|signature (?:strip|panel|box)|(?:turn|flip) (?:the|your) card (?:over|round)"
          r"|(?:three|3)[ -]digit (?:security )?(?:code|number)"
          r"|(?:four|4)[ -]digit (?:security )?code|code on the front"),  # American Express: four digits, front
     Rule(EXPIRY, "[EXPIRY]", "digits after a cue",
          r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
-    Rule(CARD, "[CARD]", "12-19 digits after a cue, or any Luhn-valid 13-19 digits; the last four are kept "
-         "([CARD ****0366])",
+    Rule(CARD, "[CARD]", "12-19 digits after a cue, or any Luhn-valid 13-19 digits said by one side; the last four "
+         "are kept ([CARD ****0366]); any number in its exchange",
          r"card number|long number|number on the (?:front|card)|(?:debit|credit|bank|visa|mastercard|amex) card"
          r"|card details|(?:16|sixteen) digits?|\bpan\b|\bcc\b"),  # "cc": written shorthand for a credit card
-    Rule(DOB, "[DOB]", "a date or a year after a cue, said any way",
+    Rule(DOB, "[DOB]", "a date or a year after a cue, said any way, and any number or day in its exchange; a whole "
+         "date 16+ years back",
          r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
-    Rule(SSN, "[SSN]", "NNN-NN-NNNN anywhere; 4+ digits after a cue", r"social security|\bssn\b|\bsocial\b"),
+    Rule(SSN, "[SSN]", "NNN-NN-NNNN anywhere; 4+ digits after a cue; any number in its exchange",
+         r"social security|\bssn\b|\bsocial\b"),
     Rule(NI, "[NI_NUMBER]", "two letters, six digits and A-D anywhere, split as recognisers write them "
-         "(\"q q 12 34 56 c\"); without the letter, or the letter alone, after a cue",
+         "(\"q q 12 34 56 c\"); without the letter, or the letter alone, after a cue; any number in its exchange",
          r"national insurance|\bn\.? ?i\.? number|\bni\b"),
-    Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue",
+    Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue; any "
+         "number in its exchange",
          r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
     # Recognisers hear "sort code" as "sorry, code" or "sore code".
     Rule(SORT_CODE, "[SORT_CODE]", "NN-NN-NN; 6 digits after a cue",
@@ -87,15 +92,21 @@ RULES: tuple[Rule, ...] = (
 # Cues that are no type of their own. The bare word "card" gives way to any more specific cue in the same turn
 # ("expiry date on the card"); a neutral cue ends a sensitive context so a reference read out after it survives.
 CARD_CUE = Rule(CARD_WORD, "", "", r"\bcards?\b")
-# Words that ask for the security code only while a card is being read ("and the three on the back?"), not of a
-# product's box or a phone extension.
-CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -]digits?|last (?:three|3) (?:digits|numbers)")
-NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number|amount"
-                                    r"|balance|meter|tracking|booking|policy number|customer number|membership|refund"
-                                    r"|price|cost|fee\b|charged?\b"
+# Words that ask for the security code only while a card is being read ("and the three on the back?", "and the
+# code?"), not of a product's box, a phone extension or a promotion.
+CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -](?:digits?|numbers)|last (?:three|3)\b"
+                                          r"|(?<!promo )(?<!discount )(?<!voucher )(?<!error )(?<!product )(?<!area )"
+                                          r"(?<!dialling )\bcode\b")
+# Money talk does not change what a question asks for ("the security code to process the £40 charge"); an amount
+# said after it is no ID (AMOUNT_BEFORE).
+MONEY_WORDS = re.compile(r"amount|balance|refund|price|cost|fee\b|charged?\b|total\b", re.IGNORECASE)
+NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number"
+                                    r"|meter|tracking|booking|policy number|customer number|membership|"
+                                    + MONEY_WORDS.pattern +
                                     # A question declined or the check passed: what follows is no answer to it.
                                     r"|don't have (?:it|that|them|the card|my card) (?:on|with) me|rather not"
-                                    r"|prefer not|comfortable (?:giving|with)|not comfortable|(?:not|won't be|don't want to) giv"
+                                    r"|prefer not|comfortable (?:giving|with)|not comfortable"
+                                    r"|(?:not|won't be|don't want to) giv"
                                     r"|can't find (?:it|that|them)|don't know (?:it|that)"
                                     r"|all matched|that's matched|you're verified|passed (?:security|verification)"
                                     # Nobody gives a birthday with its weekday: "Thursday the 14th" is a booking.
@@ -170,7 +181,10 @@ DATE = re.compile(
     rf"|\d{{4}}-\d{{2}}-\d{{2}})",
     re.IGNORECASE,
 )
+# A month or a day said in words, alone: pieces of a date of birth while one is being given ("the fourth of the
+# sixth", "of September...").
 MONTH_WORD = re.compile(rf"\b(?:{_MONTH})\b", re.IGNORECASE)
+DAY_WORD = re.compile(rf"\b(?:{'|'.join(sorted(ORDINALS, key=len, reverse=True))})\b", re.IGNORECASE)
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
 # Asked for the year alone, once the day and month were said ("and the year?" / "sixty one").
 YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
@@ -299,10 +313,11 @@ NOT_NAME_ANSWERS = {"speaking", "mum", "mother", "dad", "father", "son", "daught
 # six numbers") or name a thing ("option 2", "room 412", "claim 448102", "reference is 600 118 4423"): never
 # sensitive, and they end a number read out in pieces.
 AMOUNT_BEFORE = re.compile(
-    r"[£$€]\s*$|\b(?:option|press|items?|room|ward|bed|bay|flight|gate|platform|extension|ext|version|model|step|page"
-    r"|line|seat|floor|level|chapter|section|article|error|claim|order|ticket|case|invoice|booking|job|incident"
-    r"|tracking|parcel|reference|ref)\.?(?:\s+(?:number|no)\.?)?(?:\s+(?:is|was))?\s*$"
-    r"|\b(?:i'm|i am|(?:s?he|they)(?:'s| is| are)|(?:i|s?he|they)(?:'ll| will) be|turn(?:ing|ed|s)?|aged?)\s*$",
+    r"[£$€]\s*$|\b(?:option|press|items?|room|ward|bed|bay|flight|gate|platform|extension|ext|version|model|step"
+    r"|page|line|seat|floor|level|chapter|section|article|error|claim|order|ticket|case|invoice|booking|job|incident"
+    rf"|tracking|parcel|reference|ref|{MONEY_WORDS.pattern})\.?(?:\s+(?:number|no)\.?)?(?:\s+(?:is|was|of))?\s*$"
+    r"|\b(?:i'm|i am|you're|you are|(?:s?he|they)(?:'s| is| are)|(?:i|you|s?he|they)(?:'ll| will) be"
+    r"|turn(?:ing|ed|s)?|aged?)\s*(?:now\s*)?$",
     re.IGNORECASE,
 )
 AMOUNT_AFTER = re.compile(
