@@ -27,6 +27,7 @@ def redact(*turns: tuple[str, str]):
     ("double oh seven", "007"),
     ("two hundred and twelve pounds", "212 pounds"),
     ("the twelfth of March", "the 12th of March"),
+    ("march twelfth nineteen sixty eight", "march 12th 1968"),  # an ordinal ends its run: a day, then a year
     ("one of them", "one of them"),
     ("I called three times", "I called three times"),
     ("two and three", "two and three"),

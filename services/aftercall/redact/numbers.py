@@ -111,9 +111,11 @@ def normalise_numbers(text: str) -> str:
     runs: list[list[tuple[int, int, list[str]]]] = []
     for token in tokens:
         previous = runs[-1][-1] if runs else None
-        # "and" joins a run only after a scale ("two hundred and five"); "two and three" stays two numbers.
+        # "and" joins a run only after a scale ("two hundred and five"); "two and three" stays two numbers. An
+        # ordinal ends its run: "the twelfth nineteen sixty eight" is a day, then a year.
         joins_and = token[2] != ["and"] or (previous is not None and previous[2][-1] in SCALES)
-        if previous is not None and joins_and and _SEPARATOR.match(text[previous[1] : token[0]]):
+        if (previous is not None and joins_and and previous[2][-1] not in ORDINALS
+                and _SEPARATOR.match(text[previous[1] : token[0]])):
             runs[-1].append(token)
         else:
             runs.append([token])

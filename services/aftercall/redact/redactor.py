@@ -245,11 +245,6 @@ class _Conversation:
             for m in rules.YEAR_OF_BIRTH.finditer(text):
                 if self.context(turn, m.start()) == rules.DOB:
                     self.add(turn, m.start(), m.end(), rules.DOB)
-            asked = turn > 0 and rules.YEAR_QUESTION.search(self.texts[turn - 1])
-            year = (rules.YEAR_ANSWER if asked else rules.YEAR_OF_BIRTH).search(text)
-            if (year and len(_WORDS.findall(text[:year.start()])) <= 3
-                    and not rules.AMOUNT_AFTER.match(text[year.end():]) and self._date_of_birth_before(turn)):
-                self.add(turn, year.start(), year.end(), rules.DOB, count=False)  # the rest of one date
             for pattern, kind in ((rules.NI_LOOSE, rules.NI), (rules.POSTCODE_LOOSE, rules.POSTCODE)):
                 for m in pattern.finditer(text):
                     if self.context(turn, m.start()) == kind and re.search(r"\d", m.group()):
@@ -258,16 +253,6 @@ class _Conversation:
             if (prefix and self.context(turn, 0) == rules.NI
                     and re.sub(r"\W", "", prefix.group("prefix")).lower() not in rules.TWO_LETTER_WORDS):
                 self.add(turn, prefix.start("prefix"), prefix.end("prefix"), rules.NI, count=False)
-
-    def _date_of_birth_before(self, turn: int) -> bool:
-        """A date of birth was said just before, with only acknowledgements since: a year now finishes it
-        ("it's the 14th of March..." / "mm-hm" / "...1976")."""
-        for earlier in range(turn - 1, max(-1, turn - _MAX_CHAIN_TURN_GAP - 1), -1):
-            if any(s.turn == earlier and s.kind == rules.DOB for s in self.spans):
-                return True
-            if not self.is_ack(earlier):
-                return False
-        return False
 
     def _ni_suffix(self, turn: int) -> None:
         """The NI number's last letter in a turn of its exchange: asked for on its own ("and the letter at the end?" /

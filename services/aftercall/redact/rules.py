@@ -172,7 +172,7 @@ ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)\b", re.IGNORECASE)
 CLOCK_TIME = re.compile(r"\d:#|#:\d\d\b")
 
 _MONTH = "|".join(MONTHS)
-_DAY = r"\d{1,2}(?:st|nd|rd|th)?"
+_DAY = r"\d{1,2}(?:st|nd|rd|th)?\b"
 _YEAR = r"\d[\d,]{1,4}"
 DATE = re.compile(
     rf"\b(?:(?:the\s+)?{_DAY}(?:\s+of)?\s+(?:{_MONTH})\b\.?(?:,?\s+{_YEAR})?"
@@ -188,7 +188,6 @@ DAY_WORD = re.compile(rf"\b(?:{'|'.join(sorted(ORDINALS, key=len, reverse=True))
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
 # Asked for the year alone, once the day and month were said ("and the year?" / "sixty one").
 YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
-YEAR_ANSWER = re.compile(r"\b(?:(?:19|20)\d{2}|\d{2})\b")
 # A digit said on its own, left as a word by the normaliser ("six not five", "four, um, two"): part of a value
 # only inside an exchange, and never "one" or "oh" (a pronoun, an interjection).
 LONE_NUMBER_WORD = re.compile(
