@@ -347,12 +347,19 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
     [("agent", "can I take the security code to process the forty pound charge"), ("customer", "yeah it's 5 2 1")],
     # A day said as a word, the month as a number.
     [("agent", "and your mum's date of birth"), ("customer", "the fourth of the sixth forty two")],
+    # Reluctant at first, then reassured; a digit said as the whole turn.
+    [("agent", "and the security code on the back"), ("customer", "i'd rather not give that over the phone"),
+     ("agent", "it's only used to authorise this one payment and it isn't stored anywhere"),
+     ("customer", "okay go on it's two nine"), ("agent", "yep"), ("customer", "one")],
+    # The number asked for as "the ten digit number" on a hospital letter.
+    [("agent", "can you read me the ten digit number from the top of your hospital letter"),
+     ("customer", "seven six eight eight two six one four one four")],
 ])
 def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     texts, _ = redact(*turns)
     for text in texts[1:]:
         left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
-        assert not re.search(r"\d|\b(?:two|four|fourth|nine)\b|^\W*d\W*$", left, re.IGNORECASE), texts
+        assert not re.search(r"\d|\b(?:two|four|fourth|nine)\b|^\W*(?:d|one)\W*$", left, re.IGNORECASE), texts
 
 
 def test_a_whole_date_long_ago_is_a_date_of_birth_without_a_cue():
@@ -381,6 +388,18 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
      ("customer", "76 in March, yes")],
     [("agent", "what's your national insurance number"), ("customer", "QQ 12 34 56 C"),
      ("agent", "thanks, and you've been with us since 2019?"), ("customer", "yes, since March 2019")],
+    # Other business in the agent's next turns, once the whole value was given and read back.
+    [("agent", "date of birth please"), ("customer", "22.11.1958"),
+     ("agent", "thank you, I have the nurse on 12.12 at 10:20, or on the 19th at 3:40")],
+    [("agent", "social security number?"), ("customer", "360 68 1097"),
+     ("agent", "Sorry, 360-68-1097. Found it. It was rejected with code IND-031."),
+     ("agent", "Your 2022 return used the wrong figure.")],
+    # A birthday as an occasion, not a question.
+    [("customer", "i want to send flowers for my nan's ninetieth birthday"),
+     ("customer", "the one on page twelve, product code 7741")],
+    # The member's date of birth asked for, never given; dates of the plan after it.
+    [("agent", "Can I get the member's date of birth?"), ("customer", "I'm not a member yet, just comparing plans."),
+     ("agent", "No problem. Open enrollment runs from November 1 to January 15.")],
 ])
 def test_what_follows_an_id_exchange_or_describes_its_value_survives(turns):
     texts, _ = redact(*turns)

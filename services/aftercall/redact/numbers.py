@@ -103,8 +103,9 @@ def normalise_numbers(text: str) -> str:
     tokens: list[tuple[int, int, list[str]]] = []  # (start, end, lower-case parts) of number-word tokens
     for match in _WORD.finditer(text):
         start, end = match.span()
-        # Hyphenated forms ("twenty-three", "four-five-three") arrive as separate words joined by '-'.
-        if _is_number_word(match.group()):
+        # Hyphenated forms ("twenty-three", "four-five-three") arrive as separate words joined by '-'; the "o" of
+        # "o'clock" is no zero.
+        if _is_number_word(match.group()) and text[end : end + 1] != "'":
             tokens.append((start, end, [match.group().lower()]))
         elif match.group().lower() == "and":
             tokens.append((start, end, ["and"]))

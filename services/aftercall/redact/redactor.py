@@ -53,6 +53,8 @@ _EXCHANGE_KINDS = tuple(_MOST_DIGITS)
 _FEWEST_DIGITS = {rules.CARD: 15, rules.CVV: 3, rules.NI: 6, rules.NHS: 10, rules.SSN: 9, rules.DOB: 4}
 # ... unless it asks for the value again or for its last piece ("and the letter at the end?", "and the year?").
 _ASKS_AGAIN = (rules.SAY_AGAIN, rules.NI_SUFFIX_QUESTION, rules.YEAR_QUESTION)
+# Once part of a value was given, more of it in a longer turn follows within this many words.
+_MAX_GAP_WORDS = 4
 # An exchange lasts while numbers keep coming: it ends this many turns after its question or its last number.
 _MAX_QUIET_TURNS = 5
 
@@ -160,13 +162,16 @@ class _Conversation:
         if count:
             self.counts[kind] += 1
 
-    def context(self, turn: int, position: int, enabled_only: bool = False) -> str | None:
+    def context(self, turn: int, position: int, enabled_only: bool = False, same_turn: bool = False) -> str | None:
         """The kind of the last cue said before `position`: same turn, else up to two turns back, or further back
-        across pauses while the caller finds the number ("hang on" / "let me get my card out"). `enabled_only`:
-        the last cue of a type the site has not turned off."""
-        for index in range(turn, max(-1, turn - _MAX_CUE_TURNS - 1), -1):
+        across pauses while the caller finds the number ("hang on" / "let me get my card out"), never past a turn
+        that answered an ID question. `enabled_only`: the last cue of a type the site has not turned off;
+        `same_turn`: a cue in this turn only."""
+        for index in range(turn, turn - 1 if same_turn else max(-1, turn - _MAX_CUE_TURNS - 1), -1):
             if index < turn - 2 and not all(self.is_pause(t) or self.is_aside(t) for t in range(index + 1, turn)):
                 return None
+            if index < turn and any(s.turn == index + 1 < turn and s.kind in _EXCHANGE_KINDS for s in self.spans):
+                return None  # the question was answered in between ("22.11.1958" / "the nurse on 12.12")
             candidates = [c for c in self.cues[index] if (index < turn or c[1] <= position)
                           and not (enabled_only and c[2] in self.table.off)
                           and (c[2] != rules.CVV_IF_CARD or self.card_near(index))]
@@ -239,11 +244,12 @@ class _Conversation:
             if turn > 0 and rules.ADDRESS_QUESTION.search(self.texts[turn - 1]):
                 for m in rules.STREET_ALONE.finditer(text):
                     self.add(turn, m.start(), m.end(), rules.ADDRESS)
+            asked_here = self.speakers[turn] == "agent"  # see digit_runs
             for m in rules.DATE.finditer(text):
-                if self.context(turn, m.start()) == rules.DOB or _birth_date(m.group()):
+                if self.context(turn, m.start(), same_turn=asked_here) == rules.DOB or _birth_date(m.group()):
                     self.add(turn, m.start(), m.end(), rules.DOB)
             for m in rules.YEAR_OF_BIRTH.finditer(text):
-                if self.context(turn, m.start()) == rules.DOB:
+                if self.context(turn, m.start(), same_turn=asked_here) == rules.DOB:
                     self.add(turn, m.start(), m.end(), rules.DOB)
             for pattern, kind in ((rules.NI_LOOSE, rules.NI), (rules.POSTCODE_LOOSE, rules.POSTCODE)):
                 for m in pattern.finditer(text):
@@ -409,7 +415,9 @@ class _Conversation:
                 if (day and not days) or rules.CLOCK_TIME.search(text[:start] + "#" + text[end:]):
                     continue
                 digits = re.sub(r"\D", "", text[start:end])
-                context = self.context(turn, start)
+                # The agent says a value in the turn that asks for it ("can I confirm your date of birth is 3/5/80?");
+                # a number in a later agent turn is a read-back (the exchange finds it) or other business.
+                context = self.context(turn, start, same_turn=self.speakers[turn] == "agent")
                 amount = _not_an_id(text, start, end, context)
                 runs.append(_Run(turn, start, end, text[start:end], digits, context, amount, day))
         return runs
@@ -507,22 +515,24 @@ class _Conversation:
         declined question), at a longer turn once the value is complete (the talk moved on, unless to ask for it
         again or for its last piece), or `_MAX_QUIET_TURNS` turns after its question or its last number."""
         states = self._exchange_states()
-        # (turn, start, end, a piece only of a date of birth): dates ("30th of September"), digit runs and days ("the
-        # 30th", "the fourth"), digits left as words, and a month said alone while a date of birth is still being
-        # given ("of September...").
+        # (turn, start, end, a piece only of a date of birth): dates ("30th of September"), digit runs and days
+        # ("the 30th", "the fourth"), digits left as words ("one" only as the whole turn), and a month said
+        # alone while a date of birth is still being given ("of September...").
         pieces = [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                   for m in rules.DATE.finditer(text)]
         pieces += [(run.turn, run.start, rules.ORDINAL_SUFFIX.match(self.texts[run.turn], run.end).end() if run.day
                    else run.end, run.day) for run in self.digit_runs(days=True)]
         pieces += [(turn, m.start(), m.end(), False) for turn, text in enumerate(self.texts)
                    for m in rules.LONE_NUMBER_WORD.finditer(text)]
+        pieces += [(turn, m.start("digit"), m.end("digit"), False) for turn, text in enumerate(self.texts)
+                   if (m := rules.WEAK_DIGIT_ALONE.fullmatch(text))]
         pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                    for m in rules.DAY_WORD.finditer(text)]
         pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                    if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
                    and any(asked.kind == rules.DOB and not asked.complete for asked in states[turn])
                    for m in rules.MONTH_WORD.finditer(text)]
-        for turn, start, end, dob_only in pieces:
+        for turn, start, end, dob_only in sorted(pieces, key=lambda p: (p[0], p[1], -p[2])):  # in order, longest first
             text = self.texts[turn]
             asked = next(a for a in reversed(states[turn]) if a.position <= start)
             kind, digits = asked.kind, re.sub(r"\D", "", text[start:end])
@@ -530,12 +540,37 @@ class _Conversation:
             if (kind is None or in_cue or _not_an_id(text, start, end, kind) or (dob_only and kind != rules.DOB)
                     or (len(digits) > _MOST_DIGITS[kind] and not _said_twice(digits))):
                 continue
+            given = [s for s in self.spans if s.kind == kind and asked.since <= s.turn <= turn
+                     and (s.turn < turn or s.end <= start)]
+            if not given and self.speakers[turn] == "agent":
+                continue  # the agent's own numbers before any answer describe the value or are other business
+            if given and not self._answers(turn, start, end, given, asked):
+                continue
             # Counted once per exchange: the value the other passes missed, not each piece of it.
-            new = not any(s.kind == kind and asked.since <= s.turn <= turn for s in self.spans)
-            self.add(turn, start, end, kind, count=new)
+            self.add(turn, start, end, kind, count=not given)
         for turn, points in enumerate(states):
             if any(asked.kind == rules.NI for asked in points):
                 self._ni_suffix(turn)
+
+    def _answers(self, turn: int, start: int, end: int, given: list[_Span], asked: _Asked) -> bool:
+        """Once part of the value was given, a number in a longer turn is more of it only when it repeats what was given
+        (a read-back) or follows closely the value in the same turn ("25/01/1955, no, sorry, the 21st"); while the
+        value is not complete, anything the caller says, and what the agent says close to a cue or the start of the
+        turn ("sorry, was that 91...?"). Further on the talk has moved to other business ("thank you, so QQ 15 84 70
+        D; your pension started on the 1st of March")."""
+        text = self.texts[turn]
+        if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS:
+            return True
+        said = set(re.findall(r"\d+", text[start:end]))
+        if said and said <= {n for s in given for n in re.findall(r"\d+", self.texts[s.turn][s.start:s.end])}:
+            return True
+        in_turn = [s.end for s in given if s.turn == turn]
+        if not in_turn and asked.complete:
+            return False
+        if not in_turn and self.speakers[turn] != "agent":
+            return True  # the caller giving the rest after a pause ("sorry, the dog, right, where was I, 4 0 2")
+        anchor = max(in_turn + [asked.position if asked.since == turn else 0])
+        return len(_WORDS.findall(text[anchor:start])) <= _MAX_GAP_WORDS
 
     def propagate_ids(self) -> None:
         """An ID found once is redacted wherever it is said again in the call, in either channel: read back later,
@@ -569,6 +604,9 @@ class _Conversation:
                 if (event == rules.CARD_WORD or (event == rules.CVV_IF_CARD and not self.card_near(turn))
                         or (event == rules.NEUTRAL and rules.MONEY_WORDS.fullmatch(text[start:end]))):
                     continue  # "is this card in your own name?", "... to process the charge": no new question
+                if event == rules.NEUTRAL and rules.RELUCTANT.fullmatch(text[start:end]) and kind is not None:
+                    points.append(_Asked(end, None, False, since))  # open again from the next turn
+                    continue
                 event = rules.CVV if event == rules.CVV_IF_CARD else event
                 if (start, end, event) in found:
                     if event != kind:
@@ -580,7 +618,7 @@ class _Conversation:
                 last = turn
                 points.append(_Asked(end, kind, kind is not None and given >= _FEWEST_DIGITS[kind], since))
             digits = len(re.findall(r"\d", text[points[-1].position:]))
-            if kind is not None and digits:
+            if points[-1].kind is not None and digits:
                 last, given = turn, given + digits
             states.append(points)
         return states

@@ -58,7 +58,9 @@ RULES: tuple[Rule, ...] = (
          r"|card details|(?:16|sixteen) digits?|\bpan\b|\bcc\b"),  # "cc": written shorthand for a credit card
     Rule(DOB, "[DOB]", "a date or a year after a cue, said any way, and any number or day in its exchange; a whole "
          "date 16+ years back",
-         r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|birthday"),
+         # "Your birthday", not "her nineteenth birthday" (an occasion).
+         r"date of birth|birth ?date|\bborn\b|\bd\.?o\.?b\b|(?:your|his|her|their|the) birthday"
+         r"|birthday (?:is|please)"),
     Rule(SSN, "[SSN]", "NNN-NN-NNNN anywhere; 4+ digits after a cue; any number in its exchange",
          r"social security|\bssn\b|\bsocial\b"),
     Rule(NI, "[NI_NUMBER]", "two letters, six digits and A-D anywhere, split as recognisers write them "
@@ -66,7 +68,8 @@ RULES: tuple[Rule, ...] = (
          r"national insurance|\bn\.? ?i\.? number|\bni\b"),
     Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue; any "
          "number in its exchange",
-         r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"),
+         r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"
+         r"|(?:ten|10)[ -]digit number"),
     # Recognisers hear "sort code" as "sorry, code" or "sore code".
     Rule(SORT_CODE, "[SORT_CODE]", "NN-NN-NN; 6 digits after a cue",
          r"sort code|\bsor(?:ry|e),? code|routing number|\baba\b"),
@@ -100,13 +103,17 @@ CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -](?:digits
 # Money talk does not change what a question asks for ("the security code to process the £40 charge"); an amount
 # said after it is no ID (AMOUNT_BEFORE).
 MONEY_WORDS = re.compile(r"amount|balance|refund|price|cost|fee\b|charged?\b|total\b", re.IGNORECASE)
+# A caller reluctant to answer may still answer once reassured ("I'd rather not" / "it's only used for this
+# payment" / "go on then, 314"): the question stays open, and what is said after it in the same turn is no answer.
+RELUCTANT = re.compile(r"rather not|prefer not|comfortable (?:giving|with)|not comfortable"
+                       r"|(?:not|won't be|don't want to) giv", re.IGNORECASE)
 NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number"
+                                    r"|(?:permit|registration|reg|serial|model|job|booking|tracking) (?:number|no)\b"
                                     r"|meter|tracking|booking|policy number|customer number|membership|"
-                                    + MONEY_WORDS.pattern +
-                                    # A question declined or the check passed: what follows is no answer to it.
-                                    r"|don't have (?:it|that|them|the card|my card) (?:on|with) me|rather not"
-                                    r"|prefer not|comfortable (?:giving|with)|not comfortable"
-                                    r"|(?:not|won't be|don't want to) giv"
+                                    + MONEY_WORDS.pattern + "|" + RELUCTANT.pattern +
+                                    # A question that cannot be answered, or the check passed: what follows is no
+                                    # answer to it.
+                                    r"|don't have (?:it|that|them|the card|my card) (?:on|with) me"
                                     r"|can't find (?:it|that|them)|don't know (?:it|that)"
                                     r"|all matched|that's matched|you're verified|passed (?:security|verification)"
                                     # Nobody gives a birthday with its weekday: "Thursday the 14th" is a booking.
@@ -192,8 +199,11 @@ YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
 # only inside an exchange, and never "one" or "oh" (a pronoun, an interjection).
 LONE_NUMBER_WORD = re.compile(
     rf"\b(?:{'|'.join(sorted({*UNITS, *TEENS, *TENS} - {'one', 'oh', 'o'}, key=len, reverse=True))})\b", re.IGNORECASE)
+# "One" or "oh" is a digit when it is the whole turn ("it's two eight" / "yeah" / "one").
+WEAK_DIGIT_ALONE = re.compile(r"\W*(?:(?:and|then|um|er|erm|uh|it's)\W+)*(?P<digit>one|oh|o)\W*", re.IGNORECASE)
 # Asking for a value again: the exchange goes on.
-SAY_AGAIN = re.compile(r"\b(?:again|repeat|once more|one more time|say that|read (?:that|it|them)|missed|didn't catch"
+SAY_AGAIN = re.compile(r"\b(?:again|repeat|once more|one more time|say (?:that|it|them|the)|read (?:that|it|them)"
+                       r"|one at a time|spell|missed|didn't catch"
                        r"|pardon|come again|cut out|breaking up|slowly|double.check|check that|confirm)\b",
                        re.IGNORECASE)
 # What a caller says while finding a number: a cue said before it still holds after it.
@@ -226,7 +236,8 @@ NI_SUFFIX_QUESTION = re.compile(r"\b(?:letter|suffix|character)\b|\b(?:at|on) th
                                 r"|\b(?:last|final) (?:bit|one)\b", re.IGNORECASE)
 NI_SUFFIX = re.compile(r"\b[a-d]\b(?:\s+(?:for|as in)\s+[a-z]+)?|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
 # The letter spelt so that it can be nothing else, however long the turn: "was that D for dog?".
-NI_SUFFIX_SPELT = re.compile(r"\b[a-d]\s+(?:for|as in)\s+[a-z]+|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
+NI_SUFFIX_SPELT = re.compile(r"\b[a-d]\s+(?:for|as in)\s+[a-z]+|\b(?:alpha|alfa|bravo|charlie|delta)\b"
+                             r"|(?<=\bend was )[a-d]\b|(?<=\bletter was )[a-d]\b|(?<=\bend is )[a-d]\b", re.IGNORECASE)
 # The letter as the whole turn: "C.", "d for delta", "yes, B".
 NI_SUFFIX_ALONE = re.compile(rf"\W*(?:(?:yes|yeah|and|then|it's|its)\W+)*(?:{NI_SUFFIX.pattern})\W*", re.IGNORECASE)
 # The letter as recognisers write it when it is the whole answer: "see" for C.
@@ -314,9 +325,11 @@ NOT_NAME_ANSWERS = {"speaking", "mum", "mother", "dad", "father", "son", "daught
 AMOUNT_BEFORE = re.compile(
     r"[£$€]\s*$|\b(?:option|press|items?|room|ward|bed|bay|flight|gate|platform|extension|ext|version|model|step"
     r"|page|line|seat|floor|level|chapter|section|article|error|claim|order|ticket|case|invoice|booking|job|incident"
-    rf"|tracking|parcel|reference|ref|{MONEY_WORDS.pattern})\.?(?:\s+(?:number|no)\.?)?(?:\s+(?:is|was|of))?\s*$"
+    rf"|tracking|parcel|reference|ref|quote|quoting|serial|permit|product(?: code)?|(?:promo|discount|voucher) code"
+    rf"|{MONEY_WORDS.pattern})\.?(?:\s+(?:number|no)\.?)?(?:\s+(?:is|was|of))?\s*$"
+    r"|\b(?:pounds?|dollars?|euros?)\s+$"
     r"|\b(?:i'm|i am|you're|you are|(?:s?he|they)(?:'s| is| are)|(?:i|you|s?he|they)(?:'ll| will) be"
-    r"|turn(?:ing|ed|s)?|aged?)\s*(?:now\s*)?$",
+    r"|turn(?:ing|ed|s)?|aged?|under|over)\s*(?:now\s*)?$",
     re.IGNORECASE,
 )
 AMOUNT_AFTER = re.compile(
@@ -326,7 +339,8 @@ AMOUNT_AFTER = re.compile(
     re.IGNORECASE,
 )
 # A year something happened ("since 2019", "back in March 2016"): a piece of no ID but a date of birth.
-EVENT_YEAR = re.compile(rf"\b(?:since|from|until|till|by|back in|in)\s+(?:(?:{_MONTH})\w*\s+)?$", re.IGNORECASE)
+EVENT_YEAR = re.compile(rf"(?:\b(?:since|from|until|till|by|back in|in)|\b(?:19|20)\d\d\s*(?:to|and|-))\s*"
+                        rf"(?:(?:{_MONTH})\w*\s+)?$", re.IGNORECASE)
 # Titles before a name: never a name word themselves.
 TITLES = {"Mr", "Mrs", "Ms", "Miss", "Dr", "Mister", "Doctor", "Sir", "Madam", "Prof", "Professor", "Reverend", "Rev",
           "Father", "Sister", "Lord", "Lady", "Dame"}
