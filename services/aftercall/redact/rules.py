@@ -267,8 +267,8 @@ STREET_ALONE = re.compile(rf"\b(?:the\s+)?{_STREET_NAME}", re.IGNORECASE)
 _WORD = r"[^\W\d_][\w'.\-]*"  # a word in any alphabet ("Østbygatan", "Μεγάλη")
 # Street name first, house number after, as most of Europe writes it: "Hafnarstraeti 5", "Via delle Coste 41",
 # after a leading house or postal number ("86036 Rua do Arenque 1634"); never a number in thousands ("a 2017 Golf
-# with about 84,000 miles"). The first street word must be capitalised
-# and no word a month or a weekday (checked in the redactor): "14 December 2026" is a date.
+# with about 84,000 miles"). The first street word must be capitalised and no word a month or a weekday (checked in
+# the redactor): "14 December 2026" is a date.
 STREET_NUMBER_AFTER = re.compile(
     rf"(?<![\d:.,])\b\d{{1,6}}\s+(?P<street>{_WORD}(?:\s+{_WORD}){{0,4}}?)\s+\d{{1,4}}[a-z]?\b(?![.,]\d)")
 CORNER = re.compile(rf"\bthe corner of\s+[^,.\n]+?\s+and\s+{_WORD}(?:\s+{_WORD}){{0,3}}", re.IGNORECASE)
