@@ -351,15 +351,30 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
     [("agent", "and the security code on the back"), ("customer", "i'd rather not give that over the phone"),
      ("agent", "it's only used to authorise this one payment and it isn't stored anywhere"),
      ("customer", "okay go on it's two nine"), ("agent", "yep"), ("customer", "one")],
-    # The number asked for as "the ten digit number" on a hospital letter.
+    # The number asked for as "the ten digit number" on a hospital letter, or spelt "n h s".
     [("agent", "can you read me the ten digit number from the top of your hospital letter"),
      ("customer", "seven six eight eight two six one four one four")],
+    [("agent", "of course what's his n h s number"), ("customer", "he's reading it nine nine nine one three one oh "
+                                                                  "three three nine")],
+    # The NI number asked for without "national", its letters said as recognisers write them, read back regrouped.
+    [("agent", "can i have your insurance number the national one"),
+     ("customer", "yes it's queue queue four seven zero three eight eight dee")],
+    [("agent", "can you give me your national insurance number please"), ("customer", "queue queue that's two"),
+     ("customer", "then eighty one it's very faint this oh seven"), ("agent", "mm hm"),
+     ("customer", "fifty five and the letter's dee"),
+     ("agent", "lovely so that's queue queue eight one oh seven five five dee and you're calling about the payment")],
 ])
 def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     texts, _ = redact(*turns)
     for text in texts[1:]:
         left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
-        assert not re.search(r"\d|\b(?:two|four|fourth|nine)\b|^\W*(?:d|one)\W*$", left, re.IGNORECASE), texts
+        assert not re.search(r"\d|\b(?:two|four|fourth|nine|queue|dee)\b|^\W*(?:d|one)\W*$", left, re.IGNORECASE), texts
+
+
+def test_a_card_its_expiry_and_its_code_said_in_one_breath_are_judged_apart():
+    texts, _ = redact(("agent", "Card number and the little number please."),
+                      ("customer", "Card's 5105 1051 0510 5100, 11/28, 215, done."))
+    assert "215" not in texts[1] and "[CARD ****5100]" in texts[1], texts
 
 
 def test_a_whole_date_long_ago_is_a_date_of_birth_without_a_cue():
@@ -394,6 +409,9 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
     [("agent", "social security number?"), ("customer", "360 68 1097"),
      ("agent", "Sorry, 360-68-1097. Found it. It was rejected with code IND-031."),
      ("agent", "Your 2022 return used the wrong figure.")],
+    # A tax code while the NI number is asked for.
+    [("agent", "can i take your national insurance number"),
+     ("customer", "it's on my payslip hang on 1257 L no that's my tax code sorry")],
     # A birthday as an occasion, not a question.
     [("customer", "i want to send flowers for my nan's ninetieth birthday"),
      ("customer", "the one on page twelve, product code 7741")],

@@ -53,6 +53,8 @@ _EXCHANGE_KINDS = tuple(_MOST_DIGITS)
 _FEWEST_DIGITS = {rules.CARD: 15, rules.CVV: 3, rules.NI: 6, rules.NHS: 10, rules.SSN: 9, rules.DOB: 4}
 # ... unless it asks for the value again or for its last piece ("and the letter at the end?", "and the year?").
 _ASKS_AGAIN = (rules.SAY_AGAIN, rules.NI_SUFFIX_QUESTION, rules.YEAR_QUESTION)
+# A read-back of an ID given in pieces is found by at least this many of its digits in a row.
+_JOINED_DIGITS = 5
 # Once part of a value was given, more of it in a longer turn follows within this many words.
 _MAX_GAP_WORDS = 4
 # An exchange lasts while numbers keep coming: it ends this many turns after its question or its last number.
@@ -263,20 +265,30 @@ class _Conversation:
     def _ni_suffix(self, turn: int) -> None:
         """The NI number's last letter in a turn of its exchange: asked for on its own ("and the letter at the end?" /
         "d", "it's got a c at the end"), confirmed ("and that's A for alpha at the end?"), said after the number
-        ("... and then c") or as the whole turn ("C."); in a longer turn only spelt ("was that D for dog?")."""
+        ("... and then c") or as the whole turn ("C.", "see"); in a longer turn only spelt ("was that D for dog?",
+        "the letter's see") or right after the number."""
         text = self.texts[turn]
         if len(_WORDS.findall(text)) > _MAX_LETTER_TURN_WORDS:
-            for m in rules.NI_SUFFIX_SPELT.finditer(text):
+            letters = [*rules.NI_SUFFIX_SPELT.finditer(text),
+                       *(m for m in rules.NI_SUFFIX.finditer(text) if self._just_after_ni(turn, m.start()))]
+            for m in letters:
                 self.add(turn, m.start(), m.end(), rules.NI, count=False)
             return
         asked = (any(rules.NI_SUFFIX_QUESTION.search(self.texts[t]) for t in range(max(0, turn - 2), turn + 1))
                  or bool(rules.NI_SUFFIX_ALONE.fullmatch(text)))
-        if asked and rules.NI_SUFFIX_HEARD.fullmatch(text):
-            self.add(turn, 0, len(text), rules.NI, count=False)
-            return
         letters = [m for m in rules.NI_SUFFIX.finditer(text) if asked or self._just_after_ni(turn, m.start())]
         if letters:  # "it's got a c at the end": the last one
             self.add(turn, letters[-1].start(), letters[-1].end(), rules.NI, count=False)
+
+    def _ni_prefix(self, turn: int) -> None:
+        """The NI number's two letters said just before its digits ("j m [NI_NUMBER]", "Sierra Echo, ...") or said
+        as words anywhere in its exchange ("here we are, queue queue, that's two of them")."""
+        for span in [s for s in self.spans if s.turn == turn and s.kind == rules.NI]:
+            prefix = rules.NI_PREFIX_BEFORE.search(self.texts[turn][:span.start])
+            if prefix and prefix.group().split()[0].lower() not in rules.TWO_LETTER_WORDS:
+                self.add(turn, prefix.start(), span.start, rules.NI, count=False)
+        for m in rules.NI_PREFIX_SPOKEN.finditer(self.texts[turn]):
+            self.add(turn, m.start(), m.end(), rules.NI, count=False)
 
     def _just_after_ni(self, turn: int, position: int) -> bool:
         """An NI number ends at most three words before `position` in this turn ("QQ 12 34 56, and then c")."""
@@ -506,14 +518,15 @@ class _Conversation:
         elif re.fullmatch(r"\d{2}-\d{2}-\d{2}", run.text):
             self.add(run.turn, run.start, run.end, rules.SORT_CODE)
 
-    def exchanges(self) -> None:
+    def exchanges(self) -> list[list[_Asked]]:
         """Every number said while an ID is asked for is that ID, whatever its length or shape: the caller's answer
         in pieces, across pauses and asides, corrected, and the agent's read-back; not a number that describes the
         value ("two letters, six numbers"), is part of the question ("the last three") or names something else
         ("option 2"), an amount, a time, or a number longer than the value. A day ("the 2nd") only in a date of
         birth. An exchange opens at a cue of an ID type and closes at a cue of any other type (a reference, a
         declined question), at a longer turn once the value is complete (the talk moved on, unless to ask for it
-        again or for its last piece), or `_MAX_QUIET_TURNS` turns after its question or its last number."""
+        again or for its last piece), or `_MAX_QUIET_TURNS` turns after its question or its last number. Returns
+        where each ID was asked for."""
         states = self._exchange_states()
         # (turn, start, end, a piece only of a date of birth): dates ("30th of September"), digit runs and days
         # ("the 30th", "the fourth"), digits left as words ("one" only as the whole turn), and a month said
@@ -548,8 +561,14 @@ class _Conversation:
                 continue
             # Counted once per exchange: the value the other passes missed, not each piece of it.
             self.add(turn, start, end, kind, count=not given)
+        return states
+
+    def ni_letters(self, states: list[list[_Asked]]) -> None:
+        """The NI number's letters in the turns of its exchange and wherever its digits were said again."""
         for turn, points in enumerate(states):
-            if any(asked.kind == rules.NI for asked in points):
+            if any(asked.kind == rules.NI for asked in points) or any(s.turn == turn and s.kind == rules.NI
+                                                                       for s in self.spans):
+                self._ni_prefix(turn)
                 self._ni_suffix(turn)
 
     def _answers(self, turn: int, start: int, end: int, given: list[_Span], asked: _Asked) -> bool:
@@ -561,9 +580,10 @@ class _Conversation:
         text = self.texts[turn]
         if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS:
             return True
-        said = set(re.findall(r"\d+", text[start:end]))
-        if said and said <= {n for s in given for n in re.findall(r"\d+", self.texts[s.turn][s.start:s.end])}:
-            return True
+        said = re.findall(r"\d+", text[start:end])
+        pieces = self._numbers_said(given)
+        if said and (set(said) <= set(pieces) or (len("".join(said)) >= 3 and "".join(said) in "".join(pieces))):
+            return True  # read back as given, or regrouped ("eighty one" / "oh seven" / "fifty five" -> "810755")
         in_turn = [s.end for s in given if s.turn == turn]
         if not in_turn and asked.complete:
             return False
@@ -572,16 +592,32 @@ class _Conversation:
         anchor = max(in_turn + [asked.position if asked.since == turn else 0])
         return len(_WORDS.findall(text[anchor:start])) <= _MAX_GAP_WORDS
 
+    def _numbers_said(self, spans: list[_Span]) -> list[str]:
+        """The numbers in `spans`, in the order they were said."""
+        return [n for s in sorted(spans, key=lambda s: (s.turn, s.start))
+                for n in re.findall(r"\d+", self.texts[s.turn][s.start:s.end])]
+
     def propagate_ids(self) -> None:
         """An ID found once is redacted wherever it is said again in the call, in either channel: read back later,
         confirmed at the end, grouped another way ("4532 0151" / "45 32 01 51"). A number of 3 digits only as
-        itself; from 4 digits on, a number inside the ID or holding it."""
+        itself; from 4 digits on, a number inside the ID or holding it. An ID given in pieces counts as their digits
+        joined in the order said ("eighty one" / "oh seven" / "fifty five" read back as "810755")."""
         found = {(secret.kind, secret.value) for secret in self.secrets
                  if secret.kind in _EXCHANGE_KINDS and len(secret.value) >= 3}
+        joins = set()
+        for kind in _EXCHANGE_KINDS:
+            spans = [s for s in self.spans if s.kind == kind]
+            joined = "".join(self._numbers_said(spans))
+            if len(spans) > 1 and len(joined) >= _JOINED_DIGITS:
+                joins.add((kind, joined))
         for run in self.digit_runs():
-            for kind, digits in found:
-                if not run.amount and (run.digits == digits or (min(len(run.digits), len(digits)) >= 4
-                                                                and (run.digits in digits or digits in run.digits))):
+            said = run.digits
+            for kind, digits in found | joins:
+                if (kind, digits) in joins:
+                    same = len(said) >= _JOINED_DIGITS and said in digits
+                else:
+                    same = said == digits or (min(len(said), len(digits)) >= 4 and (said in digits or digits in said))
+                if same and not run.amount:
                     self.add(run.turn, run.start, run.end, kind, count=False)
                     break
 
@@ -678,8 +714,9 @@ def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table:
     conversation.join_addresses()
     for chain in conversation.chains(conversation.digit_runs()):
         conversation.classify(chain)
-    conversation.exchanges()
+    states = conversation.exchanges()
     conversation.propagate_ids()
+    conversation.ni_letters(states)
     return conversation
 
 

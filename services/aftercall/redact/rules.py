@@ -65,11 +65,11 @@ RULES: tuple[Rule, ...] = (
          r"social security|\bssn\b|\bsocial\b"),
     Rule(NI, "[NI_NUMBER]", "two letters, six digits and A-D anywhere, split as recognisers write them "
          "(\"q q 12 34 56 c\"); without the letter, or the letter alone, after a cue; any number in its exchange",
-         r"national insurance|\bn\.? ?i\.? number|\bni\b"),
+         r"national insurance|\bn\.? ?i\.? number|\bni\b|(?:your|the|my|his|her) insurance number"),
     Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue; any "
          "number in its exchange",
-         r"\bnhs\b|health (?:service |insurance )?number|medicare|medicaid|patient number|hospital number"
-         r"|(?:ten|10)[ -]digit number"),
+         r"\bnhs\b|\bn\.? h\.? s\b|health (?:service |insurance )?number|medicare|medicaid|patient number"
+         r"|hospital number|(?:ten|10)[ -]digit number"),
     # Recognisers hear "sort code" as "sorry, code" or "sore code".
     Rule(SORT_CODE, "[SORT_CODE]", "NN-NN-NN; 6 digits after a cue",
          r"sort code|\bsor(?:ry|e),? code|routing number|\baba\b"),
@@ -98,6 +98,7 @@ CARD_CUE = Rule(CARD_WORD, "", "", r"\bcards?\b")
 # Words that ask for the security code only while a card is being read ("and the three on the back?", "and the
 # code?"), not of a product's box, a phone extension or a promotion.
 CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -](?:digits?|numbers)|last (?:three|3)\b"
+                                          r"|(?:little|short) number"
                                           r"|(?<!promo )(?<!discount )(?<!voucher )(?<!error )(?<!product )(?<!area )"
                                           r"(?<!dialling )\bcode\b")
 # Money talk does not change what a question asks for ("the security code to process the £40 charge"); an amount
@@ -173,7 +174,8 @@ def _phrases(words: Iterable[str]) -> str:
 DEFAULT_TABLE = RuleTable()
 
 # A run of digits, possibly spoken in groups: "4532 0151", "4-5-3-2", "1,984", "07700 900 123".
-DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s,.\-/()]{0,3}\d)*")
+# A comma and a space end it: "5105 1051 0510 5100, 11/28, 215" is a card, its expiry and its code, judged apart.
+DIGIT_RUN = re.compile(r"\+?\(?\d(?:(?!,\s)[\s,.\-/()]{0,3}\d)*")
 ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)\b", re.IGNORECASE)
 # Tested on the text around a digit run with the run replaced by "#": "11:#" or "#:30".
 CLOCK_TIME = re.compile(r"\d:#|#:\d\d\b")
@@ -234,14 +236,26 @@ TWO_LETTER_WORDS = {"am", "an", "as", "at", "be", "by", "do", "go", "he", "hi", 
 # The NI number's last letter, asked for on its own: "and the letter at the end" / "d", "what does it end with".
 NI_SUFFIX_QUESTION = re.compile(r"\b(?:letter|suffix|character)\b|\b(?:at|on) the end\b|\bend(?:s|ing)? (?:with|in)\b"
                                 r"|\b(?:last|final) (?:bit|one)\b", re.IGNORECASE)
-NI_SUFFIX = re.compile(r"\b[a-d]\b(?:\s+(?:for|as in)\s+[a-z]+)?|\b(?:alpha|alfa|bravo|charlie|delta)\b", re.IGNORECASE)
-# The letter spelt so that it can be nothing else, however long the turn: "was that D for dog?".
-NI_SUFFIX_SPELT = re.compile(r"\b[a-d]\s+(?:for|as in)\s+[a-z]+|\b(?:alpha|alfa|bravo|charlie|delta)\b"
-                             r"|(?<=\bend was )[a-d]\b|(?<=\bletter was )[a-d]\b|(?<=\bend is )[a-d]\b", re.IGNORECASE)
-# The letter as the whole turn: "C.", "d for delta", "yes, B".
+# The letter as said and as recognisers write it: "c", "see", "dee", "C for Charlie", "delta".
+_NI_LETTER = r"(?:[a-d]|see|sea|bee|dee)"
+NI_SUFFIX = re.compile(rf"\b{_NI_LETTER}\b(?:\s+(?:for|as in)\s+[a-z]+)?|\b(?:alpha|alfa|bravo|charlie|delta)\b",
+                       re.IGNORECASE)
+# The letter said so that it can be nothing else, however long the turn: "was that D for dog?", "the letter's see",
+# "was that dee at the end".
+NI_SUFFIX_SPELT = re.compile(rf"\b{_NI_LETTER}\s+(?:for|as in)\s+[a-z]+|\b(?:alpha|alfa|bravo|charlie|delta)\b"
+                             rf"|(?<=\bend was ){_NI_LETTER}\b|(?<=\bend is ){_NI_LETTER}\b"
+                             rf"|(?<=\bletter was ){_NI_LETTER}\b|(?<=\bletter's ){_NI_LETTER}\b"
+                             rf"|(?<=\bletter is ){_NI_LETTER}\b|\b{_NI_LETTER}(?= at the end\b)", re.IGNORECASE)
+# The letter as the whole turn: "C.", "d for delta", "yes, B", "see".
 NI_SUFFIX_ALONE = re.compile(rf"\W*(?:(?:yes|yeah|and|then|it's|its)\W+)*(?:{NI_SUFFIX.pattern})\W*", re.IGNORECASE)
-# The letter as recognisers write it when it is the whole answer: "see" for C.
-NI_SUFFIX_HEARD = re.compile(r"\W*(?:see|sea|bee|dee)\W*", re.IGNORECASE)
+# The NI number's first two letters said before its digits, as recognisers write them ("queue queue", "cue cue",
+# "Quebec Quebec", "j m").
+_SPOKEN_LETTER = (r"(?:queue|cue|kew|alpha|bravo|charlie|delta|echo|foxtrot|golf|hotel|india|juliett?|kilo|lima|mike"
+                  r"|oscar|papa|quebec|romeo|sierra|tango|uniform|victor|whiskey|x-ray|yankee|zulu)")
+_LETTER_WORD = rf"(?:[a-z]|{_SPOKEN_LETTER})"
+NI_PREFIX_BEFORE = re.compile(rf"\b{_LETTER_WORD}[\s,.\-]+{_LETTER_WORD}[\s,.\-]*$", re.IGNORECASE)
+# Two letters said as words, anywhere in an NI exchange: "here we are queue queue, that's two of them".
+NI_PREFIX_SPOKEN = re.compile(rf"\b{_SPOKEN_LETTER}[\s,.\-]+{_SPOKEN_LETTER}\b", re.IGNORECASE)
 # The NI number's first two letters said on their own, before its digits: "j m" / "QQ".
 NI_PREFIX_ALONE = re.compile(r"\W*(?:(?:it's|its|it is|yeah|yes|ok|okay|so)\W+)?(?P<prefix>[a-z]\.?\s?[a-z])\.?\W*",
                              re.IGNORECASE)
@@ -335,7 +349,8 @@ AMOUNT_BEFORE = re.compile(
 AMOUNT_AFTER = re.compile(
     r"^[\s-]*(?:pounds?|quid|dollars?|bucks|euros?|pence|p\b|cents?|percent|%|minutes?|mins?|hours?|days?|weeks?"
     r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km"
-    rf"|digits?|numbers?|letters?|characters?|of them|next (?:week|month|year)|in (?:{_MONTH})\b)",
+    rf"|digits?|numbers?|letters?|characters?|of them|next (?:week|month|year)|in (?:{_MONTH})\b"
+    r"|[klmnt]\b(?!')|br\b)",  # a tax code: "1257 L", "1257L"
     re.IGNORECASE,
 )
 # A year something happened ("since 2019", "back in March 2016"): a piece of no ID but a date of birth.
