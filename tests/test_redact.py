@@ -375,6 +375,8 @@ def test_a_card_its_expiry_and_its_code_said_in_one_breath_are_judged_apart():
     texts, _ = redact(("agent", "Card number and the little number please."),
                       ("customer", "Card's 5105 1051 0510 5100, 11/28, 215, done."))
     assert "215" not in texts[1] and "[CARD ****5100]" in texts[1], texts
+    texts, _ = redact(("customer", "The reading was 1234, 5678 and 9012, all on the same meter."))
+    assert texts == ["The reading was 1234, 5678 and 9012, all on the same meter."]
 
 
 def test_a_whole_date_long_ago_is_a_date_of_birth_without_a_cue():

@@ -413,8 +413,7 @@ class _Conversation:
         """The digit runs no pass has claimed, but clock times and identifiers; `days`: "the 20th" too."""
         runs = []
         for turn, text in enumerate(self.texts):
-            for m in rules.DIGIT_RUN.finditer(text):
-                start, end = m.start(), m.end()
+            for start, end in (piece for m in rules.DIGIT_RUN.finditer(text) for piece in _after_a_card(text, m)):
                 # Trailing separators belong to the sentence, not the number.
                 while end > start and not text[end - 1].isdigit():
                     end -= 1
@@ -668,6 +667,18 @@ class _Conversation:
                 text = text[: span.start] + span.label + text[span.end :]
             out.append(text)
         return out
+
+
+def _after_a_card(text: str, run: re.Match) -> list[tuple[int, int]]:
+    """A run of digits said in one breath, split after a whole card number ("5105 1051 0510 5100, 11/28, 215": the
+    card, its expiry, its code); any other run whole."""
+    for comma in re.finditer(r",\s", run.group()):
+        digits = re.sub(r"\D", "", run.group()[:comma.start()])
+        if len(digits) in (15, 16) and luhn_valid(digits):
+            card_end = run.start() + comma.start()
+            return [(run.start(), card_end)] + [(card_end + m.start(), card_end + m.end())
+                                                for m in rules.DIGIT_PIECE.finditer(text[card_end:run.end()])]
+    return [run.span()]
 
 
 def _whole_card(chain: list[_Run]) -> bool:

@@ -174,8 +174,10 @@ def _phrases(words: Iterable[str]) -> str:
 DEFAULT_TABLE = RuleTable()
 
 # A run of digits, possibly spoken in groups: "4532 0151", "4-5-3-2", "1,984", "07700 900 123".
-# A comma and a space end it: "5105 1051 0510 5100, 11/28, 215" is a card, its expiry and its code, judged apart.
-DIGIT_RUN = re.compile(r"\+?\(?\d(?:(?!,\s)[\s,.\-/()]{0,3}\d)*")
+DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s,.\-/()]{0,3}\d)*")
+# The same, ended by a comma and a space: what follows a whole card number in one breath ("5105 1051 0510 5100, 11/28,
+# 215") is its expiry and its code, judged apart.
+DIGIT_PIECE = re.compile(r"\+?\(?\d(?:(?!,\s)[\s,.\-/()]{0,3}\d)*")
 ORDINAL_SUFFIX = re.compile(r"(?:st|nd|rd|th)\b", re.IGNORECASE)
 # Tested on the text around a digit run with the run replaced by "#": "11:#" or "#:30".
 CLOCK_TIME = re.compile(r"\d:#|#:\d\d\b")
