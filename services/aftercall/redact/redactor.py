@@ -437,8 +437,8 @@ class _Conversation:
         chains: list[list[_Run]] = []
         for run in runs:
             previous = chains[-1][-1] if chains else None
-            if previous is not None and not _whole_card(chains[-1]) and self._continues(previous, run,
-                                                                                        chains[-1][0].context):
+            whole_card = _whole_card_number("".join(r.digits for r in chains[-1])) if chains else False
+            if previous is not None and not whole_card and self._continues(previous, run, chains[-1][0].context):
                 chains[-1].append(run)
             else:
                 chains.append([run])
@@ -673,18 +673,16 @@ def _after_a_card(text: str, run: re.Match) -> list[tuple[int, int]]:
     """A run of digits said in one breath, split after a whole card number ("5105 1051 0510 5100, 11/28, 215": the
     card, its expiry, its code); any other run whole."""
     for comma in re.finditer(r",\s", run.group()):
-        digits = re.sub(r"\D", "", run.group()[:comma.start()])
-        if len(digits) in (15, 16) and luhn_valid(digits):
+        if _whole_card_number(re.sub(r"\D", "", run.group()[:comma.start()])):
             card_end = run.start() + comma.start()
             return [(run.start(), card_end)] + [(card_end + m.start(), card_end + m.end())
                                                 for m in rules.DIGIT_PIECE.finditer(text[card_end:run.end()])]
     return [run.span()]
 
 
-def _whole_card(chain: list[_Run]) -> bool:
+def _whole_card_number(digits: str) -> bool:
     """A card number is complete at 15 or 16 digits that pass Luhn: what follows ("and the code" / "521") is no
     more of it, and its last four stay its own."""
-    digits = "".join(run.digits for run in chain)
     return len(digits) in (15, 16) and luhn_valid(digits)
 
 
