@@ -25,6 +25,7 @@ def redact(*turns: tuple[str, str]):
     ("forty five thirty two", "4532"),
     ("nineteen eighty four", "1984"),
     ("double oh seven", "007"),
+    ("QQ, double 7, 40", "QQ, 77, 40"),  # a repeat word before a digit the recogniser wrote as a digit
     ("two hundred and twelve pounds", "212 pounds"),
     ("the twelfth of March", "the 12th of March"),
     ("march twelfth nineteen sixty eight", "march 12th 1968"),  # an ordinal ends its run: a day, then a year
@@ -363,12 +364,16 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
      ("customer", "then eighty one it's very faint this oh seven"), ("agent", "mm hm"),
      ("customer", "fifty five and the letter's dee"),
      ("agent", "lovely so that's queue queue eight one oh seven five five dee and you're calling about the payment")],
+    # The letter read back at the opening of the turn that moves on.
+    [("agent", "what's your national insurance number"), ("customer", "queue queue oh four oh six one two see"),
+     ("agent", "was that dee at the end"), ("customer", "no see as in cat"),
+     ("agent", "sorry see got it so your tax code's been updated and you'll get a refund in your june pay")],
 ])
 def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     texts, _ = redact(*turns)
     for text in texts[1:]:
         left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
-        assert not re.search(r"\d|\b(?:two|four|fourth|nine|queue|dee)\b|^\W*(?:d|one)\W*$", left, re.IGNORECASE), texts
+        assert not re.search(r"\d|\b(?:two|four|fourth|nine|queue|dee|see)\b|^\W*(?:d|one)\W*$", left, re.IGNORECASE), texts
 
 
 def test_a_card_its_expiry_and_its_code_said_in_one_breath_are_judged_apart():
@@ -430,6 +435,10 @@ def test_the_ni_letter_alone_counts_with_its_number():
     texts, result = redact(("agent", "national insurance number?"), ("customer", "it's ab 12 34 56"),
                            ("agent", "and the letter at the end?"), ("customer", "it is a c"))
     assert texts[1] == "it's [NI_NUMBER]" and texts[3] == "it is a [NI_NUMBER]" and result.counts["NI_NUMBER"] == 1
+    # The article after the number read back is no letter of it.
+    texts, _ = redact(("agent", "What's your National Insurance number?"), ("customer", "QQ 77 40 19 A."),
+                      ("agent", "So QQ 77 40 19 A?"), ("agent", "Your forecast is 221 pounds a week."))
+    assert texts[3] == "Your forecast is 221 pounds a week.", texts
 
 
 @pytest.mark.parametrize("off, turns", [

@@ -29,6 +29,8 @@ _NUMBER_WORDS = set(UNITS) | set(TEENS) | set(TENS) | set(SCALES) | set(REPEATS)
 _WORD = re.compile(r"[A-Za-z]+")
 _SEPARATOR = re.compile(r"^(?:\s*[,.\-]?\s*|\s+and\s+)$", re.IGNORECASE)
 _MONTH_NEAR = re.compile(r"\b(?:%s)\b" % "|".join(MONTHS), re.IGNORECASE)
+# "double 7", "triple-4": a repeat word before a digit the recogniser wrote as a digit.
+_REPEATED_DIGIT = re.compile(r"\b(double|triple)[\s-]+(\d)(?![\d.,]\d)(?!\d)", re.IGNORECASE)
 
 
 def _suffix(value: int) -> str:
@@ -100,6 +102,7 @@ def _is_number_word(token: str) -> bool:
 
 def normalise_numbers(text: str) -> str:
     """Replace runs of spoken number words with digits; everything else is kept as it is."""
+    text = _REPEATED_DIGIT.sub(lambda m: m.group(2) * REPEATS[m.group(1).lower()], text)
     tokens: list[tuple[int, int, list[str]]] = []  # (start, end, lower-case parts) of number-word tokens
     for match in _WORD.finditer(text):
         start, end = match.span()

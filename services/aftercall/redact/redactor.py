@@ -563,12 +563,24 @@ class _Conversation:
         return states
 
     def ni_letters(self, states: list[list[_Asked]]) -> None:
-        """The NI number's letters in the turns of its exchange and wherever its digits were said again."""
+        """The NI number's letters in the turns of its exchange and wherever its digits were said again; the letter
+        read back at the opening of the turn that moves on ("sorry, see, got it, so your tax code ...")."""
         for turn, points in enumerate(states):
             if any(asked.kind == rules.NI for asked in points) or any(s.turn == turn and s.kind == rules.NI
                                                                        for s in self.spans):
                 self._ni_prefix(turn)
                 self._ni_suffix(turn)
+            elif turn and any(asked.kind == rules.NI for asked in states[turn - 1]):
+                self._ni_letter_read_back(turn)
+
+    def _ni_letter_read_back(self, turn: int) -> None:
+        """Within the turn's first few words, a letter said alone earlier in the exchange; never the article "a"."""
+        given = {self.texts[s.turn][s.start:s.end].lower() for s in self.spans if s.kind == rules.NI} - {"a"}
+        text = self.texts[turn]
+        words = list(_WORDS.finditer(text))[:_MAX_GAP_WORDS]
+        for word in words:
+            if word.group().lower() in given and rules.NI_SUFFIX.fullmatch(word.group()):
+                self.add(turn, word.start(), word.end(), rules.NI, count=False)
 
     def _answers(self, turn: int, start: int, end: int, given: list[_Span], asked: _Asked) -> bool:
         """Once part of the value was given, a number in a longer turn is more of it only when it repeats what was given
