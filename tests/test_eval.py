@@ -63,6 +63,27 @@ def test_a_leak_is_any_six_digit_window_however_it_was_said():
     assert leaked("Crystal Minh", "spoke to crystal minh today") and not leaked("Crystal Minh", "spoke to [NAME]")
 
 
+def test_a_short_piece_leaks_only_where_it_was_said(tmp_path: Path):
+    """An NI pair "three eight" is no leak because "38 pounds" survives elsewhere; left in its own turn, it is."""
+    from aftercall.core.transcript import Transcript, Turn
+    from aftercall.evaluation.scoring import score_case
+    from aftercall.redact.redactor import Redactor
+
+    def leaks(question: str) -> list[str]:
+        turns = [{"speaker": "agent", "text": question},
+                 {"speaker": "customer", "text": "it starts three eight"},
+                 {"speaker": "agent", "text": "i can see two deductions of thirty eight pounds"}]
+        path = tmp_path / "case.jsonl"
+        path.write_text(json.dumps({"id": "c1", "turns": turns, "expected": {
+            "pii": [{"type": "NI", "value": "three eight"}], "pii_complete": True}}) + "\n")
+        case = load_cases(path).cases[0]
+        redaction = Redactor().redact_transcript(Transcript(tuple(Turn(t["speaker"], t["text"]) for t in turns)))
+        return score_case(case, redaction, None)["leaks"]
+
+    assert leaks("what's your national insurance number") == []
+    assert leaks("what's your favourite lottery line") == ["NI"]  # no question for it: left as said
+
+
 # -- the case format ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("document, message", [
     ({"expected": {}}, 'needs "turns"'),

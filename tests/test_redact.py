@@ -26,6 +26,9 @@ def redact(*turns: tuple[str, str]):
     ("nineteen eighty four", "1984"),
     ("double oh seven", "007"),
     ("QQ, double 7, 40", "QQ, 77, 40"),  # a repeat word before a digit the recogniser wrote as a digit
+    ("double six won three eight", "66138"),  # a digit's homophone between digits ...
+    ("i won three times", "i won three times"),  # ... and nowhere else
+    ("two for one", "two for one"),
     ("two hundred and twelve pounds", "212 pounds"),
     ("the twelfth of March", "the 12th of March"),
     ("march twelfth nineteen sixty eight", "march 12th 1968"),  # an ordinal ends its run: a day, then a year
@@ -368,12 +371,34 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
     [("agent", "what's your national insurance number"), ("customer", "queue queue oh four oh six one two see"),
      ("agent", "was that dee at the end"), ("customer", "no see as in cat"),
      ("agent", "sorry see got it so your tax code's been updated and you'll get a refund in your june pay")],
+    # The letters said before the digits at the end of a turn, as letters' names, or spelt to correct one.
+    [("agent", "can i have your national insurance number"), ("customer", "right it's on this letter hang on q q"),
+     ("agent", "take your time"), ("customer", "oh two five five"), ("customer", "nine nine a")],
+    [("agent", "what's your national insurance number"), ("customer", "em tea three eight one four nine two dee"),
+     ("agent", "so that's n t three eight one four nine two d"), ("customer", "no m for mother")],
+    # The caller still giving the code after an aside in the same turn.
+    [("agent", "can i take the security code"),
+     ("customer", "it's eight hang on the numbers have worn off eight four something")],
+    # The code asked for on the front of an Amex, with no card number said.
+    [("agent", "So the total is £846.40. It's an Amex, you said?"),
+     ("customer", "Yeah. The code's on the front, it's 7 7 1 3... No, wait, 7 1 3 7."), ("agent", "7137, thanks.")],
+    # A date of birth asked back in other forms, and its year said again.
+    [("agent", "Could you give me your date of birth?"), ("customer", "03/04/91."),
+     ("agent", "Is that the 3rd of April or March the 4th?"), ("customer", "4th of March. Sorry, I lived abroad.")],
+    [("agent", "date of birth please"), ("customer", "tenth of october"), ("agent", "and the year"),
+     ("customer", "two thousand and eight"), ("agent", "so ten ten oh eight and you're applying for the bursary")],
+    [("agent", "can i take your date of birth"), ("customer", "twenty first of the ninth nineteen ninety"),
+     ("agent", "the application has twenty first of september nineteen ninety one"),
+     ("customer", "oh i must have typed it wrong it's ninety not ninety one")],
+    [("agent", "Can I take your date of birth?"), ("customer", "24th of July."), ("agent", "And the year?"),
+     ("customer", "1970... sorry, '76. 1976.")],
 ])
 def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     texts, _ = redact(*turns)
     for text in texts[1:]:
         left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
-        assert not re.search(r"\d|\b(?:two|four|fourth|nine|queue|dee|see)\b|^\W*(?:d|one)\W*$", left, re.IGNORECASE), texts
+        words = r"\b(?:two|four|fourth|nine|ninety|queue|dee|see|em|tea|m for mother|q q)\b|^\W*(?:d|one)\W*$"
+    assert not re.search(rf"\d|{words}", left.replace("£846.40", ""), re.IGNORECASE), texts
 
 
 def test_a_card_its_expiry_and_its_code_said_in_one_breath_are_judged_apart():
@@ -425,10 +450,38 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
     # The member's date of birth asked for, never given; dates of the plan after it.
     [("agent", "Can I get the member's date of birth?"), ("customer", "I'm not a member yet, just comparing plans."),
      ("agent", "No problem. Open enrollment runs from November 1 to January 15.")],
+    # Doses and a thing's year after a date of birth; a booking on the birthday.
+    [("agent", "date of birth please"), ("customer", "the 8th of March 1957"), ("agent", "which items?"),
+     ("customer", "The omeprazole 20 mg, please.")],
+    [("agent", "Date of birth?"), ("customer", "18/12/55."), ("agent", "And what year's the car?"),
+     ("customer", "It's a 2016.")],
+    [("agent", "Can you confirm your date of birth?"), ("customer", "1st April 86."),
+     ("agent", "Thanks. The first slot is Tuesday 1st April, between 8 and 12.")],
+    # The card's last four named while its code is asked for; the topic of a helpline is no question.
+    [("agent", "and the security code"), ("customer", "nine four oh"),
+     ("agent", "lovely that's taken on the card ending 6075")],
+    [("agent", "National Insurance contributions helpline."),
+     ("customer", "Hi, I've got a gap in my record for 2019 to 2020 and I want to fill it.")],
 ])
 def test_what_follows_an_id_exchange_or_describes_its_value_survives(turns):
     texts, _ = redact(*turns)
     assert texts[-1] == turns[-1][1], texts
+
+
+def test_a_value_read_back_in_the_turn_that_moves_on_is_redacted_and_the_rest_of_the_turn_survives():
+    texts, _ = redact(("agent", "and the cvv"), ("customer", "two six oh"),
+                      ("agent", "sorry two six zero thank you that's forty four ninety nine for the headphones"))
+    assert texts[2] == "sorry [CVV] thank you that's 4499 for the headphones", texts
+    texts, _ = redact(("agent", "and just your date of birth"), ("customer", "it's the thirty first"), ("agent", "of"),
+                      ("customer", "august sixty three"),
+                      ("agent", "thirty one eight sixty three okay your collection is booked for the twelfth"))
+    assert texts[4] == "[DOB] okay your collection is booked for the twelfth", texts
+
+
+def test_a_number_on_a_medical_card_is_the_nhs_number_not_a_card():
+    texts, _ = redact(("agent", "have you got the long number from your medical card the ten digit one"),
+                      ("customer", "is that the blue card yeah it's nine three two eight eight oh four oh seven eight"))
+    assert texts[1] == "is that the blue card yeah it's [NHS_NUMBER]", texts
 
 
 def test_the_ni_letter_alone_counts_with_its_number():

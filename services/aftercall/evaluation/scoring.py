@@ -54,6 +54,17 @@ def leaked(value: str, output: str) -> bool:
     return re.search(rf"(?<!\w){re.escape(value.strip())}(?!\w)", output, re.IGNORECASE) is not None
 
 
+def _where_said(value: str, turns: tuple | None, redacted_turns: list[dict], heard: list[dict] | None) -> str:
+    """For a piece shorter than three digits (a pair of an NI number, its letter), the redacted turns it was said in:
+    elsewhere "38" may be an amount ("38 pounds") that must survive. Empty where turns cannot be matched up (audio
+    mode: the recogniser's turns) or for longer values, which count wherever they are stored."""
+    if heard is not None or not turns or len(turns) != len(redacted_turns):
+        return ""
+    if len(re.sub(r"\D", "", normalise_numbers(value))) >= 3:
+        return ""
+    return json.dumps([out for said, out in zip(turns, redacted_turns) if value in said["text"]], ensure_ascii=False)
+
+
 def _last_four(kind: str, value: str) -> bool:
     """A card's last four digits alone: kept in the clear by design ([CARD ****7291]), so never a leak."""
     return kind in ("CARD", "CREDIT_CARD") and len(re.sub(r"\D", "", normalise_numbers(value))) <= 4
@@ -97,8 +108,8 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
     score: dict[str, Any] = {"id": case.case_id, "split": case.split}
 
     sensitive = [value for _, value in expected.pii] + list(expected.must_not_appear)
-    score["leaks"] = [kind for kind, value in expected.pii
-                      if kind in LEAK_KINDS and not _last_four(kind, value) and leaked(value, stored)]
+    score["leaks"] = [kind for kind, value in expected.pii if kind in LEAK_KINDS and not _last_four(kind, value)
+                      and leaked(value, _where_said(value, case.turns, redacted_turns, heard) or stored)]
     score["leaks"] += ["must_not_appear" for value in expected.must_not_appear if leaked(value, stored)]
     if expected.pii:
         score["pii_removed"] = {}

@@ -29,6 +29,9 @@ _NUMBER_WORDS = set(UNITS) | set(TEENS) | set(TENS) | set(SCALES) | set(REPEATS)
 _WORD = re.compile(r"[A-Za-z]+")
 _SEPARATOR = re.compile(r"^(?:\s*[,.\-]?\s*|\s+and\s+)$", re.IGNORECASE)
 _MONTH_NEAR = re.compile(r"\b(?:%s)\b" % "|".join(MONTHS), re.IGNORECASE)
+# Words a recogniser writes for a digit said between digits ("six won three", "two ate"); never "for" or "to",
+# which join numbers as often ("two for one", "nine to five").
+_HOMOPHONES = {"won": "one", "ate": "eight", "tree": "three", "free": "three", "fife": "five", "niner": "nine"}
 # "double 7", "triple-4": a repeat word before a digit the recogniser wrote as a digit.
 _REPEATED_DIGIT = re.compile(r"\b(double|triple)[\s-]+(\d)(?![\d.,]\d)(?!\d)", re.IGNORECASE)
 
@@ -104,13 +107,20 @@ def normalise_numbers(text: str) -> str:
     """Replace runs of spoken number words with digits; everything else is kept as it is."""
     text = _REPEATED_DIGIT.sub(lambda m: m.group(2) * REPEATS[m.group(1).lower()], text)
     tokens: list[tuple[int, int, list[str]]] = []  # (start, end, lower-case parts) of number-word tokens
-    for match in _WORD.finditer(text):
+    words = list(_WORD.finditer(text))
+    for index, match in enumerate(words):
         start, end = match.span()
+        word = match.group().lower()
         # Hyphenated forms ("twenty-three", "four-five-three") arrive as separate words joined by '-'; the "o" of
         # "o'clock" is no zero.
-        if _is_number_word(match.group()) and text[end : end + 1] != "'":
-            tokens.append((start, end, [match.group().lower()]))
-        elif match.group().lower() == "and":
+        if _is_number_word(word) and text[end : end + 1] != "'":
+            tokens.append((start, end, [word]))
+        elif word in _HOMOPHONES and 0 < index < len(words) - 1 and all(
+                _is_number_word(near.group()) and _SEPARATOR.match(text[a:b])
+                for near, (a, b) in ((words[index - 1], (words[index - 1].end(), start)),
+                                     (words[index + 1], (end, words[index + 1].start())))):
+            tokens.append((start, end, [_HOMOPHONES[word]]))
+        elif word == "and":
             tokens.append((start, end, ["and"]))
     runs: list[list[tuple[int, int, list[str]]]] = []
     for token in tokens:

@@ -21,7 +21,7 @@ from typing import NamedTuple
 from aftercall.core.transcript import Transcript
 from aftercall.redact import rules
 from aftercall.redact.entities import EntityFinder, could_be_name, shared_finder
-from aftercall.redact.numbers import MONTHS, normalise_numbers
+from aftercall.redact.numbers import MONTHS, ORDINALS, TEENS, TENS, UNITS, normalise_numbers
 
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+(?: \*{4}\d{4})?\]")
 # A hyphenated run is one word: recognisers write "mm-hm" as "M-M-H-M", which is still a short acknowledgement.
@@ -57,6 +57,7 @@ _ASKS_AGAIN = (rules.SAY_AGAIN, rules.NI_SUFFIX_QUESTION, rules.YEAR_QUESTION)
 _JOINED_DIGITS = 5
 # Once part of a value was given, more of it in a longer turn follows within this many words.
 _MAX_GAP_WORDS = 4
+_MONTH_NUMBER = {name[:3]: number for number, name in enumerate(MONTHS[:12], 1)}
 # An exchange lasts while numbers keep coming: it ends this many turns after its question or its last number.
 _MAX_QUIET_TURNS = 5
 
@@ -97,13 +98,14 @@ class _Run:
 
 
 class _Asked(NamedTuple):
-    """From `position` of a turn on, the ID asked for (None: none), whether all of it was given by then, and the turn
-    its exchange opened."""
+    """From `position` of a turn on, the ID asked for (None: none), whether all of it was given by then, the turn
+    its exchange opened, and whether the talk has moved on in this turn (only a read-back is the value still)."""
 
     position: int
     kind: str | None
     complete: bool
     since: int
+    read_back: bool = False
 
 
 def _street_name(words: str) -> bool:
@@ -180,6 +182,10 @@ class _Conversation:
             if candidates:
                 specific = [c for c in candidates if c[2] != rules.CARD_WORD]
                 kind = (specific or candidates)[-1][2]
+                if kind == rules.CARD_WORD and index == turn and turn > 0 and not same_turn:
+                    # "is that the blue card? it's 932...": the word names the card the question was about
+                    earlier = self.context(turn - 1, len(self.texts[turn - 1]), enabled_only, same_turn=True)
+                    return earlier if earlier in _EXCHANGE_KINDS else rules.CARD
                 if kind == rules.CARD_WORD:
                     return rules.CARD
                 if kind == rules.CVV_IF_CARD:
@@ -281,14 +287,22 @@ class _Conversation:
             self.add(turn, letters[-1].start(), letters[-1].end(), rules.NI, count=False)
 
     def _ni_prefix(self, turn: int) -> None:
-        """The NI number's two letters said just before its digits ("j m [NI_NUMBER]", "Sierra Echo, ...") or said
-        as words anywhere in its exchange ("here we are, queue queue, that's two of them")."""
+        """The NI number's letters in a turn of its exchange: two said just before its digits ("j m [NI_NUMBER]",
+        "Sierra Echo, ..."), said as words anywhere ("here we are, queue queue", "em tea"), any letter spelt ("no, m
+        for mother"), and two ending a turn with no digits ("hang on, q q", "it starts Y S...")."""
         for span in [s for s in self.spans if s.turn == turn and s.kind == rules.NI]:
             prefix = rules.NI_PREFIX_BEFORE.search(self.texts[turn][:span.start])
             if prefix and prefix.group().split()[0].lower() not in rules.TWO_LETTER_WORDS:
                 self.add(turn, prefix.start(), span.start, rules.NI, count=False)
-        for m in rules.NI_PREFIX_SPOKEN.finditer(self.texts[turn]):
+        text = self.texts[turn]
+        for m in [*rules.NI_PREFIX_SPOKEN.finditer(text), *rules.NI_LETTER_SPELT.finditer(text)]:
             self.add(turn, m.start(), m.end(), rules.NI, count=False)
+        last = rules.NI_PREFIX_LAST.search(text)
+        letters = re.sub(r"\W", "", last.group("prefix")).lower() if last else ""
+        # Not a word ("is", "no"), nor "i" or a lower-case "a" (the pronoun, the article: "a b" is an ordinary "a").
+        if (letters and letters not in rules.TWO_LETTER_WORDS and "i" not in letters and not re.search(r"\d", text)
+                and not last.group("prefix").startswith("a")):
+            self.add(turn, last.start("prefix"), last.end("prefix"), rules.NI, count=False)
 
     def _just_after_ni(self, turn: int, position: int) -> bool:
         """An NI number ends at most three words before `position` in this turn ("QQ 12 34 56, and then c")."""
@@ -437,8 +451,13 @@ class _Conversation:
         chains: list[list[_Run]] = []
         for run in runs:
             previous = chains[-1][-1] if chains else None
-            whole_card = _whole_card_number("".join(r.digits for r in chains[-1])) if chains else False
-            if previous is not None and not whole_card and self._continues(previous, run, chains[-1][0].context):
+            joined = "".join(r.digits for r in chains[-1]) if chains else ""
+            context = chains[-1][0].context if chains else None
+            # A chain holds one value: a whole card number, or as many digits as its type has, ends it ("260" /
+            # "260" read back / "that's 44.99").
+            full = _whole_card_number(joined) or (context in _MOST_DIGITS and context != rules.CARD
+                                                  and len(joined) + len(run.digits) > _MOST_DIGITS[context])
+            if previous is not None and not full and self._continues(previous, run, context):
                 chains[-1].append(run)
             else:
                 chains.append([run])
@@ -517,19 +536,19 @@ class _Conversation:
         elif re.fullmatch(r"\d{2}-\d{2}-\d{2}", run.text):
             self.add(run.turn, run.start, run.end, rules.SORT_CODE)
 
-    def exchanges(self) -> list[list[_Asked]]:
+    def exchanges(self) -> None:
         """Every number said while an ID is asked for is that ID, whatever its length or shape: the caller's answer
         in pieces, across pauses and asides, corrected, and the agent's read-back; not a number that describes the
         value ("two letters, six numbers"), is part of the question ("the last three") or names something else
         ("option 2"), an amount, a time, or a number longer than the value. A day ("the 2nd") only in a date of
         birth. An exchange opens at a cue of an ID type and closes at a cue of any other type (a reference, a
         declined question), at a longer turn once the value is complete (the talk moved on, unless to ask for it
-        again or for its last piece), or `_MAX_QUIET_TURNS` turns after its question or its last number. Returns
-        where each ID was asked for."""
+        again or for its last piece; only a read-back still counts in that turn), or `_MAX_QUIET_TURNS` turns after
+        its question or its last number."""
         states = self._exchange_states()
         # (turn, start, end, a piece only of a date of birth): dates ("30th of September"), digit runs and days
-        # ("the 30th", "the fourth"), digits left as words ("one" only as the whole turn), and a month said
-        # alone while a date of birth is still being given ("of September...").
+        # ("the 30th", "the fourth"), digits left as words ("one" only as the whole turn), a year alone ("'76. 1976":
+        # each, not one run), and a month said alone while a date of birth is still being given ("of September...").
         pieces = [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                   for m in rules.DATE.finditer(text)]
         pieces += [(run.turn, run.start, rules.ORDINAL_SUFFIX.match(self.texts[run.turn], run.end).end() if run.day
@@ -540,6 +559,8 @@ class _Conversation:
                    if (m := rules.WEAK_DIGIT_ALONE.fullmatch(text))]
         pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                    for m in rules.DAY_WORD.finditer(text)]
+        pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
+                   for pattern in (rules.SHORT_YEAR, rules.YEAR_OF_BIRTH) for m in pattern.finditer(text)]
         pieces += [(turn, m.start(), m.end(), True) for turn, text in enumerate(self.texts)
                    if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
                    and any(asked.kind == rules.DOB and not asked.complete for asked in states[turn])
@@ -556,21 +577,21 @@ class _Conversation:
                      and (s.turn < turn or s.end <= start)]
             if not given and self.speakers[turn] == "agent":
                 continue  # the agent's own numbers before any answer describe the value or are other business
-            if given and not self._answers(turn, start, end, given, asked):
+            if given and not self._answers(turn, start, end, given, asked) or asked.read_back and not given:
                 continue
             # Counted once per exchange: the value the other passes missed, not each piece of it.
             self.add(turn, start, end, kind, count=not given)
-        return states
 
-    def ni_letters(self, states: list[list[_Asked]]) -> None:
-        """The NI number's letters in the turns of its exchange and wherever its digits were said again; the letter
-        read back at the opening of the turn that moves on ("sorry, see, got it, so your tax code ...")."""
-        for turn, points in enumerate(states):
-            if any(asked.kind == rules.NI for asked in points) or any(s.turn == turn and s.kind == rules.NI
-                                                                       for s in self.spans):
+    def ni_letters(self) -> None:
+        """The NI number's letters in the turns of its exchange (opened by a question, or by its digits wherever
+        they were said again) and wherever its digits were said; the letter read back at the opening of the turn
+        that moves on ("sorry, see, got it, so your tax code ...")."""
+        for turn, points in enumerate(self._exchange_states()):
+            if any(asked.kind == rules.NI and not asked.read_back for asked in points) or any(
+                    s.turn == turn and s.kind == rules.NI for s in self.spans):
                 self._ni_prefix(turn)
                 self._ni_suffix(turn)
-            elif turn and any(asked.kind == rules.NI for asked in states[turn - 1]):
+            if any(asked.kind == rules.NI and asked.read_back for asked in points):
                 self._ni_letter_read_back(turn)
 
     def _ni_letter_read_back(self, turn: int) -> None:
@@ -589,19 +610,33 @@ class _Conversation:
         turn ("sorry, was that 91...?"). Further on the talk has moved to other business ("thank you, so QQ 15 84 70
         D; your pension started on the 1st of March")."""
         text = self.texts[turn]
-        if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS:
-            return True
         said = re.findall(r"\d+", text[start:end])
         pieces = self._numbers_said(given)
+        if asked.kind == rules.DOB and self._year_said_again(text[start:end]):
+            return True  # its year said again another way ("it's ninety, not ninety one" / "1990")
         if said and (set(said) <= set(pieces) or (len("".join(said)) >= 3 and "".join(said) in "".join(pieces))):
-            return True  # read back as given, or regrouped ("eighty one" / "oh seven" / "fifty five" -> "810755")
+            # read back as given, or regrouped ("eighty one" / "oh seven" / "fifty five" -> "810755"); once the talk
+            # moved on, not a lone digit that happens to be one of the value's ("that's 2 pounds")
+            return not asked.read_back or len("".join(said)) >= 3
+        if asked.read_back:
+            return False
+        if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS:
+            return True
         in_turn = [s.end for s in given if s.turn == turn]
         if not in_turn and asked.complete:
             return False
-        if not in_turn and self.speakers[turn] != "agent":
+        if self.speakers[turn] != "agent" and len("".join(pieces)) < _FEWEST_DIGITS[asked.kind]:
             return True  # the caller giving the rest after a pause ("sorry, the dog, right, where was I, 4 0 2")
         anchor = max(in_turn + [asked.position if asked.since == turn else 0])
         return len(_WORDS.findall(text[anchor:start])) <= _MAX_GAP_WORDS
+
+    def _year_said_again(self, piece: str) -> bool:
+        """`piece` says the year of a date of birth given in the call ("ninety" / "1990", "'76" / "1976")."""
+        years = {y for s in self.spans if s.kind == rules.DOB
+                 for kind, year in _date_pieces(self.texts[s.turn][s.start:s.end]) if kind == "year"
+                 for y in (year, year % 100)}
+        said = re.findall(r"\d+", _as_digits(piece))
+        return bool(said) and {int(n) for n in said} <= years
 
     def _numbers_said(self, spans: list[_Span]) -> list[str]:
         """The numbers in `spans`, in the order they were said."""
@@ -632,6 +667,41 @@ class _Conversation:
                     self.add(run.turn, run.start, run.end, kind, count=False)
                     break
 
+    def propagate_dates_of_birth(self) -> None:
+        """A date of birth found once is redacted wherever it is said again in another form: "03/04/91" asked back
+        as "the 3rd of April or March the 4th?", "the tenth of October" / "2008" read back as "ten ten oh eight"
+        (101008), "23rd of September, '87" as "23/09/87". Its day, month and year are read from every piece of it
+        said in the call; a date with its day and month, or a run of 4+ digits that writes them (with a year or
+        not, either order, zero-padded or not), is it."""
+        days, months, years = set(), set(), set()
+        for span in (s for s in self.spans if s.kind == rules.DOB):
+            said = self.texts[span.turn][span.start:span.end]
+            for kind, value in _date_pieces(said):
+                {"day": days, "month": months, "year": years}[kind].add(value)
+        if not (days and months):
+            return
+        for turn, text in enumerate(self.texts):
+            for m in rules.DATE.finditer(text):
+                pieces = set(_date_pieces(m.group()))
+                other_year = any(kind == "year" and value % 100 not in {y % 100 for y in years}
+                                 for kind, value in pieces)
+                inside = [s for s in self.spans if s.turn == turn and m.start() <= s.start and s.end <= m.end()
+                          and s.kind == rules.DOB]
+                overlapping = [s for s in self.spans if s.turn == turn and s.start < m.end() and m.start() < s.end]
+                if (any(s not in inside for s in overlapping) or rules.WEEKDAY_BEFORE.search(text[:m.start()])
+                        or other_year):
+                    continue  # "Tuesday 1st April", "the 9th of November 2026": a booking on the day
+                if any(("day", d) in pieces and ("month", mo) in pieces for d in days for mo in months):
+                    for span in inside:  # "19th of july [DOB]": the whole date, not the year the exchange took
+                        self.spans.remove(span)
+                    self.add(turn, m.start(), m.end(), rules.DOB, count=False)
+        year_forms = {""} | {str(y) for y in years} | {f"{y % 100:02}" for y in years}
+        written = {f"{a}{b}{y}" for d in days for mo in months for y in year_forms
+                   for a, b in ((d, mo), (mo, d), (f"{d:02}", f"{mo:02}"), (f"{mo:02}", f"{d:02}"))}
+        for run in self.digit_runs():
+            if len(run.digits) >= 4 and run.digits in written and not run.amount:
+                self.add(run.turn, run.start, run.end, rules.DOB, count=False)
+
     def _exchange_states(self) -> list[list[_Asked]]:
         """Per turn, where the ID asked for changes. A cue asks; an ID found without one (a whole NI number) opens
         its exchange as given."""
@@ -641,9 +711,11 @@ class _Conversation:
             complete = kind is not None and given >= _FEWEST_DIGITS[kind]
             moved_on = (complete and len(_WORDS.findall(text)) > _MAX_ACK_WORDS
                         and not any(asks.search(text) for asks in _ASKS_AGAIN))
-            if turn - last > _MAX_QUIET_TURNS or moved_on:
+            if turn - last > _MAX_QUIET_TURNS:
                 kind = None
-            points = [_Asked(0, kind, complete, since)]
+            points = [_Asked(0, kind, complete, since, read_back=moved_on)]
+            if moved_on:  # "sorry, 2 6 0, thank you, that's 44.99": read back, then other business
+                kind = None
             # Not a card: what follows a whole card number is its expiry or its code, not more of it.
             found = [(s.start, s.end, s.kind) for s in self.spans
                      if s.turn == turn and s.kind in _EXCHANGE_KINDS and s.kind != rules.CARD]
@@ -658,13 +730,13 @@ class _Conversation:
                 if (start, end, event) in found:
                     if event != kind:
                         kind, since, given = event, turn, 0
-                    given += len(re.findall(r"\d", text[start:end]))
+                    given += _digits_given(event, text[start:end])
                 else:
                     kind = event if event in _EXCHANGE_KINDS and self.table.enabled(event) else None
                     since, given = turn, 0
                 last = turn
                 points.append(_Asked(end, kind, kind is not None and given >= _FEWEST_DIGITS[kind], since))
-            digits = len(re.findall(r"\d", text[points[-1].position:]))
+            digits = _digits_given(points[-1].kind, text[points[-1].position:])
             if points[-1].kind is not None and digits:
                 last, given = turn, given + digits
             states.append(points)
@@ -698,6 +770,45 @@ def _whole_card_number(digits: str) -> bool:
     return len(digits) in (15, 16) and luhn_valid(digits)
 
 
+def _digits_given(kind: str | None, piece: str) -> int:
+    """How much of a value `piece` gives, in digits; a month named in a date of birth counts as its two ("1st April
+    86" is a whole date)."""
+    digits = len(re.findall(r"\d", piece))
+    return digits + 2 * len(rules.MONTH_WORD.findall(piece)) if kind == rules.DOB else digits
+
+
+def _as_digits(piece: str) -> str:
+    """A number word the normaliser left alone ("ninety", "six") as its digits; anything else as it is."""
+    word = piece.lower()
+    return str(UNITS.get(word, TEENS.get(word, TENS.get(word, piece))))
+
+
+def _date_pieces(said: str) -> Iterator[tuple[str, int]]:
+    """The day, month and year a piece of a date says ("the 4th of March", "03/04/91": both orders, "August 63",
+    "'87", "1987", "the nineteenth"), as ("day" | "month" | "year", value); a 2-digit year as itself (87)."""
+    numeric = re.fullmatch(r"\D*(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2}|\d{4})\D*", said)
+    if numeric:
+        first, second, year = (int(n) for n in numeric.groups())
+        for day, month in ((first, second), (second, first)):
+            if 1 <= day <= 31 and 1 <= month <= 12:
+                yield "day", day
+                yield "month", month
+        yield "year", year
+        return
+    for m in rules.MONTH_WORD.finditer(said):
+        yield "month", _MONTH_NUMBER[m.group().lower()[:3]]
+    for m in rules.DAY_WORD.finditer(said):  # "the nineteenth" said alone stays a word
+        yield "day", ORDINALS[m.group().lower()]
+    for m in re.finditer(r"(?<![\d'])(\d{1,2})(st|nd|rd|th)?(?!\d)|'(\d{2})\b|\b((?:19|20)\d{2})\b", said):
+        day, ordinal, short_year, year = m.groups()
+        if year or short_year:
+            yield "year", int(year or short_year)
+        elif ordinal or int(day) > 31:
+            yield ("day", int(day)) if ordinal else ("year", int(day))
+        elif rules.MONTH_WORD.search(said):
+            yield "day" if int(day) <= 31 else "year", int(day)
+
+
 def _birth_date(date: str) -> bool:
     """A whole date (day, month and year) at least `_ADULT_YEARS` back is somebody's date of birth, cue or not
     ("is it still the 9th of November 1974 we have?"): appointments, deliveries and bills are recent."""
@@ -706,12 +817,14 @@ def _birth_date(date: str) -> bool:
 
 
 def _not_an_id(text: str, start: int, end: int, kind: str | None) -> bool:
-    """The number at `start:end` is an amount, a time, a count, an age, a thing's number or (asked for anything but
-    a date of birth) the year something happened: never a piece of an ID."""
+    """The number at `start:end` is an amount, a time, a count, an age, a thing's number, a card's last four named as
+    such or (asked for anything but a date of birth) the year something happened: never a piece of an ID."""
     before, after = text[:start], text[end:]
     year = re.fullmatch(r"(?:19|20)\d\d", re.sub(r"\D", "", text[start:end]))
     return bool(rules.AMOUNT_BEFORE.search(before) or rules.AMOUNT_AFTER.match(after)
-                or (year and kind != rules.DOB and rules.EVENT_YEAR.search(before)))
+                or (year and (kind != rules.DOB and rules.EVENT_YEAR.search(before) or rules.A_THING.search(before)))
+                or (kind in (rules.CVV, rules.CARD) and rules.CARD_TAIL.search(before))
+                or bool(re.fullmatch(r"\d{1,4}\.\d{2}", text[start:end])))  # a price: "44.99"
 
 
 def _said_twice(digits: str) -> bool:
@@ -735,9 +848,10 @@ def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table:
     conversation.join_addresses()
     for chain in conversation.chains(conversation.digit_runs()):
         conversation.classify(chain)
-    states = conversation.exchanges()
+    conversation.exchanges()
     conversation.propagate_ids()
-    conversation.ni_letters(states)
+    conversation.propagate_dates_of_birth()
+    conversation.ni_letters()
     return conversation
 
 

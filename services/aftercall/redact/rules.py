@@ -65,11 +65,13 @@ RULES: tuple[Rule, ...] = (
          r"social security|\bssn\b|\bsocial\b"),
     Rule(NI, "[NI_NUMBER]", "two letters, six digits and A-D anywhere, split as recognisers write them "
          "(\"q q 12 34 56 c\"); without the letter, or the letter alone, after a cue; any number in its exchange",
-         r"national insurance|\bn\.? ?i\.? number|\bni\b|(?:your|the|my|his|her) insurance number"),
+         # "The National Insurance contributions helpline": the topic, not a question.
+         r"national insurance(?!\s+(?:contributions?|helpline|credits?|record|class|team|office|line|rates?)\b)"
+         r"|\bn\.? ?i\.? number|\bni\b|(?:your|the|my|his|her) insurance number"),
     Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue; any "
          "number in its exchange",
          r"\bnhs\b|\bn\.? h\.? s\b|health (?:service |insurance )?number|medicare|medicaid|patient number"
-         r"|hospital number|(?:ten|10)[ -]digit number"),
+         r"|hospital number|(?:ten|10)[ -]digit (?:number|one)|medical card"),
     # Recognisers hear "sort code" as "sorry, code" or "sore code".
     Rule(SORT_CODE, "[SORT_CODE]", "NN-NN-NN; 6 digits after a cue",
          r"sort code|\bsor(?:ry|e),? code|routing number|\baba\b"),
@@ -94,7 +96,7 @@ RULES: tuple[Rule, ...] = (
 )
 # Cues that are no type of their own. The bare word "card" gives way to any more specific cue in the same turn
 # ("expiry date on the card"); a neutral cue ends a sensitive context so a reference read out after it survives.
-CARD_CUE = Rule(CARD_WORD, "", "", r"\bcards?\b")
+CARD_CUE = Rule(CARD_WORD, "", "", r"(?<!medical )\bcards?\b|\bamex\b|american express|mastercard|maestro")
 # Words that ask for the security code only while a card is being read ("and the three on the back?", "and the
 # code?"), not of a product's box, a phone extension or a promotion.
 CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -](?:digits?|numbers)|last (?:three|3)\b"
@@ -108,6 +110,9 @@ MONEY_WORDS = re.compile(r"amount|balance|refund|price|cost|fee\b|charged?\b|tot
 # payment" / "go on then, 314"): the question stays open, and what is said after it in the same turn is no answer.
 RELUCTANT = re.compile(r"rather not|prefer not|comfortable (?:giving|with)|not comfortable"
                        r"|(?:not|won't be|don't want to) giv", re.IGNORECASE)
+WEEKDAYS = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+# "Tuesday 1st April": a booking, whatever day it falls on.
+WEEKDAY_BEFORE = re.compile(rf"\b(?:{WEEKDAYS})\W*(?:the\s+)?$", re.IGNORECASE)
 NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number"
                                     r"|(?:permit|registration|reg|serial|model|job|booking|tracking) (?:number|no)\b"
                                     r"|meter|tracking|booking|policy number|customer number|membership|"
@@ -118,7 +123,7 @@ NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order
                                     r"|can't find (?:it|that|them)|don't know (?:it|that)"
                                     r"|all matched|that's matched|you're verified|passed (?:security|verification)"
                                     # Nobody gives a birthday with its weekday: "Thursday the 14th" is a booking.
-                                    r"|monday|tuesday|wednesday|thursday|friday|saturday|sunday")
+                                    r"|" + WEEKDAYS)
 RULE_BY_KIND = {rule.kind: rule for rule in RULES}
 # PCI DSS: a card number or its security code is never stored in the clear, whatever a site asks.
 ALWAYS_ON = frozenset({CARD, CVV})
@@ -197,6 +202,7 @@ DATE = re.compile(
 MONTH_WORD = re.compile(rf"\b(?:{_MONTH})\b", re.IGNORECASE)
 DAY_WORD = re.compile(rf"\b(?:{'|'.join(sorted(ORDINALS, key=len, reverse=True))})\b", re.IGNORECASE)
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
+SHORT_YEAR = re.compile(r"'\d{2}\b")  # "No, sorry, '87."
 # Asked for the year alone, once the day and month were said ("and the year?" / "sixty one").
 YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
 # A digit said on its own, left as a word by the normaliser ("six not five", "four, um, two"): part of a value
@@ -253,11 +259,18 @@ NI_SUFFIX_ALONE = re.compile(rf"\W*(?:(?:yes|yeah|and|then|it's|its)\W+)*(?:{NI_
 # The NI number's first two letters said before its digits, as recognisers write them ("queue queue", "cue cue",
 # "Quebec Quebec", "j m").
 _SPOKEN_LETTER = (r"(?:queue|cue|kew|alpha|bravo|charlie|delta|echo|foxtrot|golf|hotel|india|juliett?|kilo|lima|mike"
-                  r"|oscar|papa|quebec|romeo|sierra|tango|uniform|victor|whiskey|x-ray|yankee|zulu)")
+                  r"|oscar|papa|quebec|romeo|sierra|tango|uniform|victor|whiskey|x-ray|yankee|zulu"
+                  # letters' names as recognisers write them ("em tea", "tea double you"); not "are", "you", "why"
+                  r"|em|en|tea|tee|double you|ess|jay|kay|pee|ex|zed|zee|aitch|gee|vee|wye|bee|see|sea|dee)")
 _LETTER_WORD = rf"(?:[a-z]|{_SPOKEN_LETTER})"
 NI_PREFIX_BEFORE = re.compile(rf"\b{_LETTER_WORD}[\s,.\-]+{_LETTER_WORD}[\s,.\-]*$", re.IGNORECASE)
 # Two letters said as words, anywhere in an NI exchange: "here we are queue queue, that's two of them".
 NI_PREFIX_SPOKEN = re.compile(rf"\b{_SPOKEN_LETTER}[\s,.\-]+{_SPOKEN_LETTER}\b", re.IGNORECASE)
+# Two letters ending a turn, in an NI exchange before its digits: "hang on, q q", "it starts Y S...", "Y S, yep."
+NI_PREFIX_LAST = re.compile(r"\b(?P<prefix>[a-z]\.?[\s,\-]+[a-z])\b\.?"
+                            r"(?=(?:\W*\b(?:yep|yes|yeah|ok|okay|right|then|and|so|um|er|erm)\b)*\W*$)", re.IGNORECASE)
+# Any letter spelt in an NI exchange: "no, m for mother"; not "a" or "i", which are words ("a for effort").
+NI_LETTER_SPELT = re.compile(r"\b[b-hj-z]\s+(?:for|as in)\s+[a-z]+", re.IGNORECASE)
 # The NI number's first two letters said on their own, before its digits: "j m" / "QQ".
 NI_PREFIX_ALONE = re.compile(r"\W*(?:(?:it's|its|it is|yeah|yes|ok|okay|so)\W+)?(?P<prefix>[a-z]\.?\s?[a-z])\.?\W*",
                              re.IGNORECASE)
@@ -350,7 +363,8 @@ AMOUNT_BEFORE = re.compile(
 )
 AMOUNT_AFTER = re.compile(
     r"^[\s-]*(?:pounds?|quid|dollars?|bucks|euros?|pence|p\b|cents?|percent|%|minutes?|mins?|hours?|days?|weeks?"
-    r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km"
+    r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km|kwh|units?"
+    r"|mg\b|milligrams?|micrograms?|mcg|ml\b|millilitres?|tablets?|capsules?|puffs?|doses?"
     rf"|digits?|numbers?|letters?|characters?|of them|next (?:week|month|year)|in (?:{_MONTH})\b"
     r"|[klmnt]\b(?!')|br\b)",  # a tax code: "1257 L", "1257L"
     re.IGNORECASE,
@@ -358,6 +372,11 @@ AMOUNT_AFTER = re.compile(
 # A year something happened ("since 2019", "back in March 2016"): a piece of no ID but a date of birth.
 EVENT_YEAR = re.compile(rf"(?:\b(?:since|from|until|till|by|back in|in)|\b(?:19|20)\d\d\s*(?:to|and|-))\s*"
                         rf"(?:(?:{_MONTH})\w*\s+)?$", re.IGNORECASE)
+# A card's last four digits named as such, while its code is asked for: "taken on the card ending 6075".
+CARD_TAIL = re.compile(r"\b(?:ending(?: in| with)?|ends (?:in|with)|last four(?: digits)?(?: are| is)?)\s*$",
+                       re.IGNORECASE)
+# A year that names a thing ("it's a 2016", "an 1980s one"): no date of birth.
+A_THING = re.compile(r"\b(?:a|an)\s+$", re.IGNORECASE)
 # Titles before a name: never a name word themselves.
 TITLES = {"Mr", "Mrs", "Ms", "Miss", "Dr", "Mister", "Doctor", "Sir", "Madam", "Prof", "Professor", "Reverend", "Rev",
           "Father", "Sister", "Lord", "Lady", "Dame"}
