@@ -392,12 +392,22 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
      ("customer", "oh i must have typed it wrong it's ninety not ninety one")],
     [("agent", "Can I take your date of birth?"), ("customer", "24th of July."), ("agent", "And the year?"),
      ("customer", "1970... sorry, '76. 1976.")],
+    [("agent", "what is your date of birth"), ("customer", "the fifth of november"), ("agent", "and the year"),
+     ("customer", "nineteen forty"), ("agent", "so you are eighty six, lovely, bonfire night"),
+     ("customer", "yes fifth of the eleventh forty")],
+    # Short turns while the caller finds the card wait for the value.
+    [("agent", "the last three digits on the signature strip"), ("customer", "ok"), ("agent", "whenever you're ready"),
+     ("customer", "ok so it's er"), ("agent", "take your time"), ("customer", "it's not easy to read"),
+     ("customer", "two"), ("customer", "eight"), ("customer", "five")],
+    # The letters run together before a comma, the last one spelt with a word the entity recogniser takes for a name.
+    [("agent", "Can I take your National Insurance number?"), ("customer", "Yes, it is QQ, 12, 34, 56, C for Charlie.")],
 ])
 def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     texts, _ = redact(*turns)
     for text in texts[1:]:
         left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
-        words = r"\b(?:two|four|fourth|nine|ninety|queue|dee|see|em|tea|m for mother|q q)\b|^\W*(?:d|one)\W*$"
+        words = (r"\b(?:two|four|fourth|nine|ninety|forty|fifth|eight|five|queue|dee|see|em|tea|m for mother|q q|qq"
+             r"|c for)\b|^\W*(?:d|one)\W*$")
     assert not re.search(rf"\d|{words}", left.replace("£846.40", ""), re.IGNORECASE), texts
 
 
@@ -457,6 +467,8 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
      ("customer", "It's a 2016.")],
     [("agent", "Can you confirm your date of birth?"), ("customer", "1st April 86."),
      ("agent", "Thanks. The first slot is Tuesday 1st April, between 8 and 12.")],
+    # A count of things while a code is asked for.
+    [("agent", "Can you read me the three digits on the back?"), ("customer", "I've got two cards, which one?")],
     # The card's last four named while its code is asked for; the topic of a helpline is no question.
     [("agent", "and the security code"), ("customer", "nine four oh"),
      ("agent", "lovely that's taken on the card ending 6075")],

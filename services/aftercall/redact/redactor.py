@@ -58,7 +58,8 @@ _JOINED_DIGITS = 5
 # Once part of a value was given, more of it in a longer turn follows within this many words.
 _MAX_GAP_WORDS = 4
 _MONTH_NUMBER = {name[:3]: number for number, name in enumerate(MONTHS[:12], 1)}
-# An exchange lasts while numbers keep coming: it ends this many turns after its question or its last number.
+# An exchange lasts while numbers keep coming: it ends this many longer turns after its question or its last number
+# (twice as many short ones).
 _MAX_QUIET_TURNS = 5
 
 
@@ -224,6 +225,10 @@ class _Conversation:
         no cue of any type."""
         return not re.search(r"\d", self.texts[turn]) and not self.cues[turn]
 
+    def is_short(self, turn: int) -> bool:
+        text = self.texts[turn]
+        return not re.search(r"\d", text) and len(_WORDS.findall(text)) <= _MAX_PAUSE_WORDS
+
     def is_ack(self, turn: int) -> bool:
         text = self.texts[turn]
         return not re.search(r"\d", text) and len(_WORDS.findall(text)) <= _MAX_ACK_WORDS
@@ -278,13 +283,13 @@ class _Conversation:
             letters = [*rules.NI_SUFFIX_SPELT.finditer(text),
                        *(m for m in rules.NI_SUFFIX.finditer(text) if self._just_after_ni(turn, m.start()))]
             for m in letters:
-                self.add(turn, m.start(), m.end(), rules.NI, count=False)
+                self._add_letters(turn, m.start(), m.end())
             return
         asked = (any(rules.NI_SUFFIX_QUESTION.search(self.texts[t]) for t in range(max(0, turn - 2), turn + 1))
                  or bool(rules.NI_SUFFIX_ALONE.fullmatch(text)))
         letters = [m for m in rules.NI_SUFFIX.finditer(text) if asked or self._just_after_ni(turn, m.start())]
         if letters:  # "it's got a c at the end": the last one
-            self.add(turn, letters[-1].start(), letters[-1].end(), rules.NI, count=False)
+            self._add_letters(turn, letters[-1].start(), letters[-1].end())
 
     def _ni_prefix(self, turn: int) -> None:
         """The NI number's letters in a turn of its exchange: two said just before its digits ("j m [NI_NUMBER]",
@@ -292,17 +297,23 @@ class _Conversation:
         for mother"), and two ending a turn with no digits ("hang on, q q", "it starts Y S...")."""
         for span in [s for s in self.spans if s.turn == turn and s.kind == rules.NI]:
             prefix = rules.NI_PREFIX_BEFORE.search(self.texts[turn][:span.start])
-            if prefix and prefix.group().split()[0].lower() not in rules.TWO_LETTER_WORDS:
-                self.add(turn, prefix.start(), span.start, rules.NI, count=False)
+            if prefix and re.sub(r"\W", "", prefix.group().split()[0]).lower() not in rules.TWO_LETTER_WORDS:
+                self._add_letters(turn, prefix.start(), span.start)
         text = self.texts[turn]
         for m in [*rules.NI_PREFIX_SPOKEN.finditer(text), *rules.NI_LETTER_SPELT.finditer(text)]:
-            self.add(turn, m.start(), m.end(), rules.NI, count=False)
+            self._add_letters(turn, m.start(), m.end())
         last = rules.NI_PREFIX_LAST.search(text)
         letters = re.sub(r"\W", "", last.group("prefix")).lower() if last else ""
         # Not a word ("is", "no"), nor "i" or a lower-case "a" (the pronoun, the article: "a b" is an ordinary "a").
         if (letters and letters not in rules.TWO_LETTER_WORDS and "i" not in letters and not re.search(r"\d", text)
                 and not last.group("prefix").startswith("a")):
-            self.add(turn, last.start("prefix"), last.end("prefix"), rules.NI, count=False)
+            self._add_letters(turn, last.start("prefix"), last.end("prefix"))
+
+    def _add_letters(self, turn: int, start: int, end: int) -> None:
+        """NI letters, over a name the recogniser saw in them ("C for Charlie")."""
+        for span in [s for s in self.spans if s.turn == turn and s.kind == rules.NAME and start <= s.start < end]:
+            self.spans.remove(span)
+        self.add(turn, start, end, rules.NI, count=False)
 
     def _just_after_ni(self, turn: int, position: int) -> bool:
         """An NI number ends at most three words before `position` in this turn ("QQ 12 34 56, and then c")."""
@@ -695,6 +706,10 @@ class _Conversation:
                     for span in inside:  # "19th of july [DOB]": the whole date, not the year the exchange took
                         self.spans.remove(span)
                     self.add(turn, m.start(), m.end(), rules.DOB, count=False)
+            for m in rules.ORDINAL_DATE.finditer(text):  # "yes, fifth of the eleventh, forty"
+                year = m.group("year") and int(_as_digits(m.group("year"))) % 100 in {y % 100 for y in years}
+                if _ordinal(m.group("day")) in days and _ordinal(m.group("month")) in months:
+                    self.add(turn, m.start(), m.end() if year else m.end("month"), rules.DOB, count=False)
         year_forms = {""} | {str(y) for y in years} | {f"{y % 100:02}" for y in years}
         written = {f"{a}{b}{y}" for d in days for mo in months for y in year_forms
                    for a, b in ((d, mo), (mo, d), (f"{d:02}", f"{mo:02}"), (f"{mo:02}", f"{d:02}"))}
@@ -711,7 +726,11 @@ class _Conversation:
             complete = kind is not None and given >= _FEWEST_DIGITS[kind]
             moved_on = (complete and len(_WORDS.findall(text)) > _MAX_ACK_WORDS
                         and not any(asks.search(text) for asks in _ASKS_AGAIN))
-            if turn - last > _MAX_QUIET_TURNS:
+            between = range(last + 1, turn)
+            # Short turns while the caller finds the card ("ok" / "take your time" / "it's not easy to read") wait
+            # for the value; longer ones are other talk.
+            if (sum(not self.is_short(t) for t in between) >= _MAX_QUIET_TURNS
+                    or len(between) >= 2 * _MAX_QUIET_TURNS):
                 kind = None
             points = [_Asked(0, kind, complete, since, read_back=moved_on)]
             if moved_on:  # "sorry, 2 6 0, thank you, that's 44.99": read back, then other business
@@ -775,6 +794,11 @@ def _digits_given(kind: str | None, piece: str) -> int:
     86" is a whole date)."""
     digits = len(re.findall(r"\d", piece))
     return digits + 2 * len(rules.MONTH_WORD.findall(piece)) if kind == rules.DOB else digits
+
+
+def _ordinal(said: str) -> int:
+    """ "5th" or "fifth" -> 5."""
+    return int(said[:-2]) if said[:1].isdigit() else ORDINALS[said.lower()]
 
 
 def _as_digits(piece: str) -> str:

@@ -202,6 +202,10 @@ DATE = re.compile(
 MONTH_WORD = re.compile(rf"\b(?:{_MONTH})\b", re.IGNORECASE)
 DAY_WORD = re.compile(rf"\b(?:{'|'.join(sorted(ORDINALS, key=len, reverse=True))})\b", re.IGNORECASE)
 YEAR_OF_BIRTH = re.compile(r"\b(?:19|20)\d{2}\b")
+# A date said as two ordinals, as UK callers do: "the fifth of the eleventh", "the 4th of the 6th".
+_ORDINAL = rf"(?:\d{{1,2}}(?:st|nd|rd|th)|{'|'.join(sorted(ORDINALS, key=len, reverse=True))})"
+ORDINAL_DATE = re.compile(rf"\b(?P<day>{_ORDINAL})\s+of\s+the\s+(?P<month>{_ORDINAL})\b"
+                          rf"(?:,?\s+(?P<year>\d{{2}}(?:\d{{2}})?\b|(?:{'|'.join(TENS)})\b))?", re.IGNORECASE)
 SHORT_YEAR = re.compile(r"'\d{2}\b")  # "No, sorry, '87."
 # Asked for the year alone, once the day and month were said ("and the year?" / "sixty one").
 YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
@@ -263,7 +267,7 @@ _SPOKEN_LETTER = (r"(?:queue|cue|kew|alpha|bravo|charlie|delta|echo|foxtrot|golf
                   # letters' names as recognisers write them ("em tea", "tea double you"); not "are", "you", "why"
                   r"|em|en|tea|tee|double you|ess|jay|kay|pee|ex|zed|zee|aitch|gee|vee|wye|bee|see|sea|dee)")
 _LETTER_WORD = rf"(?:[a-z]|{_SPOKEN_LETTER})"
-NI_PREFIX_BEFORE = re.compile(rf"\b{_LETTER_WORD}[\s,.\-]+{_LETTER_WORD}[\s,.\-]*$", re.IGNORECASE)
+NI_PREFIX_BEFORE = re.compile(rf"\b(?:{_LETTER_WORD}[\s,.\-]+{_LETTER_WORD}|[a-z]{{2}})[\s,.\-]*$", re.IGNORECASE)
 # Two letters said as words, anywhere in an NI exchange: "here we are queue queue, that's two of them".
 NI_PREFIX_SPOKEN = re.compile(rf"\b{_SPOKEN_LETTER}[\s,.\-]+{_SPOKEN_LETTER}\b", re.IGNORECASE)
 # Two letters ending a turn, in an NI exchange before its digits: "hang on, q q", "it starts Y S...", "Y S, yep."
@@ -365,6 +369,7 @@ AMOUNT_AFTER = re.compile(
     r"^[\s-]*(?:pounds?|quid|dollars?|bucks|euros?|pence|p\b|cents?|percent|%|minutes?|mins?|hours?|days?|weeks?"
     r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km|kwh|units?"
     r"|mg\b|milligrams?|micrograms?|mcg|ml\b|millilitres?|tablets?|capsules?|puffs?|doses?"
+    r"|cards|accounts|payments|people|children|kids|bills|tickets|bags|boxes|bedrooms|rooms"
     rf"|digits?|numbers?|letters?|characters?|of them|next (?:week|month|year)|in (?:{_MONTH})\b"
     r"|[klmnt]\b(?!')|br\b)",  # a tax code: "1257 L", "1257L"
     re.IGNORECASE,
