@@ -400,7 +400,8 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
      ("customer", "ok so it's er"), ("agent", "take your time"), ("customer", "it's not easy to read"),
      ("customer", "two"), ("customer", "eight"), ("customer", "five")],
     # The letters run together before a comma, the last one spelt with a word the entity recogniser takes for a name.
-    [("agent", "Can I take your National Insurance number?"), ("customer", "Yes, it is QQ, 12, 34, 56, C for Charlie.")],
+    [("agent", "Can I take your National Insurance number?"),
+     ("customer", "Yes, it is QQ, 12, 34, 56, C for Charlie.")],
 ])
 def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     texts, _ = redact(*turns)
