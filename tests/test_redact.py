@@ -399,6 +399,26 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
     [("agent", "the last three digits on the signature strip"), ("customer", "ok"), ("agent", "whenever you're ready"),
      ("customer", "ok so it's er"), ("agent", "take your time"), ("customer", "it's not easy to read"),
      ("customer", "two"), ("customer", "eight"), ("customer", "five")],
+    # Asked again about one digit; the last letter named with an article; letters corrected after the value.
+    [("agent", "Can I have the three-digit code?"), ("customer", "8 3 6."),
+     ("agent", "Sorry, the line broke up. Was the last digit a 6?"), ("customer", "Yes, 6. 8, 3, 6.")],
+    [("agent", "I've got RL 37 66 29 B. Is that right?"),
+     ("customer", "The numbers are right, but the last letter's a D.")],
+    [("agent", "we've got your n i number down as m n eight eight oh three one four c"),
+     ("customer", "it's m h not m n h for hotel")],
+    # The agent reads part of the value on record; a wrong read-back and its correction.
+    [("agent", "I've got an NHS number ending 2 8 0. Is that yours?"), ("customer", "Yeah, that's me."),
+     ("agent", "And can you read me the first three?"), ("customer", "7 6 2.")],
+    [("agent", "your nhs number please"), ("customer", "four three six four five oh three oh six one"),
+     ("agent", "i've got four three six five four oh for the first part"),
+     ("customer", "no it's four five oh not five four oh")],
+    # Pieces said before anyone asked, found when the number is read back whole.
+    [("customer", "my number is"), ("agent", "yes"), ("customer", "oh five two"), ("agent", "mm hmm"),
+     ("customer", "seven eight four c"), ("agent", "q q oh five two seven eight four c")],
+    # A second NHS number, with no cue of its own.
+    [("agent", "nhs number please"), ("customer", "three nine oh six nine five oh six one one"),
+     ("agent", "thanks and for your daughter's prescription"),
+     ("customer", "hers is three three seven four five one four four one three")],
     # The letters run together before a comma, the last one spelt with a word the entity recogniser takes for a name.
     [("agent", "Can I take your National Insurance number?"),
      ("customer", "Yes, it is QQ, 12, 34, 56, C for Charlie.")],
@@ -408,7 +428,7 @@ def test_every_number_said_in_an_id_exchange_is_redacted(turns):
     for text in texts[1:]:
         left = re.sub(r"\[[A-Z_]+(?: \*{4}\d{4})?\]", "", normalise_numbers(text))
         words = (r"\b(?:two|four|fourth|nine|ninety|forty|fifth|eight|five|queue|dee|see|em|tea|m for mother|q q|qq"
-             r"|c for)\b|^\W*(?:d|one)\W*$")
+             r"|c for|m h|m n|h for|D)\b|^\W*(?:d|one)\W*$")
     assert not re.search(rf"\d|{words}", left.replace("£846.40", ""), re.IGNORECASE), texts
 
 
@@ -468,6 +488,9 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
      ("customer", "It's a 2016.")],
     [("agent", "Can you confirm your date of birth?"), ("customer", "1st April 86."),
      ("agent", "Thanks. The first slot is Tuesday 1st April, between 8 and 12.")],
+    # A reference's letters after an NI number; "it's" is no letter.
+    [("agent", "can i have your national insurance number"), ("customer", "it's q q oh five seven three nine one c"),
+     ("agent", "thank you i've found it claim h b 44821 it's for your payslips")],
     # A count of things while a code is asked for.
     [("agent", "Can you read me the three digits on the back?"), ("customer", "I've got two cards, which one?")],
     # The card's last four named while its code is asked for; the topic of a helpline is no question.

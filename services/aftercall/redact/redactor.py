@@ -49,6 +49,8 @@ _ADULT_YEARS = 16
 # each has: a longer number is none of it ("a product code on the back of the box" / "445 512").
 _MOST_DIGITS = {rules.CARD: 19, rules.CVV: 4, rules.NI: 6, rules.NHS: 10, rules.SSN: 9, rules.DOB: 8}
 _EXCHANGE_KINDS = tuple(_MOST_DIGITS)
+# The agent may read these from the record to be confirmed (not a card or its code: its last four are kept).
+_ON_RECORD_KINDS = (rules.NI, rules.NHS, rules.SSN, rules.DOB)
 # Once this many digits were given, the value is complete: a longer turn after it is about something else.
 _FEWEST_DIGITS = {rules.CARD: 15, rules.CVV: 3, rules.NI: 6, rules.NHS: 10, rules.SSN: 9, rules.DOB: 4}
 # ... unless it asks for the value again or for its last piece ("and the letter at the end?", "and the year?").
@@ -538,7 +540,8 @@ class _Conversation:
                 self._mark_card([run], digits)
             else:
                 self.add(run.turn, run.start, run.end, kind)
-        elif count == 10 and nhs_valid(digits) and re.fullmatch(r"\d{3}\s\d{3}\s\d{4}", run.text):
+        elif count == 10 and nhs_valid(digits) and (re.fullmatch(r"\d{3}\s\d{3}\s\d{4}", run.text) or any(
+                kind == rules.NHS for cues in self.cues for _, _, kind in cues)):  # "and hers is 3374514413"
             self.add(run.turn, run.start, run.end, rules.NHS)
         elif rules.PHONE_FORMATTED.fullmatch(run.text) or (count in (10, 11) and digits[0] == "0") or (
             run.text.startswith("+") and count >= 8
@@ -586,8 +589,11 @@ class _Conversation:
                 continue
             given = [s for s in self.spans if s.kind == kind and asked.since <= s.turn <= turn
                      and (s.turn < turn or s.end <= start)]
-            if not given and self.speakers[turn] == "agent":
-                continue  # the agent's own numbers before any answer describe the value or are other business
+            if not given and self.speakers[turn] == "agent" and not (
+                    kind in _ON_RECORD_KINDS and rules.ON_RECORD.search(text[:start])):
+                # the agent's own numbers before any answer describe the value or are other business, but for the
+                # value on record ("I've got an NHS number ending 2 8 0")
+                continue
             if given and not self._answers(turn, start, end, given, asked) or asked.read_back and not given:
                 continue
             # Counted once per exchange: the value the other passes missed, not each piece of it.
@@ -606,9 +612,13 @@ class _Conversation:
                 self._ni_letter_read_back(turn)
 
     def _ni_letter_read_back(self, turn: int) -> None:
-        """Within the turn's first few words, a letter said alone earlier in the exchange; never the article "a"."""
+        """Within the turn's first few words, a letter said alone earlier in the exchange, never the article "a"; and
+        letters spelt or paired anywhere in it ("it's m h not m n, h for hotel")."""
         given = {self.texts[s.turn][s.start:s.end].lower() for s in self.spans if s.kind == rules.NI} - {"a"}
         text = self.texts[turn]
+        pairs = [m for m in rules.NI_LETTER_PAIR.finditer(text) if not rules.AMOUNT_BEFORE.search(text[:m.start()])]
+        for m in [*rules.NI_LETTER_SPELT.finditer(text), *pairs]:
+            self._add_letters(turn, m.start(), m.end())
         words = list(_WORDS.finditer(text))[:_MAX_GAP_WORDS]
         for word in words:
             if word.group().lower() in given and rules.NI_SUFFIX.fullmatch(word.group()):
@@ -629,6 +639,8 @@ class _Conversation:
             # read back as given, or regrouped ("eighty one" / "oh seven" / "fifty five" -> "810755"); once the talk
             # moved on, not a lone digit that happens to be one of the value's ("that's 2 pounds")
             return not asked.read_back or len("".join(said)) >= 3
+        if said and _misread("".join(said), "".join(pieces)):
+            return True  # read back wrong ("i've got 436540 for the first part" for 436450...)
         if asked.read_back:
             return False
         if len(_WORDS.findall(text)) <= _MAX_ACK_WORDS:
@@ -640,6 +652,15 @@ class _Conversation:
             return True  # the caller giving the rest after a pause ("sorry, the dog, right, where was I, 4 0 2")
         anchor = max(in_turn + [asked.position if asked.since == turn else 0])
         return len(_WORDS.findall(text[anchor:start])) <= _MAX_GAP_WORDS
+
+    def _reads_back(self, turn: int, kind: str, since: int) -> bool:
+        """This turn says the value given since turn `since` again, right or wrong ("i've got 436540 for the first
+        part" / "no, it's 450, not 540"): the exchange goes on."""
+        value = "".join(self._numbers_said([s for s in self.spans if s.kind == kind and since <= s.turn < turn]))
+        text = self.texts[turn]
+        return any(said == value or (len(said) >= 4 and (said in value or _misread(said, value)))
+                   for m in rules.DIGIT_RUN.finditer(text)
+                   if not _not_an_id(text, m.start(), m.end(), kind) and (said := re.sub(r"\D", "", m.group())))
 
     def _year_said_again(self, piece: str) -> bool:
         """`piece` says the year of a date of birth given in the call ("ninety" / "1990", "'76" / "1976")."""
@@ -677,6 +698,22 @@ class _Conversation:
                 if same and not run.amount:
                     self.add(run.turn, run.start, run.end, kind, count=False)
                     break
+        self._pieces_before_read_back(found)
+
+    def _pieces_before_read_back(self, found: set[tuple[str, str]]) -> None:
+        """Pieces of an ID of 6+ digits said in short turns in the few turns before it was found whole, before
+        anyone asked ("my number it is q q" / "oh five two" / "seven eight four c" / "q q oh five two seven eight
+        four c")."""
+        for kind, digits in found:
+            if len(digits) < 6:
+                continue
+            turns = {s.turn for s in self.spans
+                     if s.kind == kind and digits in re.sub(r"\D", "", self.texts[s.turn][s.start:s.end])}
+            for run in self.digit_runs():
+                if (3 <= len(run.digits) < len(digits) and run.digits in digits and not run.amount
+                        and len(_WORDS.findall(self.texts[run.turn])) <= _MAX_ACK_WORDS
+                        and any(0 < turn - run.turn <= _MAX_QUIET_TURNS for turn in turns)):
+                    self.add(run.turn, run.start, run.end, kind, count=False)
 
     def propagate_dates_of_birth(self) -> None:
         """A date of birth found once is redacted wherever it is said again in another form: "03/04/91" asked back
@@ -724,6 +761,9 @@ class _Conversation:
         kind, since, last, given = None, 0, 0, 0
         for turn, text in enumerate(self.texts):
             complete = kind is not None and given >= _FEWEST_DIGITS[kind]
+            # A longer turn once the value was given: only a read-back of it is the value still; the exchange ends
+            # there unless the turn reads it back (right or wrong: "i've got 436540 for the first part", a correction
+            # may follow).
             moved_on = (complete and len(_WORDS.findall(text)) > _MAX_ACK_WORDS
                         and not any(asks.search(text) for asks in _ASKS_AGAIN))
             between = range(last + 1, turn)
@@ -733,8 +773,8 @@ class _Conversation:
                     or len(between) >= 2 * _MAX_QUIET_TURNS):
                 kind = None
             points = [_Asked(0, kind, complete, since, read_back=moved_on)]
-            if moved_on:  # "sorry, 2 6 0, thank you, that's 44.99": read back, then other business
-                kind = None
+            if moved_on and not self._reads_back(turn, kind, since):
+                kind = None  # "sorry, 2 6 0, thank you, that's 44.99": read back, then other business
             # Not a card: what follows a whole card number is its expiry or its code, not more of it.
             found = [(s.start, s.end, s.kind) for s in self.spans
                      if s.turn == turn and s.kind in _EXCHANGE_KINDS and s.kind != rules.CARD]
@@ -787,6 +827,16 @@ def _whole_card_number(digits: str) -> bool:
     """A card number is complete at 15 or 16 digits that pass Luhn: what follows ("and the code" / "521") is no
     more of it, and its last four stay its own."""
     return len(digits) in (15, 16) and luhn_valid(digits)
+
+
+def _misread(said: str, value: str) -> bool:
+    """`said` is `value`, or a stretch of it, read back wrong: a slip in one digit of a 3-4 digit value ("919" for
+    "909") or of five digits, at most two in six or more ("436540" for "436450", two digits swapped)."""
+    if len(said) < 3 or len(said) > len(value) or (len(said) < 5 and len(said) != len(value)):
+        return False
+    slips = 1 if len(said) < 6 else 2
+    return any(sum(a != b for a, b in zip(said, value[i:i + len(said)])) <= slips
+               for i in range(len(value) - len(said) + 1))
 
 
 def _digits_given(kind: str | None, piece: str) -> int:

@@ -218,7 +218,8 @@ WEAK_DIGIT_ALONE = re.compile(r"\W*(?:(?:and|then|um|er|erm|uh|it's)\W+)*(?P<dig
 # Asking for a value again: the exchange goes on.
 SAY_AGAIN = re.compile(r"\b(?:again|repeat|once more|one more time|say (?:that|it|them|the)|read (?:that|it|them)"
                        r"|one at a time|spell|missed|didn't catch"
-                       r"|pardon|come again|cut out|breaking up|slowly|double.check|check that|confirm)\b",
+                       r"|pardon|come again|cut out|breaking up|broke up|slowly|double.check|check that|confirm"
+                       r"|(?:last|first) (?:digit|number|letter)s?|(?:did|didn't) (?:hear|get))\b",
                        re.IGNORECASE)
 # What a caller says while finding a number: a cue said before it still holds after it.
 HOLD_ON = re.compile(r"\b(?:hang on|hold on|one (?:sec|second|moment|minute)|give me a (?:sec|second|moment|minute)"
@@ -254,10 +255,12 @@ NI_SUFFIX = re.compile(rf"\b{_NI_LETTER}\b(?:\s+(?:for|as in)\s+[a-z]+)?|\b(?:al
                        re.IGNORECASE)
 # The letter said so that it can be nothing else, however long the turn: "was that D for dog?", "the letter's see",
 # "was that dee at the end".
+# "The last letter's a D": the article before the letter is none.
+_LETTER_NAMED = "|".join(f"(?<=\\b{named} {article})" for named in ("end was", "end is", "letter was", "letter's",
+                                                                     "letter is") for article in ("", "a ", "an "))
 NI_SUFFIX_SPELT = re.compile(rf"\b{_NI_LETTER}\s+(?:for|as in)\s+[a-z]+|\b(?:alpha|alfa|bravo|charlie|delta)\b"
-                             rf"|(?<=\bend was ){_NI_LETTER}\b|(?<=\bend is ){_NI_LETTER}\b"
-                             rf"|(?<=\bletter was ){_NI_LETTER}\b|(?<=\bletter's ){_NI_LETTER}\b"
-                             rf"|(?<=\bletter is ){_NI_LETTER}\b|\b{_NI_LETTER}(?= at the end\b)", re.IGNORECASE)
+                             rf"|(?:{_LETTER_NAMED}){_NI_LETTER}\b(?!\s+[a-d]\b)"
+                             rf"|\b{_NI_LETTER}(?= at the end\b)", re.IGNORECASE)
 # The letter as the whole turn: "C.", "d for delta", "yes, B", "see".
 NI_SUFFIX_ALONE = re.compile(rf"\W*(?:(?:yes|yeah|and|then|it's|its)\W+)*(?:{NI_SUFFIX.pattern})\W*", re.IGNORECASE)
 # The NI number's first two letters said before its digits, as recognisers write them ("queue queue", "cue cue",
@@ -274,7 +277,13 @@ NI_PREFIX_SPOKEN = re.compile(rf"\b{_SPOKEN_LETTER}[\s,.\-]+{_SPOKEN_LETTER}\b",
 NI_PREFIX_LAST = re.compile(r"\b(?P<prefix>[a-z]\.?[\s,\-]+[a-z])\b\.?"
                             r"(?=(?:\W*\b(?:yep|yes|yeah|ok|okay|right|then|and|so|um|er|erm)\b)*\W*$)", re.IGNORECASE)
 # Any letter spelt in an NI exchange: "no, m for mother"; not "a" or "i", which are words ("a for effort").
-NI_LETTER_SPELT = re.compile(r"\b[b-hj-z]\s+(?:for|as in)\s+[a-z]+", re.IGNORECASE)
+NI_LETTER_SPELT = re.compile(r"(?<![\w'])[b-hj-z]\s+(?:for|as in)\s+[a-z]+", re.IGNORECASE)  # not "it's for"
+# Two letters said apart after an NI number was given ("it's m h not m n"): not "a" or "i" first, not "i" second.
+# Not a reference's letters before its digits ("claim h b 44821").
+NI_LETTER_PAIR = re.compile(r"(?<![\w'])[b-hj-z][\s.]+[a-hj-z]\b(?![\s.,\-]*\d)", re.IGNORECASE)
+# The agent reading a value from the record to be confirmed: "an NHS number ending 2 8 0", "down as".
+ON_RECORD = re.compile(r"\b(?:ending(?: in| with)?|ends (?:in|with)|starting with|starts with"
+                       r"|(?:down|on file|on record) as|(?:got|have) (?:you|it) as)\s*$", re.IGNORECASE)
 # The NI number's first two letters said on their own, before its digits: "j m" / "QQ".
 NI_PREFIX_ALONE = re.compile(r"\W*(?:(?:it's|its|it is|yeah|yes|ok|okay|so)\W+)?(?P<prefix>[a-z]\.?\s?[a-z])\.?\W*",
                              re.IGNORECASE)
