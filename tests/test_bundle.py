@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import subprocess
@@ -62,6 +63,20 @@ def test_a_tampered_bundle_is_refused(release, change, problem):
     _rewrite(bundle, change)
     result = run_cli("bundle", "verify", bundle, "--public-key", public)
     assert result.returncode == 2 and problem in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("manifest", [b"[" * 100_000 + b"]" * 100_000, b'{"files": ' + b"9" * 5000 + b"}",
+                                      b'{"files": [1]}'])
+def test_a_signed_manifest_that_is_no_manifest_is_one_line(release, tmp_path, manifest):
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    bundle, public = release  # signed with the release's own key: only a broken release can get this far
+    key = load_pem_private_key((tmp_path / "keys" / "bundle-signing.key").read_bytes(), None)
+    signed = {"MANIFEST.json": manifest, "MANIFEST.sig": base64.b64encode(key.sign(manifest))}
+    _rewrite(bundle, lambda name, data: signed.get(name, data))
+    result = run_cli("bundle", "verify", bundle, "--public-key", public)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"aftercall: error: {bundle}: MANIFEST.json is not a manifest (JSON listing the files)"], result.stderr
 
 
 def test_a_file_added_or_another_key_is_refused(release, tmp_path):

@@ -136,6 +136,11 @@ def test_cli_usage_errors_exit_2(args, message):
     ("[redact.cues]\nNHS_NUMBER = 5\n", {}, "config redact.cues.NHS_NUMBER: must be a list of strings"),
     ("", {"AFTERCALL_REDACT__CUES": "mrn"}, "config redact.cues: must be a table"),
     ("[redact]\nnames = ['']\n", {}, "config redact.names: must be a list of names"),
+    ("[transcript]\nmax_turns = 0\n", {}, "config transcript.max_turns: must be between 1 and 1000000"),
+    ("", {"AFTERCALL_TRANSCRIPT__MAX_MB": "lots"}, "config transcript.max_mb: must be an integer"),
+    ("[transcript]\nmax_turn_chars = 99\n", {}, "config transcript.max_turn_chars: must be between 100"),
+    ("[transcript]\nmax_lines = 3\n", {}, "config transcript.max_lines: unknown key"),
+    ("[ingest]\nmax_metadata_chars = 8\n", {}, "config ingest.max_metadata_chars: must be between 64 and 65536"),
 ])
 def test_config_errors_name_the_key(tmp_path: Path, toml, environ, message):
     path = tmp_path / "aftercall.toml"

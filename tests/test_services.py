@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import re
 import shutil
+import stat
 import threading
 import time
 
@@ -21,6 +23,7 @@ from aftercall.core.audio import read_wav
 from aftercall.core.config import Config, IngestConfig
 from aftercall.core.decode import decode_audio
 from aftercall.core.rpc import error_reason
+from aftercall.core.transcript import Transcript, Turn
 from aftercall.ingest.spool import AudioFormat, Spool
 from aftercall.pipeline import REQUIRED_KEYS, Pipeline
 from aftercall.evaluation.metrics import digit_leak
@@ -42,13 +45,14 @@ def pipeline(summariser, transcriber):
 
 @pytest.fixture
 async def serve(tmp_path, pipeline):
-    """Start the appliance with config overrides: `await serve(max_active_calls=1)`; stopped after the test."""
+    """Start the appliance with config overrides: `await serve(max_active_calls=1)` for [ingest] keys, `config=` for
+    the rest, `using=` for another pipeline; stopped after the test."""
     started = []
 
-    async def start(**ingest):
-        config = dataclasses.replace(Config(), ingest=dataclasses.replace(IngestConfig(), **ingest))
+    async def start(config: Config = Config(), using: Pipeline | None = None, **ingest):
+        config = dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, **ingest))
         appliance = await start_appliance(config, SERVICES, tmp_path / "data", "127.0.0.1:0", "",
-                                          CollectorRegistry(), pipeline)
+                                          CollectorRegistry(), using or pipeline)
         started.append(appliance)
         return appliance
 
@@ -70,14 +74,18 @@ def _chunk(sequence: int, audio: bytes, channel: int | None = None) -> pb.CallAu
 
 
 _END = pb.CallAudio(end=pb.CallEnd(reason="hangup"))
+_STREAM_CALL = "/aftercall.v1.CallIngest/StreamCall"
 
 
-def _exchange(port: int, messages, timeout: float = 120) -> tuple[list[pb.CallEvent], grpc.RpcError | None]:
-    """One StreamCall with the synchronous client (see aftercall.core.rpc.client_channel for why)."""
+def _exchange(port: int, messages, timeout: float = 120,
+              raw: bool = False) -> tuple[list[pb.CallEvent], grpc.RpcError | None]:
+    """One StreamCall with the synchronous client (see aftercall.core.rpc.client_channel for why); `raw`: the
+    messages are bytes, sent as they are, and so are the events that come back."""
     events = []
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.stream_stream(_STREAM_CALL) if raw else pb_grpc.CallIngestStub(channel).StreamCall
         try:
-            for event in pb_grpc.CallIngestStub(channel).StreamCall(iter(messages), timeout=timeout):
+            for event in call(iter(messages), timeout=timeout):
                 events.append(event)
         except grpc.RpcError as error:
             return events, error
@@ -167,6 +175,11 @@ _MULAW_20MS = b"\xff" * 320  # 20 ms of stereo mu-law silence
     ([_start(), _start()], "INVALID_ARGUMENT", "CallStart sent twice"),
     ([_start(), _END], "INVALID_ARGUMENT", "CallEnd without any audio"),
     ([_start(taxonomy_toml="[[disposition]]\ncode = 1")], "INVALID_ARGUMENT", "taxonomy_toml"),
+    ([_start(taxonomy_toml="x = " + "[" * 5000 + "]" * 5000)], "INVALID_ARGUMENT", "TOML (nested too deeply)"),
+    ([_start(taxonomy_toml="x = " + "9" * 5000)], "INVALID_ARGUMENT", "not valid TOML (a number has more than 4300"),
+    ([_start(metadata=pb.CallMetadata(agent_id="a" * 1024 * 1024))], "INVALID_ARGUMENT",
+     "metadata.agent_id is 1048576 characters, more than ingest.max_metadata_chars = 256"),
+    ([_start(metadata=pb.CallMetadata(customer_ref="c" * 257))], "INVALID_ARGUMENT", "metadata.customer_ref is 257"),
 ])
 async def test_bad_streams_get_a_precise_status_and_the_server_carries_on(serve, messages, code, fragment):
     appliance = await serve()
@@ -281,6 +294,10 @@ async def test_submitted_recording_is_summarised_and_bad_ones_refused(serve, dem
             "must be under ingest.import_dir": pb.SubmitRecordingRequest(call_id="rec-5", path="../../etc/passwd"),
             "channel_roles names 1 channel(s) but the audio has 2": pb.SubmitRecordingRequest(
                 call_id="rec-6", wav=demo_clip, channel_roles=[pb.CHANNEL_ROLE_AGENT]),
+            "path holds a NUL character": pb.SubmitRecordingRequest(call_id="rec-7", path="in.wav\0../x"),
+            # Checked before the recording is even decoded.
+            "metadata.tenant is 300 characters, more than ingest.max_metadata_chars = 256": pb.SubmitRecordingRequest(
+                call_id="rec-8", wav=b"not audio", metadata=pb.CallMetadata(tenant="t" * 300)),
         }
         for fragment, request in bad.items():
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -357,7 +374,13 @@ async def test_review_edit_approve_and_search(serve):
         assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED and "x-aftercall-user" in caught.value.details()
         for fields, fragment in (('{"transcript": []}', "transcript cannot be edited"),
                                  ('{"sentiment": {"start": "angry", "end": "neutral"}}', "sentiment.start"),
-                                 ("not json", "not valid JSON")):
+                                 ("not json", "not valid JSON"),
+                                 ('{"issue": ' + "[" * 5000 + "]" * 5000 + "}", "not valid JSON: nested too deeply"),
+                                 ('{"issue": ' + "9" * 5000 + "}", "a number has more than 4300 digits"),
+                                 ('{"issue": "Card \\ud800 blocked."}', "a lone UTF-16 surrogate"),
+                                 ('{"sentiment": {"start": ' + "[" * 900 + "]" * 900 + ', "end": "neutral"}}',
+                                  "sentiment.start must be one of negative, neutral, positive, got an array"),
+                                 ('{"narrative": "' + "x" * 70_000 + '"}', "more than 65536")):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json=fields),
                                 metadata=user)
@@ -462,13 +485,14 @@ async def test_interim_segments_while_the_call_is_live_then_final_ones(serve, de
 
 
 class _ScriptedTranscriber:
-    """Our Transcriber interface returning a fixed utterance: the interim redaction is what is under test."""
+    """Our Transcriber interface returning a fixed utterance: what the pipeline does with it is under test."""
+
+    def __init__(self, *turns: Turn):
+        self._turns = turns or (Turn("customer", "The parcel was 77 12 34, I think it began 4532 0151.", 1.0, 4.0),
+                                Turn("customer", "Oh and my card number is 4532 0151 1283 0366 by the way.", 5.0, 7.0))
 
     def transcribe(self, audio, roles, progress=None, live=False):
-        from aftercall.core.transcript import Transcript, Turn
-
-        return Transcript((Turn("customer", "The parcel was 77 12 34, I think it began 4532 0151.", 1.0, 4.0),
-                           Turn("customer", "Oh and my card number is 4532 0151 1283 0366 by the way.", 5.0, 7.0)))
+        return Transcript(self._turns)
 
 
 def test_interim_text_masks_every_long_digit_run(summariser, demo_clip):
@@ -483,8 +507,6 @@ def test_interim_text_masks_every_long_digit_run(summariser, demo_clip):
 
 
 def test_interim_redaction_remembers_what_was_said_earlier_in_the_call(pipeline):
-    from aftercall.core.transcript import Turn
-
     # "Blessing" alone reads as a word (the entity recogniser leaves it); introduced, it is a name.
     earlier = [Turn("customer", "Hi, my name is Blessing Okafor.", 1.0, 3.0)]
     later = [Turn("agent", "Thank you Blessing, one moment.", 4.0, 6.0)]
@@ -629,6 +651,12 @@ async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeli
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await claimed
             assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED and "unidentified" in caught.value.details()
+            # Nor does a refusal point the caller at that metadata, which this server does not believe.
+            edit = spb.EditSummaryRequest(call_id="call-A", expected_version=2, fields_json='{"issue": "x"}')
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Edit(edit, metadata=as_user("sup-s"))
+            assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert "client certificate" in caught.value.details() and "x-aftercall-user" not in caught.value.details()
             # A signed token is believed instead (what a web UI without a client certificate sends).
             keys = open_key_ring(VaultConfig(), create_missing=False)
             for token, code in ((issue_token(keys, "agent-b", 60), "OK"),
@@ -651,3 +679,83 @@ def _exchange_as(port: int, user: str, messages):
             return list(pb_grpc.CallIngestStub(channel).StreamCall(iter(messages))), None
         except grpc.RpcError as error:
             return [], error
+
+
+async def test_requests_that_do_not_decode_are_invalid_argument_never_a_python_exception(serve):
+    appliance = await serve()
+    not_protobuf = b"\xff" * 64  # wire type 7 does not exist
+    not_utf8 = b"\x0a\x02\xff\xfe"  # field 1 (call_id), a string that is not UTF-8
+    refused = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+        for method in ("/aftercall.v1.CallIngest/SubmitRecording", "/aftercall.v1.Summaries/Get"):
+            for body in (not_protobuf, not_utf8):
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await channel.unary_unary(method)(body)
+                refused.append(caught.value)
+        # A stream: as its first message, and as a chunk after a good CallStart (the call is then dropped: no audio).
+        for messages in ([not_protobuf], [_start(call_id="garbled").SerializeToString(), not_utf8]):
+            _, error = await asyncio.to_thread(_exchange, appliance.port, messages, 30, True)
+            refused.append(error)
+        for error in refused:
+            assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, (error.code(), error.details())
+            assert "could not be decoded" in error.details() and "Decode" not in error.details()
+            assert error_reason(error) == "MalformedRequestError"
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert appliance.metrics.registry.get_sample_value(
+        "aftercall_errors_total", {"service": "CallIngest", "code": "INVALID_ARGUMENT"}) == 4
+
+
+async def test_the_stream_client_reports_the_servers_refusal_mid_write(serve, summariser, tmp_path):
+    from aftercall.core.config import AudioConfig
+    from conftest import DEMO_WAV, run_cli
+
+    # 100 s of audio sent as fast as flow control allows: the server refuses chunk 2 while the client is writing.
+    scripted = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=_ScriptedTranscriber)
+    appliance = await serve(dataclasses.replace(Config(), audio=AudioConfig(max_duration_s=2)), scripted)
+    for attempt in range(3):
+        result = await asyncio.to_thread(run_cli, "stream", DEMO_WAV, "--server", f"127.0.0.1:{appliance.port}",
+                                         "--chunk-ms", "1000", "--call-id", f"cut-{attempt}", timeout=60)
+        assert result.returncode == 2 and result.stderr.splitlines() == [
+            "aftercall: server error: INVALID_ARGUMENT: chunk 2 would make the call longer than audio.max_duration_s "
+            "= 2 s"], result.stderr
+
+
+async def test_info_logs_carry_nothing_the_store_hides_behind_a_blind_index(serve, summariser, caplog):
+    taxonomy = "".join(f'[[disposition]]\ncode = "{code}"\nlabel = "{label}"\ndescription = "{description}"\n'
+                       for code, label, description in (
+                           ("DD_CANCEL_7731", "Direct debit cancelled", "I want to cancel my direct debit"),
+                           ("ADDR_CHANGE_7732", "Address change", "I have moved house and need to update my address")))
+    turns = (Turn("customer", "Hello, I want to cancel my direct debit please.", 1.0, 4.0),
+             Turn("agent", "Of course, I have cancelled the direct debit for you today.", 5.0, 8.0))
+    scripted = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=lambda: _ScriptedTranscriber(*turns))
+    appliance = await serve(using=scripted)
+    hidden = {"agent_id": "agent-5521", "queue": "queue-billing-88", "tenant": "tenant-acme-42",
+              "customer_ref": "CUST-90817"}
+    caplog.set_level(logging.INFO)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
+        response = await pb_grpc.CallIngestStub(channel).SubmitRecording(pb.SubmitRecordingRequest(
+            call_id="logged", wav=_quiet_recording(), wait=True, metadata=pb.CallMetadata(**hidden),
+            taxonomy_toml=taxonomy))
+    code = json.loads(response.summary.summary_json)["disposition"]["code"]
+    assert code == "DD_CANCEL_7731"
+    logged = "\n".join(record.getMessage() for record in caplog.records if record.levelno >= logging.INFO)
+    assert "call summarised" in logged
+    for value in (code, *hidden.values()):
+        assert value not in logged, value
+
+
+async def test_the_ingest_lock_file_is_owner_only(serve, tmp_path):
+    from aftercall.core.database import lock_data_dir
+
+    await serve()
+    assert stat.S_IMODE((tmp_path / "data" / "ingest.lock").stat().st_mode) == 0o600
+    older = tmp_path / "older"  # a lock file an earlier release left world-readable is narrowed
+    older.mkdir()
+    (older / "ingest.lock").touch()
+    (older / "ingest.lock").chmod(0o644)
+    release = lock_data_dir(older, "ingest")
+    try:
+        assert stat.S_IMODE((older / "ingest.lock").stat().st_mode) == 0o600
+    finally:
+        release()

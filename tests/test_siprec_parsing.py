@@ -259,3 +259,14 @@ def test_siprec_config_is_validated_naming_the_key(settings, message):
     environ = {f"AFTERCALL_SIPREC__{key.upper()}": value for key, value in settings.items()}
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, environ)
+
+
+def test_an_sbcs_long_names_are_cut_to_what_ingest_always_takes():
+    """ingest refuses a metadata field over ingest.max_metadata_chars (64 at least): a recording must not be lost to
+    an SBC's 300-character display name."""
+    from aftercall.siprec.server import _MAX_METADATA_CHARS, _call_metadata
+
+    long = METADATA.replace("<name>Agent Smith</name>", f"<name>{'A' * 300}</name>")
+    call_metadata = _call_metadata(parse_metadata(long.encode()), "1", "2")
+    assert call_metadata.agent_id == "A" * _MAX_METADATA_CHARS == "A" * 64
+    assert call_metadata.ani == "+441632960123"

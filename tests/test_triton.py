@@ -73,10 +73,15 @@ def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(triton, redac
     from tritonclient.utils import InferenceServerException
 
     client = triton_client(config.triton, process.grpc_address)
-    bad = grpcclient.InferInput("TRANSCRIPT_JSON", [1, 1], "BYTES")
-    bad.set_data_from_numpy(np.array([[b'{"turns": "not a list"}']], dtype=np.object_))
-    with pytest.raises(InferenceServerException, match='"turns" list'):
-        client.infer("call_summariser", [bad])
+    over_limit = json.dumps({"turns": [{"speaker": "agent", "text": "hi"}] * 5001}).encode()
+    for document, message in ((b'{"turns": "not a list"}', '"turns" list'),
+                              (over_limit, "more than transcript.max_turns = 5000"),
+                              (b'{"turns": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply")):
+        bad = grpcclient.InferInput("TRANSCRIPT_JSON", [1, 1], "BYTES")
+        bad.set_data_from_numpy(np.array([[document]], dtype=np.object_))
+        with pytest.raises(InferenceServerException, match=message) as refused:
+            client.infer("call_summariser", [bad])
+        assert refused.value.status() == "StatusCode.INVALID_ARGUMENT"
     with pytest.raises(UserError, match="refused the transcript"):
         backend.summarise(Transcript((Turn("robot", "beep"),)), load_taxonomy())
     assert backend.summarise(redacted, load_taxonomy()) == results[0]  # the model is still serving

@@ -81,8 +81,13 @@ def verify_bundle(bundle: Path, public_key: Path) -> dict:
             key.verify(base64.b64decode(tar.extractfile(members[SIGNATURE]).read()), manifest)
         except (InvalidSignature, ValueError):
             raise BundleError(f"{bundle}: the manifest's signature does not match {public_key}") from None
-        document = json.loads(manifest)
-        listed = {entry["path"]: entry for entry in document["files"]}
+        # Signed, so a release's own; still refused in one line when it is no manifest. (No aftercall imports here:
+        # this file is also the Ansible module's module_utils, run where aftercall is not installed.)
+        try:
+            document = json.loads(manifest)
+            listed = {entry["path"]: entry for entry in document["files"]}
+        except (ValueError, RecursionError, KeyError, TypeError):
+            raise BundleError(f"{bundle}: {MANIFEST} is not a manifest (JSON listing the files)") from None
         for name, member in members.items():
             if name in (MANIFEST, SIGNATURE):
                 continue

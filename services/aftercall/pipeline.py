@@ -18,7 +18,7 @@ from typing import Any, Sequence
 from aftercall.core.audio import Audio, Encoding, load_audio
 from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError
-from aftercall.core.transcript import Transcript, Turn, parse_transcript
+from aftercall.core.transcript import Transcript, Turn, check_transcript_size, parse_transcript
 from aftercall.redact import Redactor
 from aftercall.redact.redactor import Redaction
 from aftercall.redact.rules import RuleTable
@@ -113,8 +113,11 @@ class Pipeline:
 
     def load(self, path: Path, raw: RawAudioSpec | None) -> Audio | Transcript:
         if raw is None and path.suffix.lower() == ".json":
+            # transcript.max_* are checked before any model runs; the size before the file is even read.
+            limits, where = self.config.transcript, f"transcript {path}"
             try:
-                return parse_transcript(path.read_bytes())
+                check_transcript_size(path.stat().st_size, limits, where)
+                return parse_transcript(path.read_bytes(), limits, where)
             except OSError as exc:
                 raise AudioFormatError(f"cannot read {path}: {exc.strerror}") from exc
         limit = self.config.audio.max_duration_s  # a compressed file's decoding stops there

@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from aftercall.core.documents import parse_toml
 from aftercall.core.errors import ConfigError
 
 ENV_PREFIX = "AFTERCALL_"
@@ -96,6 +96,20 @@ class RedactConfig:
 class AudioConfig:
     roles: tuple[str, ...] = ("agent", "customer")
     max_duration_s: int = 4 * 3600
+
+
+@dataclass(frozen=True)
+class TranscriptConfig:
+    """Limits on a transcript given as input (`aftercall summarise`, `aftercall eval` cases, the Triton summariser
+    models), checked before any model runs: redaction and summarisation take time with the length of each turn and
+    more than that with the number of turns, so a hostile file would otherwise hold the CPU for hours."""
+
+    # The transcript JSON as read; 1 MB holds a four-hour call (audio.max_duration_s) with room to spare.
+    max_mb: int = 1
+    # Turns in one transcript; a four-hour call has about 3000.
+    max_turns: int = 5000
+    # Characters in one turn's text: about 25 minutes of speech without a pause.
+    max_turn_chars: int = 20_000
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,9 @@ class IngestConfig:
     max_interim_calls: int = 2
     # Audio per interim batch: shorter is livelier but recognises with less context and costs more.
     interim_interval_s: float = 10.0
+    # Longest value of each CallMetadata field (agent id, queue, ANI, DNIS, tenant, customer reference); a longer
+    # one refuses the call (INVALID_ARGUMENT) before anything is stored.
+    max_metadata_chars: int = 256
 
 
 @dataclass(frozen=True)
@@ -278,6 +295,7 @@ class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     summarise: SummariseConfig = field(default_factory=SummariseConfig)
+    transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     redact: RedactConfig = field(default_factory=RedactConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -312,6 +330,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "asr.mono_min_confidence": (0.0, 1.0),
     "audio.max_duration_s": (1, 24 * 3600),
     "summarise.min_disposition_similarity": (-1.0, 1.0),
+    "transcript.max_mb": (1, 1024),
+    "transcript.max_turns": (1, 1_000_000),
+    "transcript.max_turn_chars": (100, 10_000_000),
     "server.shutdown_grace_s": (0.0, 600.0),
     "ingest.max_active_calls": (1, 100_000),
     "ingest.max_pending_calls": (1, 10_000_000),
@@ -323,6 +344,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "ingest.max_attempts": (1, 100),
     "ingest.max_interim_calls": (0, 1000),
     "ingest.interim_interval_s": (2.0, 300.0),
+    "ingest.max_metadata_chars": (64, 65_536),
     "asr_server.workers": (1, 64),
     "asr_server.interim_interval_s": (0.5, 60.0),
     "asr_server.max_window_s": (5.0, 30.0),
@@ -402,11 +424,12 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     document: dict[str, Any] = {}
     if path is not None:
         try:
-            document = tomllib.loads(path.read_text(encoding="utf-8"))
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"config {path}: cannot read ({exc.strerror})") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except UnicodeDecodeError as exc:
             raise ConfigError(f"config {path}: not valid TOML ({exc})") from exc
+        document = parse_toml(text, f"config {path}")
     sections = {f.name: f.type for f in dataclasses.fields(Config)}
     for name, value in document.items():
         if name not in sections:

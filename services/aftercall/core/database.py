@@ -181,11 +181,18 @@ def table_exists(db, name: str) -> bool:
 
 
 def lock_data_dir(data_dir: Path, owner: str) -> Callable[[], None]:
-    """An exclusive lock on `<data_dir>/<owner>.lock`, held until the returned function is called."""
-    handle = open(data_dir / f"{owner}.lock", "a")
+    """An exclusive lock on `<data_dir>/<owner>.lock`, held until the returned function is called. Owner-only, like
+    everything in the data directory (one an older release made 0644 is narrowed)."""
+    path = data_dir / f"{owner}.lock"
+    handle = os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         handle.close()
         raise ConfigError(f"config server.data_dir: another aftercall {owner} is using {data_dir}") from exc
+    try:
+        os.fchmod(handle.fileno(), 0o600)
+    except OSError as exc:
+        handle.close()
+        raise ConfigError(f"config server.data_dir: cannot make {path} owner-only ({exc.strerror})") from exc
     return handle.close

@@ -26,6 +26,10 @@ class StreamProtocolError(UserError):
     """A call stream out of order: audio before CallStart, a sequence gap, an oversized chunk, ..."""
 
 
+class MalformedRequestError(UserError):
+    """A gRPC request whose bytes do not decode as the method's message (random bytes, a string that is not UTF-8)."""
+
+
 class AlreadyExistsError(UserError):
     """A call id that is already known."""
 

@@ -9,7 +9,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import grpc
 from google.protobuf import any_pb2
@@ -42,6 +42,7 @@ _STATUS_CODES: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 ERROR_DOMAIN = "aftercall"
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 USER_METADATA_KEY = "x-aftercall-user"
+TOKEN_METADATA_KEY = "x-aftercall-token"
 
 ErrorHook = Callable[[str, grpc.StatusCode], None]
 
@@ -81,9 +82,39 @@ class RemoteError(errors.AftercallError):
         super().__init__(f"{self.code.name}: {error.details()}")
 
 
+# What a request's bytes become when they do not decode as the method's message. The handler is then refused
+# before the servicer sees anything: a deserializer that raised would reach the client as UNKNOWN naming the Python
+# exception (a unary request) or, read inside the servicer, as INTERNAL (a stream).
+_UNDECODABLE = object()
+
+
+def _decoding(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # noqa: BLE001 - DecodeError, or whatever else bytes that are not the message cause
+            return _UNDECODABLE
+    return decode
+
+
+def _undecodable(method: str) -> errors.MalformedRequestError:
+    return errors.MalformedRequestError(f"{method}: a request message could not be decoded (not a valid protobuf "
+                                        "message of this method's type)")
+
+
+async def _decoded_stream(requests: AsyncIterator[Any], method: str) -> AsyncIterator[Any]:
+    async for request in requests:
+        if request is _UNDECODABLE:
+            raise _undecodable(method)
+        yield request
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Every handler's domain exceptions become one status code + message; anything else is INTERNAL, logged with
-    its traceback but never echoed to the client."""
+    its traceback but never echoed to the client. Requests that do not decode are INVALID_ARGUMENT."""
 
     def __init__(self, on_error: ErrorHook | None = None):
         self._on_error = on_error
@@ -104,24 +135,33 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
+        deserializer = _decoding(handler.request_deserializer)
+
+        def decoded(request: Any) -> Any:
+            if handler.request_streaming:
+                return _decoded_stream(request, method)
+            if request is _UNDECODABLE:
+                raise _undecodable(method)
+            return request
+
         if handler.unary_unary or handler.stream_unary:
             behaviour = handler.unary_unary or handler.stream_unary
 
             async def single(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 try:
-                    return await behaviour(request, context)
+                    return await behaviour(decoded(request), context)
                 except (grpc.aio.AbortError, grpc.aio.UsageError):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the one place errors become status codes
                     await self._abort(context, method, exc)
 
             wrap = grpc.unary_unary_rpc_method_handler if handler.unary_unary else grpc.stream_unary_rpc_method_handler
-            return wrap(single, handler.request_deserializer, handler.response_serializer)
+            return wrap(single, deserializer, handler.response_serializer)
         behaviour = handler.unary_stream or handler.stream_stream
 
         async def streaming(request: Any, context: grpc.aio.ServicerContext):
             try:
-                async for response in behaviour(request, context):
+                async for response in behaviour(decoded(request), context):
                     yield response
             except (grpc.aio.AbortError, grpc.aio.UsageError):
                 raise
@@ -129,7 +169,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await self._abort(context, method, exc)
 
         wrap = grpc.unary_stream_rpc_method_handler if handler.unary_stream else grpc.stream_stream_rpc_method_handler
-        return wrap(streaming, handler.request_deserializer, handler.response_serializer)
+        return wrap(streaming, deserializer, handler.response_serializer)
 
 
 def read_secret_file(path: str, key: str) -> bytes:
@@ -218,8 +258,11 @@ def caller_identity(context: grpc.aio.ServicerContext, loopback_metadata: bool =
 def require_identity(context: grpc.aio.ServicerContext, action: str, loopback_metadata: bool = True) -> str:
     identity = caller_identity(context, loopback_metadata)
     if identity is None:
-        raise errors.AuthenticationError(f"{action} needs to know who you are: a client certificate (mutual TLS) or, "
-                                         f"from loopback, the {USER_METADATA_KEY} metadata")
+        # Only the ways this server believes: where loopback users are not trusted, naming the user metadata would
+        # send the caller after something that cannot work.
+        ways = ["a client certificate (mutual TLS)", f"a signed token ({TOKEN_METADATA_KEY}, `aftercall tokens issue`)"]
+        ways += [f"from loopback, the {USER_METADATA_KEY} metadata"] if loopback_metadata else []
+        raise errors.AuthenticationError(f"{action} needs to know who you are: {', '.join(ways[:-1])} or {ways[-1]}")
     return identity
 
 
@@ -310,5 +353,5 @@ def client_channel(address: str, ca_file: str = "", cert_file: str = "", key_fil
             certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
         )
         channel = grpc.secure_channel(address, credentials, options=options)
-    identity = tuple((key, value) for key, value in ((USER_METADATA_KEY, user), ("x-aftercall-token", token)) if value)
+    identity = tuple((key, value) for key, value in ((USER_METADATA_KEY, user), (TOKEN_METADATA_KEY, token)) if value)
     return grpc.intercept_channel(channel, _IdentityMetadata(identity)) if identity else channel

@@ -4,15 +4,18 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from aftercall.core.config import TranscriptConfig
+from aftercall.core.documents import parse_json, shown
 from aftercall.core.errors import TranscriptFormatError
 
 UNATTRIBUTED = "unattributed"
 SPEAKERS = ("agent", "customer", UNATTRIBUTED)
+DEFAULT_LIMITS = TranscriptConfig()
+_MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,14 +58,27 @@ def _number_or_none(turn: dict[str, Any], key: str, index: int) -> float | None:
     value = turn.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    try:
+        seconds = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer of hundreds of digits
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0:
         raise TranscriptFormatError(f"turns[{index}].{key} must be a non-negative number of seconds")
-    return float(value)
+    return seconds
 
 
-def transcript_from_json(document: Any) -> Transcript:
+def check_transcript_size(size: int, limits: TranscriptConfig = DEFAULT_LIMITS, where: str = "transcript") -> None:
+    """Refuse a transcript of `size` bytes over transcript.max_mb, before it is even read."""
+    if size > limits.max_mb * _MB:
+        raise TranscriptFormatError(f"{where} is {size / _MB:.1f} MB, more than transcript.max_mb = {limits.max_mb}")
+
+
+def transcript_from_json(document: Any, limits: TranscriptConfig = DEFAULT_LIMITS) -> Transcript:
     if not isinstance(document, dict) or not isinstance(document.get("turns"), list):
         raise TranscriptFormatError('transcript JSON must be an object with a "turns" list')
+    if len(document["turns"]) > limits.max_turns:
+        raise TranscriptFormatError(f"transcript has {len(document['turns'])} turns, more than transcript.max_turns = "
+                                    f"{limits.max_turns}")
     turns = []
     for index, raw in enumerate(document["turns"]):
         if not isinstance(raw, dict):
@@ -70,10 +86,13 @@ def transcript_from_json(document: Any) -> Transcript:
         speaker = raw.get("speaker")
         if speaker not in SPEAKERS:
             raise TranscriptFormatError(f'turns[{index}].speaker must be "agent", "customer" or "unattributed", '
-                                        f'not {speaker!r}')
+                                        f'not {shown(speaker)}')
         text = raw.get("text")
         if not isinstance(text, str):
             raise TranscriptFormatError(f"turns[{index}].text must be a string")
+        if len(text) > limits.max_turn_chars:
+            raise TranscriptFormatError(f"turns[{index}].text is {len(text)} characters, more than "
+                                        f"transcript.max_turn_chars = {limits.max_turn_chars}")
         start = _number_or_none(raw, "start", index)
         end = _number_or_none(raw, "end", index)
         if start is not None and end is not None and end < start:
@@ -86,11 +105,7 @@ def transcript_from_json(document: Any) -> Transcript:
     return Transcript(tuple(turns), call_id if isinstance(call_id, str) else None)
 
 
-def parse_transcript(data: bytes) -> Transcript:
-    try:
-        document = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise TranscriptFormatError("transcript is not UTF-8") from exc
-    except json.JSONDecodeError as exc:
-        raise TranscriptFormatError(f"transcript is not valid JSON: {exc.msg} at line {exc.lineno}") from exc
-    return transcript_from_json(document)
+def parse_transcript(data: bytes, limits: TranscriptConfig = DEFAULT_LIMITS, where: str = "transcript") -> Transcript:
+    """A transcript JSON document, within `limits` (its size is checked before it is parsed)."""
+    check_transcript_size(len(data), limits, where)
+    return transcript_from_json(parse_json(data, where, TranscriptFormatError), limits)

@@ -5,13 +5,14 @@ not a silently unscored field."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aftercall.core.config import TranscriptConfig
+from aftercall.core.documents import parse_json, shown
 from aftercall.core.errors import UserError
-from aftercall.core.transcript import transcript_from_json
+from aftercall.core.transcript import DEFAULT_LIMITS, check_transcript_size, transcript_from_json
 from aftercall.summarise.taxonomy import Disposition
 
 RESOLUTIONS = ("resolved", "pending", "escalated", "unresolved")
@@ -77,7 +78,7 @@ _CASE_KEYS = {"id", "turns", "audio", "roles", "expected", "split", "sector", "c
 
 def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str | None:
     if value is not None and value not in choices:
-        raise CaseFormatError(f"{where}: must be one of {', '.join(choices)}, not {value!r}")
+        raise CaseFormatError(f"{where}: must be one of {', '.join(choices)}, not {shown(value)}")
     return value
 
 
@@ -144,7 +145,8 @@ def parse_expected(where: str, document: Any) -> Expected:
     )
 
 
-def parse_case(where: str, document: Any, base: Path, default_id: str, dataset: str) -> Case:
+def parse_case(where: str, document: Any, base: Path, default_id: str, dataset: str,
+               limits: TranscriptConfig = DEFAULT_LIMITS) -> Case:
     if not isinstance(document, dict):
         raise CaseFormatError(f"{where}: a case must be a JSON object")
     unknown = set(document) - _CASE_KEYS
@@ -157,13 +159,13 @@ def parse_case(where: str, document: Any, base: Path, default_id: str, dataset: 
     turns = None
     if document.get("turns") is not None:
         try:
-            transcript_from_json({"turns": document["turns"]})
+            transcript_from_json({"turns": document["turns"]}, limits)
         except UserError as exc:
             raise CaseFormatError(f"{where}: {exc}") from None
         turns = tuple(document["turns"])
     audio = None
     if document.get("audio") is not None:
-        if not isinstance(document["audio"], str):
+        if not isinstance(document["audio"], str) or "\0" in document["audio"]:
             raise CaseFormatError(f"{where}.audio: must be a path (relative to the case file)")
         audio = (base / document["audio"]).resolve()
         if not audio.is_file():
@@ -179,16 +181,15 @@ def parse_case(where: str, document: Any, base: Path, default_id: str, dataset: 
                 split)
 
 
-def _read_json(path: Path, text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CaseFormatError(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+def _read_json(text: str, where: str, limits: TranscriptConfig) -> Any:
+    """One case's JSON; its size counts against transcript.max_mb, as a transcript given to `summarise` would."""
+    check_transcript_size(len(text.encode("utf-8")), limits, where)
+    return parse_json(text, where, CaseFormatError)
 
 
-def load_cases(path: Path) -> Dataset:
+def load_cases(path: Path, limits: TranscriptConfig = DEFAULT_LIMITS) -> Dataset:
     """A folder (every *.json and *.jsonl in it, sorted), a .json file (one case) or a .jsonl file (a case per
-    line) of gold calls."""
+    line) of gold calls; each case's transcript within `limits` (the [transcript] config)."""
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl"))
         if not files:
@@ -208,10 +209,11 @@ def load_cases(path: Path) -> Dataset:
             for number, line in enumerate(text.splitlines(), 1):
                 if line.strip():
                     where = f"{file}:{number}"
-                    cases.append(parse_case(where, _read_json(file, line, where), file.parent,
-                                            f"{file.stem}-{number}", name))
+                    cases.append(parse_case(where, _read_json(line, where, limits), file.parent,
+                                            f"{file.stem}-{number}", name, limits))
         else:
-            cases.append(parse_case(str(file), _read_json(file, text, str(file)), file.parent, file.stem, name))
+            cases.append(parse_case(str(file), _read_json(text, str(file), limits), file.parent, file.stem, name,
+                                    limits))
     seen: set[str] = set()
     for case in cases:
         if case.case_id in seen:

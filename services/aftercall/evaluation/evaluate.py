@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aftercall.core.config import TranscriptConfig
 from aftercall.core.errors import UserError
+from aftercall.core.transcript import DEFAULT_LIMITS
 from aftercall.evaluation.cases import Case, CaseFormatError, Dataset, load_cases
 from aftercall.evaluation.datasets import PUBLIC_SETS, load_public
 from aftercall.evaluation.scoring import aggregate, confusion, score_case
@@ -129,7 +131,8 @@ class _Progress:
             print(f"eval: {message} ({time.monotonic() - self.started:.0f} s)", file=sys.stderr, flush=True)
 
 
-def collect(args: argparse.Namespace, gates: list[Gate], say: _Progress) -> tuple[list[Dataset], list[str]]:
+def collect(args: argparse.Namespace, gates: list[Gate], say: _Progress,
+            limits: TranscriptConfig = DEFAULT_LIMITS) -> tuple[list[Dataset], list[str]]:
     datasets, skipped = [], []
     for item in args.inputs:
         path = Path(item)
@@ -140,7 +143,7 @@ def collect(args: argparse.Namespace, gates: list[Gate], say: _Progress) -> tupl
                 continue
             datasets += load_public(item, args.public_data)
         else:
-            datasets.append(load_cases(path))
+            datasets.append(load_cases(path, limits))
     names = [d.name for d in datasets]
     duplicated = {n for n in names if names.count(n) > 1}
     if duplicated:
@@ -203,7 +206,7 @@ class _Runner:
                 front_end.update(front_end_scores(reference, transcript, mono=mode == "mono"))
             heard = [t.to_json() for t in transcript.turns]
         else:
-            transcript = transcript_from_json({"turns": list(case.turns)})
+            transcript = transcript_from_json({"turns": list(case.turns)}, self.pipeline.config.transcript)
         redaction = self.pipeline.redact(transcript, case.case_id)
         summary = self.pipeline.summarise(redaction, taxonomy) if dataset.summarise else None
         score = score_case(case, redaction, summary, heard if mode == "audio" else None)
@@ -281,7 +284,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level, config.logging.format)
     gates = [parse_gate(text) for text in (*DEFAULT_GATES, *args.gate)]
     say = _Progress(args.quiet)
-    datasets, skipped = collect(args, gates, say)
+    datasets, skipped = collect(args, gates, say, config.transcript)
     pipeline = build_pipeline(config, args.taxonomy)
     with tempfile.TemporaryDirectory(prefix="aftercall-eval-") as scratch:
         audio_dir = args.audio_cache or Path(scratch)

@@ -160,8 +160,9 @@ class CallProcessor:
         self._metrics.calls_completed.inc()
         if job.received_at is not None:
             self._metrics.post_call_latency.observe(max(0.0, time.time() - job.received_at))
-        logger.info("call summarised (%.1f s of audio, disposition %s)", job.audio_seconds,
-                    summary["disposition"]["code"])
+        # Nothing the store keeps behind a blind index (disposition, agent, tenant, customer reference) goes in a
+        # log: at INFO it would undo what the index hides.
+        logger.info("call summarised (%.1f s of audio)", job.audio_seconds)
         self._resolve(call_id, self._summaries.get(call_id))
 
     def _finish(self, call_id: str) -> None:

@@ -57,9 +57,14 @@ def _roles(values, default: tuple[str, ...], channels: int | None) -> tuple[str,
     return roles
 
 
-def _metadata(message: pb.CallMetadata) -> dict[str, str]:
-    return {"agent_id": message.agent_id, "queue": message.queue, "direction": _DIRECTIONS.get(message.direction, ""),
-            "ani": message.ani, "dnis": message.dnis, "tenant": message.tenant, "customer_ref": message.customer_ref}
+def _metadata(message: pb.CallMetadata, max_chars: int) -> dict[str, str]:
+    """The call's metadata as stored (sealed); each text field at most `max_chars` (ingest.max_metadata_chars)."""
+    texts = {name: getattr(message, name) for name in ("agent_id", "queue", "ani", "dnis", "tenant", "customer_ref")}
+    for name, value in texts.items():
+        if len(value) > max_chars:
+            raise UserError(f"metadata.{name} is {len(value)} characters, more than ingest.max_metadata_chars = "
+                            f"{max_chars}")
+    return {**texts, "direction": _DIRECTIONS.get(message.direction, "")}
 
 
 def _taxonomy(text: str) -> str:
@@ -238,8 +243,8 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         audio_format = AudioFormat(ENCODINGS[start.encoding], start.sample_rate_hz, len(roles))
         if len(roles) == 1:
             roles = self._config.audio.roles  # mono: one mixed channel, attributed by the recogniser
-        return CallJob(call_id, RECEIVING, "stream", audio_format, roles, _metadata(start.metadata),
-                       _taxonomy(start.taxonomy_toml))
+        return CallJob(call_id, RECEIVING, "stream", audio_format, roles,
+                       _metadata(start.metadata, self._limits.max_metadata_chars), _taxonomy(start.taxonomy_toml))
 
     def _write_chunk(self, spool: StreamSpool, chunk: pb.AudioChunk, expected: int) -> None:
         fmt = spool.format
@@ -384,6 +389,8 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             raise UserError("give the recording as wav bytes or a path")
         if not self._limits.import_dir:
             raise UserError("submitting by path is disabled (set ingest.import_dir)")
+        if "\0" in request.path:  # no file name holds one; the OS calls would refuse it with a ValueError
+            raise UserError("path holds a NUL character")
         root = Path(self._limits.import_dir).resolve()
         path = (root / request.path).resolve()
         if not path.is_relative_to(root):
@@ -401,6 +408,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._access.require(self._access.identity(context), "Sending calls", "pbx")
         call_id = check_call_id(request.call_id)
         call_id_var.set(call_id)
+        metadata = _metadata(request.metadata, self._limits.max_metadata_chars)
         self._admit(streaming=False)
         recording = self._recording_bytes(request)  # ingest.max_recording_mb applies to these, as submitted
         # Decoded now, so that a corrupt or unsupported file is refused before it is accepted; off the event loop
@@ -411,8 +419,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         roles = _roles(request.channel_roles, self._config.audio.roles, channels)
         if len(roles) == 1:
             roles = self._config.audio.roles
-        job = CallJob(call_id, RECEIVING, "recording", None, roles, _metadata(request.metadata),
-                      _taxonomy(request.taxonomy_toml))
+        job = CallJob(call_id, RECEIVING, "recording", None, roles, metadata, _taxonomy(request.taxonomy_toml))
         self._calls.create(job)
         try:
             with _disk_full_is_capacity():

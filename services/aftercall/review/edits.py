@@ -4,15 +4,18 @@ and every string re-checked for sensitive values (an agent can type a card numbe
 from __future__ import annotations
 
 import copy
-import json
 from collections import Counter
 from typing import Any
 
+from aftercall.core.documents import parse_json, shown
 from aftercall.core.errors import UserError
 from aftercall.pipeline import recheck_summary
 from aftercall.redact import Redactor
 
 _MAX_TEXT = 4000
+# Every string of an edit is re-redacted while the Edit call waits: a summary's fields are a few kB, so this bounds
+# that work (and a hostile document) well above any real edit.
+_MAX_EDIT_BYTES = 64 * 1024
 _LEVELS = ("negative", "neutral", "positive")
 _STATUSES = ("resolved", "pending", "escalated", "unresolved")
 _OWNERS = ("agent", "customer", "organisation")
@@ -28,7 +31,7 @@ def _text(value: Any, where: str, nullable: bool = False) -> str | None:
 
 def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise UserError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+        raise UserError(f"{where} must be one of {', '.join(choices)}, got {shown(value)}")
     return value
 
 
@@ -87,10 +90,11 @@ EDITABLE = ("reason_for_contact", "issue", "actions_taken", "resolution", "follo
 
 
 def apply_edit(summary: dict[str, Any], fields_json: str, redactor: Redactor) -> dict[str, Any]:
-    try:
-        fields = json.loads(fields_json)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"fields_json is not valid JSON: {exc.msg}") from exc
+    size = len(fields_json.encode("utf-8"))
+    if size > _MAX_EDIT_BYTES:
+        raise UserError(f"fields_json is {size} bytes, more than {_MAX_EDIT_BYTES} (an edit holds a summary's "
+                        "fields)")
+    fields = parse_json(fields_json, "fields_json")
     if not isinstance(fields, dict) or not fields:
         raise UserError("fields_json must be a JSON object with at least one field")
     checked, found = recheck_summary({key: _check_field(key, value) for key, value in fields.items()},

@@ -410,7 +410,7 @@ class SiprecServer:
                     raise SipMessageError("the other leg of this call is recorded with another codec", 488)
                 feed_is_new = False
             roles, call_id = ("agent", "customer"), f"cisco-{_safe_id(leg.refci)}"
-            call_metadata = pb.CallMetadata(ani=leg.far_end_address or "")
+            call_metadata = pb.CallMetadata(ani=(leg.far_end_address or "")[:_MAX_METADATA_CHARS])
         elif len(chosen) == 1:  # one mixed stream: the recogniser tells the speakers apart
             index, payload_type = chosen[0]
             channels, roles = {index: 0}, ("agent",)
@@ -709,15 +709,20 @@ def _user(aor: str) -> str:
     return aor.split(":", 1)[-1].split("@", 1)[0].split(";", 1)[0]
 
 
+# What the SRS takes from the recording metadata is cut to this length, the least `ingest.max_metadata_chars` can be:
+# an SBC's long display name must not cost the recording.
+_MAX_METADATA_CHARS = 64
+
+
 def _call_metadata(metadata: RecordingMetadata | None, agent_label: str | None,
                    customer_label: str | None) -> pb.CallMetadata:
     if metadata is None:
         return pb.CallMetadata()
     agent = metadata.sender_of(agent_label) if agent_label else None
     customer = metadata.sender_of(customer_label) if customer_label else None
-    return pb.CallMetadata(
-        agent_id=(agent.name or (_user(agent.aors[0]) if agent.aors else "")) if agent else "",
-        ani=_user(customer.aors[0]) if customer and customer.aors else "")
+    agent_id = (agent.name or (_user(agent.aors[0]) if agent.aors else "")) if agent else ""
+    ani = _user(customer.aors[0]) if customer and customer.aors else ""
+    return pb.CallMetadata(agent_id=agent_id[:_MAX_METADATA_CHARS], ani=ani[:_MAX_METADATA_CHARS])
 
 
 def _merge(current: RecordingMetadata | None, update: RecordingMetadata) -> RecordingMetadata:

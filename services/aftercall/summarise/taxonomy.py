@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from aftercall.core.documents import parse_toml
 from aftercall.core.errors import ConfigError
 
 DEFAULT_TAXONOMY = Path(__file__).parent / "data" / "default_taxonomy.toml"
@@ -21,16 +21,15 @@ class Disposition:
 
 
 def parse_taxonomy(text: str, source: str = "taxonomy") -> tuple[Disposition, ...]:
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    document = parse_toml(text, source)
     entries = document.get("disposition")
     if not isinstance(entries, list) or not entries:
         raise ConfigError(f"{source}: needs at least one [[disposition]] table")
     seen: set[str] = set()
     dispositions = []
     for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{source}: disposition[{index}] must be a table ([[disposition]])")
         for key in ("code", "label", "description"):
             if not isinstance(entry.get(key), str) or not entry[key].strip():
                 raise ConfigError(f"{source}: disposition[{index}].{key} must be a non-empty string")

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from aftercall.core.config import AccessConfig
 from aftercall.core.errors import ConfigError, PermissionDeniedError
-from aftercall.core.rpc import caller_identity, require_identity
+from aftercall.core.rpc import TOKEN_METADATA_KEY, caller_identity, require_identity
 from aftercall.vault.keys import KeyRing
-from aftercall.vault.tokens import TOKEN_METADATA_KEY, verify_token
+from aftercall.vault.tokens import verify_token
 
 ROLES = ("pbx", "agent", "supervisor", "auditor", "admin")
 

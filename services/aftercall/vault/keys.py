@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aftercall.core.config import VaultConfig
+from aftercall.core.documents import parse_json
 from aftercall.core.errors import ConfigError, RecordUnreadableError
 from aftercall.vault.hsm import Pkcs11Keys, token_keys
 
@@ -86,8 +87,8 @@ class KeyRing:
             raise ConfigError(f"vault.key_file: {path} is readable by others (mode {stat.S_IMODE(info.st_mode):o}); "
                               "chmod 600 it")
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            if document.get("format") != FORMAT:
+            document = parse_json(path.read_bytes(), "JSON", ValueError)
+            if not isinstance(document, dict) or document.get("format") != FORMAT:
                 raise ValueError(f"format is not {FORMAT}")
             keks = tuple(Kek(int(k["id"]), k["state"], float(k["created_at"]),
                              _decode(k["key"]) if k.get("key") else None, bool(k.get("token")))

@@ -14,7 +14,6 @@ import time
 from aftercall.core.errors import AuthenticationError
 from aftercall.vault.keys import KeyRing
 
-TOKEN_METADATA_KEY = "x-aftercall-token"
 _MAX_TTL_S = 7 * 86400
 
 
