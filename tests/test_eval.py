@@ -84,6 +84,23 @@ def test_a_short_piece_leaks_only_where_it_was_said(tmp_path: Path):
     assert leaks("what's your favourite lottery line") == ["NI"]  # no question for it: left as said
 
 
+def test_numbers_a_summary_carries_as_numbers_are_no_leak(pipeline, tmp_path: Path):
+    """A timing or a confidence (0.00293 s) is not text anyone said; the same digits in the narrative are a leak."""
+    from aftercall.core.transcript import Transcript, Turn
+    from aftercall.evaluation.scoring import score_case
+    from aftercall.redact.redactor import Redactor
+
+    turns = [{"speaker": "agent", "text": "your nhs number please"}, {"speaker": "customer", "text": "730 971 0029"}]
+    path = tmp_path / "case.jsonl"
+    path.write_text(json.dumps({"id": "c1", "turns": turns, "expected": {
+        "pii": [{"type": "NHS", "value": "0029"}], "pii_complete": True}}) + "\n")
+    case = load_cases(path).cases[0]
+    redaction = Redactor().redact_transcript(Transcript(tuple(Turn(t["speaker"], t["text"]) for t in turns)))
+    summary = pipeline.summarise(redaction)
+    assert score_case(case, redaction, {**summary, "seconds": 12.00293})["leaks"] == []
+    assert score_case(case, redaction, {**summary, "narrative": "Number ends 0029."})["leaks"] == ["NHS"]
+
+
 # -- the case format ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("document, message", [
     ({"expected": {}}, 'needs "turns"'),

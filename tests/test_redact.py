@@ -419,6 +419,10 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
     [("agent", "nhs number please"), ("customer", "three nine oh six nine five oh six one one"),
      ("agent", "thanks and for your daughter's prescription"),
      ("customer", "hers is three three seven four five one four four one three")],
+    # Codes asked for as "the last bit on the back", "the CVV2", or "the three digits" while paying.
+    [("agent", "and the last bit on the back"), ("customer", "two one four")],
+    [("agent", "Could you give me the CVV2?"), ("customer", "Sure, it's 623.")],
+    [("agent", "so that's the forty pound payment, i'll just need the three digits"), ("customer", "nine oh three")],
     # The letters run together before a comma, the last one spelt with a word the entity recogniser takes for a name.
     [("agent", "Can I take your National Insurance number?"),
      ("customer", "Yes, it is QQ, 12, 34, 56, C for Charlie.")],
@@ -491,6 +495,9 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
     # A reference's letters after an NI number; "it's" is no letter.
     [("agent", "can i have your national insurance number"), ("customer", "it's q q oh five seven three nine one c"),
      ("agent", "thank you i've found it claim h b 44821 it's for your payslips")],
+    # A card's last four named before its code; a returns code while paying.
+    [("agent", "Can I take payment now?"), ("customer", "Yes, the card ends 4444, and the code on the back is 9 0 3."),
+     ("agent", "Thanks, paid. Your returns code is RTN 4471.")],
     # A count of things while a code is asked for.
     [("agent", "Can you read me the three digits on the back?"), ("customer", "I've got two cards, which one?")],
     # The card's last four named while its code is asked for; the topic of a helpline is no question.

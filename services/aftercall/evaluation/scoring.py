@@ -104,7 +104,9 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
     source = " ".join(t["text"] for t in (heard if heard is not None else case.turns or ()))
     redacted_turns = [t.to_json() for t in redaction.transcript.turns]
     # Both the redacted transcript and the summary are stored and shown: a value surviving in either is a leak.
-    stored = json.dumps([redacted_turns, summary], ensure_ascii=False)
+    # Their text only: a number the summary carries as a number (a confidence, a timing such as 0.00297 s) is no
+    # value anyone said, and its digits would read as a leak.
+    stored = json.dumps([[t["text"] for t in redacted_turns], list(_strings(summary))], ensure_ascii=False)
     score: dict[str, Any] = {"id": case.case_id, "split": case.split}
 
     sensitive = [value for _, value in expected.pii] + list(expected.must_not_appear)

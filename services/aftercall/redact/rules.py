@@ -43,9 +43,9 @@ class Rule:
 # the one table the pipeline holds.
 RULES: tuple[Rule, ...] = (
     Rule(CVV, "[CVV]", "3-4 digits after a cue; any number in its exchange",
-         r"security (?:code|number|digits|bit)|\bc\.?[ -]?v\.?[ -]?[vc]\b\.?2?|cv2|\bcsc\b|card verification"
+         r"security (?:code|number|digits|bit)|\bc\.?[ -]?v\.?[ -]?[vc]2?\b|cv2|\bcsc\b|card verification"
          r"|verification (?:code|value|number|digits)"
-         r"|(?:last )?(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code) on the (?:back|reverse)"
+         r"|(?:last )?(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code|bit) on the (?:back|reverse)"
          r"|\b(?:the|last) (?:three|3) on the (?:back|reverse)|(?:back|reverse) of the card|by the signature"
          r"|signature (?:strip|panel|box)|(?:turn|flip) (?:the|your) card (?:over|round)"
          r"|(?:three|3)[ -]digit (?:security )?(?:code|number)"
@@ -102,9 +102,12 @@ CARD_CUE = Rule(CARD_WORD, "", "", r"(?<!medical )\bcards?\b|\bamex\b|american e
 CARD_CODE_CUE = Rule(CVV_IF_CARD, "", "", r"on the back|(?:three|3)[ -](?:digits?|numbers)|last (?:three|3)\b"
                                           r"|(?:little|short) number"
                                           r"|(?<!promo )(?<!discount )(?<!voucher )(?<!error )(?<!product )(?<!area )"
-                                          r"(?<!dialling )\bcode\b")
+                                          r"(?<!dialling )(?<!return )(?<!returns )(?<!booking )(?<!access )"
+                                          r"(?<!door )(?<!gift )(?<!tax )\bcode\b")
 # Money talk does not change what a question asks for ("the security code to process the £40 charge"); an amount
 # said after it is no ID (AMOUNT_BEFORE).
+# A payment under way, card number keyed in or not: "the three digits" asks for its code.
+PAYMENT_TALK = re.compile(r"\bpay(?:ment|ing)?\b|\bcharge\b|\bdeposit\b|\bdonation\b|\btop.?up\b", re.IGNORECASE)
 MONEY_WORDS = re.compile(r"amount|balance|refund|price|cost|fee\b|charged?\b|total\b", re.IGNORECASE)
 # A caller reluctant to answer may still answer once reassured ("I'd rather not" / "it's only used for this
 # payment" / "go on then, 314"): the question stays open, and what is said after it in the same turn is no answer.
@@ -387,7 +390,7 @@ AMOUNT_AFTER = re.compile(
 EVENT_YEAR = re.compile(rf"(?:\b(?:since|from|until|till|by|back in|in)|\b(?:19|20)\d\d\s*(?:to|and|-))\s*"
                         rf"(?:(?:{_MONTH})\w*\s+)?$", re.IGNORECASE)
 # A card's last four digits named as such, while its code is asked for: "taken on the card ending 6075".
-CARD_TAIL = re.compile(r"\b(?:ending(?: in| with)?|ends (?:in|with)|last four(?: digits)?(?: are| is)?)\s*$",
+CARD_TAIL = re.compile(r"\b(?:ending(?: in| with)?|ends(?: in| with)?|last four(?: digits)?(?: are| is)?)\s*$",
                        re.IGNORECASE)
 # A year that names a thing ("it's a 2016", "an 1980s one"): no date of birth.
 A_THING = re.compile(r"\b(?:a|an)\s+$", re.IGNORECASE)
