@@ -214,9 +214,10 @@ class _Conversation:
     def card_near(self, turn: int) -> bool:
         """A card is being read: said in this turn or the four before, a card number redacted there, or a payment
         talked of."""
+        recent = range(max(0, turn - _CARD_TALK_TURNS), turn + 1)
         return (self.cued_near(turn, (rules.CARD, rules.CARD_WORD, rules.CVV), _CARD_TALK_TURNS)
-                or any(span.kind == rules.CARD and turn - _CARD_TALK_TURNS <= span.turn <= turn for span in self.spans)
-                or any(rules.PAYMENT_TALK.search(self.texts[t]) for t in range(max(0, turn - _CARD_TALK_TURNS), turn + 1)))
+                or any(span.kind == rules.CARD and span.turn in recent for span in self.spans)
+                or any(rules.PAYMENT_TALK.search(self.texts[t]) for t in recent))
 
     def is_pause(self, turn: int) -> bool:
         """An acknowledgement, or a turn of the caller finding the number ("hang on, it's in my other bag")."""
