@@ -707,12 +707,14 @@ class _Conversation:
         """Pieces of an ID of 6+ digits said in short turns in the few turns before it was found whole, before
         anyone asked ("my number it is q q" / "oh five two" / "seven eight four c" / "q q oh five two seven eight
         four c")."""
+        runs = None
         for kind, digits in found:
             if len(digits) < 6:
                 continue
             turns = {s.turn for s in self.spans
                      if s.kind == kind and digits in re.sub(r"\D", "", self.texts[s.turn][s.start:s.end])}
-            for run in self.digit_runs():
+            runs = self.digit_runs() if runs is None else runs
+            for run in runs:
                 if (3 <= len(run.digits) < len(digits) and run.digits in digits and not run.amount
                         and len(_WORDS.findall(self.texts[run.turn])) <= _MAX_ACK_WORDS
                         and any(0 < turn - run.turn <= _MAX_QUIET_TURNS for turn in turns)):
@@ -762,6 +764,7 @@ class _Conversation:
         its exchange as given."""
         states: list[list[_Asked]] = []
         kind, since, last, given = None, 0, 0, 0
+        short = [self.is_short(turn) for turn in range(len(self.texts))]
         for turn, text in enumerate(self.texts):
             complete = kind is not None and given >= _FEWEST_DIGITS[kind]
             # A longer turn once the value was given: only a read-back of it is the value still; the exchange ends
@@ -772,8 +775,8 @@ class _Conversation:
             between = range(last + 1, turn)
             # Short turns while the caller finds the card ("ok" / "take your time" / "it's not easy to read") wait
             # for the value; longer ones are other talk.
-            if (sum(not self.is_short(t) for t in between) >= _MAX_QUIET_TURNS
-                    or len(between) >= 2 * _MAX_QUIET_TURNS):
+            if kind is not None and (len(between) >= 2 * _MAX_QUIET_TURNS
+                                     or sum(not short[t] for t in between) >= _MAX_QUIET_TURNS):
                 kind = None
             points = [_Asked(0, kind, complete, since, read_back=moved_on)]
             if moved_on and not self._reads_back(turn, kind, since):
