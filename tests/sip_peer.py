@@ -60,7 +60,8 @@ class SipClient:
     source: str = "127.0.0.1"
     server: str = "127.0.0.1"
     sock: socket.socket = field(init=False)
-    _stream_buffer: sip.StreamFramer = field(init=False, default_factory=sip.StreamFramer)
+    # Faults kept: the answer to a request with a bad CSeq copies that CSeq.
+    _stream_buffer: sip.StreamFramer = field(init=False, default_factory=lambda: sip.StreamFramer(keep_faults=True))
     _queued: list[sip.SipMessage] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
@@ -96,7 +97,7 @@ class SipClient:
         while not self._queued:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
             if self.transport == "udp":
-                self._queued.append(sip.parse(self.sock.recvfrom(65536)[0]))
+                self._queued.append(sip.parse(self.sock.recvfrom(65536)[0], keep_faults=True))
             else:
                 data = self.sock.recv(65536)
                 if not data:
@@ -150,9 +151,18 @@ class Dialog:
     def invite(self, offer: str, metadata: str | None = METADATA.format(agent=1, caller=2), siprec: bool = True,
                headers: list[tuple[str, str]] = ()) -> sip.SipMessage:
         """INVITE (or re-INVITE in the dialog), ACK on 2xx; the final response."""
+        self.send_invite(offer, metadata, siprec, headers)
+        return self.answered()
+
+    def send_invite(self, offer: str, metadata: str | None = METADATA.format(agent=1, caller=2), siprec: bool = True,
+                    headers: list[tuple[str, str]] = ()) -> sip.SipMessage:
+        """The INVITE alone, not waiting for its answer (`answered` reads it): a flood sends many first."""
         content_type, body = multipart(offer, metadata)
         extra = [("Require", "siprec")] if siprec else []
-        self.request("INVITE", content_type, body, [*extra, *headers])
+        return self.request("INVITE", content_type, body, [*extra, *headers])
+
+    def answered(self) -> sip.SipMessage:
+        """The final response to our INVITE, ACKed (the dialog's tag kept on 2xx)."""
         final = self.client.final()
         if final.status < 300:
             self.to_tag = sip.header_params(final.header("To")).get("tag")

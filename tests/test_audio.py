@@ -7,6 +7,7 @@ import json
 import shutil
 import struct
 import subprocess
+import time
 import zlib
 from pathlib import Path
 
@@ -258,6 +259,11 @@ NOT_AUDIO = {
                                       "wav)"),
     "a WAV of ADPCM noise": (wav_header(0x11, 1, 8000, 4, 4000) + NOISE[:4000],
                              "corrupt: no audio could be decoded from the adpcm_ima_wav stream (container: wav): "),
+    # Found by tests/test_fuzz.py: one flipped bit made the rate 805 MHz, and FFmpeg's resampler took 9 s to set up.
+    "a WAV at 805 MHz": (wav_header(1, 2, 0x30001F40, 16, 4000) + bytes(4000),
+                         "unsupported: sample rate 805314368 Hz in the pcm_s16le stream (container: wav) (aftercall "
+                         "reads 1000 to 384000 Hz)"),
+    "a WAV at 1 Hz": (wav_header(1, 1, 1, 16, 4000) + bytes(4000), "unsupported: sample rate 1 Hz"),
 }
 
 
@@ -267,6 +273,16 @@ def test_what_is_not_a_recording_is_refused_in_one_sentence(name: str):
     with pytest.raises(AudioFormatError) as error:
         decode_audio(data)
     assert str(error.value).startswith(reason) and "\n" not in str(error.value)
+
+
+def test_a_sample_rate_no_recorder_writes_is_refused_before_the_resampler_is_built():
+    started = time.monotonic()
+    for rate in (805314368, 1000003, 999, 384001):
+        with pytest.raises(AudioFormatError, match=f"^unsupported: sample rate {rate} Hz"):
+            recording_wav(wav_header(1, 1, rate, 16, 8000) + bytes(8000))
+    assert time.monotonic() - started < 1
+    for rate in (1000, 384000):  # the ends of the range still decode
+        assert recording_wav(wav_header(1, 1, rate, 16, 8000) + bytes(8000))[1] > 0
 
 
 def test_a_real_flac_header_over_noise_is_corrupt(speech: Path):

@@ -114,11 +114,46 @@ def test_metadata_datamode_in_either_spelling():
     (siprec_invite()[:-40], 400, "bytes follow"),
     (siprec_invite() + b"x" * sip.MAX_MESSAGE_BYTES, 413, "over the limit"),
     (b"INVITE sip:srs@x SIP/2.0\r\nVia: a\r\n\xff\xfe: b\r\n\r\n", 400, "not UTF-8"),
+    (re.sub(rb"Content-Length: \d+", "Content-Length: \u00b2".encode(), siprec_invite()), 400,
+     "malformed Content-Length"),  # str.isdigit() takes it, int() does not
+    (re.sub(rb"Content-Length: \d+", b"Content-Length: " + b"9" * 5000, siprec_invite()), 413, "5000 digits"),
 ])
 def test_malformed_messages_name_the_fault_and_the_status_to_answer(data, status, words):
     with pytest.raises(SipMessageError, match=words) as caught:
         sip.parse(data)
     assert caught.value.status == status
+
+
+@pytest.mark.parametrize("cseq, words", [
+    (b"2147483648 INVITE", "CSeq number 2147483648 is over 2147483647"),  # RFC 3261 8.1.1.5: less than 2**31
+    (b"4294967296 INVITE", "CSeq number 4294967296 is over"),
+    (b"9" * 5000 + b" INVITE", r"CSeq number 9{20}\.\.\. \(5000 digits\) is over"),  # no int() of 5000 digits
+    (b"+101 INVITE", "malformed CSeq"),
+    ("\u0661\u0660\u0661 INVITE".encode(), "malformed CSeq"),  # Arabic-Indic digits: int() would take them
+    (b"101", "malformed CSeq"),
+])
+def test_a_cseq_out_of_range_is_a_fault_that_can_still_be_answered(cseq, words):
+    data = siprec_invite().replace(b"CSeq: 101 INVITE", b"CSeq: " + cseq)
+    with pytest.raises(SipMessageError, match=words) as caught:
+        sip.parse(data)
+    assert caught.value.status == 400
+    kept = sip.parse(data, keep_faults=True)  # what the server does: it has all a 400 needs
+    assert kept.method == "INVITE" and kept.fault.status == 400 and re.search(words, str(kept.fault))
+    assert sip.response(kept, 400).header("CSeq") == cseq.decode()
+
+
+def test_the_largest_cseq_and_leading_zeros_are_fine():
+    for cseq, number in ((b"2147483647 INVITE", 2 ** 31 - 1), (b"000000000000101  INVITE", 101), (b"0 INVITE", 0)):
+        assert sip.parse(siprec_invite().replace(b"CSeq: 101 INVITE", b"CSeq: " + cseq)).cseq == (number, "INVITE")
+
+
+def test_a_faulty_message_on_a_stream_is_kept_in_its_place_and_the_next_still_read():
+    bad = siprec_invite().replace(b"CSeq: 101", b"CSeq: 4294967296")
+    stream = siprec_invite() + bad + siprec_invite().replace(b"CSeq: 101", b"CSeq: 102")
+    with pytest.raises(SipMessageError, match="CSeq number"):
+        sip.StreamFramer().feed(stream)
+    messages = sip.StreamFramer(keep_faults=True).feed(stream)
+    assert [m.fault is None for m in messages] == [True, False, True] and messages[2].cseq == (102, "INVITE")
 
 
 def test_a_byte_stream_is_cut_into_messages_whatever_the_reads():
@@ -129,6 +164,12 @@ def test_a_byte_stream_is_cut_into_messages_whatever_the_reads():
         messages = [m for start in range(0, len(stream), size) for m in framer.feed(stream[start:start + size])]
         assert [m.cseq[0] for m in messages] == [101, 102]
         assert all(len(sip.body_parts(m)) == 2 for m in messages)
+
+
+def test_a_stream_whose_content_length_has_thousands_of_digits_is_refused_without_int():
+    with pytest.raises(SipMessageError, match="5000 digits") as caught:
+        sip.StreamFramer().feed(re.sub(rb"Content-Length: \d+", b"Content-Length: " + b"9" * 5000, siprec_invite()))
+    assert caught.value.status == 413
 
 
 def test_a_stream_without_content_length_or_over_the_limit_is_refused():
@@ -189,6 +230,35 @@ def test_a_dynamic_payload_type_named_pcmu_is_taken_and_a_16k_one_is_not():
 def test_malformed_sdp_and_metadata_are_refused(parser, body, words):
     with pytest.raises(SipMessageError, match=words):
         parser(body)
+
+
+@pytest.mark.parametrize("media, words", [
+    ("audio 99999 RTP/AVP 0", "SDP media port 99999 is outside 1-65535"),
+    ("audio 65536 RTP/AVP 0", "SDP media port 65536 is outside 1-65535"),
+    ("audio " + "9" * 5000 + " RTP/AVP 0", "SDP media port 9{20} is outside"),
+    ("audio 65534/2 RTP/AVP 0", "SDP media ports 65534/2 are not a count"),  # RTP on 65534 and 65536
+    ("audio 6000/0 RTP/AVP 0", "SDP media ports 6000/0 are not a count"),
+    ("audio -1 RTP/AVP 0", "malformed SDP media line"),
+    ("audio \u0661\u0662 RTP/AVP 0", "malformed SDP media line"),
+])
+def test_an_sdp_port_outside_1_to_65535_is_refused_with_400(media, words):
+    with pytest.raises(SipMessageError, match=words) as caught:
+        parse_sdp(f"v=0\r\nc=IN IP4 10.0.0.1\r\nm={media}\r\n".encode())
+    assert caught.value.status == 400
+
+
+def test_port_0_still_declines_a_stream_and_the_edges_of_the_range_are_taken():
+    offer = parse_sdp(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 0\r\nm=audio 65535 RTP/AVP 0\r\n"
+                      b"m=audio 1 RTP/AVP 8\r\nm=audio 65532/2 RTP/AVP 0\r\n")
+    assert [stream.port for stream in offer.streams] == [0, 65535, 1, 65532]
+    assert choose_streams(offer) == [(1, 0), (2, 8), (3, 0)]  # the declined stream is not recorded
+
+
+def test_numbers_that_are_not_ascii_or_too_long_are_ignored_not_a_crash():
+    """str.isdigit() takes '\u00b2', which int() refuses; int() refuses 5,000 digits: neither may be a 500."""
+    offer = parse_sdp(("v=0\r\nm=audio 5004 RTP/AVP \u00b2 " + "9" * 5000 + " 0\r\na=rtpmap:\u00b2 PCMU/8000\r\n"
+                       "a=rtpmap:" + "9" * 5000 + " PCMA/8000\r\n").encode())
+    assert offer.streams[0].payload_types == [0] and offer.streams[0].rtpmap == {}
 
 
 def test_cisco_built_in_bridge_legs_are_recognised_from_the_from_uri():

@@ -3,12 +3,14 @@ that is bit-exact where packets came and silence where they did not."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import struct
 
 import pytest
 
 from aftercall.core.errors import RtpPacketError
+from aftercall.siprec.recording import RtpPorts
 from aftercall.siprec.rtp import InterarrivalJitter, RtpPacket, StreamReceiver, parse_rtp
 
 FRAME = 160  # 20 ms at 8 kHz
@@ -142,3 +144,16 @@ def test_interarrival_jitter_follows_rfc_3550():
         wobbly.update(timestamp, 0.02 * index + (0.005 if index % 2 else 0.0))  # every packet 5 ms early or late
     assert steady.seconds == pytest.approx(0.0, abs=1e-9)
     assert wobbly.seconds == pytest.approx(0.005, rel=0.01)
+
+
+async def test_calls_that_open_rtp_ports_at_once_each_get_their_own():
+    """A burst of INVITEs opens ports concurrently: none may take a port another has chosen (or fail for it)."""
+    ports = RtpPorts("127.0.0.1", 43100, 43179)  # 40 even ports; a few may be held by other programs
+    opened = await asyncio.gather(*(ports.open(2, lambda _: asyncio.DatagramProtocol()) for _ in range(12)))
+    numbers = [port for call in opened for _, port in call]
+    try:
+        assert len(set(numbers)) == 24 and all(second == first + 2 for (_, first), (_, second) in opened)
+    finally:
+        for transport, port in [pair for call in opened for pair in call]:
+            transport.close()
+            ports.release(port)

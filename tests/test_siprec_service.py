@@ -174,6 +174,45 @@ async def test_bad_requests_get_precise_responses_and_harm_no_other_call(recorde
     client.close()
 
 
+async def test_a_cseq_or_an_sdp_port_out_of_range_gets_400_and_the_call_goes_on(recorder, stored_audio, demo_clip):
+    server = await recorder()
+    offer = multipart(sdp([6000, 6002], labels=["1", "2"]), METADATA.format(agent=1, caller=2))
+    for transport in ("udp", "tcp"):  # answered, not dropped; the TCP connection stays up for the next request
+        client = await in_thread(SipClient, server.sip_port, transport)
+        for number in (2 ** 31, 2 ** 32):  # RFC 3261 8.1.1.5: below 2**31
+            await in_thread(Dialog(client).request, "INVITE", *offer, [("Require", "siprec")], number)
+            refused = await in_thread(client.final)
+            assert refused.status == 400 and f"CSeq number {number} is over 2147483647" in warning(refused)
+            assert refused.header("CSeq") == f"{number} INVITE"
+        await in_thread(Dialog(client).request, "OPTIONS", None, b"", (), 2 ** 31 - 1)
+        assert (await in_thread(client.final)).status == 200
+        client.close()
+    assert metric(server, "aftercall_siprec_sip_requests_total", method="malformed") == 4
+    assert metric(server, "aftercall_siprec_sip_responses_total", method="INVITE", status="400") == 4
+    client = SipClient(server.sip_port)
+    for ports in ([99999, 6002], [6000, 65536]):
+        refused = await in_thread(Dialog(client).invite, sdp(ports, labels=["1", "2"]))
+        assert refused.status == 400 and f"SDP media port {max(ports)} is outside 1-65535" in warning(refused)
+    declined = Dialog(client)  # port 0 declines a stream, as before: the other one is recorded
+    answer = await in_thread(declined.invite, sdp([0, 6002], labels=["1", "2"]))
+    assert answer.status == 200 and answered_ports(answer)[0] == 0 < answered_ports(answer)[1]
+    assert (await in_thread(declined.bye)).status == 200
+    live = Dialog(client)
+    ports = answered_ports(await in_thread(live.invite, sdp([6000, 6002], labels=["1", "2"])))
+    moved = await in_thread(live.invite, sdp([6000, 70000], labels=["1", "2"], version=2))  # a re-INVITE
+    assert moved.status == 400 and "SDP media port 70000" in warning(moved)
+    await in_thread(live.request, "UPDATE", *multipart(sdp([99999, 6002], labels=["1", "2"], version=2), None))
+    assert (await in_thread(client.final)).status == 400
+    agent, customer = sides(demo_clip, 2)  # the refused offers changed nothing: same ports, both sides recorded
+    await in_thread(send_paced, [(ports[0], rtp_packets(agent)), (ports[1], rtp_packets(customer))])
+    assert (await in_thread(live.bye)).status == 200
+    completed = await summarised(server, 2)  # the declined call's (no audio came) and the live one's
+    (call_id, record), = [entry for entry in completed if live.call_id.split("@")[0] in entry[0]]
+    assert not isinstance(record, Exception), record
+    assert stored_audio[(call_id, 0)] == agent and stored_audio[(call_id, 1)] == customer
+    client.close()
+
+
 async def test_an_optional_body_part_we_do_not_know_is_ignored(recorder):
     server = await recorder()
     client = SipClient(server.sip_port)
@@ -356,6 +395,50 @@ async def test_a_call_ingest_cannot_take_is_refused_not_lost(recorder, demo_clip
     (_, record), = await summarised(server)
     assert not isinstance(record, Exception)
     client.close()
+
+
+async def test_an_invite_flood_over_max_sessions_is_refused_and_the_admitted_calls_record(recorder, stored_audio,
+                                                                                           demo_clip):
+    limit, flood = 3, 12
+    server = await recorder(max_sessions=limit)
+    live = Dialog(SipClient(server.sip_port))  # a call in progress when the flood comes
+    answers = {live.call_id: await in_thread(live.invite, sdp([6000, 6002], labels=["1", "2"]))}
+    assert answers[live.call_id].status == 200
+    dialogs = [Dialog(SipClient(server.sip_port)) for _ in range(flood)]
+    for dialog in dialogs:  # all sent before the server (on this loop) reads any: they arrive as one burst
+        dialog.send_invite(sdp([6000, 6002], labels=["1", "2"]))
+    finals = await asyncio.gather(*(in_thread(dialog.answered) for dialog in dialogs))
+    refused = [final for final in finals if final.status != 200]
+    assert len(refused) == flood - (limit - 1), [final.status for final in finals]
+    assert all(final.status == 503 and final.header("Retry-After") == "30"
+               and "siprec.max_sessions reached" in warning(final) for final in refused)
+    assert metric(server, "aftercall_siprec_recordings_active") == limit
+    assert metric(server, "aftercall_siprec_sip_responses_total", method="INVITE", status="503") == len(refused)
+    calls = [live] + [dialog for dialog, final in zip(dialogs, finals) if final.status == 200]
+    answers |= {dialog.call_id: final for dialog, final in zip(dialogs, finals)}
+    # Each admitted call carries its own 2 s of the clip, so audio that went to the wrong call would show.
+    agent, customer = sides(demo_clip)
+    expected, streams = {}, []
+    for number, dialog in enumerate(calls):
+        part = slice(number * 16000, (number + 1) * 16000)
+        expected[dialog.call_id.split("@")[0]] = (agent[part], customer[part])
+        ports = answered_ports(answers[dialog.call_id])
+        streams += [(ports[0], rtp_packets(agent[part], ssrc=2 * number + 1)),
+                    (ports[1], rtp_packets(customer[part], ssrc=2 * number + 2))]
+    await in_thread(send_paced, streams)
+    for dialog in calls:
+        assert (await in_thread(dialog.bye)).status == 200
+    completed = await summarised(server, limit)
+    assert len(completed) == limit and not [record for _, record in completed if isinstance(record, Exception)]
+    for call_id, _ in completed:
+        sip_call_id, = [key for key in expected if key in call_id]
+        assert (stored_audio[(call_id, 0)], stored_audio[(call_id, 1)]) == expected.pop(sip_call_id)
+    # The limit counts recordings, not INVITEs: with the calls summarised there is room again.
+    later = Dialog(SipClient(server.sip_port))
+    assert (await in_thread(later.invite, sdp([6000, 6002], labels=["1", "2"]))).status == 200
+    assert (await in_thread(later.bye)).status == 200
+    for dialog in [*dialogs, live, later]:
+        dialog.client.close()
 
 
 async def test_shutdown_hangs_up_and_hands_the_audio_to_ingest(recorder, demo_clip):

@@ -39,6 +39,10 @@ _DAMAGED_SHARE = 0.01
 _EXACT_LENGTH = frozenset({"wav", "w64", "flac", "aiff", "caf", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
 # Decoded audio may end this much before the declared length (encoder padding, priming) without being cut.
 _SLACK_S = 0.5
+# Source rates the resampler is built for. FFmpeg's resampler takes seconds to set up for a rate far outside what
+# recorders write (805 MHz, from one flipped bit in a WAV header: 9 s of CPU for a 67 KB file), and a rate of a few
+# Hz makes hours of audio out of seconds of bytes: neither is a recording.
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 1000, 384000
 
 
 def decode_audio(data: bytes, max_duration_s: float | None = None) -> Audio:
@@ -175,6 +179,9 @@ class _Decoding:
             self._layout = _LAYOUTS[channels]
             self._rate = TELEPHONE_RATE if frame.sample_rate <= TELEPHONE_RATE else WIDEBAND_RATE
         if shape != self._input:  # the first frame, or the stream changed rate or layout midway: same output
+            if not MIN_SOURCE_RATE <= frame.sample_rate <= MAX_SOURCE_RATE:
+                raise AudioFormatError(f"unsupported: sample rate {frame.sample_rate} Hz in the {self._what} "
+                                       f"(aftercall reads {MIN_SOURCE_RATE} to {MAX_SOURCE_RATE} Hz)")
             self._flush()
             self._resampler = av.AudioResampler(format="s16p", layout=self._layout, rate=self._rate)
             self._input = shape

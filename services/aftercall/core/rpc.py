@@ -112,6 +112,16 @@ async def _decoded_stream(requests: AsyncIterator[Any], method: str) -> AsyncIte
         yield request
 
 
+# A status message travels twice in the trailing metadata (grpc-message and the google.rpc.Status); a client refuses
+# trailers over 16 KB and reports only "Stream removed" as RESOURCE_EXHAUSTED, so a message that quotes a long value
+# (a 70,000-character call id) is cut well below that.
+_MAX_MESSAGE_CHARS = 1000
+
+
+def _bounded_message(message: str) -> str:
+    return message if len(message) <= _MAX_MESSAGE_CHARS else f"{message[:_MAX_MESSAGE_CHARS]}... (cut)"
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """Every handler's domain exceptions become one status code + message; anything else is INTERNAL, logged with
     its traceback but never echoed to the client. Requests that do not decode are INVALID_ARGUMENT."""
@@ -125,7 +135,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             logger.exception("%s failed", method, exc_info=exc)
             message = "internal error; the server log has the details"
         else:
-            message = str(exc)
+            message = _bounded_message(str(exc))
         if self._on_error is not None:
             self._on_error(method, code)
         await context.abort(code, message, trailing_metadata=_trailing_details(code, message, type(exc).__name__))

@@ -625,7 +625,7 @@ class _Conversation:
         words = list(_WORDS.finditer(text))[:_MAX_GAP_WORDS]
         for word in words:
             if word.group().lower() in given and rules.NI_SUFFIX.fullmatch(word.group()):
-                self.add(turn, word.start(), word.end(), rules.NI, count=False)
+                self._add_letters(turn, word.start(), word.end())
 
     def _answers(self, turn: int, start: int, end: int, given: list[_Span], asked: _Asked) -> bool:
         """Once part of the value was given, a number in a longer turn is more of it only when it repeats what was given

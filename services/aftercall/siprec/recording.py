@@ -209,17 +209,22 @@ class RtpPorts:
             ports = [first + 2 * i for i in range(count)]
             if ports[-1] > self._high or self._used.intersection(ports):
                 continue
+            # Reserved before the first await: INVITEs that arrive together open ports at once, and one must not
+            # bind the port another has chosen (each would fail on the other's and move on, to no port at all).
+            self._used.update(ports)
             opened = []
             try:
                 for index, port in enumerate(ports):
                     transport, _ = await loop.create_datagram_endpoint(
                         lambda index=index: protocol_factory(index), local_addr=(self._host, port))
                     opened.append((transport, port))
-            except OSError:
+            except BaseException as exc:  # a port another program holds, or the INVITE's task cancelled
                 for transport, _ in opened:
                     transport.close()
-                continue
-            self._used.update(ports)
+                self._used.difference_update(ports)
+                if isinstance(exc, OSError):
+                    continue
+                raise
             return opened
         raise CapacityError(f"no {count} free RTP port(s) in siprec.rtp_port_min..rtp_port_max")
 

@@ -3,6 +3,7 @@ each with its `a=label`), and answer with `recvonly` on our own ports for the st
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from aftercall.core.errors import SipMessageError
@@ -11,6 +12,8 @@ from aftercall.core.errors import SipMessageError
 G711 = {0: "PCMU", 8: "PCMA"}
 _DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 MAX_STREAMS = 8
+MAX_PORT = 65535
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²', which int() refuses
 
 
 @dataclass
@@ -83,8 +86,8 @@ def parse_sdp(body: bytes) -> SessionDescription:
                 current.label = attribute.strip()
             elif current is not None and name == "rtpmap":
                 number, _, encoding = attribute.partition(" ")
-                if number.isdigit():
-                    current.rtpmap[int(number)] = encoding.strip()
+                if (payload_type := _small_number(number)) is not None:
+                    current.rtpmap[payload_type] = encoding.strip()
     if not seen_version:
         raise SipMessageError("the SDP has no v=0 line", 400)
     for stream in streams:
@@ -100,12 +103,30 @@ def _connection_address(value: str) -> str:
     return parts[2].split("/")[0]
 
 
+def _small_number(text: str) -> int | None:
+    """A non-negative decimal of at most 6 significant digits (ports, payload types), else None."""
+    if not _DIGITS.fullmatch(text) or len(text.lstrip("0")) > 6:
+        return None
+    return int(text)
+
+
 def _media_line(value: str, direction: str) -> MediaOffer:
+    """`m=<media> <port>[/<count>] <proto> <fmt> ...`. The port is 1-65535 for a stream offered, 0 for one declined
+    (RFC 4566 5.14, RFC 3264 5.1); with a count, RTP takes every second port from it (RTCP the odd ones between)."""
     parts = value.split()
-    if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
+    port_text, slash, count_text = parts[1].partition("/") if len(parts) >= 4 else ("", "", "")
+    if not _DIGITS.fullmatch(port_text) or (slash and not _DIGITS.fullmatch(count_text)):
         raise SipMessageError(f"malformed SDP media line m={value[:60]!r}", 400)
-    formats = [int(f) for f in parts[3:] if f.isdigit() and int(f) < 128]
-    return MediaOffer(parts[0], int(parts[1].split("/")[0]), parts[2], formats, direction=direction)
+    port, count = _small_number(port_text), _small_number(count_text) if slash else 1
+    if port is None or port > MAX_PORT:
+        raise SipMessageError(f"SDP media port {port_text[:20]} is outside 1-{MAX_PORT} (0 declines a stream): "
+                              f"m={value[:60]!r}", 400)
+    last = port + (2 if parts[2].upper().startswith("RTP/") else 1) * ((count or 1) - 1)
+    if count is None or count < 1 or (port and last > MAX_PORT):
+        raise SipMessageError(f"SDP media ports {parts[1][:20]} are not a count of 1 or more ending by {MAX_PORT}: "
+                              f"m={value[:60]!r}", 400)
+    formats = [number for f in parts[3:] if (number := _small_number(f)) is not None and number < 128]
+    return MediaOffer(parts[0], port, parts[2], formats, direction=direction)
 
 
 @dataclass(frozen=True)

@@ -131,7 +131,7 @@ class _SipDatagram(asyncio.DatagramProtocol):
             return
         peer = Peer("udp", addr[:2], self.local, lambda payload, addr=addr: self.transport.sendto(payload, addr))
         try:
-            message = parse(data, datagram=True)
+            message = parse(data, datagram=True, keep_faults=True)
         except SipMessageError as exc:
             self.server.metrics.siprec_requests.labels(method="malformed").inc()
             _log_fault(f"malformed SIP datagram from {addr[0]} dropped", exc)
@@ -210,7 +210,7 @@ class SiprecServer:
         address = writer.get_extra_info("peername")[:2]
         local = writer.get_extra_info("sockname")[:2]
         peer = Peer(transport, address, local, lambda data: None if writer.is_closing() else writer.write(data))
-        framer = StreamFramer()
+        framer = StreamFramer(keep_faults=True)
         self._connections.add(writer)
         try:
             while data := await reader.read(65536):
@@ -243,6 +243,15 @@ class SiprecServer:
     # --- requests and responses ------------------------------------------------------------------------------
 
     def dispatch(self, message: SipMessage, peer: Peer) -> None:
+        if message.fault is not None:  # e.g. a CSeq over 2**31 - 1: it has all a response needs, so it gets one
+            self.metrics.siprec_requests.labels(method="malformed").inc()
+            fault = message.fault
+            if message.is_request and message.method != "ACK":
+                _log_fault(f"{message.method} from {peer.address[0]} refused with {fault.status}", fault)
+                self._respond(message, peer, fault.status, warning=str(fault))
+            else:
+                _log_fault(f"faulty SIP {message.method or 'response'} from {peer.address[0]} dropped", fault)
+            return
         if not message.is_request:
             branch = _branch(message)
             if (done := self._our_requests.get(branch)) is not None and message.status >= 200:
@@ -290,7 +299,8 @@ class SiprecServer:
         message = response(request, status, to_tag, [("Server", "aftercall"), *extra], body)
         payload = message.to_bytes()
         # Counted before it is sent: a peer that scrapes /metrics as soon as it has the answer must see it counted.
-        self.metrics.siprec_responses.labels(method=request.method, status=str(status)).inc()
+        method = request.method if request.method in _METHODS else "other"  # the label stays bounded
+        self.metrics.siprec_responses.labels(method=method, status=str(status)).inc()
         peer.write(payload)
         if status >= 200:
             now = time.monotonic()
@@ -352,7 +362,9 @@ class SiprecServer:
             dialog.acked.clear()
             self._answer(dialog, request, peer, body)
             return
-        if self._stopping or len(self._recordings) >= self.config.max_sessions:
+        # INVITEs still being answered count: they wait on ingest before their recording exists, and a burst of
+        # them would otherwise all pass this check together.
+        if self._stopping or len(self._recordings) + len(self._pending) >= self.config.max_sessions:
             self._respond(request, peer, 503, headers=[("Retry-After", "30")],
                           warning="shutting down" if self._stopping else "siprec.max_sessions reached")
             return
@@ -509,13 +521,14 @@ class SiprecServer:
     def _renegotiate(self, dialog: Dialog, request: SipMessage) -> bytes:
         """Apply a new offer (hold, resume, a stream moved) and metadata; the answer keeps our ports."""
         parts = body_parts(request)
+        # Both read before either is applied: a refused offer (a port out of range) leaves the session as it was.
+        offer = self._offer(parts) if any(part.content_type == "application/sdp" for part in parts) else None
         if (metadata := self._metadata(parts)) is not None:
             dialog.metadata = _merge(dialog.metadata, metadata)
             with logging_call(dialog.recording.call_id):
                 logger.info("recording metadata updated (%d participants)", len(dialog.metadata.participants))
-        if not any(part.content_type == "application/sdp" for part in parts):
+        if offer is None:
             return self._answer_sdp(dialog) if request.method == "INVITE" else b""
-        offer = self._offer(parts)
         for index, stream in enumerate(offer.streams):
             if index in dialog.channels:
                 if stream.port == 0 or stream.codec(self.config.codecs) != dialog.payload_type:

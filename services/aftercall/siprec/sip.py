@@ -13,6 +13,8 @@ from aftercall.core.errors import SipMessageError
 # A SIPREC INVITE is about 2 KB; 64 KiB leaves room for large metadata while bounding what one peer can make us hold.
 MAX_MESSAGE_BYTES = 65536
 MAX_HEADERS = 128
+# RFC 3261 8.1.1.5: a CSeq number is a 32-bit unsigned integer less than 2**31.
+MAX_CSEQ = 2 ** 31 - 1
 
 # RFC 3261 7.3.3 and the IANA registry: compact forms a recording client may use.
 _COMPACT = {"i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length", "c": "Content-Type",
@@ -28,6 +30,8 @@ _CANONICAL = {name.lower(): name for name in (
 _REQUEST_LINE = re.compile(r"^(?P<method>[A-Za-z]+) (?P<uri>\S+) SIP/2\.0$")
 _STATUS_LINE = re.compile(r"^SIP/2\.0 (?P<status>[1-6]\d\d)(?: (?P<reason>.*))?$")
 _TOKEN = re.compile(r"^[!%'*+\-.0-9A-Z_`a-z~]+$")
+_CSEQ = re.compile(r"^([0-9]+)[ \t]+([!%'*+\-.0-9A-Z_`a-z~]+)$")
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes '²', which int() refuses
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _PARAM = re.compile(r';\s*([^;=\s]+)(?:\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*))?')
 REASONS = {100: "Trying", 180: "Ringing", 200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
@@ -54,6 +58,9 @@ class SipMessage:
     reason: str | None = None
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
+    # Set by parse(keep_faults=True) on a message framed well enough to answer but with a bad value (its CSeq):
+    # the request gets this error's status instead of being dropped.
+    fault: SipMessageError | None = None
 
     @property
     def is_request(self) -> bool:
@@ -84,8 +91,16 @@ class SipMessage:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        number, _, method = (self.header("CSeq") or "").partition(" ")
-        return int(number), method.strip().upper()
+        """(number, method); SipMessageError (400) when the header is malformed or its number out of range."""
+        value = self.header("CSeq") or ""
+        match = _CSEQ.match(value.strip())
+        if match is None:
+            raise SipMessageError(f"malformed CSeq {value[:40]!r}")
+        digits = match.group(1).lstrip("0") or "0"
+        if len(digits) > len(str(MAX_CSEQ)) or int(digits) > MAX_CSEQ:
+            shown = digits if len(digits) <= 20 else f"{digits[:20]}... ({len(digits)} digits)"
+            raise SipMessageError(f"CSeq number {shown} is over {MAX_CSEQ} (RFC 3261 8.1.1.5: less than 2**31)")
+        return int(digits), match.group(2).upper()
 
     def to_bytes(self) -> bytes:
         start = f"{self.method} {self.uri} SIP/2.0" if self.is_request else f"SIP/2.0 {self.status} {self.reason}"
@@ -113,9 +128,11 @@ def _split_commas(value: str) -> list[str]:
     return parts
 
 
-def parse(data: bytes, datagram: bool = True) -> SipMessage:
+def parse(data: bytes, datagram: bool = True, keep_faults: bool = False) -> SipMessage:
     """One message. On a datagram a missing Content-Length means "the rest of the packet"; a body shorter than the
-    declared length is an error either way."""
+    declared length is an error either way. A message that cannot be framed, or lacks a header that a response
+    copies, raises SipMessageError; with `keep_faults` one that has them all but a bad CSeq comes back with `fault`
+    set, so that a server can answer it (400) instead of dropping it."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise SipMessageError(f"message of {len(data)} bytes is over the limit of {MAX_MESSAGE_BYTES}", 413)
     end = _HEADER_END.search(data)
@@ -155,8 +172,10 @@ def parse(data: bytes, datagram: bool = True) -> SipMessage:
             raise SipMessageError(f"missing {required} header")
     try:
         message.cseq
-    except ValueError:
-        raise SipMessageError(f"malformed CSeq {message.header('CSeq')!r}") from None
+    except SipMessageError as exc:
+        if not keep_faults:
+            raise
+        message.fault = exc
     return message
 
 
@@ -172,17 +191,19 @@ def _content_length(message: SipMessage) -> int | None:
     value = message.header("Content-Length")
     if value is None:
         return None
-    if not value.isdigit():
-        raise SipMessageError(f"malformed Content-Length {value!r}")
-    return int(value)
+    if not _DIGITS.fullmatch(value):
+        raise SipMessageError(f"malformed Content-Length {value[:40]!r}")
+    return _length(value.encode())
 
 
 class StreamFramer:
     """Cuts messages out of a TCP/TLS byte stream by their Content-Length; CRLF keep-alives (RFC 5626) are
-    skipped. A peer that sends more than MAX_MESSAGE_BYTES without completing a message is cut off."""
+    skipped. A peer that sends more than MAX_MESSAGE_BYTES without completing a message is cut off; a message
+    that is framed well but faulty inside raises, or with `keep_faults` comes back with `fault` set (see parse)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_faults: bool = False) -> None:
         self._buffer = bytearray()
+        self._keep_faults = keep_faults
 
     def feed(self, data: bytes) -> list[SipMessage]:
         self._buffer += data
@@ -201,7 +222,7 @@ class StreamFramer:
                 raise SipMessageError(f"message of {total} bytes is over the limit of {MAX_MESSAGE_BYTES}", 413)
             if len(self._buffer) < total:
                 return messages
-            messages.append(parse(bytes(self._buffer[:total]), datagram=False))
+            messages.append(parse(bytes(self._buffer[:total]), datagram=False, keep_faults=self._keep_faults))
             del self._buffer[:total]
 
 
@@ -209,7 +230,16 @@ def _declared_length(head: bytes) -> int:
     match = re.search(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*\r?$", head)
     if match is None:
         raise SipMessageError("Content-Length is required on a stream transport")
-    return int(match.group(1))
+    return _length(match.group(1))
+
+
+def _length(digits: bytes) -> int:
+    """A Content-Length; one with more digits than any length we take is refused before int() (which stops at
+    4,300 digits)."""
+    if len(digits.lstrip(b"0")) > len(str(MAX_MESSAGE_BYTES)):
+        raise SipMessageError(f"Content-Length of {len(digits)} digits is over the limit of {MAX_MESSAGE_BYTES} bytes",
+                              413)
+    return int(digits)
 
 
 def uri_params(value: str) -> dict[str, str]:
