@@ -122,7 +122,7 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             calls, spool = CallStore(db, vault), Spool(data_dir / "spool", vault)
             pipeline = pipeline or build_pipeline(config)
             processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
-                                      config.ingest.max_attempts)
+                                      config.ingest.max_attempts, config.ingest.disk_reserve_bytes)
             ingest = CallIngestService(config, calls, spool, processor, metrics, pipeline, access)
             closers.insert(0, ingest.close)
             bindings.append(ingest.binding())

@@ -187,7 +187,8 @@ class IngestConfig:
     workers: int = 1
     # A stream with no message for this long is closed and its call summarised as incomplete.
     stream_idle_timeout_s: float = 120.0
-    # New calls are refused while the data directory's disk has less free space than this.
+    # New calls are refused while the data directory's disk has less free space than this; streams stop writing
+    # below half of it (disk_reserve_bytes).
     min_free_disk_mb: int = 512
     # Largest recording SubmitRecording takes (bytes or path); also the largest gRPC message the server reads.
     max_recording_mb: int = 32
@@ -202,6 +203,12 @@ class IngestConfig:
     # Longest value of each CallMetadata field (agent id, queue, ANI, DNIS, tenant, customer reference); a longer
     # one refuses the call (INVALID_ARGUMENT) before anything is stored.
     max_metadata_chars: int = 256
+
+    @property
+    def disk_reserve_bytes(self) -> int:
+        """Half of min_free_disk_mb: streams stop writing audio below it (the call is cut off and summarised), so the
+        spool never takes the room the database needs for summaries, audit entries and bookkeeping."""
+        return self.min_free_disk_mb * 1024 * 1024 // 2
 
 
 @dataclass(frozen=True)

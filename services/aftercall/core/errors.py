@@ -1,6 +1,13 @@
 """Domain exceptions. The CLI maps `UserError` to exit code 2; `aftercall.core.rpc` maps each to a gRPC status code
 (the table is there, in one place)."""
 
+from __future__ import annotations
+
+import errno
+import sqlite3
+from contextlib import contextmanager
+from typing import Iterator
+
 
 class AftercallError(Exception):
     """Base of every error aftercall raises on purpose."""
@@ -64,6 +71,31 @@ class CallFailedError(AftercallError):
 
 class CapacityError(AftercallError):
     """Over a configured limit (active calls, pending calls, disk): retry later or elsewhere."""
+
+
+class DiskFullError(CapacityError):
+    """A write the request needed (audio, a database row, an audit entry) found the data disk full."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC or EDQUOT from a file write, SQLite's SQLITE_FULL ("database or disk is full"), PostgreSQL's
+    disk_full (SQLSTATE 53100)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, sqlite3.Error):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return getattr(exc, "sqlstate", None) == "53100"
+
+
+@contextmanager
+def disk_full_is_capacity(message: str) -> Iterator[None]:
+    """A write inside that finds the disk full raises DiskFullError(message) instead."""
+    try:
+        yield
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(message) from exc
+        raise
 
 
 class ModelIntegrityError(AftercallError):

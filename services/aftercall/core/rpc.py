@@ -130,6 +130,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         self._on_error = on_error
 
     async def _abort(self, context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+        if errors.is_disk_full(exc):  # any write that found the data disk full: out of capacity, not our bug
+            exc = errors.DiskFullError("the data disk is full; the request could not be stored, retry later")
         code = status_code_for(exc)
         if code is grpc.StatusCode.INTERNAL:
             logger.exception("%s failed", method, exc_info=exc)

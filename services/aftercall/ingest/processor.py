@@ -2,6 +2,10 @@
 
 received --ASR + redaction--> transcribed (redacted transcript checkpointed) --summary--> done.
 Recognition and summarisation run in a worker thread pool, so the event loop keeps serving streams meanwhile.
+
+A call stopped by a full data disk (its hand-over or a step's write found no room) waits, not counted against
+ingest.max_attempts, and is taken up again once the disk has more than half of ingest.min_free_disk_mb free: no operator
+is needed, and its spooled audio goes once it is summarised.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aftercall.core.errors import CallFailedError
+from aftercall.core.errors import CallFailedError, is_disk_full
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
 from aftercall.core.transcript import Transcript, Turn
-from aftercall.ingest.calls import FAILED, RECEIVING, TRANSCRIBED, CallJob, CallStore
+from aftercall.ingest.calls import DONE, FAILED, RECEIVING, TRANSCRIBED, CallJob, CallStore
 from aftercall.ingest.spool import Spool
 from aftercall.pipeline import Pipeline
 from aftercall.redact.redactor import Redaction
@@ -26,11 +30,12 @@ from aftercall.summarise.taxonomy import parse_taxonomy
 
 logger = logging.getLogger(__name__)
 _RETRY_DELAY_S = 2.0
+_SPACE_CHECK_S = 5.0  # how often calls waiting for disk space look for it
 
 
 class CallProcessor:
     def __init__(self, pipeline: Pipeline, calls: CallStore, summaries: SummaryStore, spool: Spool,
-                 metrics: Metrics, workers: int = 1, max_attempts: int = 3):
+                 metrics: Metrics, workers: int = 1, max_attempts: int = 3, reserve_bytes: int = 0):
         self._pipeline = pipeline
         self._calls = calls
         self._summaries = summaries
@@ -38,6 +43,8 @@ class CallProcessor:
         self._metrics = metrics
         self._workers = workers
         self._max_attempts = max_attempts
+        self._reserve_bytes = reserve_bytes
+        self._waiting_for_space: set[str] = set()
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._tasks: list[asyncio.Task] = []
@@ -46,27 +53,66 @@ class CallProcessor:
 
     @property
     def pending(self) -> int:
-        """Calls received and not yet stored: the queue plus the ones being worked on."""
-        return self._queue.qsize() + self._busy
+        """Calls received and not yet stored: the queue, the ones being worked on and those waiting for space."""
+        return self._queue.qsize() + self._busy + len(self._waiting_for_space)
 
     async def start(self) -> int:
         """Resume every call a previous run left unfinished; returns how many."""
-        resumed = []
+        resumed = 0
         for job in self._calls.resumable():
-            if job.state == RECEIVING:
-                # Cut off by the crash: summarise the audio that reached the disk (a recording is all or nothing).
-                seconds = self._spool.received_seconds(job.call_id, job.audio_format)
-                if seconds == 0:
-                    self._calls.delete(job.call_id)
-                    self._spool.remove(job.call_id)
-                    continue
-                self._calls.mark_received(job.call_id, seconds, complete=job.source == "recording")
-            resumed.append(job)
-            self.submit(job.call_id)
+            try:
+                resumed += self._resume(job)
+            except Exception as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.wait_for_space(job.call_id)
+                resumed += 1
         if resumed:
-            logger.warning("resuming %d unfinished call(s) from before the restart", len(resumed))
+            logger.warning("resuming %d unfinished call(s) from before the restart", resumed)
         self._tasks = [asyncio.create_task(self._work(), name=f"pipeline-{i}") for i in range(self._workers)]
-        return len(resumed)
+        self._tasks.append(asyncio.create_task(self._retry_when_space(), name="pipeline-space"))
+        return resumed
+
+    def _resume(self, job: CallJob) -> bool:
+        """Queue an unfinished call; one cut off mid-stream (a crash, a full disk) has the audio that reached the disk
+        summarised (a recording is all or nothing). False: no audio at all, the call is dropped."""
+        if job.state == RECEIVING:
+            seconds = self._spool.received_seconds(job.call_id, job.audio_format)
+            if seconds == 0:
+                self._calls.delete(job.call_id)
+                self._spool.remove(job.call_id)
+                return False
+            self._calls.mark_received(job.call_id, seconds, complete=job.source == "recording")
+        self.submit(job.call_id)
+        return True
+
+    def wait_for_space(self, call_id: str) -> None:
+        """The call could not go on for lack of disk space: taken up again once there is room."""
+        if call_id not in self._waiting_for_space:
+            logger.warning("the data disk is full; the call waits for space")
+        self._waiting_for_space.add(call_id)
+        self._metrics.queue_depth.set(self.pending)
+
+    async def _retry_when_space(self) -> None:
+        while True:
+            await asyncio.sleep(_SPACE_CHECK_S)
+            if not self._waiting_for_space or self._spool.free_bytes() <= self._reserve_bytes:
+                continue
+            waiting, self._waiting_for_space = sorted(self._waiting_for_space), set()
+            for call_id in waiting:
+                job = self._calls.get(call_id)
+                if job is None or job.state in (DONE, FAILED):
+                    continue
+                token = call_id_var.set(call_id)
+                try:
+                    self._resume(job)
+                except Exception as exc:  # noqa: BLE001 - one call must not stop the others' retries
+                    if is_disk_full(exc):
+                        self.wait_for_space(call_id)
+                    else:  # left as it is on disk: the next start resumes it
+                        logger.error("a call waiting for space could not be resumed", exc_info=exc)
+                finally:
+                    call_id_var.reset(token)
 
     def submit(self, call_id: str) -> None:
         self._queue.put_nowait(call_id)
@@ -113,7 +159,10 @@ class CallProcessor:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a bad call must not stop the worker
-                await self._failed(call_id, exc)
+                if is_disk_full(exc):
+                    self.wait_for_space(call_id)  # not the call's fault: no attempt counted
+                else:
+                    await self._failed(call_id, exc)
             finally:
                 call_id_var.reset(token)
                 self._busy -= 1
@@ -179,7 +228,14 @@ class CallProcessor:
         return summary
 
     async def _failed(self, call_id: str, exc: Exception) -> None:
-        attempts, final = self._calls.record_failure(call_id, f"{type(exc).__name__}: {exc}", self._max_attempts)
+        try:
+            attempts, final = self._calls.record_failure(call_id, f"{type(exc).__name__}: {exc}",
+                                                         self._max_attempts)
+        except Exception as recording:
+            if not is_disk_full(recording):
+                raise
+            self.wait_for_space(call_id)  # the attempt could not be counted: it is made again once there is room
+            return
         if final:
             logger.error("call failed after %d attempt(s): %s", attempts, type(exc).__name__, exc_info=exc)
             for future in self._waiters.pop(call_id, []):

@@ -9,19 +9,19 @@ back in the client.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import grpc
 
 from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES
 from aftercall.core.config import Config
 from aftercall.core.decode import recording_wav
-from aftercall.core.errors import AudioFormatError, CapacityError, StreamProtocolError, StreamTimeoutError, UserError
+from aftercall.core.errors import (AudioFormatError, CapacityError, DiskFullError, StreamProtocolError,
+                                   StreamTimeoutError, UserError, disk_full_is_capacity, is_disk_full)
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding
@@ -40,6 +40,9 @@ from aftercall.vault.access import AccessPolicy
 logger = logging.getLogger(__name__)
 
 _DIRECTIONS = {pb.CALL_DIRECTION_INBOUND: "inbound", pb.CALL_DIRECTION_OUTBOUND: "outbound"}
+_NOT_STORED = "the data disk is full; the call could not be stored"
+_CUT_OFF = "the data disk is full; the call was cut off, and what arrived is summarised once there is room"
+_FREE_SPACE_CHECK_S = 0.25  # free space is looked up at most this often while streams write (not once a chunk)
 
 
 def _roles(values, default: tuple[str, ...], channels: int | None) -> tuple[str, ...]:
@@ -195,6 +198,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._access = access
         self._active = 0
         self._interim_active = 0
+        self._free_bytes, self._free_checked = 0, float("-inf")
         # Apart from the post-call workers, so live calls' interim batches never queue behind whole calls.
         self._interim_executor = ThreadPoolExecutor(max_workers=max(1, self._limits.max_interim_calls),
                                                     thread_name_prefix="aftercall-interim")
@@ -269,23 +273,39 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         if spool.seconds_after(size, chunk.channel if per_channel else None) > self._config.audio.max_duration_s:
             raise StreamProtocolError(f"chunk {chunk.sequence} would make the call longer than "
                                       f"audio.max_duration_s = {self._config.audio.max_duration_s} s")
+        if self._free_space() < self._limits.disk_reserve_bytes:
+            # The spool is bounded: it stops short of the room kept for the database (summaries, audit entries).
+            raise DiskFullError(f"{_CUT_OFF} (under half of ingest.min_free_disk_mb = "
+                                f"{self._limits.min_free_disk_mb} free)")
         before = spool.seconds
-        with _disk_full_is_capacity():
+        with disk_full_is_capacity(_CUT_OFF):
             if per_channel:
                 spool.write_channel(chunk.channel, chunk.audio)
             else:
                 spool.write_interleaved(chunk.audio)
         self._metrics.audio_seconds.inc(spool.seconds - before)
 
+    def _free_space(self) -> int:
+        now = time.monotonic()
+        if now - self._free_checked >= _FREE_SPACE_CHECK_S:
+            self._free_bytes, self._free_checked = self._spool.free_bytes(), now
+        return self._free_bytes
+
     def _hand_over(self, call_id: str, spool: StreamSpool, complete: bool) -> bool:
-        """Make the received audio durable and queue the call; a call with no audio at all is dropped."""
-        with _disk_full_is_capacity():
-            spool.finish()
-        if spool.seconds == 0:
-            self._calls.delete(call_id)
-            self._spool.remove(call_id)
-            return False
-        self._calls.mark_received(call_id, spool.seconds, complete)
+        """Make the received audio durable and queue the call; a call with no audio at all is dropped. On a full
+        disk the call waits for space in the processor (what reached the disk is summarised then) and DiskFullError
+        is raised."""
+        try:
+            with disk_full_is_capacity(_CUT_OFF):
+                spool.finish()
+                if spool.seconds == 0:
+                    self._calls.delete(call_id)
+                    self._spool.remove(call_id)
+                    return False
+                self._calls.mark_received(call_id, spool.seconds, complete)
+        except DiskFullError:
+            self._processor.wait_for_space(call_id)
+            raise
         self._processor.submit(call_id)
         return True
 
@@ -302,7 +322,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._calls.create(job)
         call_id_var.set(job.call_id)
         try:
-            with _disk_full_is_capacity():
+            with disk_full_is_capacity(_NOT_STORED):
                 spool = self._spool.open_stream(job.call_id, job.audio_format)
         except BaseException:
             self._forget(job.call_id)  # never accepted: the client may retry with the same call id
@@ -336,7 +356,11 @@ class CallIngestService(pb_grpc.CallIngestServicer):
                     yield event
             if spool.seconds == 0:
                 raise StreamProtocolError("CallEnd without any audio: nothing to summarise")
-            handed_over = self._hand_over(job.call_id, spool, complete=True)
+            try:
+                handed_over = self._hand_over(job.call_id, spool, complete=True)
+            except DiskFullError:
+                handed_over = True  # to the processor, to wait for space
+                raise
             logger.info("call received (%.1f s)", spool.seconds)
             yield pb.CallEvent(received=pb.CallReceived(call_id=job.call_id, audio_seconds=spool.seconds,
                                                         complete=True))
@@ -422,7 +446,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         job = CallJob(call_id, RECEIVING, "recording", None, roles, metadata, _taxonomy(request.taxonomy_toml))
         self._calls.create(job)
         try:
-            with _disk_full_is_capacity():
+            with disk_full_is_capacity(_NOT_STORED):
                 self._spool.write_recording(call_id, wav)
         except BaseException:
             self._forget(call_id)
@@ -437,19 +461,15 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         return response
 
     def _forget(self, call_id: str) -> None:
-        self._calls.delete(call_id)
         self._spool.remove(call_id)
+        try:
+            self._calls.delete(call_id)
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            self._processor.wait_for_space(call_id)  # no audio: its row is deleted once there is room
 
     def close(self) -> None:
         """Interim batches still queued are dropped; one running finishes in its thread, its result unused."""
         self._interim_executor.shutdown(wait=False, cancel_futures=True)
 
-
-@contextmanager
-def _disk_full_is_capacity() -> Iterator[None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CapacityError("the data disk is full; the call could not be stored") from exc
-        raise

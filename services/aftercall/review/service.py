@@ -8,7 +8,7 @@ import json
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aftercall.core.errors import PermissionDeniedError, UserError
+from aftercall.core.errors import PermissionDeniedError, UserError, disk_full_is_capacity
 from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding
 from aftercall.redact import Redactor
@@ -20,6 +20,8 @@ from aftercall.vault.access import AccessPolicy
 
 _STATES = {DRAFT: pb.REVIEW_STATE_DRAFT, EDITED: pb.REVIEW_STATE_EDITED, APPROVED: pb.REVIEW_STATE_APPROVED}
 _STATE_NAMES = {value: key for key, value in _STATES.items()}
+# Every read is audited; on a full disk its entry cannot be written, and a read nobody could trace is refused.
+_UNAUDITED = "the data disk is full: the read could not be recorded in the audit trail, so it was refused"
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -83,7 +85,8 @@ class SummariesService(pb_grpc.SummariesServicer):
 
     async def Get(self, request: pb.GetSummaryRequest, context: grpc.aio.ServicerContext) -> pb.SummaryRecord:
         record = self._readable(context, request.call_id, request.include_history)
-        self._store.audit.record(self._reader(context), "read", request.call_id, history=request.include_history)
+        with disk_full_is_capacity(_UNAUDITED):
+            self._store.audit.record(self._reader(context), "read", request.call_id, history=request.include_history)
         return to_proto(record)
 
     async def List(self, request: pb.ListSummariesRequest, context) -> pb.ListSummariesResponse:
@@ -100,8 +103,9 @@ class SummariesService(pb_grpc.SummariesServicer):
             created_to=request.created_to.ToNanoseconds() / 1e9 if request.HasField("created_to") else None)
         page, next_offset = self._store.list(where, request.page_size, _page_offset(request.page_token))
         filters = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in vars(where).items() if v}
-        self._store.audit.record(self._reader(context), "search", "", filters=filters,
-                                 results=[s.call_id for s in page])
+        with disk_full_is_capacity(_UNAUDITED):
+            self._store.audit.record(self._reader(context), "search", "", filters=filters,
+                                     results=[s.call_id for s in page])
         token = base64.urlsafe_b64encode(str(next_offset).encode()).decode() if next_offset is not None else ""
         return pb.ListSummariesResponse(summaries=[to_proto(s) for s in page], next_page_token=token)
 
