@@ -498,6 +498,9 @@ def test_an_id_is_redacted_wherever_it_is_said_again_in_the_call():
     # A card's last four named before its code; a returns code while paying.
     [("agent", "Can I take payment now?"), ("customer", "Yes, the card ends 4444, and the code on the back is 9 0 3."),
      ("agent", "Thanks, paid. Your returns code is RTN 4471.")],
+    # A number named as a booking or policy number, whatever its shape.
+    [("customer", "Not on me. I've got the letter with a booking number, 733 796 9683.")],
+    [("customer", "My policy number: 884 221 907.")],
     # A count of things while a code is asked for.
     [("agent", "Can you read me the three digits on the back?"), ("customer", "I've got two cards, which one?")],
     # The card's last four named while its code is asked for; the topic of a helpline is no question.

@@ -371,7 +371,7 @@ AMOUNT_BEFORE = re.compile(
     r"[£$€]\s*$|\b(?:option|press|items?|room|ward|bed|bay|flight|gate|platform|extension|ext|version|model|step"
     r"|page|line|seat|floor|level|chapter|section|article|error|claim|order|ticket|case|invoice|booking|job|incident"
     rf"|tracking|parcel|reference|ref|quote|quoting|serial|permit|product(?: code)?|(?:promo|discount|voucher) code"
-    rf"|{MONEY_WORDS.pattern})\.?(?:\s+(?:number|no)\.?)?(?:\s+(?:is|was|of))?\s*$"
+    rf"|policy|{MONEY_WORDS.pattern})\.?(?:\s+(?:number|no)\.?)?[,:]?(?:\s+(?:is|was|of))?\s*$"
     r"|\b(?:pounds?|dollars?|euros?)\s+$"
     r"|\b(?:i'm|i am|you're|you are|(?:s?he|they)(?:'s| is| are)|(?:i|you|s?he|they)(?:'ll| will) be"
     r"|turn(?:ing|ed|s)?|aged?|under|over)\s*(?:now\s*)?$",
