@@ -691,7 +691,8 @@ class _Conversation:
             joined = "".join(self._numbers_said(spans))
             if len(spans) > 1 and len(joined) >= _JOINED_DIGITS:
                 joins.add((kind, joined))
-        for run in self.digit_runs():
+        runs = self.digit_runs()
+        for run in runs:
             said = run.digits
             for kind, digits in found | joins:
                 if (kind, digits) in joins:
@@ -701,20 +702,18 @@ class _Conversation:
                 if same and not run.amount:
                     self.add(run.turn, run.start, run.end, kind, count=False)
                     break
-        self._pieces_before_read_back(found)
+        self._pieces_before_read_back(found, runs)
 
-    def _pieces_before_read_back(self, found: set[tuple[str, str]]) -> None:
+    def _pieces_before_read_back(self, found: set[tuple[str, str]], runs: list[_Run]) -> None:
         """Pieces of an ID of 6+ digits said in short turns in the few turns before it was found whole, before
         anyone asked ("my number it is q q" / "oh five two" / "seven eight four c" / "q q oh five two seven eight
         four c")."""
-        runs = None
         for kind, digits in found:
             if len(digits) < 6:
                 continue
             turns = {s.turn for s in self.spans
                      if s.kind == kind and digits in re.sub(r"\D", "", self.texts[s.turn][s.start:s.end])}
-            runs = self.digit_runs() if runs is None else runs
-            for run in runs:
+            for run in runs:  # a run taken meanwhile by another ID is refused by `add`
                 if (3 <= len(run.digits) < len(digits) and run.digits in digits and not run.amount
                         and len(_WORDS.findall(self.texts[run.turn])) <= _MAX_ACK_WORDS
                         and any(0 < turn - run.turn <= _MAX_QUIET_TURNS for turn in turns)):
