@@ -392,6 +392,8 @@ def test_an_id_finished_corrected_or_read_back_in_the_next_short_turns_is_redact
      ("customer", "oh i must have typed it wrong it's ninety not ninety one")],
     [("agent", "Can I take your date of birth?"), ("customer", "24th of July."), ("agent", "And the year?"),
      ("customer", "1970... sorry, '76. 1976.")],
+    [("agent", "can i take your date of birth"), ("customer", "the fifth of november nineteen forty"),
+     ("agent", "so you are eighty six, lovely"), ("customer", "yes fifth of the eleventh forty")],
     [("agent", "what is your date of birth"), ("customer", "the fifth of november"), ("agent", "and the year"),
      ("customer", "nineteen forty"), ("agent", "so you are eighty six, lovely, bonfire night"),
      ("customer", "yes fifth of the eleventh forty")],

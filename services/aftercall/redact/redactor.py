@@ -737,26 +737,30 @@ class _Conversation:
                 pieces = set(_date_pieces(m.group()))
                 other_year = any(kind == "year" and value % 100 not in {y % 100 for y in years}
                                  for kind, value in pieces)
-                inside = [s for s in self.spans if s.turn == turn and m.start() <= s.start and s.end <= m.end()
-                          and s.kind == rules.DOB]
-                overlapping = [s for s in self.spans if s.turn == turn and s.start < m.end() and m.start() < s.end]
-                if (any(s not in inside for s in overlapping) or rules.WEEKDAY_BEFORE.search(text[:m.start()])
-                        or other_year):
+                if rules.WEEKDAY_BEFORE.search(text[:m.start()]) or other_year:
                     continue  # "Tuesday 1st April", "the 9th of November 2026": a booking on the day
                 if any(("day", d) in pieces and ("month", mo) in pieces for d in days for mo in months):
-                    for span in inside:  # "19th of july [DOB]": the whole date, not the year the exchange took
-                        self.spans.remove(span)
-                    self.add(turn, m.start(), m.end(), rules.DOB, count=False)
+                    self._whole_date(turn, m.start(), m.end())
             for m in rules.ORDINAL_DATE.finditer(text):  # "yes, fifth of the eleventh, forty"
                 year = m.group("year") and int(_as_digits(m.group("year"))) % 100 in {y % 100 for y in years}
                 if _ordinal(m.group("day")) in days and _ordinal(m.group("month")) in months:
-                    self.add(turn, m.start(), m.end() if year else m.end("month"), rules.DOB, count=False)
+                    self._whole_date(turn, m.start(), m.end() if year else m.end("month"))
         year_forms = {""} | {str(y) for y in years} | {f"{y % 100:02}" for y in years}
         written = {f"{a}{b}{y}" for d in days for mo in months for y in year_forms
                    for a, b in ((d, mo), (mo, d), (f"{d:02}", f"{mo:02}"), (f"{mo:02}", f"{d:02}"))}
         for run in self.digit_runs():
             if len(run.digits) >= 4 and run.digits in written and not run.amount:
                 self.add(run.turn, run.start, run.end, rules.DOB, count=False)
+
+    def _whole_date(self, turn: int, start: int, end: int) -> None:
+        """A date of birth said again, as one span over the pieces of it the exchange took ("19th of july [DOB]",
+        "fifth of the eleventh [DOB]"); not over anything else."""
+        overlapping = [s for s in self.spans if s.turn == turn and s.start < end and start < s.end]
+        if any(s.kind != rules.DOB or s.start < start or s.end > end for s in overlapping):
+            return
+        for span in overlapping:
+            self.spans.remove(span)
+        self.add(turn, start, end, rules.DOB, count=False)
 
     def _exchange_states(self) -> list[list[_Asked]]:
         """Per turn, where the ID asked for changes. A cue asks; an ID found without one (a whole NI number) opens
