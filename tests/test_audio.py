@@ -17,7 +17,7 @@ import pytest
 from aftercall.core.audio import Encoding, parse_raw, parse_wav
 from aftercall.core.decode import decode_audio, recording_wav
 from aftercall.core.errors import AudioFormatError
-from aftercall.pipeline import REQUIRED_KEYS
+from aftercall.summarise.contract import REQUIRED_KEYS
 from audio_files import encode, envelope_similarity, pcm, similarity, sox, speech_wav, stereo_speech_wav
 from conftest import run_cli, wav_header
 from heard import heard

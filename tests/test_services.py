@@ -25,7 +25,8 @@ from aftercall.core.decode import decode_audio
 from aftercall.core.rpc import error_reason
 from aftercall.core.transcript import Transcript, Turn
 from aftercall.ingest.spool import AudioFormat, Spool
-from aftercall.pipeline import REQUIRED_KEYS, Pipeline
+from aftercall.pipeline import Pipeline
+from aftercall.summarise.contract import REQUIRED_KEYS
 from aftercall.evaluation.metrics import digit_leak
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.v1 import ingest_pb2 as pb

@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from aftercall.core.errors import ConfigError
 from aftercall.core.transcript import Transcript, Turn, transcript_from_json
-from aftercall.pipeline import REQUIRED_KEYS, Pipeline
+from aftercall.pipeline import Pipeline
+from aftercall.summarise.contract import REQUIRED_KEYS, SummaryContractError, check_field, json_schema
 from aftercall.core.config import Config
 from aftercall.evaluation.metrics import digit_leak
 from aftercall.summarise.taxonomy import load_taxonomy, parse_taxonomy
-from conftest import DEMO_JSON
+from conftest import DEMO_JSON, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,45 @@ def test_demo_transcript_meets_the_contract(pipeline):
     assert {"type": "card_last4", "value": "****0366"} in summary["entities"]
     dues = {f["due"] for f in summary["follow_ups"]}
     assert "within five working days" in dues and "by Friday" in dues
+
+
+def test_the_json_schema_describes_what_is_produced(pipeline):
+    """`aftercall schema` is what a CRM integration checks against: every summary the pipeline writes meets it, and
+    it catches a summary that breaks it."""
+    schema = json.loads(run_cli("schema").stdout)
+    assert schema["required"] == list(REQUIRED_KEYS) and schema == json_schema()
+    validator = jsonschema.Draft202012Validator(schema)
+    for document in (json.loads(DEMO_JSON.read_text()), {"turns": [{"speaker": "customer", "text": "Hello?"}]}):
+        summary = _run(pipeline, document)
+        assert not list(validator.iter_errors(summary))
+    broken = {**summary, "sentiment": {"start": "angry", "end": "neutral"}}
+    assert [e.json_path for e in validator.iter_errors(broken)] == ["$.sentiment.start"]
+
+
+def test_a_summariser_that_breaks_the_contract_is_caught_before_anything_is_stored():
+    class Careless:
+        def summarise(self, transcript, taxonomy):
+            return {key: "" for key in REQUIRED_KEYS}
+
+    pipeline = Pipeline(Config(), load_taxonomy(), Careless(), transcriber_factory=lambda: None)
+    with pytest.raises(RuntimeError, match="broke the summary contract: actions_taken must be a list"):
+        _run(pipeline, {"turns": [{"speaker": "customer", "text": "Hello?"}]})
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("follow_ups", [{"owner": "team", "action": "Call back.", "due": None}],
+     "follow_ups[0].owner must be one of agent, customer, organisation, got 'team'"),
+    ("follow_ups", [{"owner": "agent", "action": "Call back."}], "follow_ups[0] must be an object with owner"),
+    ("resolution", {"status": "resolved", "detail": "Done.", "extra": 1}, "resolution has unknown key(s) extra"),
+    ("escalation", {"required": "yes", "reason": None}, "escalation.required must be true or false"),
+    ("entities", [{"type": "planet", "value": "Mars"}], "entities[0].type must be one of organisation"),
+    ("narrative", "x" * 4001, "narrative must be a string of at most 4000 characters"),
+    ("model", "mine", "model cannot be edited"),
+])
+def test_the_contract_names_the_field_a_value_breaks(key, value, message):
+    with pytest.raises(SummaryContractError) as caught:
+        check_field(key, value)
+    assert str(caught.value).startswith(message)
 
 
 def test_every_point_is_traceable_to_a_turn(pipeline):

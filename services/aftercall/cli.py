@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_arguments(commands.add_parser(
         "bench", help="speed, memory and concurrency of every stage: JSON + HTML report"))
 
+    commands.add_parser("schema", help="the summary contract as a JSON Schema (what every summary JSON meets)")
     summaries = commands.add_parser("summaries", help="read stored summaries from a server")
     actions = summaries.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
     listing = actions.add_parser("list", help="search summaries, newest first")
@@ -499,12 +500,20 @@ def _bench(args: argparse.Namespace) -> int:
 _CLIENT_FAULTS = ("INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE")
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from aftercall.summarise.contract import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries,
                 "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention,
-                "tokens": _tokens, "bundle": _bundle, "eval": _eval, "bench": _bench}[args.command](args)
+                "tokens": _tokens, "bundle": _bundle, "eval": _eval, "bench": _bench,
+                "schema": _schema}[args.command](args)
     except UserError as exc:
         print(f"aftercall: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -22,14 +22,12 @@ from aftercall.core.transcript import Transcript, Turn, check_transcript_size, p
 from aftercall.redact import Redactor
 from aftercall.redact.redactor import Redaction
 from aftercall.redact.rules import RuleTable
+from aftercall.summarise.contract import SummaryContractError, check_summary
 from aftercall.summarise.summariser import EmbeddedSummariser
 from aftercall.summarise.taxonomy import Disposition
 from aftercall.transcribe.base import ProgressCallback, Transcriber
 
 logger = logging.getLogger(__name__)
-
-REQUIRED_KEYS = ("call_id", "reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
-                 "disposition", "escalation", "entities", "narrative", "transcript", "redactions")
 
 
 @dataclass
@@ -177,6 +175,10 @@ class Pipeline:
         mark = time.perf_counter()
         summary = self.summariser.summarise(redaction.transcript, taxonomy or self.taxonomy)
         timings["summarisation_s"] = time.perf_counter() - mark
+        try:
+            check_summary({**summary, "transcript": [], "redactions": []})
+        except SummaryContractError as exc:  # the summariser's bug: never reported as the caller's bad input
+            raise RuntimeError(f"a summariser broke the summary contract: {exc}") from None
         summary["call_id"] = redaction.transcript.call_id or ""
         summary["transcript"] = [t.to_json() for t in redaction.transcript.turns]
         mark = time.perf_counter()

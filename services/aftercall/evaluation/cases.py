@@ -13,11 +13,9 @@ from aftercall.core.config import TranscriptConfig
 from aftercall.core.documents import parse_json, shown
 from aftercall.core.errors import UserError
 from aftercall.core.transcript import DEFAULT_LIMITS, check_transcript_size, transcript_from_json
+from aftercall.summarise.contract import OWNERS, RESOLUTION_STATUSES, TONES
 from aftercall.summarise.taxonomy import Disposition
 
-RESOLUTIONS = ("resolved", "pending", "escalated", "unresolved")
-SENTIMENTS = ("negative", "neutral", "positive")
-OWNERS = ("agent", "customer", "organisation")
 SPLITS = ("tune", "holdout")
 
 
@@ -132,10 +130,10 @@ def parse_expected(where: str, document: Any) -> Expected:
         raise CaseFormatError(f"{where}.pii_complete: must be true or false")
     return Expected(
         disposition=disposition,
-        resolution=_choice(f"{where}.resolution", document.get("resolution"), RESOLUTIONS),
+        resolution=_choice(f"{where}.resolution", document.get("resolution"), RESOLUTION_STATUSES),
         escalation=escalation,
-        sentiment_start=_choice(f"{where}.sentiment_start", document.get("sentiment_start"), SENTIMENTS),
-        sentiment_end=_choice(f"{where}.sentiment_end", document.get("sentiment_end"), SENTIMENTS),
+        sentiment_start=_choice(f"{where}.sentiment_start", document.get("sentiment_start"), TONES),
+        sentiment_end=_choice(f"{where}.sentiment_end", document.get("sentiment_end"), TONES),
         follow_ups=_follow_ups(f"{where}.follow_ups", document.get("follow_ups")),
         narratives=_strings(f"{where}.narratives", document.get("narratives")),
         pii=tuple((p["type"], p["value"]) for p in pii),

@@ -23,15 +23,14 @@ import jsonschema
 
 from aftercall.core.transcript import Transcript
 from aftercall.redact.numbers import MONTHS, ORDINALS, TEENS, TENS, UNITS, normalise_numbers
+from aftercall.summarise.contract import (OWNERS, RESOLUTION_STATUSES, TONES, DispositionChoice, Entity, Escalation,
+                                          FollowUp, Resolution, Sentiment, Summary)
 from aftercall.summarise.summariser import EmbeddedSummariser
 from aftercall.summarise.taxonomy import UNKNOWN, Disposition
 
 logger = logging.getLogger(__name__)
 
 MODEL_ID = "aftercall-llm-0.1"
-RESOLUTION_STATUSES = ("resolved", "pending", "escalated", "unresolved")
-OWNERS = ("agent", "customer", "organisation")
-TONES = ("negative", "neutral", "positive")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 # Generate(prompt, sampling_parameters) -> the model's text; raises LlmUnavailableError when the LLM cannot answer.
@@ -287,23 +286,20 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
     """The embedded summary with the LLM's fields over it: the rest (call id, entities) stays as extracted."""
     labels = {d.code: d.label for d in taxonomy}
     code = fields["disposition"]
-    disposition: dict[str, Any] = {"code": code, "confidence": confidence}
-    if code in labels:
-        disposition["label"] = labels[code]
     escalation = fields["escalation"]
-    return {
-        **baseline,
-        "reason_for_contact": fields["reason_for_contact"]["text"],
-        "issue": fields["issue"]["text"],
-        "actions_taken": [a["text"] for a in fields["actions_taken"]],
-        "resolution": {"status": fields["resolution"]["status"], "detail": fields["resolution"]["detail"]},
-        "follow_ups": [{k: f[k] for k in ("owner", "action", "due")} for f in fields["follow_ups"]],
-        "sentiment": dict(fields["sentiment"]),
-        "disposition": disposition,
-        "escalation": {"required": escalation["required"],
-                       "reason": escalation["reason"] if escalation["required"] else None},
-        "narrative": fields["narrative"].strip(),
-        "evidence": {
+    return Summary(
+        call_id=baseline["call_id"],
+        reason_for_contact=fields["reason_for_contact"]["text"],
+        issue=fields["issue"]["text"],
+        actions_taken=[a["text"] for a in fields["actions_taken"]],
+        resolution=Resolution(fields["resolution"]["status"], fields["resolution"]["detail"]),
+        follow_ups=[FollowUp(f["owner"], f["action"], f["due"]) for f in fields["follow_ups"]],
+        sentiment=Sentiment(fields["sentiment"]["start"], fields["sentiment"]["end"]),
+        disposition=DispositionChoice(code, confidence, labels.get(code)),
+        escalation=Escalation(escalation["required"], escalation["reason"] if escalation["required"] else None),
+        entities=[Entity(**e) for e in baseline["entities"]],
+        narrative=fields["narrative"].strip(),
+        evidence={
             "reason_for_contact": fields["reason_for_contact"]["turns"],
             "issue": fields["issue"]["turns"],
             "actions_taken": [a["turns"] for a in fields["actions_taken"]],
@@ -311,8 +307,8 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
             "resolution": fields["resolution"]["turns"],
             "escalation": escalation["turns"] if escalation["required"] else [],
         },
-        "model": MODEL_ID,
-    }
+        model=MODEL_ID,
+    ).to_json()
 
 
 class LlmSummariser:

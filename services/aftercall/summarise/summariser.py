@@ -1,4 +1,4 @@
-"""The embedded summariser: redacted transcript in, summary JSON out (the contract in docs/architecture).
+"""The embedded summariser: redacted transcript in, summary JSON out (the contract: `contract.py`).
 
 Honest by construction: every field is either a sentence said in the call (rewritten to the third person) or a
 label chosen from a closed set with a measurable rule. Nothing is generated that was not said; a follow-up's `due`
@@ -14,6 +14,8 @@ import numpy as np
 
 from aftercall.core.transcript import Transcript
 from aftercall.summarise import extract
+from aftercall.summarise.contract import (DispositionChoice, Entity, Escalation, FollowUp, Resolution, Sentiment,
+                                          Summary)
 from aftercall.summarise.embedder import Embedder
 from aftercall.summarise.extract import Sentence
 from aftercall.summarise.sentiment import SentimentScorer
@@ -66,19 +68,19 @@ class EmbeddedSummariser:
         sentiment = self._sentiment_arc(transcript)
         resolution = self._resolution(said, actions, follow_ups, escalation, sentiment)
         entities = _entities(transcript)
-        summary = {
-            "call_id": transcript.call_id or "",
-            "reason_for_contact": reason.text,
-            "issue": issue.text,
-            "actions_taken": [a.text for a in actions],
-            "resolution": {"status": resolution[0], "detail": resolution[1].text},
-            "follow_ups": [{"owner": f.owner, "action": f.action, "due": f.due} for f in follow_ups],
-            "sentiment": sentiment,
-            "disposition": disposition,
-            "escalation": {"required": escalation is not None, "reason": escalation.text if escalation else None},
-            "entities": entities,
-            "narrative": _narrative(reason, actions, advice, resolution),
-            "evidence": {
+        return Summary(
+            call_id=transcript.call_id or "",
+            reason_for_contact=reason.text,
+            issue=issue.text,
+            actions_taken=[a.text for a in actions],
+            resolution=Resolution(resolution[0], resolution[1].text),
+            follow_ups=[FollowUp(f.owner, f.action, f.due) for f in follow_ups],
+            sentiment=sentiment,
+            disposition=disposition,
+            escalation=Escalation(escalation is not None, escalation.text if escalation else None),
+            entities=entities,
+            narrative=_narrative(reason, actions, advice, resolution),
+            evidence={
                 "reason_for_contact": reason.turns,
                 "issue": issue.turns,
                 "actions_taken": [a.turns for a in actions],
@@ -86,9 +88,8 @@ class EmbeddedSummariser:
                 "resolution": resolution[1].turns,
                 "escalation": escalation.turns if escalation else [],
             },
-            "model": MODEL_ID,
-        }
-        return summary
+            model=MODEL_ID,
+        ).to_json()
 
     # -- fields ------------------------------------------------------------------------------------------------
     def disposition_fit(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict[str, DispositionFit]:
@@ -118,9 +119,8 @@ class EmbeddedSummariser:
         similarities, probabilities, query = self._disposition_scores(customer, agent, taxonomy)
         best = int(np.argmax(similarities))
         if similarities[best] < self.min_similarity:
-            return {"code": UNKNOWN, "confidence": round(1 - float(similarities[best]), 2)}, query
-        return {"code": taxonomy[best].code, "confidence": round(float(probabilities[best]), 2),
-                "label": taxonomy[best].label}, query
+            return DispositionChoice(UNKNOWN, round(1 - float(similarities[best]), 2)), query
+        return DispositionChoice(taxonomy[best].code, round(float(probabilities[best]), 2), taxonomy[best].label), query
 
     def _reason(self, customer: list[Sentence], reason_vector: np.ndarray) -> _Pick:
         limit = _first_turns(customer, _REASON_WINDOW_TURNS)
@@ -172,13 +172,13 @@ class EmbeddedSummariser:
                 return _Pick(extract.sentence_case(text), [sentence.turn])
         return None
 
-    def _sentiment_arc(self, transcript: Transcript) -> dict[str, str]:
+    def _sentiment_arc(self, transcript: Transcript) -> Sentiment:
         customer_turns = [extract.clean(t.text) for t in transcript.turns if t.speaker == "customer"]
         if not customer_turns:
-            return {"start": "neutral", "end": "neutral"}
+            return Sentiment("neutral", "neutral")
         window = max(1, min(2, len(customer_turns) // 2))
-        return {"start": self._sentiment.label(" ".join(customer_turns[:window])),
-                "end": self._sentiment.label(" ".join(customer_turns[-window:]))}
+        return Sentiment(self._sentiment.label(" ".join(customer_turns[:window])),
+                         self._sentiment.label(" ".join(customer_turns[-window:])))
 
     def _resolution(self, said, actions, follow_ups, escalation, sentiment) -> tuple[str, _Pick]:
         if escalation is not None:
@@ -193,9 +193,9 @@ class EmbeddedSummariser:
             return "pending", _Pick(first.action, [first.turn])
         if pending_cue is not None:
             return "pending", _Pick(_as_detail(pending_cue), [pending_cue.turn])
-        if unresolved_cue is not None and sentiment["end"] == "negative":
+        if unresolved_cue is not None and sentiment.end == "negative":
             return "unresolved", _Pick(_as_detail(unresolved_cue), [unresolved_cue.turn])
-        if resolved_cue is not None or (actions and sentiment["end"] != "negative"):
+        if resolved_cue is not None or (actions and sentiment.end != "negative"):
             if actions:
                 return "resolved", _Pick(f"Agent {extract.lower_first(actions[-1].text)}", actions[-1].turns)
             return "resolved", _Pick(_as_detail(resolved_cue), [resolved_cue.turn])
@@ -235,13 +235,13 @@ def _dedupe_follow_ups(follow_ups: list) -> list:
     return out
 
 
-def _entities(transcript: Transcript) -> list[dict[str, str]]:
-    found: list[dict[str, str]] = []
+def _entities(transcript: Transcript) -> list[Entity]:
+    found: list[Entity] = []
 
     def add(kind: str, value: str) -> None:
-        value = value.strip(" .,")
-        if value and {"type": kind, "value": value} not in found:
-            found.append({"type": kind, "value": value})
+        entity = Entity(kind, value.strip(" .,"))
+        if entity.value and entity not in found:
+            found.append(entity)
 
     for turn in transcript.turns:
         text = extract.clean(turn.text)
