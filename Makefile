@@ -63,7 +63,14 @@ test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP) $(ANSIBLE_STAMP)
 # Quality on the regression calls, the front-end calls and the public sets in ../shared/data (absent sets are
 # skipped), in text, audio and mono mode side by side: reports/eval.html + eval.json (docs/quality.md has a measured
 # run). Exit 1 when a gate fails.
-EVAL_SETS := tests/calls tests/frontend_calls tests/redaction_calls tweetsumm dialogsum presidio banking77 dstc11 abcd
+# Issue 19's targets, on the held-out half of the independent summary calls, in text and audio mode.
+SUMMARY_GATES := $(foreach mode,text audio,--gate 'summary_calls/$(mode)/holdout/disposition_accuracy>=0.85' \
+  --gate 'summary_calls/$(mode)/holdout/resolution_accuracy>=0.85' \
+  --gate 'summary_calls/$(mode)/holdout/follow_up_precision>=0.75' \
+  --gate 'summary_calls/$(mode)/holdout/follow_up_recall>=0.75' \
+  --gate 'summary_calls/$(mode)/holdout/sentiment_end_accuracy>=0.8' \
+  --gate 'summary_calls/$(mode)/holdout/escalation_accuracy>=0.95')
+EVAL_SETS := tests/calls tests/frontend_calls tests/redaction_calls tests/summary_calls tweetsumm dialogsum presidio banking77 dstc11 abcd
 eval: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 	$(BIN)/aftercall eval $(EVAL_SETS) --mode all --tuned-on calls --tuned-on tweetsumm \
 	  --audio-cache .cache/eval-audio --gate 'calls/text/disposition_accuracy>=0.75' \
@@ -71,7 +78,7 @@ eval: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 	  --gate 'frontend_calls/audio/dropped_turns<=3' --gate 'hallucinated_words<=0' \
 	  --gate 'frontend_calls/mono/speaker_attribution>=0.9' --gate 'calls/mono/speaker_attribution>=0.9' \
 	  --gate 'redaction_calls/id_leaks<=0' --gate 'redaction_calls/text/name_recall>=0.9' \
-	  --gate 'redaction_calls/text/redaction_precision>=0.9' $(EVAL_ARGS)
+	  --gate 'redaction_calls/text/redaction_precision>=0.9' $(SUMMARY_GATES) $(EVAL_ARGS)
 
 # Speed, memory and concurrency of every stage (calls of 1/5/20 min, 1/10/50/200 concurrent real-time calls, Triton,
 # the vault): reports/bench.json + bench.html, a dated summary appended to docs/benchmarks.md (about 15 minutes).

@@ -178,6 +178,11 @@ def test_gates_pass_fail_and_refuse_what_they_cannot_check():
     verdicts = check_gates([parse_gate("leaks<=0"), parse_gate("spoken/id_leaks<=0")], results)
     assert [(v["gate"], v["set"], v["passed"]) for v in verdicts] == [("leaks<=0", "calls", True),
                                                                      ("spoken/id_leaks<=0", "spoken", True)]
+    # A gate on one half: the held-out half alone decides (the tuned half would flatter the figure).
+    results["calls"]["text"]["metrics"]["holdout"] = {"disposition_accuracy": 0.6}
+    verdicts = check_gates([parse_gate("calls/text/holdout/disposition_accuracy>=0.7"),
+                            parse_gate("holdout/disposition_accuracy>=0.5")], results)
+    assert [(v["set"], v["value"], v["passed"]) for v in verdicts] == [("calls", 0.6, False), ("calls", 0.6, True)]
     with pytest.raises(UserError, match="no metric 'disposition_acc'"):
         parse_gate("disposition_acc>=0.5")
     with pytest.raises(UserError, match="expected"):

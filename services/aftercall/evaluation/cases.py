@@ -38,6 +38,13 @@ class Expected:
     pii_complete: bool = False  # every sensitive value is in `pii`, so redaction precision can be scored
     must_not_appear: tuple[str, ...] = ()  # never anywhere in the output (a leak otherwise)
     must_appear: tuple[str, ...] = ()  # ordinary values redaction must keep (amounts, references)
+    escalation_target: str | None = None  # the team it went to, in the call's words
+    decisions: tuple[str, ...] | None = None  # decisions made in the call; None = not labelled
+    customer_tried: tuple[str, ...] | None = None  # what the caller did before calling
+    verification: tuple[str, ...] | None = None  # what the agent checked, as kinds ("date of birth")
+    error_codes: tuple[str, ...] | None = None
+    references: tuple[str, ...] | None = None  # case, order, claim and knowledge-article numbers
+    insufficient_content: bool | None = None  # too little said to summarise (wrong number, dropped early)
 
 
 @dataclass(frozen=True)
@@ -69,9 +76,11 @@ def split_of(dataset: str, case_id: str) -> str:
     return "holdout" if hashlib.sha256(f"{dataset}/{case_id}".encode()).digest()[0] < 128 else "tune"
 
 
+_LISTS = ("decisions", "customer_tried", "verification", "error_codes", "references")
 _EXPECTED_KEYS = {"disposition", "resolution", "escalation", "sentiment_start", "sentiment_end", "follow_ups",
-                  "narratives", "pii", "pii_complete", "must_not_appear", "must_appear"}
-_CASE_KEYS = {"id", "turns", "audio", "roles", "expected", "split", "sector", "call_id"}
+                  "narratives", "pii", "pii_complete", "must_not_appear", "must_appear", "escalation_target",
+                  "insufficient_content", "insufficient_reason", *_LISTS}
+_CASE_KEYS = {"id", "turns", "audio", "roles", "expected", "split", "sector", "call_id", "started_at"}
 
 
 def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str | None:
@@ -95,12 +104,12 @@ def _follow_ups(where: str, value: Any) -> tuple[dict, ...] | None:
         raise CaseFormatError(f"{where}: must be a list")
     items = []
     for index, item in enumerate(value):
-        if not isinstance(item, dict) or set(item) - {"owner", "action", "due"}:
-            raise CaseFormatError(f"{where}[{index}]: must be an object with owner, action, due")
+        if not isinstance(item, dict) or set(item) - {"owner", "action", "due", "team"}:
+            raise CaseFormatError(f"{where}[{index}]: must be an object with owner, action, due (and team)")
         _choice(f"{where}[{index}].owner", item.get("owner"), OWNERS)
         if item.get("owner") is None:
             raise CaseFormatError(f"{where}[{index}].owner is required")
-        for key in ("action", "due"):
+        for key in ("action", "due", "team"):
             if item.get(key) is not None and not isinstance(item[key], str):
                 raise CaseFormatError(f"{where}[{index}].{key}: must be a string or null")
         items.append(dict(item))
@@ -126,8 +135,12 @@ def parse_expected(where: str, document: Any) -> Expected:
                                             and isinstance(p.get("value"), str) and p["value"].strip()
                                             for p in pii):
         raise CaseFormatError(f'{where}.pii: must be a list of {{"type": ..., "value": ...}}')
-    if not isinstance(document.get("pii_complete", False), bool):
-        raise CaseFormatError(f"{where}.pii_complete: must be true or false")
+    for key in ("pii_complete", "insufficient_content"):
+        if document.get(key) is not None and not isinstance(document[key], bool):
+            raise CaseFormatError(f"{where}.{key}: must be true or false")
+    for key in ("escalation_target", "insufficient_reason"):
+        if document.get(key) is not None and not isinstance(document[key], str):
+            raise CaseFormatError(f"{where}.{key}: must be a string or null")
     return Expected(
         disposition=disposition,
         resolution=_choice(f"{where}.resolution", document.get("resolution"), RESOLUTION_STATUSES),
@@ -137,9 +150,12 @@ def parse_expected(where: str, document: Any) -> Expected:
         follow_ups=_follow_ups(f"{where}.follow_ups", document.get("follow_ups")),
         narratives=_strings(f"{where}.narratives", document.get("narratives")),
         pii=tuple((p["type"], p["value"]) for p in pii),
-        pii_complete=document.get("pii_complete", False),
+        pii_complete=bool(document.get("pii_complete")),
         must_not_appear=_strings(f"{where}.must_not_appear", document.get("must_not_appear")),
         must_appear=_strings(f"{where}.must_appear", document.get("must_appear")),
+        escalation_target=document.get("escalation_target"),
+        insufficient_content=document.get("insufficient_content"),
+        **{key: None if document.get(key) is None else _strings(f"{where}.{key}", document[key]) for key in _LISTS},
     )
 
 

@@ -36,7 +36,8 @@ _MODE_CHOICES = {"both": ("text", "audio"), "all": MODES}
 EXIT_GATE_FAILED = 1
 DEFAULT_GATES = ("leaks<=0",)
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
-_GATE = re.compile(r"^(?:(?P<dataset>[\w.-]+)/)?(?:(?P<mode>text|audio|mono)/)?(?P<metric>[a-z_0-9]+)\s*"
+_GATE = re.compile(r"^(?:(?!(?:holdout|tune)/)(?P<dataset>[\w.-]+)/)?(?:(?P<mode>text|audio|mono)/)?"
+                   r"(?:(?P<split>holdout|tune)/)?(?P<metric>[a-z_0-9]+)\s*"
                    r"(?P<op><=|>=|==|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)$")
 
 
@@ -59,9 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="at most N cases per set in audio mode (default 20; recognition is slow on a CPU)")
     parser.add_argument("--tuned-on", action="append", default=[], metavar="SET",
                         help="mark a set the code or prompts were tuned on: its figures are labelled optimistic")
-    parser.add_argument("--gate", action="append", default=[], metavar="[SET/][MODE/]METRIC<=N",
-                        help="fail (exit 1) unless this holds, e.g. 'disposition_accuracy>=0.8' or "
-                             "'calls/audio/wer<=0.25'; 'leaks<=0' is always checked, except on a set given its own "
+    parser.add_argument("--gate", action="append", default=[], metavar="[SET/][MODE/][SPLIT/]METRIC<=N",
+                        help="fail (exit 1) unless this holds, e.g. 'disposition_accuracy>=0.8', "
+                             "'calls/audio/wer<=0.25' or 'summary_calls/text/holdout/resolution_accuracy>=0.85' "
+                             "(both halves unless a split is named); 'leaks<=0' is always checked, except on a set given its own "
                              "SET/id_leaks gate (cards, codes, dates of birth and IDs only)")
     parser.add_argument("--taxonomy", type=Path, help="the site's disposition taxonomy (default: the shipped one)")
     parser.add_argument("--config", type=Path, help="aftercall TOML config file (backends, ASR settings)")
@@ -85,17 +87,20 @@ class Gate:
     metric: str
     op: str
     value: float
+    split: str = "all"
 
 
 def parse_gate(text: str) -> Gate:
     """Checked before anything runs: a typo in a gate must not cost a whole evaluation."""
     match = _GATE.match(text.strip())
     if not match:
-        raise UserError(f"--gate {text!r}: expected [SET/][MODE/]METRIC OP NUMBER, e.g. disposition_accuracy>=0.8")
+        raise UserError(f"--gate {text!r}: expected [SET/][MODE/][SPLIT/]METRIC OP NUMBER, e.g. "
+                        "disposition_accuracy>=0.8")
     numeric = [name for name, value in aggregate([]).items() if not isinstance(value, dict)]
     if match["metric"] not in numeric:
         raise UserError(f"--gate {text!r}: no metric {match['metric']!r}; known: {', '.join(sorted(numeric))}")
-    return Gate(text.strip(), match["dataset"], match["mode"], match["metric"], match["op"], float(match["value"]))
+    return Gate(text.strip(), match["dataset"], match["mode"], match["metric"], match["op"], float(match["value"]),
+                match["split"] or "all")
 
 
 def check_gates(gates: list[Gate], results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -106,7 +111,7 @@ def check_gates(gates: list[Gate], results: dict[str, dict[str, Any]]) -> list[d
     for gate in gates:
         # Only the gate on all leaks of every set gives way, however it was written ("leaks <= 0").
         replaced = id_gated if (gate.metric, gate.dataset, gate.mode) == ("leaks", None, None) else set()
-        targets = [(name, mode, run["metrics"]["all"].get(gate.metric))
+        targets = [(name, mode, (run["metrics"].get(gate.split) or {}).get(gate.metric))
                    for name, by_mode in results.items() if gate.dataset in (None, name) and name not in replaced
                    for mode, run in by_mode.items() if gate.mode in (None, mode)]
         explicit = gate.dataset is not None
