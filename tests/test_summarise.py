@@ -84,6 +84,27 @@ def test_the_contract_names_the_field_a_value_breaks(key, value, message):
     assert str(caught.value).startswith(message)
 
 
+@pytest.mark.parametrize("turns, reason", [
+    ([("agent", "Good afternoon, Kestrel Bank, Marcus speaking."), ("customer", "Oh, is that the Golden Wok?"),
+      ("agent", "No, this is Kestrel Bank."), ("customer", "Sorry, love, wrong number. Bye.")], "wrong number"),
+    ([("agent", "Northway Water, how can I help?"), ("customer", "Hi, yes, I'm..."), ("agent", "Hello? Hello?")],
+     "the call ended before the caller said why they called"),
+    ([("agent", "Hello, you're through to the council.")], "the caller said nothing"),
+])
+def test_a_call_with_nothing_in_it_says_so_rather_than_summarising_nothing(pipeline, turns, reason):
+    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    assert summary["insufficient_content"] == {"reason": reason}
+    assert summary["disposition"]["code"] == "UNKNOWN" and summary["resolution"]["status"] == "unresolved"
+    assert summary["follow_ups"] == [] and reason in summary["narrative"]
+
+
+def test_a_short_call_with_a_reason_is_summarised(pipeline):
+    summary = _run(pipeline, {"turns": [
+        {"speaker": "customer", "text": "I want to cancel my broadband contract, I'm moving abroad."},
+        {"speaker": "agent", "text": "I've cancelled it from the end of the month."}]})
+    assert summary["insufficient_content"] is None and summary["disposition"]["code"] == "CANCELLATION"
+
+
 def test_every_point_is_traceable_to_a_turn(pipeline):
     summary = _run(pipeline, json.loads(DEMO_JSON.read_text()))
     turns = summary["transcript"]

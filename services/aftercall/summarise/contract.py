@@ -75,6 +75,11 @@ class Entity:
 
 
 @dataclass(frozen=True)
+class InsufficientContent:
+    reason: str  # why there is nothing to summarise: "wrong number", "the call ended before a reason was given"
+
+
+@dataclass(frozen=True)
 class Summary:
     """What a summariser writes (the embedded one and the LLM alike)."""
 
@@ -89,6 +94,8 @@ class Summary:
     escalation: Escalation
     entities: list[Entity]
     narrative: str  # 2 to 5 sentences
+    # Set when too little was said to summarise: then the fields say so rather than summarise nothing confidently.
+    insufficient_content: InsufficientContent | None
     # For each point, the indices of the transcript turns it rests on (a list per item for the list fields).
     evidence: dict[str, list[Any]] = field(default_factory=dict)
     model: str = ""  # which summariser wrote it
@@ -125,7 +132,7 @@ REQUIRED_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Summar
                                        if f.name not in ("evidence", "model")) + ("transcript", "redactions")
 # The fields a person may change in review; the rest is the record of the call.
 EDITABLE: tuple[str, ...] = ("reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
-                             "disposition", "escalation", "entities", "narrative")
+                             "disposition", "escalation", "entities", "narrative", "insufficient_content")
 _FIELD_TYPES = get_type_hints(StoredSummary)
 
 

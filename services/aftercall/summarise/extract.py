@@ -259,6 +259,10 @@ UNRESOLVED = re.compile(r"\b(?:unable to|can't help|cannot help|not able to|ther
                         r"(?:I|we) can|still not|still isn't|still doesn't|not happy|unacceptable|useless)\b",
                         re.IGNORECASE)
 
+# A caller who reached the wrong organisation: nothing of theirs to summarise.
+WRONG_NUMBER = re.compile(r"\bwrong (?:number|line)\b|\bmis-?dial(?:led|ed)?\b|\bdialled the wrong\b"
+                          r"|\bnot the (?:right|correct) number\b", re.IGNORECASE)
+
 # --- entities ---------------------------------------------------------------------------------------------------
 MONEY = re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d[\d,]*(?:\.\d{1,2})?\s?(?:pounds?|dollars?|euros?|pence|"
                    r"cents?|quid)\b", re.IGNORECASE)

@@ -299,6 +299,7 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
         escalation=Escalation(escalation["required"], escalation["reason"] if escalation["required"] else None),
         entities=[Entity(**e) for e in baseline["entities"]],
         narrative=fields["narrative"].strip(),
+        insufficient_content=None,
         evidence={
             "reason_for_contact": fields["reason_for_contact"]["turns"],
             "issue": fields["issue"]["turns"],
@@ -324,6 +325,8 @@ class LlmSummariser:
         # write (entities). Its embedding model also checks and scores the LLM's disposition.
         baseline = self._embedded.summarise(transcript, taxonomy)
         generator = {"llm": self._settings.llm_model, "fallback": None}
+        if baseline["insufficient_content"] is not None:  # nothing for the LLM to summarise, nor to invent
+            return {**baseline, "generator": generator}
         try:
             fields, confidence = self._ask(transcript, taxonomy)
         except (LlmRejectedError, LlmUnavailableError) as exc:

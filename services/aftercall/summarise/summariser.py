@@ -14,8 +14,8 @@ import numpy as np
 
 from aftercall.core.transcript import Transcript
 from aftercall.summarise import extract
-from aftercall.summarise.contract import (DispositionChoice, Entity, Escalation, FollowUp, Resolution, Sentiment,
-                                          Summary)
+from aftercall.summarise.contract import (DispositionChoice, Entity, Escalation, FollowUp, InsufficientContent,
+                                          Resolution, Sentiment, Summary)
 from aftercall.summarise.embedder import Embedder
 from aftercall.summarise.extract import Sentence
 from aftercall.summarise.sentiment import SentimentScorer
@@ -57,6 +57,9 @@ class EmbeddedSummariser:
         said = extract.sentences(transcript.turns)
         customer = [s for s in said if s.speaker == "customer"]
         agent = [s for s in said if s.speaker == "agent"]
+        gap = _too_little(said, customer)
+        if gap is not None:
+            return _nothing_to_summarise(transcript, gap, self._sentiment_arc(transcript))
         disposition, reason_vector = self._disposition(customer, agent, taxonomy)
         reason = self._reason(customer, reason_vector)
         issue = self._issue(customer, reason)
@@ -80,6 +83,7 @@ class EmbeddedSummariser:
             escalation=Escalation(escalation is not None, escalation.text if escalation else None),
             entities=entities,
             narrative=_narrative(reason, actions, advice, resolution),
+            insufficient_content=None,
             evidence={
                 "reason_for_contact": reason.turns,
                 "issue": issue.turns,
@@ -202,6 +206,39 @@ class EmbeddedSummariser:
         if unresolved_cue is not None:
             return "unresolved", _Pick(_as_detail(unresolved_cue), [unresolved_cue.turn])
         return "unresolved", _Pick("No resolution was reached during the call.", [])
+
+
+# Fewer words than this from the caller, with no reason among them, is a call that ended before it began.
+_MIN_CALLER_WORDS = 12
+# A wrong number is a short call: in a longer one "wrong number" is about something else (a number on a letter).
+_MAX_WRONG_NUMBER_WORDS = 60
+
+
+def _too_little(said: list[Sentence], customer: list[Sentence]) -> str | None:
+    """Why the call has nothing to summarise, or None when it has."""
+    words = sum(len(_WORDS.findall(s.text)) for s in customer)
+    if words <= _MAX_WRONG_NUMBER_WORDS and any(extract.WRONG_NUMBER.search(s.text) for s in said):
+        return "wrong number"
+    if not customer:
+        return "the caller said nothing"
+    if words < _MIN_CALLER_WORDS and not any(extract.REASON_CUES.search(s.text) for s in customer):
+        return "the call ended before the caller said why they called"
+    return None
+
+
+def _nothing_to_summarise(transcript: Transcript, gap: str, sentiment: Sentiment) -> dict:
+    """A summary that says the call had too little in it, rather than a confident summary of nothing."""
+    said = f"The call had too little content to summarise ({gap})."
+    return Summary(
+        call_id=transcript.call_id or "", reason_for_contact=said, issue=said, actions_taken=[],
+        resolution=Resolution("unresolved", said), follow_ups=[], sentiment=sentiment,
+        disposition=DispositionChoice(UNKNOWN, 1.0), escalation=Escalation(False, None),
+        entities=_entities(transcript), narrative=f"{said} Nothing was agreed or arranged.",
+        insufficient_content=InsufficientContent(gap), model=MODEL_ID,
+    ).to_json()
+
+
+_WORDS = re.compile(r"[A-Za-z']+")
 
 
 def _first_turns(sentences: list[Sentence], count: int) -> int:
