@@ -206,7 +206,7 @@ def test_cli_writes_reports_and_exits_1_when_a_gate_fails(tmp_path: Path):
 
 @pytest.mark.parametrize("args, message", [
     (["no-such-folder"], "no such file or folder"),
-    (["tests/calls", "--gate", "leaks<0 please"], "expected [SET/][MODE/]METRIC"),
+    (["tests/calls", "--gate", "leaks<0 please"], "expected [SET/][MODE/][SPLIT/]METRIC"),
     (["tests/calls", "--tuned-on", "tweetsumm"], "--tuned-on tweetsumm: no such set"),
     (["tests/calls", "--gate", "calls/leaks<=0", "--gate", "gold/wer<=0.2"], "no set 'gold' among the inputs"),
     (["tests/calls", "--limit", "0"], "must be a whole number"),
