@@ -526,6 +526,44 @@ def test_a_value_read_back_in_the_turn_that_moves_on_is_redacted_and_the_rest_of
     assert texts[4] == "[DOB] okay your collection is booked for the twelfth", texts
 
 
+def test_a_correction_right_after_the_talk_moved_on_is_still_the_value():
+    texts, _ = redact(("agent", "Can you confirm your date of birth?"), ("customer", "12th of October, 1985."),
+                      ("agent", "Thank you. And are you the main account holder?"),
+                      ("customer", "Yes. Sorry, did I say '85? It's 1986. I'm not that old!"))
+    assert texts[3] == "Yes. Sorry, did I say [DOB]? It's [DOB]. I'm not that old!", texts
+    texts, _ = redact(("agent", "date of birth"), ("customer", "second of july nineteen ninety"),
+                      ("agent", "second of july ninety and you're calling about your gas meter"),
+                      ("customer", "yeah oh no sorry not the second the twelfth twelfth of july"),
+                      ("agent", "twelfth of july ninety thank you"), ("customer", "the reading's four eight two two one"))
+    assert texts[3:] == ["yeah oh no sorry not the [DOB] the [DOB] [DOB]", "[DOB] [DOB] thank you",
+                         "the reading's 48221"], texts
+
+
+def test_a_code_read_back_with_the_expiry_after_it_is_redacted():
+    texts, _ = redact(("agent", "So I'll take the card details now, the long number and then the—"),
+                      ("customer", "Yeah, it's 5555 5555 5555 4444, expiry 08/27, and the code on the back's 362."),
+                      ("agent", "Great, you're ahead of me. 362, 08/27. That's £29.99 a month from the 1st."))
+    assert texts[2] == "Great, you're ahead of me. [CVV], 08/27. That's £29.99 a month from the 1st.", texts
+
+
+def test_the_number_on_the_back_is_the_code_and_a_lone_one_in_its_exchange_is_a_digit():
+    texts, _ = redact(("agent", "and the number on the back the last three digits"), ("customer", "okay it's one"),
+                      ("agent", "yeah"), ("customer", "double eight"), ("agent", "one double eight"))
+    assert texts[1:] == ["okay it's [CVV]", "yeah", "[CVV]", "[CVV]"], texts
+
+
+@pytest.mark.parametrize("turns", [
+    [("agent", "There's usually a number on the front of the bin."),
+     ("customer", "It's a bit worn... 240. That's the litres, I think. And there's a sticker, 7731.")],
+    [("agent", "What have you got for the reading, then?"),
+     ("customer", "The torch on my phone isn't great. Okay, 0 4 7... 2... 9. The red numbers after that are 6."),
+     ("agent", "So 04729, and we'll ignore the red ones.")],
+])
+def test_a_number_on_a_thing_or_read_by_phone_light_is_no_card_or_phone_number(turns):
+    texts, _ = redact(*turns)
+    assert texts == [text for _, text in turns], texts
+
+
 def test_a_number_on_a_medical_card_is_the_nhs_number_not_a_card():
     texts, _ = redact(("agent", "have you got the long number from your medical card the ten digit one"),
                       ("customer", "is that the blue card yeah it's nine three two eight eight oh four oh seven eight"))

@@ -62,7 +62,9 @@ def _where_said(value: str, turns: tuple | None, redacted_turns: list[dict], hea
         return ""
     if len(re.sub(r"\D", "", normalise_numbers(value))) >= 3:
         return ""
-    return json.dumps([out for said, out in zip(turns, redacted_turns) if value in said["text"]], ensure_ascii=False)
+    # Their text only: a turn's times ("start": 6.0) are no value anyone said.
+    return json.dumps([out["text"] for said, out in zip(turns, redacted_turns) if value in said["text"]],
+                      ensure_ascii=False)
 
 
 def _last_four(kind: str, value: str) -> bool:

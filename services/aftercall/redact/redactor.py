@@ -702,6 +702,13 @@ class _Conversation:
                 if same and not run.amount:
                     self.add(run.turn, run.start, run.end, kind, count=False)
                     break
+                # Only a whole value of its kind (a 3-digit "card" taken in a card's exchange is no card).
+                whole = _FEWEST_DIGITS[kind] <= len(digits) <= _MOST_DIGITS[kind]
+                group = (_groups_holding(run.text, digits) if whole and not same and (kind, digits) not in joins
+                         else None)
+                if group is not None and not run.amount:
+                    self.add(run.turn, run.start + group[0], run.start + group[1], kind, count=False)
+                    break
         self._pieces_before_read_back(found, runs)
 
     def _pieces_before_read_back(self, found: set[tuple[str, str]], runs: list[_Run]) -> None:
@@ -767,8 +774,13 @@ class _Conversation:
         its exchange as given."""
         states: list[list[_Asked]] = []
         kind, since, last, given = None, 0, 0, 0
+        moved_on_from: tuple[str, int] | None = None  # the exchange the talk just moved on from, and where
         short = [self.is_short(turn) for turn in range(len(self.texts))]
         for turn, text in enumerate(self.texts):
+            if (kind is None and moved_on_from is not None and moved_on_from[1] == turn - 1
+                    and rules.CORRECTION.search(text)):
+                kind, since, last, given = moved_on_from[0], turn, turn, 0
+            moved_on_from = None
             complete = kind is not None and given >= _FEWEST_DIGITS[kind]
             # A longer turn once the value was given: only a read-back of it is the value still; the exchange ends
             # there unless the turn reads it back (right or wrong: "i've got 436540 for the first part", a correction
@@ -783,6 +795,7 @@ class _Conversation:
                 kind = None
             points = [_Asked(0, kind, complete, since, read_back=moved_on)]
             if moved_on and not self._reads_back(turn, kind, since):
+                moved_on_from = (kind, turn)
                 kind = None  # "sorry, 2 6 0, thank you, that's 44.99": read back, then other business
             # Not a card: what follows a whole card number is its expiry or its code, not more of it.
             found = [(s.start, s.end, s.kind) for s in self.spans
@@ -830,6 +843,21 @@ def _after_a_card(text: str, run: re.Match) -> list[tuple[int, int]]:
             return [(run.start(), card_end)] + [(card_end + m.start(), card_end + m.end())
                                                 for m in rules.DIGIT_PIECE.finditer(text[card_end:run.end()])]
     return [run.span()]
+
+
+def _groups_holding(said: str, digits: str) -> tuple[int, int] | None:
+    """Where, in a run said in groups, some groups in a row are exactly `digits`: a code read back with the expiry
+    after it ("362, 08/27"); None when no groups in a row are."""
+    groups = list(re.finditer(r"\d+", said))
+    for first in range(len(groups)):
+        joined = ""
+        for last in range(first, len(groups)):
+            joined += groups[last].group()
+            if joined == digits and (first, last) != (0, len(groups) - 1):
+                return groups[first].start(), groups[last].end()
+            if len(joined) >= len(digits):
+                break
+    return None
 
 
 def _whole_card_number(digits: str) -> bool:

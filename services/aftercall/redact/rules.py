@@ -46,6 +46,8 @@ RULES: tuple[Rule, ...] = (
          r"security (?:code|number|digits|bit)|\bc\.?[ -]?v\.?[ -]?[vc]2?\b|cv2|\bcsc\b|card verification"
          r"|verification (?:code|value|number|digits)"
          r"|(?:last )?(?:(?:three|four|3|4)[ -])?(?:numbers|digits|code|bit) on the (?:back|reverse)"
+         # "The number on the back", not "the number on the back of the letter".
+         r"|\bnumber on the (?:back|reverse)\b(?! of (?:the|your|my|a|this) (?!card)\w+)"
          r"|\b(?:the|last) (?:three|3) on the (?:back|reverse)|(?:back|reverse) of the card|by the signature"
          r"|signature (?:strip|panel|box)|(?:turn|flip) (?:the|your) card (?:over|round)"
          r"|(?:three|3)[ -]digit (?:security )?(?:code|number)"
@@ -54,7 +56,7 @@ RULES: tuple[Rule, ...] = (
          r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
     Rule(CARD, "[CARD]", "12-19 digits after a cue, or any Luhn-valid 13-19 digits said by one side; the last four "
          "are kept ([CARD ****0366]); any number in its exchange",
-         r"card number|long number|number on the (?:front|card)|(?:debit|credit|bank|visa|mastercard|amex) card"
+         r"card number|long number|number on the card|number on the front(?! of (?:the|your|my|a|this) (?!card)\w+)|(?:debit|credit|bank|visa|mastercard|amex) card"
          r"|card details|(?:16|sixteen) digits?|\bpan\b|\bcc\b"),  # "cc": written shorthand for a credit card
     Rule(DOB, "[DOB]", "a date or a year after a cue, said any way, and any number or day in its exchange; a whole "
          "date 16+ years back",
@@ -82,8 +84,8 @@ RULES: tuple[Rule, ...] = (
     Rule(PIN, "[PIN]", "4+ digits after a cue", r"\bpin\b|passcode|password|pass code|memorable (?:word|number)"),
     Rule(POSTCODE, "[POSTCODE]", "a UK postcode anywhere; spelt out or a ZIP after a cue", r"post ?code|zip(?: code)?"),
     Rule(PHONE, "[PHONE]", "a phone number's shape anywhere; 6+ digits after a cue",
-         # "Over the phone", "on the phone": the channel, not a number.
-         r"(?<!over the )(?<!on the )phone|mobile|\bcell\b|landline|telephone|contact number"
+         # "Over the phone", "on the phone", "the torch on my phone": the channel or the device, not a number.
+         r"(?<!over the )(?<!on the )(?<!on my )(?<!on your )phone|mobile|\bcell\b|landline|telephone|contact number"
          r"|call (?:me|you|us) (?:on|at|back)|reach me"
          r"|ring me|number to call|callback number|best number|text me"),
     Rule(EMAIL, "[EMAIL]", "written or spelt out (\"sam dot jones at example dot co dot uk\")"),
@@ -118,7 +120,8 @@ WEEKDAYS = r"monday|tuesday|wednesday|thursday|friday|saturday|sunday"
 WEEKDAY_BEFORE = re.compile(rf"\b(?:{WEEKDAYS})\W*(?:the\s+)?$", re.IGNORECASE)
 NEUTRAL_CUE = Rule(NEUTRAL, "", "", r"reference|\bref\b|ticket|case number|order number|invoice|claim number"
                                     r"|(?:permit|registration|reg|serial|model|job|booking|tracking) (?:number|no)\b"
-                                    r"|meter|tracking|booking|policy number|customer number|membership|"
+                                    r"|meter|(?:the|a|your|my|latest) readings?\b|\breading's|tracking|booking"
+                                    r"|policy number|customer number|membership|"
                                     + MONEY_WORDS.pattern + "|" + RELUCTANT.pattern +
                                     # A question that cannot be answered, or the check passed: what follows is no
                                     # answer to it.
@@ -217,7 +220,12 @@ YEAR_QUESTION = re.compile(r"\byear\b", re.IGNORECASE)
 LONE_NUMBER_WORD = re.compile(
     rf"\b(?:{'|'.join(sorted({*UNITS, *TEENS, *TENS} - {'one', 'oh', 'o'}, key=len, reverse=True))})\b", re.IGNORECASE)
 # "One" or "oh" is a digit when it is the whole turn ("it's two eight" / "yeah" / "one").
-WEAK_DIGIT_ALONE = re.compile(r"\W*(?:(?:and|then|um|er|erm|uh|it's)\W+)*(?P<digit>one|oh|o)\W*", re.IGNORECASE)
+WEAK_DIGIT_ALONE = re.compile(r"\W*(?:(?:and|then|um|er|erm|uh|it's|okay|ok|so|right|yeah)\W+)*(?P<digit>one|oh|o)\W*",
+                              re.IGNORECASE)
+# A turn that opens by taking back what was just given ("oh no sorry, not the second, the twelfth", "Yes. Sorry,
+# did I say '85? It's 1986"): it still belongs to the exchange the talk had moved on from.
+CORRECTION = re.compile(r"^\W*(?:(?:yeah|yes|oh|um|erm|er|uh|ah|hang on|wait)\W+)*"
+                        r"(?:no\b|nope\b|sorry\b|actually\b|did i say\b|i mean\b|not\b)", re.IGNORECASE)
 # Asking for a value again: the exchange goes on.
 SAY_AGAIN = re.compile(r"\b(?:again|repeat|once more|one more time|say (?:that|it|them|the)|read (?:that|it|them)"
                        r"|one at a time|spell|missed|didn't catch"
