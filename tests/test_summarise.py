@@ -180,3 +180,96 @@ def test_unattributed_turns_are_summarised_without_guessing_who_said_them(pipeli
     assert set(REQUIRED_KEYS) <= set(summary) and summary["follow_ups"] == []
     assert {turn["speaker"] for turn in summary["transcript"]} == {"unattributed"}
     assert not digit_leak("4532015112830366", json.dumps(summary))
+
+
+def _sentiment(pipeline, *lines: str) -> dict:
+    """The sentiment arc of a call given as alternating agent and customer lines, the agent first."""
+    turns = tuple(Turn("agent" if index % 2 == 0 else "customer", text) for index, text in enumerate(lines))
+    return pipeline.run(Transcript(turns), ("agent", "customer"))["sentiment"]
+
+
+def test_greeting_small_talk_is_not_a_positive_start_and_sarcasm_is_not_a_positive_end(pipeline):
+    sentiment = _sentiment(
+        pipeline,
+        "Good morning, Fernbrook Deliveries, how can I help?",
+        "Morning! Lovely day, isn't it.",
+        "It is. What can I do for you?",
+        "I'm ringing about my parcel. The tracking hasn't updated since Monday and I need it for the weekend.",
+        "I've checked, and it's been held at the depot. It'll be another two weeks, I'm afraid.",
+        "Another two weeks? Brilliant. So there's nothing you can do.",
+        "Not from here, no. I'm sorry.",
+        "Fine. Thanks.",
+    )
+    assert sentiment == {"start": "neutral", "end": "negative"}
+
+
+def test_grudging_thanks_is_negative_and_flat_thanks_is_neutral(pipeline):
+    grudging = _sentiment(
+        pipeline,
+        "Northgate Water, how can I help?",
+        "Hi, I'm calling about my bill. It's higher than usual and I'd like to know why.",
+        "It's based on an estimated reading, so it can't be changed until we have a real one.",
+        "So I have to pay it anyway? I was told last time this wouldn't happen again.",
+        "I'm afraid so, until we get a reading.",
+        "Right. Thanks, I suppose.",
+    )
+    flat = _sentiment(
+        pipeline,
+        "Northgate Water, how can I help?",
+        "Hi, I'd like to give you a meter reading please.",
+        "Of course, go ahead.",
+        "It's four five six one two.",
+        "Thanks, that's on your account now.",
+        "Okay, thanks.",
+    )
+    assert grudging == {"start": "neutral", "end": "negative"}
+    assert flat == {"start": "neutral", "end": "neutral"}
+
+
+def test_worry_answered_with_thanks_is_a_positive_end_after_an_anxious_start(pipeline):
+    sentiment = _sentiment(
+        pipeline,
+        "Brightside Bank, you're speaking to Sam.",
+        "Hello, yes.",
+        "How can I help today?",
+        "I've had a text saying my account's been frozen and I'm panicking, my rent goes out tomorrow.",
+        "Let me look. It was a security check. I've lifted it, so your rent will go out as normal.",
+        "Oh, thank goodness. I was so worried.",
+        "Is there anything else?",
+        "No, that's it. Honestly, thank you, you've been a great help. Bye.",
+    )
+    assert sentiment == {"start": "negative", "end": "positive"}
+
+
+def test_the_disposition_is_read_past_the_security_questions(pipeline):
+    """Callers answer the security questions before they say why they called: the reason is in the first half of
+    the call, not always in the caller's first turns."""
+    turns = [("agent", "Good morning, Northway Energy, can I take your name?"), ("customer", "Yes, it's Mrs Green."),
+             ("agent", "And the first line of your address?"), ("customer", "Twelve Mill Lane."),
+             ("agent", "And your date of birth?"), ("customer", "Third of May, nineteen sixty."),
+             ("agent", "Thank you, you're through security. How can I help?"),
+             ("customer", "I've fallen behind with my gas bill and I can't afford to pay it all at once."),
+             ("customer", "Can I pay it off in smaller amounts each month?"),
+             ("agent", "Yes, I've set up a plan of forty pounds a month from the first."), ("customer", "Thank you."),
+             ("agent", "You're welcome."), ("customer", "Bye.")]
+    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    assert summary["disposition"]["code"] == "PAYMENT_ARRANGEMENT"
+
+
+@pytest.mark.parametrize("last_turns, status", [
+    # Routine delivery after the business was done: resolved.
+    ([("agent", "I've processed the refund, it should be back on your card within five working days."),
+      ("customer", "Lovely, thank you.")], "resolved"),
+    # Waiting on something the caller must send: pending.
+    ([("agent", "I've started the claim, but we'll need a copy of the receipt before we can pay it."),
+      ("customer", "Okay, I'll find it.")], "pending"),
+    # The line went: unresolved, whatever was said before.
+    ([("agent", "I've processed the refund and it should be back on your card within five working days."),
+      ("customer", "Hello? Are you still there?")], "unresolved"),
+])
+def test_routine_delivery_is_resolved_a_wait_is_pending_and_a_dropped_line_is_unresolved(pipeline, last_turns, status):
+    turns = [("agent", "Hello, Oakfield Home, how can I help?"),
+             ("customer", "I returned a lamp two weeks ago and I still haven't had my money back."),
+             ("agent", "Let me look at that for you."), *last_turns]
+    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    assert summary["resolution"]["status"] == status

@@ -118,7 +118,7 @@ class SummariseConfig:
     # Empty: the default taxonomy shipped with aftercall.
     taxonomy: str = ""
     # Below this cosine similarity no disposition fits and the code is UNKNOWN.
-    min_disposition_similarity: float = 0.22
+    min_disposition_similarity: float = 0.15
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,16 @@ RESOLVED = re.compile(
 )
 PENDING = re.compile(r"\b(?:investigat\w+|look into|looking into|get back to you|pending|awaiting|waiting for|"
                      r"under review|once we (?:have|receive)|call you back|be in touch)\b", re.IGNORECASE)
+# What keeps an outcome open: a decision, an investigation or a callback still to come, or something the caller must
+# send first. A refund landing or a card in the post is routine: the call's business was done.
+AWAITING = re.compile(r"\b(?:investigat\w+|look(?:ing)? into|review\w*|assess\w*|decid\w+|decision|get back to|"
+                      r"(?:call|ring|phone) (?:you|them|him|her) back|be in touch|let (?:you|them) know|"
+                      r"waiting (?:list|for)|once (?:we|they|I) (?:have|get|receive)|"
+                      r"need (?:a copy|the|your|proof|evidence|confirmation)|send (?:us|in|over|me)|email (?:us|it|me)|"
+                      r"upload|appeal|adjudicat\w+)\b", re.IGNORECASE)
+# The line went before the call could end: nothing was settled, whatever was said before.
+DROPPED = re.compile(r"\b(?:are you still there|you're breaking up|you're cutting out|I've lost you|can you hear me)\b",
+                     re.IGNORECASE)
 UNRESOLVED = re.compile(r"\b(?:unable to|can't help|cannot help|not able to|there's nothing|nothing (?:more|else) "
                         r"(?:I|we) can|still not|still isn't|still doesn't|not happy|unacceptable|useless)\b",
                         re.IGNORECASE)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aftercall.core.config import SummariseConfig
 from aftercall.core.transcript import Transcript
 from aftercall.summarise import extract
 from aftercall.summarise.contract import (DispositionChoice, Entity, Escalation, FollowUp, InsufficientContent,
@@ -25,6 +26,12 @@ MODEL_ID = "aftercall-embedded-0.1"
 _REASON_WINDOW_TURNS = 3
 _MAX_ACTIONS = 6
 _MAX_ANSWER_SENTENCES = 2
+# The disposition is read from the caller's substantive sentences in this share of the call, the later ones
+# discounted by up to this much, a code scored by its best few.
+_REASON_SHARE_OF_CALL = 0.5
+_LATER_SENTENCE_DISCOUNT = 0.5
+_BEST_SENTENCES = 2
+_MAX_REASON_SENTENCES = 12  # the earliest: bounds the embedding cost of a long call
 # Softmax temperature over cosine similarities: turns a margin of ~0.1 into a confident choice.
 _CONFIDENCE_TEMPERATURE = 0.04
 
@@ -42,7 +49,8 @@ class _Pick:
 
 
 class EmbeddedSummariser:
-    def __init__(self, embedder: Embedder | None = None, min_similarity: float = 0.22):
+    def __init__(self, embedder: Embedder | None = None,
+                 min_similarity: float = SummariseConfig.min_disposition_similarity):
         self._embedder = embedder or Embedder()
         self._sentiment = SentimentScorer()
         self.min_similarity = min_similarity  # below it for every code, the disposition is UNKNOWN
@@ -60,8 +68,8 @@ class EmbeddedSummariser:
         gap = _too_little(said, customer)
         if gap is not None:
             return _nothing_to_summarise(transcript, gap, self._sentiment_arc(transcript))
-        disposition, reason_vector = self._disposition(customer, agent, taxonomy)
-        reason = self._reason(customer, reason_vector)
+        disposition, reason_vector, embedded = self._disposition(customer, agent, taxonomy)
+        reason = self._reason(customer, reason_vector, embedded)
         issue = self._issue(customer, reason)
         actions = self._actions(agent)
         advice = None if actions else self._agent_response(agent)
@@ -101,7 +109,7 @@ class EmbeddedSummariser:
         the softmax confidence `summarise` reports (for UNKNOWN: the score `summarise` gives it). Lets another
         generator's choice be checked and carry a measured confidence."""
         said = extract.sentences(transcript.turns)
-        similarities, probabilities, _ = self._disposition_scores(
+        similarities, probabilities, _, _ = self._disposition_scores(
             [s for s in said if s.speaker == "customer"], [s for s in said if s.speaker == "agent"], taxonomy)
         fits = {d.code: DispositionFit(float(s), round(float(p), 2))
                 for d, s, p in zip(taxonomy, similarities, probabilities)}
@@ -109,30 +117,50 @@ class EmbeddedSummariser:
         return {**fits, UNKNOWN: DispositionFit(best, round(1 - best, 2))}
 
     def _disposition_scores(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
+        """Each code's fit, its softmax confidence, the opening's vector (what the reason sentence is picked by) and
+        the caller's sentences embedded on the way (the reason's candidates are among them).
+
+        A code's fit is the mean of its two best cosine similarities over the caller's first sentences in the first
+        half of the call, earlier ones weighing more: callers open with small talk or the symptom and name the
+        reason more than once, early."""
         opening = [s for s in customer if s.turn <= _first_turns(customer, _REASON_WINDOW_TURNS)]
         text = " ".join(extract.strip_filler(s.text) for s in opening) or " ".join(s.text for s in agent[:3])
         actions = " ".join(s.text for s in agent if extract.ACTION.search(s.text))[:400]
+        last_turn = max((s.turn for s in (*customer, *agent)), default=0)
+        said = [s for s in customer if _substantive(s.text)]
+        said = ([s for s in said if s.turn <= last_turn * _REASON_SHARE_OF_CALL] or said)[:_MAX_REASON_SENTENCES]
+        # Two batches: a batch is padded to its longest text, and the opening with the actions is long.
         vectors = self._embedder.embed([text, f"{text} {actions}".strip()])
+        sentences = self._embedder.embed([extract.strip_filler(s.text) for s in said])
         query = vectors[0] * 0.7 + vectors[1] * 0.3
         query /= np.linalg.norm(query)
-        similarities = self._taxonomy_vectors(taxonomy) @ query
-        weights = np.exp((similarities - similarities.max()) / _CONFIDENCE_TEMPERATURE)
-        return similarities, weights / weights.sum(), query
+        codes = self._taxonomy_vectors(taxonomy)
+        if said:
+            weights = 1 - _LATER_SENTENCE_DISCOUNT * np.arange(len(said)) / len(said)
+            fits = (sentences @ codes.T) * weights[:, None]
+            similarities = np.sort(fits, axis=0)[-min(_BEST_SENTENCES, len(said)):].mean(axis=0)
+        else:
+            similarities = codes @ query
+        confidence = np.exp((similarities - similarities.max()) / _CONFIDENCE_TEMPERATURE)
+        return similarities, confidence / confidence.sum(), query, dict(zip((s.text for s in said), sentences))
 
     def _disposition(self, customer: list[Sentence], agent: list[Sentence], taxonomy: tuple[Disposition, ...]):
-        similarities, probabilities, query = self._disposition_scores(customer, agent, taxonomy)
+        similarities, probabilities, query, embedded = self._disposition_scores(customer, agent, taxonomy)
         best = int(np.argmax(similarities))
         if similarities[best] < self.min_similarity:
-            return DispositionChoice(UNKNOWN, round(1 - float(similarities[best]), 2)), query
-        return DispositionChoice(taxonomy[best].code, round(float(probabilities[best]), 2), taxonomy[best].label), query
+            return DispositionChoice(UNKNOWN, round(1 - float(similarities[best]), 2)), query, embedded
+        choice = DispositionChoice(taxonomy[best].code, round(float(probabilities[best]), 2), taxonomy[best].label)
+        return choice, query, embedded
 
-    def _reason(self, customer: list[Sentence], reason_vector: np.ndarray) -> _Pick:
+    def _reason(self, customer: list[Sentence], reason_vector: np.ndarray, embedded: dict[str, np.ndarray]) -> _Pick:
         limit = _first_turns(customer, _REASON_WINDOW_TURNS)
         candidates = [s for s in customer if s.turn <= limit and _substantive(s.text)]
         if not candidates:
             return _Pick("Customer did not state a reason for the call.", [])
-        vectors = self._embedder.embed([s.text for s in candidates])
-        scores = vectors @ reason_vector
+        missing = [s.text for s in candidates if s.text not in embedded]
+        vectors = self._embedder.embed([extract.strip_filler(text) for text in missing])
+        embedded = {**embedded, **dict(zip(missing, vectors))}
+        scores = np.array([embedded[s.text] for s in candidates]) @ reason_vector
         for index, sentence in enumerate(candidates):
             scores[index] += 0.15 * bool(extract.REASON_CUES.search(sentence.text))
             scores[index] += 0.2 * bool(extract.CALLING.match(extract.strip_filler(sentence.text)))
@@ -178,17 +206,18 @@ class EmbeddedSummariser:
 
     def _sentiment_arc(self, transcript: Transcript) -> Sentiment:
         customer_turns = [extract.clean(t.text) for t in transcript.turns if t.speaker == "customer"]
-        if not customer_turns:
-            return Sentiment("neutral", "neutral")
-        window = max(1, min(2, len(customer_turns) // 2))
-        return Sentiment(self._sentiment.label(" ".join(customer_turns[:window])),
-                         self._sentiment.label(" ".join(customer_turns[-window:])))
+        return Sentiment(*self._sentiment.arc(customer_turns))
 
     def _resolution(self, said, actions, follow_ups, escalation, sentiment) -> tuple[str, _Pick]:
         if escalation is not None:
             return "escalated", escalation
         tail = said[len(said) // 2:]
-        pending_commitments = [f for f in follow_ups if f.owner in ("organisation", "agent")]
+        dropped = next((s for s in said[-3:] if extract.DROPPED.search(s.text)), None)
+        if dropped is not None:
+            return "unresolved", _Pick("The call was cut off before it ended.", [dropped.turn])
+        # A commitment keeps the call open when it waits on a decision or on the caller; routine delivery does not.
+        pending_commitments = [f for f in follow_ups if extract.AWAITING.search(f.action)
+                               or f.owner == "customer" and f.action.startswith("Customer to")]
         pending_cue = next((s for s in tail if extract.PENDING.search(s.text)), None)
         resolved_cue = next((s for s in reversed(tail) if extract.RESOLVED.search(s.text)), None)
         unresolved_cue = next((s for s in reversed(tail) if extract.UNRESOLVED.search(s.text)), None)
