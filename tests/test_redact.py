@@ -35,6 +35,14 @@ def redact(*turns: tuple[str, str]):
     ("one of them", "one of them"),
     ("I called three times", "I called three times"),
     ("two and three", "two and three"),
+    # "For" and "to" inside digits said one by one, before a scale, or in a turn of digits' homophones ...
+    ("five one for five three three one", "5145331"),
+    ("to thousand and won", "2001"),
+    ("to ate for", "284"),
+    # ... and nowhere else.
+    ("nine to five", "nine to five"),
+    ("a table for two", "a table for two"),
+    ("I ate two biscuits", "I ate two biscuits"),
 ])
 def test_spoken_numbers_become_digits_conservatively(spoken: str, expected: str):
     assert normalise_numbers(spoken) == expected
@@ -562,6 +570,34 @@ def test_the_number_on_the_back_is_the_code_and_a_lone_one_in_its_exchange_is_a_
 def test_a_number_on_a_thing_or_read_by_phone_light_is_no_card_or_phone_number(turns):
     texts, _ = redact(*turns)
     assert texts == [text for _, text in turns], texts
+
+
+def test_garbled_digits_and_an_ni_number_given_before_any_question_are_redacted():
+    texts, _ = redact(("agent", "and the security code that's the last three on the signature strip"),
+                      ("customer", "to ate for"))
+    assert texts[1] == "[CVV]", texts
+    texts, _ = redact(("agent", "can i confirm his date of birth"), ("customer", "it's the thirtieth"),
+                      ("agent", "yep"), ("customer", "of june"), ("agent", "mm hmm"),
+                      ("customer", "to thousand and won"))
+    assert texts[5] == "[DOB]", texts
+    texts, _ = redact(("agent", "hi you're through to the temp desk"),
+                      ("customer", "hiya before you ask anything my n i is en kay eight five nine one three eight "
+                                   "sea i'm ringing about my hours from last week"))
+    assert not re.search(r"\d|\ben\b|\bkay\b|\bsea\b", texts[1]), texts
+
+
+@pytest.mark.parametrize("turns", [
+    # An hour after a date of birth; an estimate after a social security number; a helpline's topic and tax years.
+    [("agent", "date of birth?"), ("customer", "2nd of December 1959. Is the lisinopril 10mg in?"),
+     ("agent", "Yes, it's ready."), ("customer", "Great, I'll come after 4."), ("agent", "We're open till 6.")],
+    [("agent", "what's your social"), ("customer", "seven one oh two seven four two three four"),
+     ("agent", "and your yearly income roughly"), ("customer", "about sixty two thousand")],
+    [("agent", "National Insurance enquiries, hello."),
+     ("customer", "Hello. I've got gaps in my record for 2015-16 and 2016-17.")],
+])
+def test_an_hour_an_estimate_and_a_tax_year_are_no_id(turns):
+    texts, _ = redact(*turns)
+    assert normalise_numbers(texts[-1]) == normalise_numbers(turns[-1][1]), texts
 
 
 def test_a_number_on_a_medical_card_is_the_nhs_number_not_a_card():

@@ -29,9 +29,15 @@ _NUMBER_WORDS = set(UNITS) | set(TEENS) | set(TENS) | set(SCALES) | set(REPEATS)
 _WORD = re.compile(r"[A-Za-z]+")
 _SEPARATOR = re.compile(r"^(?:\s*[,.\-]?\s*|\s+and\s+)$", re.IGNORECASE)
 _MONTH_NEAR = re.compile(r"\b(?:%s)\b" % "|".join(MONTHS), re.IGNORECASE)
-# Words a recogniser writes for a digit said between digits ("six won three", "two ate"); never "for" or "to",
-# which join numbers as often ("two for one", "nine to five").
+# Words a recogniser writes for a digit said between digits ("six won three", "two ate"), or after one at the end
+# ("two thousand and won").
 _HOMOPHONES = {"won": "one", "ate": "eight", "tree": "three", "free": "three", "fife": "five", "niner": "nine"}
+# "For" and "to" join numbers as often as they stand for them ("two for one", "nine to five"): a digit only inside a
+# run of digits said one by one ("five one for five three"), before a scale ("to thousand"), or in a turn of nothing
+# but digits and their homophones, one of them unmistakable ("to ate for"; not "nine to five").
+_WEAK_HOMOPHONES = {"to": "two", "too": "two", "for": "four", "fore": "four"}
+_MIN_DIGITS_BESIDE = 2
+_MIN_DIGIT_TURN_WORDS = 3
 # "double 7", "triple-4": a repeat word before a digit the recogniser wrote as a digit.
 _REPEATED_DIGIT = re.compile(r"\b(double|triple)[\s-]+(\d)(?![\d.,]\d)(?!\d)", re.IGNORECASE)
 
@@ -103,11 +109,57 @@ def _is_number_word(token: str) -> bool:
     return token.lower() in _NUMBER_WORDS
 
 
+_DIGIT_WORDS = {*UNITS, *_HOMOPHONES, *_WEAK_HOMOPHONES}
+
+
+def _joined(text: str, left: re.Match, right: re.Match) -> bool:
+    return bool(_SEPARATOR.match(text[left.end():right.start()]))
+
+
+def _between_numbers(text: str, words: list[re.Match], index: int) -> bool:
+    return 0 < index < len(words) - 1 and _is_number_word(words[index - 1].group()) and _is_number_word(
+        words[index + 1].group()) and _joined(text, words[index - 1], words[index]) and _joined(
+        text, words[index], words[index + 1])
+
+
+def _ends_number(text: str, words: list[re.Match], index: int) -> bool:
+    """Last in its sentence, after a number ("two thousand and won.")."""
+    if index == 0 or not re.fullmatch(r"\W*|[.,!?;].*", text[words[index].end():], re.DOTALL):
+        return False
+    before = words[index - 1]
+    if before.group().lower() == "and" and index >= 2:
+        before = words[index - 2]
+    return _is_number_word(before.group()) and _joined(text, before, words[index - 1]) and _joined(
+        text, words[index - 1], words[index])
+
+
+def _before_scale(text: str, words: list[re.Match], index: int) -> bool:
+    """ "To thousand": nobody says that but for "two thousand"."""
+    return index + 1 < len(words) and words[index + 1].group().lower() in SCALES and _joined(
+        text, words[index], words[index + 1])
+
+
+def _digits_beside(text: str, words: list[re.Match], index: int, step: int) -> int:
+    """How many digits (or their homophones) are said one by one next to `index`, in the direction of `step`."""
+    count, at = 0, index
+    while 0 <= at + step < len(words):
+        near = words[at + step]
+        if near.group().lower() not in UNITS and near.group().lower() not in _HOMOPHONES:
+            break
+        if not _joined(text, *sorted((near, words[at]), key=lambda m: m.start())):
+            break
+        count, at = count + 1, at + step
+    return count
+
+
 def normalise_numbers(text: str) -> str:
     """Replace runs of spoken number words with digits; everything else is kept as it is."""
     text = _REPEATED_DIGIT.sub(lambda m: m.group(2) * REPEATS[m.group(1).lower()], text)
     tokens: list[tuple[int, int, list[str]]] = []  # (start, end, lower-case parts) of number-word tokens
     words = list(_WORD.finditer(text))
+    said = [w.group().lower() for w in words]
+    digit_turn = (len(said) >= _MIN_DIGIT_TURN_WORDS and all(w in _DIGIT_WORDS for w in said)
+                  and any(w in _HOMOPHONES for w in said))
     for index, match in enumerate(words):
         start, end = match.span()
         word = match.group().lower()
@@ -115,11 +167,12 @@ def normalise_numbers(text: str) -> str:
         # "o'clock" is no zero.
         if _is_number_word(word) and text[end : end + 1] != "'":
             tokens.append((start, end, [word]))
-        elif word in _HOMOPHONES and 0 < index < len(words) - 1 and all(
-                _is_number_word(near.group()) and _SEPARATOR.match(text[a:b])
-                for near, (a, b) in ((words[index - 1], (words[index - 1].end(), start)),
-                                     (words[index + 1], (end, words[index + 1].start())))):
-            tokens.append((start, end, [_HOMOPHONES[word]]))
+        elif digit_turn or word in _HOMOPHONES and (_between_numbers(text, words, index)
+                                                    or _ends_number(text, words, index)):
+            tokens.append((start, end, [_HOMOPHONES.get(word) or _WEAK_HOMOPHONES[word]]))
+        elif word in _WEAK_HOMOPHONES and (_before_scale(text, words, index) or min(
+                _digits_beside(text, words, index, -1), _digits_beside(text, words, index, 1)) >= _MIN_DIGITS_BESIDE):
+            tokens.append((start, end, [_WEAK_HOMOPHONES[word]]))
         elif word == "and":
             tokens.append((start, end, ["and"]))
     runs: list[list[tuple[int, int, list[str]]]] = []

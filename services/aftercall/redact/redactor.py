@@ -928,11 +928,15 @@ def _birth_date(date: str) -> bool:
 
 
 def _not_an_id(text: str, start: int, end: int, kind: str | None) -> bool:
-    """The number at `start:end` is an amount, a time, a count, an age, a thing's number, a card's last four named as
-    such or (asked for anything but a date of birth) the year something happened: never a piece of an ID."""
+    """The number at `start:end` is an amount, an estimate, a time, an hour, a count, an age, a thing's number, a
+    card's last four named as such, a tax year or (asked for anything but a date of birth) the year something
+    happened: never a piece of an ID."""
     before, after = text[:start], text[end:]
-    year = re.fullmatch(r"(?:19|20)\d\d", re.sub(r"\D", "", text[start:end]))
+    digits = re.sub(r"\D", "", text[start:end])
+    year = re.fullmatch(r"(?:19|20)\d\d", digits)
     return bool(rules.AMOUNT_BEFORE.search(before) or rules.AMOUNT_AFTER.match(after)
+                or (len(digits) <= 2 and rules.HOUR_BEFORE.search(before))
+                or rules.YEAR_RANGE.fullmatch(text[start:end].strip())
                 or (year and (kind != rules.DOB and rules.EVENT_YEAR.search(before) or rules.A_THING.search(before)))
                 or (kind in (rules.CVV, rules.CARD) and rules.CARD_TAIL.search(before))
                 or bool(re.fullmatch(r"\d{1,4}\.\d{2}", text[start:end])))  # a price: "44.99"

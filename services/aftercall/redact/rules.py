@@ -68,8 +68,11 @@ RULES: tuple[Rule, ...] = (
     Rule(NI, "[NI_NUMBER]", "two letters, six digits and A-D anywhere, split as recognisers write them "
          "(\"q q 12 34 56 c\"); without the letter, or the letter alone, after a cue; any number in its exchange",
          # "The National Insurance contributions helpline": the topic, not a question.
-         r"national insurance(?!\s+(?:contributions?|helpline|credits?|record|class|team|office|line|rates?)\b)"
-         r"|\bn\.? ?i\.? number|\bni\b|(?:your|the|my|his|her) insurance number"),
+         r"national insurance(?!\s+(?:contributions?|helpline|credits?|record|class|team|office|line|rates?"
+         r"|enquir(?:y|ies)|queries)\b)"
+         r"|\bn\.? ?i\.? number|\bni\b|(?:your|the|my|his|her) insurance number"
+         # "my n i is ...": a recogniser spelling out "my NI is".
+         r"|\b(?:your|my|his|her|the) n\.? i\b|\bn\.? i\b(?=\.?\s+(?:is|was)\b)"),
     Rule(NHS, "[NHS_NUMBER]", "10 digits in 3-3-4 with a valid check digit; 6+ digits after a cue; any "
          "number in its exchange",
          r"\bnhs\b|\bn\.? h\.? s\b|health (?:service |insurance )?number|medicare|medicaid|patient number"
@@ -382,9 +385,15 @@ AMOUNT_BEFORE = re.compile(
     rf"|policy|{MONEY_WORDS.pattern})\.?(?:\s+(?:number|no)\.?)?[,:]?(?:\s+(?:is|was|of))?\s*$"
     r"|\b(?:pounds?|dollars?|euros?)\s+$"
     r"|\b(?:i'm|i am|you're|you are|(?:s?he|they)(?:'s| is| are)|(?:i|you|s?he|they)(?:'ll| will) be"
-    r"|turn(?:ing|ed|s)?|aged?|under|over)\s*(?:now\s*)?$",
+    r"|turn(?:ing|ed|s)?|aged?|under|over)\s*(?:now\s*)?$"
+    # An estimate is no ID: "about sixty two thousand".
+    r"|\b(?:about|around|roughly|approximately|nearly|almost)\s*$",
     re.IGNORECASE,
 )
+# An hour said alone after a word of time ("I'll come after 4", "we're open till 6"): no piece of an ID.
+HOUR_BEFORE = re.compile(r"\b(?:after|till|until|before|at|from|by)\s*$", re.IGNORECASE)
+# A tax or school year: "2015-16", "2016/17".
+YEAR_RANGE = re.compile(r"(?:19|20)\d\d\s*[-/]\s*(?:\d\d|(?:19|20)\d\d)")
 AMOUNT_AFTER = re.compile(
     r"^[\s-]*(?:pounds?|quid|dollars?|bucks|euros?|pence|p\b|cents?|percent|%|minutes?|mins?|hours?|days?|weeks?"
     r"|months?|years?|am\b|pm\b|a\.m\.|p\.m\.|o'clock|times|items?|gb|mb|megs?|kg|miles?|km|kwh|units?"
