@@ -273,3 +273,13 @@ def test_routine_delivery_is_resolved_a_wait_is_pending_and_a_dropped_line_is_un
              ("agent", "Let me look at that for you."), *last_turns]
     summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
     assert summary["resolution"]["status"] == status
+
+
+def test_what_the_organisation_needs_is_the_callers_task_and_talk_is_no_commitment(pipeline):
+    turns = [("customer", "I've been made redundant and I can't pay my mortgage this month."),
+             ("agent", "I'm sorry to hear that. I'll explain how a reduced payment arrangement works."),
+             ("agent", "We'll need your last three months' bank statements and the redundancy letter by Friday."),
+             ("customer", "Okay, I'll write it down.")]
+    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    assert [(f["owner"], f["due"]) for f in summary["follow_ups"]] == [("customer", "by Friday")]
+    assert "bank statements" in summary["follow_ups"][0]["action"]

@@ -167,6 +167,15 @@ CUSTOMER_TASK = re.compile(
     r"submit|sign|reply|contact|visit|pay|log|reset|restart|turn|unplug|come|drop|let|make|get|collect|monitor))",
     re.IGNORECASE,
 )
+# What the organisation needs from the caller is the caller's task: "we'll need your last three bank statements".
+NEEDS_FROM_CALLER = re.compile(r"\b(?:we(?:'ll| will)?|I(?:'ll| will)?|they(?:'ll| will)?)\s+(?:also\s+)?need\s+"
+                               r"(?!to\b)(?P<thing>.+)", re.IGNORECASE)
+# Said in the call and done there, or no commitment at all: "I'll explain", "let me recap", "I'll write it down".
+NOT_A_COMMITMENT = re.compile(r"^(?:(?:Customer|The agent|The organisation) will |Let the agent )"
+                              r"(?:just |quickly |now )?(?:explain|recap|stop|go through|read|repeat|check|look|see|"
+                              r"confirm|transfer|put (?:the customer|you) through|bear with|wait|hold|write (?:it|that) "
+                              r"down|do that|do it|believe|miss|live|try|think|take (?:a|your|the) (?:note|look|details)|"
+                              r"pop|grab|pull|bring up|find|ask|tell|let)\b", re.IGNORECASE)
 _WEEKDAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 _MONTH = "(?:%s)" % "|".join(MONTHS)
 DUE = re.compile(
@@ -208,6 +217,11 @@ def follow_ups(sentence: Sentence) -> list[FollowUp]:
 
 
 def follow_up(sentence: Sentence) -> FollowUp | None:
+    found = _commitment(sentence)
+    return None if found is None or NOT_A_COMMITMENT.match(found.action) else found
+
+
+def _commitment(sentence: Sentence) -> FollowUp | None:
     if sentence.speaker not in ("agent", "customer"):  # unattributed: a follow-up needs an owner we know
         return None
     text = strip_filler(sentence.text)
@@ -222,6 +236,10 @@ def follow_up(sentence: Sentence) -> FollowUp | None:
             return FollowUp("customer", sentence_case(f"Customer will {third_person(match.group('rest'), 'customer')}"),
                             due, sentence.turn)
         return None
+    need = NEEDS_FROM_CALLER.search(text)
+    if need:
+        thing = third_person(need.group("thing"), "agent").rstrip(".?!")
+        return FollowUp("customer", sentence_case(f"Customer to send {thing}"), due, sentence.turn)
     task = CUSTOMER_TASK.search(text)
     if task:
         rest = third_person(text[task.end():], "agent").strip()
