@@ -17,8 +17,9 @@ from typing import Any, Callable
 from aftercall.evaluation.bench_tools import ROLES, demo_call, say
 
 STAGES = ("decode", "asr", "redaction", "summarisation", "recheck", "vault_write")
-# Loads the models (and the summariser's ONNX sessions) before anything is timed.
-_WARM_UP_S = 10.0
+# Loads the models (and the summariser's ONNX sessions) before anything is timed: long enough to be summarised (a
+# few seconds of a call are too little content, and load no summarisation model).
+_WARM_UP_S = 30.0
 
 
 def _in_fresh_process(function: Callable[..., dict], *args) -> dict:
