@@ -28,6 +28,10 @@ def _run(pipeline, document: dict) -> dict:
     return pipeline.run(transcript_from_json(document), ("agent", "customer"))
 
 
+def _run_turns(pipeline, turns: list[tuple[str, str]]) -> dict:
+    return _run(pipeline, {"turns": [{"speaker": speaker, "text": text} for speaker, text in turns]})
+
+
 def test_demo_transcript_meets_the_contract(pipeline):
     summary = _run(pipeline, json.loads(DEMO_JSON.read_text()))
     assert set(REQUIRED_KEYS) <= set(summary)
@@ -92,7 +96,7 @@ def test_the_contract_names_the_field_a_value_breaks(key, value, message):
     ([("agent", "Hello, you're through to the council.")], "the caller said nothing"),
 ])
 def test_a_call_with_nothing_in_it_says_so_rather_than_summarising_nothing(pipeline, turns, reason):
-    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    summary = _run_turns(pipeline, turns)
     assert summary["insufficient_content"] == {"reason": reason}
     assert summary["disposition"]["code"] == "UNKNOWN" and summary["resolution"]["status"] == "unresolved"
     assert summary["follow_ups"] == [] and reason in summary["narrative"]
@@ -252,7 +256,7 @@ def test_the_disposition_is_read_past_the_security_questions(pipeline):
              ("customer", "Can I pay it off in smaller amounts each month?"),
              ("agent", "Yes, I've set up a plan of forty pounds a month from the first."), ("customer", "Thank you."),
              ("agent", "You're welcome."), ("customer", "Bye.")]
-    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    summary = _run_turns(pipeline, turns)
     assert summary["disposition"]["code"] == "PAYMENT_ARRANGEMENT"
 
 
@@ -271,7 +275,7 @@ def test_routine_delivery_is_resolved_a_wait_is_pending_and_a_dropped_line_is_un
     turns = [("agent", "Hello, Oakfield Home, how can I help?"),
              ("customer", "I returned a lamp two weeks ago and I still haven't had my money back."),
              ("agent", "Let me look at that for you."), *last_turns]
-    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    summary = _run_turns(pipeline, turns)
     assert summary["resolution"]["status"] == status
 
 
@@ -280,6 +284,6 @@ def test_what_the_organisation_needs_is_the_callers_task_and_talk_is_no_commitme
              ("agent", "I'm sorry to hear that. I'll explain how a reduced payment arrangement works."),
              ("agent", "We'll need your last three months' bank statements and the redundancy letter by Friday."),
              ("customer", "Okay, I'll write it down.")]
-    summary = _run(pipeline, {"turns": [{"speaker": s, "text": t} for s, t in turns]})
+    summary = _run_turns(pipeline, turns)
     assert [(f["owner"], f["due"]) for f in summary["follow_ups"]] == [("customer", "by Friday")]
     assert "bank statements" in summary["follow_ups"][0]["action"]
