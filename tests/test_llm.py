@@ -81,7 +81,7 @@ def test_a_valid_grounded_answer_becomes_the_summary(summariser):
     assert summary["actions_taken"] == ["The agent cancelled the card [CARD ****0366].",
                                         "The agent raised a fraud claim."]
     assert summary["follow_ups"][1] == {"owner": "organisation", "action": "Fraud team calls the customer",
-                                        "due": "by Friday"}
+                                        "due": "by Friday", "team": None}
     assert summary["evidence"]["follow_ups"] == [[3], [3]] and summary["evidence"]["escalation"] == [2]
     # The confidence is the embedding model's measure for the LLM's code, not the LLM's say-so.
     fit = summariser.disposition_fit(CALL, load_taxonomy())["CARD_LOST_STOLEN"]

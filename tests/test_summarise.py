@@ -287,3 +287,14 @@ def test_what_the_organisation_needs_is_the_callers_task_and_talk_is_no_commitme
     summary = _run_turns(pipeline, turns)
     assert [(f["owner"], f["due"]) for f in summary["follow_ups"]] == [("customer", "by Friday")]
     assert "bank statements" in summary["follow_ups"][0]["action"]
+
+
+def test_the_team_a_call_or_a_task_goes_to_is_named_as_in_the_call(pipeline):
+    summary = _run_turns(pipeline, [
+        ("customer", "My claim for the flood damage was turned down and I want to make a formal complaint."),
+        ("agent", "I understand. I'll put you through to our complaints team now."),
+        ("agent", "Complaints, hello. The claims team will call you back by Friday with the review.")])
+    assert summary["escalation"]["required"] and summary["escalation"]["target"] == "our complaints team"
+    assert [(f["owner"], f["team"]) for f in summary["follow_ups"]] == [("organisation", "The claims team")]
+    quiet = _run_turns(pipeline, [("customer", "What time do you close today?"), ("agent", "We close at six.")])
+    assert quiet["escalation"] == {"required": False, "reason": None, "target": None}

@@ -148,6 +148,8 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
         score["resolution"] = (expected.resolution, summary["resolution"]["status"])
     if expected.escalation is not None:
         score["escalation"] = (expected.escalation, bool(summary["escalation"]["required"]))
+    if expected.escalation and expected.escalation_target:
+        score["escalation_target"] = (_team(expected.escalation_target), _team(summary["escalation"].get("target")))
     for end in ("start", "end"):
         wanted = getattr(expected, f"sentiment_{end}")
         if wanted is not None:
@@ -165,6 +167,12 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
     score["grounding"] = grounding(generated, said)
     score["seconds"] = round(sum(v for k, v in summary.get("timings", {}).items() if k != "asr_s"), 4)
     return score
+
+
+def _team(named: str | None) -> str:
+    """A team as named, without the words any naming has ("the complaints team" = "our complaints team")."""
+    words = re.findall(r"[a-z]+", (named or "").lower())
+    return " ".join(w for w in words if w not in {"the", "a", "an", "our", "your", "my", "team", "department"})
 
 
 def _ratio(pairs: Iterable[tuple[int, int]]) -> float | None:
@@ -190,7 +198,7 @@ def _mean(values: list[float]) -> float | None:
 def aggregate(scores: list[dict]) -> dict[str, Any]:
     """Flat metrics of a set of case scores (the names gates use). None = nothing labelled for it."""
     metrics: dict[str, Any] = {"cases": len(scores)}
-    for key in ("disposition", "resolution", "escalation", "sentiment_start", "sentiment_end"):
+    for key in ("disposition", "resolution", "escalation", "escalation_target", "sentiment_start", "sentiment_end"):
         metrics[f"{key}_accuracy"] = _accuracy(scores, key)
         metrics[f"{key}_labelled"] = sum(1 for s in scores if key in s)
     follow = [s["follow_ups"] for s in scores if "follow_ups" in s]

@@ -47,6 +47,7 @@ class FollowUp:
     owner: Owner
     action: str
     due: str | None  # the phrase said ("by Friday"), never a computed date; null when nothing was said
+    team: str | None = None  # the team that will do it, as named in the call ("the claims team"); null when none was
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class DispositionChoice:
 class Escalation:
     required: bool
     reason: str | None
+    target: str | None = None  # the team or role it went to, in the call's words ("the complaints team")
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,11 @@ EDITABLE: tuple[str, ...] = ("reason_for_contact", "issue", "actions_taken", "re
 _FIELD_TYPES = get_type_hints(StoredSummary)
 
 
+def _has_default(field_: dataclasses.Field) -> bool:
+    """A field added to the contract later has a default, so that summaries stored before it still meet it."""
+    return field_.default is not dataclasses.MISSING or field_.default_factory is not dataclasses.MISSING
+
+
 def _optional(hint: Any) -> Any | None:
     """X for `X | None`, else None."""
     if get_origin(hint) in (Union, types.UnionType):
@@ -162,7 +169,8 @@ def json_schema(hint: Any = StoredSummary) -> dict[str, Any]:
         if hint is StoredSummary:
             return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "aftercall summary",
                     **schema, "required": list(REQUIRED_KEYS)}
-        return {**schema, "required": list(properties), "additionalProperties": False}
+        return {**schema, "required": [f.name for f in dataclasses.fields(hint) if not _has_default(f)],
+                "additionalProperties": False}
     return {str: {"type": "string"}, bool: {"type": "boolean"}, int: {"type": "integer"},
             float: {"type": "number"}, Any: {}}[hint]
 
@@ -182,13 +190,15 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         return [_check(item, get_args(hint)[0], f"{where}[{index}]") for index, item in enumerate(value)]
     if dataclasses.is_dataclass(hint):
         hints = get_type_hints(hint)
-        names = [f.name for f in dataclasses.fields(hint)]
-        if not isinstance(value, dict) or not set(names) <= set(value):
-            raise SummaryContractError(f"{where} must be an object with {', '.join(names)}")
-        unknown = sorted(set(value) - set(names))
+        fields = dataclasses.fields(hint)
+        needed = [f.name for f in fields if not _has_default(f)]
+        if not isinstance(value, dict) or not set(needed) <= set(value):
+            raise SummaryContractError(f"{where} must be an object with {', '.join(needed)}")
+        unknown = sorted(set(value) - {f.name for f in fields})
         if unknown:
             raise SummaryContractError(f"{where} has unknown key(s) {', '.join(unknown)}")
-        return {name: _check(value[name], hints[name], f"{where}.{name}") for name in names}
+        return {f.name: _check(value[f.name], hints[f.name], f"{where}.{f.name}") if f.name in value else f.default
+                for f in fields}
     if hint is str:
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise SummaryContractError(f"{where} must be a string of at most {MAX_TEXT} characters")

@@ -171,11 +171,11 @@ CUSTOMER_TASK = re.compile(
 NEEDS_FROM_CALLER = re.compile(r"\b(?:we(?:'ll| will)?|I(?:'ll| will)?|they(?:'ll| will)?)\s+(?:also\s+)?need\s+"
                                r"(?!to\b)(?P<thing>.+)", re.IGNORECASE)
 # Said in the call and done there, or no commitment at all: "I'll explain", "let me recap", "I'll write it down".
-NOT_A_COMMITMENT = re.compile(r"^(?:(?:Customer|The agent|The organisation) will |Let the agent )"
-                              r"(?:just |quickly |now )?(?:explain|recap|stop|go through|read|repeat|check|look|see|"
-                              r"confirm|transfer|put (?:the customer|you) through|bear with|wait|hold|write (?:it|that) "
-                              r"down|do that|do it|believe|miss|live|try|think|take (?:a|your|the) (?:note|look|details)|"
-                              r"pop|grab|pull|bring up|find|ask|tell|let)\b", re.IGNORECASE)
+NOT_A_COMMITMENT = re.compile(
+    r"^(?:(?:Customer|The agent|The organisation) will |Let the agent )(?:just |quickly |now )?"
+    r"(?:explain|recap|stop|go through|read|repeat|check|look|see|confirm|transfer|put (?:the customer|you) through"
+    r"|bear with|wait|hold|write (?:it|that) down|do that|do it|believe|miss|live|try|think"
+    r"|take (?:a|your|the) (?:note|look|details)|pop|grab|pull|bring up|find|ask|tell|let)\b", re.IGNORECASE)
 _WEEKDAY = r"(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 _MONTH = "(?:%s)" % "|".join(MONTHS)
 DUE = re.compile(
@@ -273,6 +273,17 @@ RESOLVED = re.compile(
 )
 PENDING = re.compile(r"\b(?:investigat\w+|look into|looking into|get back to you|pending|awaiting|waiting for|"
                      r"under review|once we (?:have|receive)|call you back|be in touch)\b", re.IGNORECASE)
+# Who a call or a task goes to, in the call's words: "the complaints team", "a team leader", "PALS" (an office's
+# initials after "to").
+TEAM = re.compile(r"\b(?i:(?:the|a|an|our|your|my)\s+(?:[a-z][\w-]*\s+){0,2}?(?:team leader|team|department|desk|"
+                  r"unit|manager|supervisor|adjudicator|specialists?))\b|(?<=\bto )[A-Z]{2,6}\b")
+
+
+def team_in(text: str) -> str | None:
+    found = TEAM.search(text)
+    return found.group() if found else None
+
+
 # What keeps an outcome open: a decision, an investigation or a callback still to come, or something the caller must
 # send first. A refund landing or a card in the post is routine: the call's business was done.
 AWAITING = re.compile(r"\b(?:investigat\w+|look(?:ing)? into|review\w*|assess\w*|decid\w+|decision|get back to|"

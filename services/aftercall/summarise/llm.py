@@ -96,10 +96,12 @@ def output_schema(taxonomy: tuple[Disposition, ...], turn_count: int) -> dict[st
     turns = {"type": "array", "minItems": 1, "maxItems": 4,
              "items": {"type": "integer", "minimum": 0, "maximum": max(turn_count - 1, 0)}}
 
-    def point(**fields: Any) -> dict[str, Any]:
+    def point(optional: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
         properties = {**fields, "turns": turns}
-        return {"type": "object", "properties": properties, "required": list(properties),
+        return {"type": "object", "properties": {**properties, **(optional or {})}, "required": list(properties),
                 "additionalProperties": False}
+
+    named = {"anyOf": [_text(80), {"type": "null"}]}
 
     tone = {"enum": list(TONES)}
     return {
@@ -110,14 +112,14 @@ def output_schema(taxonomy: tuple[Disposition, ...], turn_count: int) -> dict[st
             "actions_taken": {"type": "array", "maxItems": 6, "items": point(text=_text(200))},
             "resolution": point(status={"enum": list(RESOLUTION_STATUSES)}, detail=_text(300)),
             "follow_ups": {"type": "array", "maxItems": 6, "items": point(
-                owner={"enum": list(OWNERS)}, action=_text(200),
+                {"team": named}, owner={"enum": list(OWNERS)}, action=_text(200),
                 due={"anyOf": [_text(60), {"type": "null"}]})},
             "sentiment": {"type": "object", "properties": {"start": tone, "end": tone}, "required": ["start", "end"],
                           "additionalProperties": False},
             "disposition": {"enum": [d.code for d in taxonomy] + [UNKNOWN]},
             "escalation": {"type": "object", "properties": {
                 "required": {"type": "boolean"}, "reason": {"anyOf": [_text(200), {"type": "null"}]},
-                "turns": {**turns, "minItems": 0}},
+                "target": named, "turns": {**turns, "minItems": 0}},
                 "required": ["required", "reason", "turns"], "additionalProperties": False},
             "narrative": _text(900),
         },
@@ -135,11 +137,12 @@ Answer with one JSON object and nothing else:
 - actions_taken: what the agent did during the call, one short sentence each; [] if nothing.
 - resolution: status is resolved, pending (something still has to happen), escalated or unresolved; detail says why.
 - follow_ups: commitments made in the call: owner (agent, customer or organisation), action, and due exactly as said
-  ("by Friday", "within 10 business days") or null if no time was said.
+  ("by Friday", "within 10 business days") or null if no time was said; team: the team that will do it as named
+  in the call, or null.
 - sentiment: the customer's tone at the start and at the end.
 - disposition: the one code below that fits best, or UNKNOWN.
 - escalation: required true only if the call was passed to someone else or a complaint was raised; reason or null;
-  turns [] when not required.
+  target: the team or role it went to as named in the call, or null; turns [] when not required.
 - narrative: 2 to 5 sentences: why they called, what was done, what is still open.
 - turns: the numbers of the transcript turns (in square brackets) each point rests on.
 Disposition codes:
@@ -201,7 +204,9 @@ def _written(fields: dict[str, Any]) -> list[tuple[str, str]]:
              ("resolution/detail", fields["resolution"]["detail"]),
              *((f"follow_ups/{i}/action", f["action"]) for i, f in enumerate(fields["follow_ups"])),
              *((f"follow_ups/{i}/due", f["due"]) for i, f in enumerate(fields["follow_ups"])),
-             ("escalation/reason", fields["escalation"]["reason"]), ("narrative", fields["narrative"])]
+             *((f"follow_ups/{i}/team", f.get("team")) for i, f in enumerate(fields["follow_ups"])),
+             ("escalation/reason", fields["escalation"]["reason"]),
+             ("escalation/target", fields["escalation"].get("target")), ("narrative", fields["narrative"])]
     return [(where, text) for where, text in texts if text]
 
 
@@ -293,10 +298,11 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
         issue=fields["issue"]["text"],
         actions_taken=[a["text"] for a in fields["actions_taken"]],
         resolution=Resolution(fields["resolution"]["status"], fields["resolution"]["detail"]),
-        follow_ups=[FollowUp(f["owner"], f["action"], f["due"]) for f in fields["follow_ups"]],
+        follow_ups=[FollowUp(f["owner"], f["action"], f["due"], f.get("team")) for f in fields["follow_ups"]],
         sentiment=Sentiment(fields["sentiment"]["start"], fields["sentiment"]["end"]),
         disposition=DispositionChoice(code, confidence, labels.get(code)),
-        escalation=Escalation(escalation["required"], escalation["reason"] if escalation["required"] else None),
+        escalation=Escalation(escalation["required"], escalation["reason"] if escalation["required"] else None,
+                              escalation.get("target") if escalation["required"] else None),
         entities=[Entity(**e) for e in baseline["entities"]],
         narrative=fields["narrative"].strip(),
         insufficient_content=None,

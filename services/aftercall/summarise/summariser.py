@@ -86,10 +86,12 @@ class EmbeddedSummariser:
             issue=issue.text,
             actions_taken=[a.text for a in actions],
             resolution=Resolution(resolution[0], resolution[1].text),
-            follow_ups=[FollowUp(f.owner, f.action, f.due) for f in follow_ups],
+            follow_ups=[FollowUp(f.owner, f.action, f.due, extract.team_in(f.action) if f.owner == "organisation"
+                                 else None) for f in follow_ups],
             sentiment=sentiment,
             disposition=disposition,
-            escalation=Escalation(escalation is not None, escalation.text if escalation else None),
+            escalation=Escalation(escalation is not None, escalation.text if escalation else None,
+                                  _target(said, escalation)),
             entities=entities,
             narrative=_narrative(reason, actions, advice, resolution),
             insufficient_content=None,
@@ -242,6 +244,19 @@ class EmbeddedSummariser:
 _MIN_CALLER_WORDS = 12
 # A wrong number is a short call: in a longer one "wrong number" is about something else (a number on a letter).
 _MAX_WRONG_NUMBER_WORDS = 60
+
+
+# The team a call was handed to is named where it was handed on, or in the agent's next turns.
+_TARGET_TURNS = 3
+
+
+def _target(said: list[Sentence], escalation: _Pick | None) -> str | None:
+    if escalation is None:
+        return None
+    first = escalation.turns[0]
+    near = [s for s in said if first <= s.turn <= first + _TARGET_TURNS
+            and (s.turn == first or s.speaker == "agent")]
+    return next((team for s in near if (team := extract.team_in(s.text))), None)
 
 
 def _too_little(said: list[Sentence], customer: list[Sentence]) -> str | None:
