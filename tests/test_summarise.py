@@ -298,3 +298,15 @@ def test_the_team_a_call_or_a_task_goes_to_is_named_as_in_the_call(pipeline):
     assert [(f["owner"], f["team"]) for f in summary["follow_ups"]] == [("organisation", "The claims team")]
     quiet = _run_turns(pipeline, [("customer", "What time do you close today?"), ("agent", "We close at six.")])
     assert quiet["escalation"] == {"required": False, "reason": None, "target": None}
+
+
+def test_identity_checks_what_the_caller_tried_and_error_codes_are_kept(pipeline):
+    summary = _run_turns(pipeline, [
+        ("agent", "Service desk. Can I take your full name?"), ("customer", "Priya Shah."),
+        ("agent", "And your date of birth?"), ("customer", "Fourth of May, ninety one."),
+        ("customer", "The VPN won't connect. It shows error VPN-812. I've restarted the laptop twice already."),
+        ("agent", "Thanks. There's a known fix in article KB-40417, I'll send you the link.")])
+    assert summary["verification"] == ["full name", "date of birth"]
+    assert summary["customer_tried"] == ["They have restarted the laptop twice already."]
+    found = {(e["type"], e["value"]) for e in summary["entities"]}
+    assert {("error_code", "VPN-812"), ("article", "KB-40417")} <= found

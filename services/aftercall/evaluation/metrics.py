@@ -147,6 +147,20 @@ def match_follow_ups(predicted: list[dict], expected: list[dict], min_similarity
     return {"matched": matched, "predicted": len(predicted), "expected": len(expected), "due_exact": due_exact}
 
 
+def match_phrases(predicted: list[str], expected: list[str], min_similarity: float = 0.5) -> tuple[int, int, int]:
+    """(matched, predicted, expected): one-to-one pairs where the predicted phrase says at least half of the
+    expected one's content words ("They emailed them on Friday" for "emailed Castlegate on Friday")."""
+    free = list(range(len(predicted)))
+    matched = 0
+    for item in expected:
+        scored = [(_action_similarity(predicted[index], item), index) for index in free]
+        best = max(scored, default=(0.0, None))
+        if best[1] is not None and best[0] >= min_similarity:
+            free.remove(best[1])
+            matched += 1
+    return matched, len(predicted), len(expected)
+
+
 def digit_leak(value: str, text: str, window: int = 6) -> bool:
     """True when any `window`-digit slice of the digits of `value` appears among the digits of a run in `text`."""
     digits = re.sub(r"\D", "", value)

@@ -12,8 +12,8 @@ from collections import Counter
 from typing import Any, Iterable
 
 from aftercall.evaluation.cases import Case
-from aftercall.evaluation.metrics import (best_of, digits_survive, grounding, match_follow_ups, rouge_1, rouge_l,
-                                          span_removed, word_errors)
+from aftercall.evaluation.metrics import (best_of, digits_survive, grounding, match_follow_ups, match_phrases, rouge_1,
+                                          rouge_l, span_removed, word_errors)
 from aftercall.redact.numbers import normalise_numbers
 from aftercall.redact.redactor import Redaction
 
@@ -156,6 +156,12 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
             score[f"sentiment_{end}"] = (wanted, summary["sentiment"][end])
     if expected.follow_ups is not None:
         score["follow_ups"] = match_follow_ups(summary["follow_ups"], list(expected.follow_ups))
+    for key in ("verification", "customer_tried"):
+        if getattr(expected, key) is not None:
+            score[key] = match_phrases(summary.get(key, []), list(getattr(expected, key)))
+    if expected.error_codes is not None:
+        codes = [e["value"] for e in summary["entities"] if e["type"] == "error_code"]
+        score["error_codes"] = match_phrases(codes, list(expected.error_codes))
     if expected.narratives:
         score["rouge_l"] = best_of(rouge_l, summary["narrative"], expected.narratives)
         score["rouge_1"] = best_of(rouge_1, summary["narrative"], expected.narratives)
@@ -207,6 +213,10 @@ def aggregate(scores: list[dict]) -> dict[str, Any]:
     metrics["follow_up_precision"] = matched / predicted if predicted else None
     metrics["follow_up_recall"] = matched / expected if expected else None
     metrics["due_exact"] = sum(f["due_exact"] for f in follow) / matched if matched else None
+    for key in ("verification", "customer_tried", "error_codes"):
+        matched, predicted, expected = (sum(s[key][i] for s in scores if key in s) for i in range(3))
+        metrics[f"{key}_precision"] = matched / predicted if predicted else None
+        metrics[f"{key}_recall"] = matched / expected if expected else None
     for key in ("rouge_l", "rouge_1", "rouge_l_baseline"):
         metrics[key] = _mean([s[key] for s in scores if key in s])
     metrics["grounding"] = _ratio(s["grounding"] for s in scores if "grounding" in s)

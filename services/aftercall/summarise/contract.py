@@ -20,7 +20,7 @@ Status = Literal["resolved", "pending", "escalated", "unresolved"]
 Owner = Literal["agent", "customer", "organisation"]
 Tone = Literal["negative", "neutral", "positive"]
 Speaker = Literal["agent", "customer", "unattributed"]
-EntityType = Literal["organisation", "reference", "amount", "date", "card_last4"]
+EntityType = Literal["organisation", "reference", "amount", "date", "card_last4", "error_code", "article"]
 
 RESOLUTION_STATUSES: tuple[str, ...] = get_args(Status)
 OWNERS: tuple[str, ...] = get_args(Owner)
@@ -98,6 +98,10 @@ class Summary:
     narrative: str  # 2 to 5 sentences
     # Set when too little was said to summarise: then the fields say so rather than summarise nothing confidently.
     insufficient_content: InsufficientContent | None
+    # The identity checks the agent made, as kinds ("date of birth", "postcode"), never their values.
+    verification: list[str] = field(default_factory=list)
+    # What the caller says they did before calling ("Restarted the router twice").
+    customer_tried: list[str] = field(default_factory=list)
     # For each point, the indices of the transcript turns it rests on (a list per item for the list fields).
     evidence: dict[str, list[Any]] = field(default_factory=dict)
     model: str = ""  # which summariser wrote it
@@ -129,18 +133,19 @@ class StoredSummary(Summary):
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
-# The keys every summary carries, whoever wrote it.
-REQUIRED_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Summary)
-                                       if f.name not in ("evidence", "model")) + ("transcript", "redactions")
-# The fields a person may change in review; the rest is the record of the call.
-EDITABLE: tuple[str, ...] = ("reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
-                             "disposition", "escalation", "entities", "narrative", "insufficient_content")
-_FIELD_TYPES = get_type_hints(StoredSummary)
-
-
 def _has_default(field_: dataclasses.Field) -> bool:
     """A field added to the contract later has a default, so that summaries stored before it still meet it."""
     return field_.default is not dataclasses.MISSING or field_.default_factory is not dataclasses.MISSING
+
+
+# The keys every summary carries, whoever wrote it.
+REQUIRED_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Summary)
+                                       if not _has_default(f)) + ("transcript", "redactions")
+# The fields a person may change in review; the rest is the record of the call.
+EDITABLE: tuple[str, ...] = ("reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
+                             "disposition", "escalation", "entities", "narrative", "insufficient_content",
+                             "verification", "customer_tried")
+_FIELD_TYPES = get_type_hints(StoredSummary)
 
 
 def _optional(hint: Any) -> Any | None:
@@ -228,4 +233,5 @@ def check_summary(summary: dict[str, Any]) -> None:
     if missing:
         raise SummaryContractError(f"the summary lacks {', '.join(missing)}")
     for key in EDITABLE:
-        _check(summary[key], _FIELD_TYPES[key], key)
+        if key in summary:  # the required ones are there; a later addition may be absent
+            _check(summary[key], _FIELD_TYPES[key], key)

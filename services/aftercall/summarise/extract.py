@@ -284,6 +284,55 @@ def team_in(text: str) -> str | None:
     return found.group() if found else None
 
 
+# --- verification, what the caller tried --------------------------------------------------------------------
+# What an agent checks to confirm who is calling, as the kind of thing checked (never its value): the first pattern
+# that a question matches names the kind.
+VERIFICATION = (
+    (re.compile(r"\b(?:full name|your name|name on the account|who I'm speaking (?:to|with))\b", re.I), "full name"),
+    (re.compile(r"\b(?:date of birth|d\.?o\.?b|birthday)\b", re.I), "date of birth"),
+    (re.compile(r"\b(?:post ?code|zip(?: code)?)\b", re.I), "postcode"),
+    (re.compile(r"\b(?:first line of (?:your|the) address|your address|address on the account)\b", re.I),
+     "first line of address"),
+    (re.compile(r"\b(?:last (?:four|4)(?: digits)?(?: of (?:the|your) card)?|card ending)\b", re.I),
+     "last four digits of card"),
+    (re.compile(r"\be-?mail(?: address)?\b", re.I), "email address"),
+    (re.compile(r"\b(?:security (?:question|answer)|memorable (?:word|answer|place|name|date)|password)\b", re.I),
+     "security answer"),
+    (re.compile(r"\b(?:mobile|phone) number\b", re.I), "phone number"),
+    (re.compile(r"\b(?:(?:order|application|claim|tenancy|policy|account|student|staff|employee|customer|"
+                r"membership|reference|patient|nhs|national insurance) (?:number|reference|id))\b", re.I), None),
+)
+ASKS = re.compile(r"\?\s*$|^(?:(?:can|could|may) I (?:take|have|get|confirm|check|grab)|(?:please )?confirm|"
+                  r"what(?:'s| is) (?:your|the))\b", re.IGNORECASE)
+# What the caller did before calling: "I've restarted it twice", "I already emailed them", "I tried the app".
+TRIED = re.compile(r"\bI(?:'ve| have)?\s+(?:already\s+|even\s+|also\s+)?(?:tried|restarted|rebooted|reset|"
+                   r"checked|cleared|reinstalled|updated|unplugged|rang|called|phoned|emailed|reported|logged (?:in|out)|"
+                   r"been (?:on|into|to|through)|gone (?:on|into|to)|went (?:on|into|to)|looked (?:on|at|online))\b",
+                   re.IGNORECASE)
+
+
+def verification_asked(sentence: Sentence) -> str | None:
+    """The kind of identity check an agent's question asks for, or None."""
+    if sentence.speaker != "agent" or not ASKS.search(sentence.text):
+        return None
+    for pattern, kind in VERIFICATION:
+        found = pattern.search(sentence.text)
+        if found:
+            return kind or found.group().lower()
+    return None
+
+
+def tried_before(sentence: Sentence) -> str | None:
+    """What the caller says they did before calling, in the third person, or None."""
+    if sentence.speaker != "customer":
+        return None
+    found = TRIED.search(sentence.text)
+    if not found:
+        return None
+    clause = _NEW_CLAUSE.split(sentence.text[found.start():], maxsplit=1)[0]
+    return sentence_case(third_person(strip_filler(clause), "customer"))
+
+
 # What keeps an outcome open: a decision, an investigation or a callback still to come, or something the caller must
 # send first. A refund landing or a card in the post is routine: the call's business was done.
 AWAITING = re.compile(r"\b(?:investigat\w+|look(?:ing)? into|review\w*|assess\w*|decid\w+|decision|get back to|"
@@ -301,6 +350,17 @@ UNRESOLVED = re.compile(r"\b(?:unable to|can't help|cannot help|not able to|ther
 # A caller who reached the wrong organisation: nothing of theirs to summarise.
 WRONG_NUMBER = re.compile(r"\bwrong (?:number|line)\b|\bmis-?dial(?:led|ed)?\b|\bdialled the wrong\b"
                           r"|\bnot the (?:right|correct) number\b", re.IGNORECASE)
+
+# An error or fault code said in the call: "error E-401", "fault code BT-07", not a time or an amount after the word
+# ("the error says 10:30"); a knowledge article.
+ERROR_CODE = re.compile(r"\b(?:error|fault)\s+(?:code\s+|message\s+|number\s+)?(?P<value>[A-Z]{0,4}-?\d{2,5}"
+                        r"(?:\s\d\.\d\.\d)?)\b(?![:.,]\d|\s*(?:pounds?|dollars?|euros?|%|percent|gb|mb|am|pm)\b)",
+                        re.IGNORECASE)
+# A code's shape ("VPN-812") anywhere in a sentence that speaks of an error or a fault.
+CODE_SHAPE = re.compile(r"\b[A-Z]{1,5}-\d{2,5}\b")
+ERROR_TALK = re.compile(r"\b(?:error|fault)s?\b", re.IGNORECASE)
+ARTICLE = re.compile(r"\b(?P<value>KB-?\d{3,7})\b|\barticle\s+(?:number\s+)?(?P<number>[A-Z]{0,3}-?\d{3,7})\b",
+                     re.IGNORECASE)
 
 # --- entities ---------------------------------------------------------------------------------------------------
 MONEY = re.compile(r"[£$€]\s?\d[\d,]*(?:\.\d{1,2})?|\b\d[\d,]*(?:\.\d{1,2})?\s?(?:pounds?|dollars?|euros?|pence|"

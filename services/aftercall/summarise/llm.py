@@ -288,7 +288,8 @@ def check_support(fields: dict[str, Any], transcript: Transcript) -> None:
 
 def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
           taxonomy: tuple[Disposition, ...]) -> dict[str, Any]:
-    """The embedded summary with the LLM's fields over it: the rest (call id, entities) stays as extracted."""
+    """The embedded summary with the LLM's fields over it: the rest (call id, entities, verification, what the
+    caller tried) stays as extracted."""
     labels = {d.code: d.label for d in taxonomy}
     code = fields["disposition"]
     escalation = fields["escalation"]
@@ -306,6 +307,8 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
         entities=[Entity(**e) for e in baseline["entities"]],
         narrative=fields["narrative"].strip(),
         insufficient_content=None,
+        verification=baseline["verification"],
+        customer_tried=baseline["customer_tried"],
         evidence={
             "reason_for_contact": fields["reason_for_contact"]["turns"],
             "issue": fields["issue"]["turns"],

@@ -95,6 +95,8 @@ class EmbeddedSummariser:
             entities=entities,
             narrative=_narrative(reason, actions, advice, resolution),
             insufficient_content=None,
+            verification=_checked_identity(said),
+            customer_tried=_unique(t for s in customer if (t := extract.tried_before(s))),
             evidence={
                 "reason_for_contact": reason.turns,
                 "issue": issue.turns,
@@ -246,6 +248,17 @@ _MIN_CALLER_WORDS = 12
 _MAX_WRONG_NUMBER_WORDS = 60
 
 
+def _checked_identity(said: list[Sentence]) -> list[str]:
+    """The kinds of identity check the agent asked for and the caller answered (the next turn is theirs)."""
+    speakers = {s.turn: s.speaker for s in said}
+    return _unique(kind for s in said if (kind := extract.verification_asked(s))
+                   and speakers.get(s.turn + 1) == "customer")
+
+
+def _unique(items) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
 # The team a call was handed to is named where it was handed on, or in the agent's next turns.
 _TARGET_TURNS = 3
 
@@ -344,6 +357,13 @@ def _entities(transcript: Transcript) -> list[Entity]:
             add("date", m.group())
         for m in extract.CARD_PLACEHOLDER.finditer(text):
             add("card_last4", m.group(1))
+        for m in extract.ERROR_CODE.finditer(text):
+            add("error_code", m.group("value"))
+        if extract.ERROR_TALK.search(text):
+            for m in extract.CODE_SHAPE.finditer(text):
+                add("error_code", m.group())
+        for m in extract.ARTICLE.finditer(text):
+            add("article", m.group("value") or m.group("number"))
     return found
 
 
