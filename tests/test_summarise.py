@@ -310,3 +310,10 @@ def test_identity_checks_what_the_caller_tried_and_error_codes_are_kept(pipeline
     assert summary["customer_tried"] == ["They have restarted the laptop twice already."]
     found = {(e["type"], e["value"]) for e in summary["entities"]}
     assert {("error_code", "VPN-812"), ("article", "KB-40417")} <= found
+
+
+def test_an_edit_may_leave_out_a_field_the_contract_gained_later():
+    assert check_field("escalation", {"required": True, "reason": "Complaint raised."}) == {
+        "required": True, "reason": "Complaint raised.", "target": None}
+    assert check_field("follow_ups", [{"owner": "agent", "action": "Call back.", "due": None}]) == [
+        {"owner": "agent", "action": "Call back.", "due": None, "team": None}]

@@ -138,6 +138,10 @@ def _has_default(field_: dataclasses.Field) -> bool:
     return field_.default is not dataclasses.MISSING or field_.default_factory is not dataclasses.MISSING
 
 
+def _default(field_: dataclasses.Field) -> Any:
+    return field_.default if field_.default is not dataclasses.MISSING else field_.default_factory()
+
+
 # The keys every summary carries, whoever wrote it.
 REQUIRED_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Summary)
                                        if not _has_default(f)) + ("transcript", "redactions")
@@ -202,7 +206,7 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         unknown = sorted(set(value) - {f.name for f in fields})
         if unknown:
             raise SummaryContractError(f"{where} has unknown key(s) {', '.join(unknown)}")
-        return {f.name: _check(value[f.name], hints[f.name], f"{where}.{f.name}") if f.name in value else f.default
+        return {f.name: _check(value[f.name], hints[f.name], f"{where}.{f.name}") if f.name in value else _default(f)
                 for f in fields}
     if hint is str:
         if not isinstance(value, str) or len(value) > MAX_TEXT:
