@@ -10,7 +10,7 @@ SYSTEM_STAMP := $(VENV)/.system
 ANSIBLE_VENV := .venv-ansible
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.installed
 
-.PHONY: demo test venv proto system-deps eval bench bundle ansible-lint ansible-test sample-audio clean
+.PHONY: tagger demo test venv proto system-deps eval bench bundle ansible-lint ansible-test sample-audio clean
 
 $(STAMP): pyproject.toml model-packages.txt
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,11 @@ eval: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
 	  --gate 'frontend_calls/mono/speaker_attribution>=0.9' --gate 'calls/mono/speaker_attribution>=0.9' \
 	  --gate 'redaction_calls/id_leaks<=0' --gate 'redaction_calls/text/name_recall>=0.9' \
 	  --gate 'redaction_calls/text/redaction_precision>=0.9' $(SUMMARY_GATES) $(EVAL_ARGS)
+
+# The redaction tagger's weights, trained from the tune halves of tests/redaction_calls (never the held-out halves)
+# into services/aftercall/redact/tagger.json; WEIGHTS_SHA256 in tagger.py must then be set to the sha256 it prints.
+tagger: $(STAMP) $(GENERATED)
+	$(BIN)/python -m aftercall.redact.training tests/redaction_calls/*.jsonl
 
 # Speed, memory and concurrency of every stage (calls of 1/5/20 min, 1/10/50/200 concurrent real-time calls, Triton,
 # the vault): reports/bench.json + bench.html, a dated summary appended to docs/benchmarks.md (about 15 minutes).

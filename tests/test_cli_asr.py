@@ -136,6 +136,7 @@ def test_cli_usage_errors_exit_2(args, message):
     ("[redact.cues]\nNHS_NUMBER = 5\n", {}, "config redact.cues.NHS_NUMBER: must be a list of strings"),
     ("", {"AFTERCALL_REDACT__CUES": "mrn"}, "config redact.cues: must be a table"),
     ("[redact]\nnames = ['']\n", {}, "config redact.names: must be a list of names"),
+    ("[redact]\ntagger_threshold = 0\n", {}, "config redact.tagger_threshold: must be between 0.05 and 1.0"),
     ("[transcript]\nmax_turns = 0\n", {}, "config transcript.max_turns: must be between 1 and 1000000"),
     ("", {"AFTERCALL_TRANSCRIPT__MAX_MB": "lots"}, "config transcript.max_mb: must be an integer"),
     ("[transcript]\nmax_turn_chars = 99\n", {}, "config transcript.max_turn_chars: must be between 100"),

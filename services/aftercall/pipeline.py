@@ -22,6 +22,7 @@ from aftercall.core.transcript import Transcript, Turn, check_transcript_size, p
 from aftercall.redact import Redactor
 from aftercall.redact.redactor import Redaction
 from aftercall.redact.rules import RuleTable
+from aftercall.redact.tagger import shipped_tagger
 from aftercall.summarise.contract import SummaryContractError, check_summary
 from aftercall.summarise.summariser import EmbeddedSummariser
 from aftercall.summarise.taxonomy import Disposition
@@ -58,7 +59,8 @@ def build_redactor(config: Config) -> Redactor:
     table = RuleTable(config.redact.cues, config.redact.names, config.redact.off)
     for kind in sorted(table.off):
         logger.warning("redaction of %s is turned off (redact.off): these values are stored and shown as said", kind)
-    return Redactor(table)
+    threshold = config.redact.tagger_threshold
+    return Redactor(table, tagger=shipped_tagger(threshold) if threshold < 1.0 else None)
 
 
 def build_summariser(config: Config):

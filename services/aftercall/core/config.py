@@ -90,6 +90,10 @@ class RedactConfig:
     # Types not redacted (logged as a warning at start-up), e.g. ["LOCATION"] where the town is the call's subject.
     # CARD and CVV cannot be turned off.
     off: tuple[str, ...] = ()
+    # The learned second opinion after the rules (aftercall.redact.tagger): a number or letters the rules left in
+    # the clear is redacted when the model gives it at least this probability of being part of an ID. Lower catches
+    # more garbled values and keeps fewer ordinary numbers; 1.0 turns the model off.
+    tagger_threshold: float = 0.7
 
 
 @dataclass(frozen=True)
@@ -337,6 +341,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "asr.mono_min_confidence": (0.0, 1.0),
     "audio.max_duration_s": (1, 24 * 3600),
     "summarise.min_disposition_similarity": (-1.0, 1.0),
+    "redact.tagger_threshold": (0.05, 1.0),
     "transcript.max_mb": (1, 1024),
     "transcript.max_turns": (1, 1_000_000),
     "transcript.max_turn_chars": (100, 10_000_000),

@@ -16,12 +16,13 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from aftercall.core.transcript import Transcript
 from aftercall.redact import rules
 from aftercall.redact.entities import EntityFinder, could_be_name, shared_finder
 from aftercall.redact.numbers import MONTHS, ORDINALS, TEENS, TENS, UNITS, normalise_numbers
+from aftercall.redact.tagger import Tagger, echoed, features, pieces, shipped_tagger
 
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+(?: \*{4}\d{4})?\]")
 # A hyphenated run is one word: recognisers write "mm-hm" as "M-M-H-M", which is still a short acknowledgement.
@@ -562,7 +563,7 @@ class _Conversation:
         declined question), at a longer turn once the value is complete (the talk moved on, unless to ask for it
         again or for its last piece; only a read-back still counts in that turn), or `_MAX_QUIET_TURNS` turns after
         its question or its last number."""
-        states = self._exchange_states()
+        states = self.exchange_states()
         # (turn, start, end, a piece only of a date of birth): dates ("30th of September"), digit runs and days
         # ("the 30th", "the fourth"), digits left as words ("one" only as the whole turn), a year alone ("'76. 1976":
         # each, not one run), and a month said alone while a date of birth is still being given ("of September...").
@@ -606,7 +607,7 @@ class _Conversation:
         """The NI number's letters in the turns of its exchange (opened by a question, or by its digits wherever
         they were said again) and wherever its digits were said; the letter read back at the opening of the turn
         that moves on ("sorry, see, got it, so your tax code ...")."""
-        for turn, points in enumerate(self._exchange_states()):
+        for turn, points in enumerate(self.exchange_states()):
             if any(asked.kind == rules.NI and not asked.read_back for asked in points) or any(
                     s.turn == turn and s.kind == rules.NI for s in self.spans):
                 self._ni_prefix(turn)
@@ -769,7 +770,7 @@ class _Conversation:
             self.spans.remove(span)
         self.add(turn, start, end, rules.DOB, count=False)
 
-    def _exchange_states(self) -> list[list[_Asked]]:
+    def exchange_states(self) -> list[list[_Asked]]:
         """Per turn, where the ID asked for changes. A cue asks; an ID found without one (a whole NI number) opens
         its exchange as given."""
         states: list[list[_Asked]] = []
@@ -822,6 +823,21 @@ class _Conversation:
                 last, given = turn, given + digits
             states.append(points)
         return states
+
+    def tagged(self, tagger: Tagger) -> None:
+        """The model's second opinion on every piece the rules left whole in the clear."""
+        asked = self.exchange_states()
+        for piece in pieces(self.texts, self.taken):
+            kind, text = self.context(piece.turn, piece.start), self.texts[piece.turn]
+            cues_before = [cue_kind for _, cue_end, cue_kind in self.cues[piece.turn] if cue_end <= piece.start]
+            # What the rules know is no ID (an amount, a time, a price, a weekday's date, a number named as a
+            # reference) stays, whatever the model thinks.
+            if (_not_an_id(text, piece.start, piece.end, kind) or rules.WEEKDAY_BEFORE.search(text[:piece.start])
+                    or cues_before and cues_before[-1] == rules.NEUTRAL):
+                continue
+            if tagger.probability(features(self, piece, asked)) >= tagger.threshold:
+                kind = kind if kind in _EXCHANGE_KINDS else next(iter(echoed(self, piece)), rules.NUMBER)
+                self.add(piece.turn, piece.start, piece.end, kind)
 
     # -- output --------------------------------------------------------------------------------------
     def rendered(self) -> list[str]:
@@ -952,7 +968,10 @@ def _placeholder(kind: str) -> str:
     return rules.RULE_BY_KIND[kind].placeholder
 
 
-def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table: rules.RuleTable) -> _Conversation:
+def run_rules(texts: list[str], speakers: list[str], table: rules.RuleTable = rules.DEFAULT_TABLE,
+              finder: EntityFinder | None = None) -> _Conversation:
+    """Every rule, in order, over one call's turns; the tagger (and its training) reads the state they leave."""
+    finder = finder or shared_finder()
     conversation = _Conversation([normalise_numbers(t) for t in texts], speakers, table)
     conversation.protect_placeholders()
     conversation.patterns()
@@ -970,24 +989,35 @@ def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table:
     return conversation
 
 
+def _run_all(texts: list[str], speakers: list[str], finder: EntityFinder, table: rules.RuleTable,
+             tagger: Tagger | None) -> _Conversation:
+    conversation = run_rules(texts, speakers, table, finder)
+    if tagger is not None:
+        conversation.tagged(tagger)
+    return conversation
+
+
 class Redactor:
     """Stateless; one instance can serve every call. `table`: the rules as the site configured them (default: as
     shipped); `finder`: the named-entity recogniser (by default the one the process shares)."""
 
-    def __init__(self, table: rules.RuleTable = rules.DEFAULT_TABLE, finder: EntityFinder | None = None):
+    def __init__(self, table: rules.RuleTable = rules.DEFAULT_TABLE, finder: EntityFinder | None = None,
+                 tagger: Tagger | None | Literal["shipped"] = "shipped"):
         self.table = table
         self._finder = finder or shared_finder()
+        self._tagger = shipped_tagger() if tagger == "shipped" else tagger
 
     def redact_transcript(self, transcript: Transcript) -> Redaction:
         conversation = _run_all([t.text for t in transcript.turns], [t.speaker for t in transcript.turns],
-                                self._finder, self.table)
+                                self._finder, self.table, self._tagger)
         turns = tuple(turn.with_text(text) for turn, text in zip(transcript.turns, conversation.rendered()))
         return Redaction(Transcript(turns, transcript.call_id), conversation.counts, conversation.secrets)
 
     def redact_text(self, text: str, secrets: list[Secret] | tuple[Secret, ...] = ()) -> tuple[str, Counter]:
         """Second pass over one finished text (a summary field): detectors, then the leak check against the
         values redacted from the transcript."""
-        conversation = _run_all([text], ["agent"], self._finder, self.table)
+        # Rules only: the model learnt from turns of a conversation, and a summary's references must survive.
+        conversation = _run_all([text], ["agent"], self._finder, self.table, tagger=None)
         redacted = conversation.rendered()[0]
         redacted, leaks = _remove_leaks(redacted, secrets)
         return redacted, conversation.counts + leaks

@@ -51,7 +51,9 @@ RULES: tuple[Rule, ...] = (
          r"|\b(?:the|last) (?:three|3) on the (?:back|reverse)|(?:back|reverse) of the card|by the signature"
          r"|signature (?:strip|panel|box)|(?:turn|flip) (?:the|your) card (?:over|round)"
          r"|(?:three|3)[ -]digit (?:security )?(?:code|number)"
-         r"|(?:four|4)[ -]digit (?:security )?code|code on the front"),  # American Express: four digits, front
+         # American Express: four digits on the front, its "CID".
+         r"|(?:four|4)[ -]digit (?:security )?code|code on the front|\bcid\b"
+         r"|(?:four|4)(?: little)?[ -](?:numbers|digits|ones) on the front"),
     Rule(EXPIRY, "[EXPIRY]", "digits after a cue",
          r"expiry|expiration|expires?|exp date|valid (?:until|thru|through|to)|end date"),
     Rule(CARD, "[CARD]", "12-19 digits after a cue, or any Luhn-valid 13-19 digits said by one side; the last four "
