@@ -11,7 +11,7 @@ import pytest
 from aftercall.core.transcript import Transcript, Turn
 from aftercall.summarise.llamacpp import BadSamplingParametersError, LlamaCppEngine, completion_request
 from aftercall.summarise.llm import (LlmRejectedError, LlmSettings, LlmSummariser, LlmUnavailableError, build_prompt,
-                                     check_grounding, output_schema, parse_output, sampling_parameters)
+                                     field_problems, output_schema, parse_output, sampling_parameters)
 from aftercall.summarise.taxonomy import load_taxonomy
 
 CALL = Transcript((
@@ -75,7 +75,7 @@ def test_prompt_numbers_the_turns_and_lists_the_site_codes():
 def test_a_valid_grounded_answer_becomes_the_summary(summariser):
     llm = RecordingLlm(json.dumps(GOOD))
     summary = LlmSummariser(llm, LlmSettings(), summariser).summarise(CALL, load_taxonomy())
-    assert summary["generator"] == {"llm": "llm", "fallback": None}
+    assert summary["generator"] == {"llm": "llm", "fallback": None, "rejected": {}}
     assert summary["model"] == "aftercall-llm-0.1"
     assert summary["reason_for_contact"] == "The customer's debit card was stolen."
     assert summary["actions_taken"] == ["The agent cancelled the card [CARD ****0366].",
@@ -98,26 +98,51 @@ def test_a_valid_grounded_answer_becomes_the_summary(summariser):
     (changed(disposition="PIZZA_ORDER"), "schema at disposition"),
     (changed(issue={"text": "Something.", "turns": [9]}), "schema at issue/turns/0"),
     (changed(extra="field"), "schema at (top level)"),
-    (changed(narrative="Just one sentence."), "narrative has 1 sentence"),
-    (changed(issue={"text": "A payment of 350 pounds.", "turns": [1]}), "were not said in the call"),
-    (changed(resolution={"status": "pending", "detail": "Call back on Tuesday.", "turns": [3]}), "not said"),
-    (changed(follow_ups=[{"owner": "agent", "action": "Call back", "due": "by Thursday at the latest",
-                          "turns": [3]}]), "not said"),
-    (changed(follow_ups=[{"owner": "agent", "action": "Call back", "due": "later this week", "turns": [3]}]),
-     "follow_ups/0/due is not a phrase from the call"),
-    (changed(issue={"text": "Lawns", "turns": [1]}), "issue is not a sentence"),
-    (changed(resolution={"status": "resolved", "detail": "{CARDLOST}", "turns": [3]}),
-     "resolution/detail has a placeholder that is not"),
-    (changed(narrative="The customer decided on the health insurance company's matter. It is not an emergency."),
-     "narrative is mostly words that were not said"),
-    (changed(disposition="MEDICAL_QUERY"), "the disposition does not fit the call"),
+    (changed(reason_for_contact={"text": "Lawns", "turns": [1]}, issue={"text": "Tax", "turns": [1]},
+             narrative="Just one sentence."), "every sentence of the LLM output broke a rule"),
 ])
 def test_an_unusable_answer_falls_back_to_the_embedded_summary(summariser, answer, rule):
     summary = LlmSummariser(RecordingLlm(answer), LlmSettings(), summariser).summarise(CALL, load_taxonomy())
     fallback = summary.pop("generator")["fallback"]
     assert rule in fallback
-    assert "350" not in fallback and "Tuesday" not in fallback  # the reason names the rule, never the text
     assert summary == summariser.summarise(CALL, load_taxonomy())
+
+
+@pytest.mark.parametrize("answer, field, rule", [
+    (changed(narrative="The debit card was stolen."), "narrative", "narrative has 1 sentence"),
+    (changed(issue={"text": "A payment of 350 pounds.", "turns": [1]}), "issue", "were not said in the call"),
+    (changed(resolution={"status": "pending", "detail": "Call back on Tuesday.", "turns": [3]}), "resolution",
+     "resolution/detail has 1 number(s) or date word(s) that were not said"),
+    (changed(issue={"text": "Stolen card.", "turns": [1]}), "issue", "issue is not a sentence"),
+    (changed(resolution={"status": "resolved", "detail": "{CARDLOST}", "turns": [3]}), "resolution",
+     "resolution/detail has a placeholder that is not"),
+    (changed(narrative="The customer decided on the health insurance company's matter. It is not an emergency."),
+     "narrative", "narrative is mostly words that were not said"),
+    (changed(disposition="MEDICAL_QUERY"), "disposition", "the disposition does not fit the call"),
+])
+def test_a_field_that_breaks_a_rule_keeps_the_embedded_value_and_the_rest_stays(summariser, answer, field, rule):
+    summary = LlmSummariser(RecordingLlm(answer), LlmSettings(), summariser).summarise(CALL, load_taxonomy())
+    embedded = summariser.summarise(CALL, load_taxonomy())
+    generator = summary.pop("generator")
+    assert generator["fallback"] is None and list(generator["rejected"]) == [field]
+    assert rule in generator["rejected"][field]
+    assert "350" not in generator["rejected"][field] and "Tuesday" not in generator["rejected"][field]
+    assert summary[field] == embedded[field]
+    assert summary["evidence"].get(field) == embedded["evidence"].get(field)
+    # The fields that held are the LLM's.
+    assert summary["model"] == "aftercall-llm-0.1"
+    assert summary["reason_for_contact"] == GOOD["reason_for_contact"]["text"]
+    assert summary["actions_taken"] == [a["text"] for a in GOOD["actions_taken"]]
+
+
+@pytest.mark.parametrize("due", ["by Thursday at the latest", "later this week"])
+def test_a_follow_up_that_breaks_a_rule_is_left_out(summariser, due):
+    follow_ups = [{"owner": "agent", "action": "Call back", "due": due, "turns": [3]}, GOOD["follow_ups"][1]]
+    summary = LlmSummariser(RecordingLlm(changed(follow_ups=follow_ups)), LlmSettings(),
+                            summariser).summarise(CALL, load_taxonomy())
+    assert list(summary["generator"]["rejected"]) == ["follow_ups/0"]
+    assert [f["action"] for f in summary["follow_ups"]] == ["Fraud team calls the customer"]
+    assert summary["evidence"]["follow_ups"] == [[3]]
 
 
 def test_an_llm_that_is_down_or_a_transcript_too_long_falls_back(summariser):
@@ -129,9 +154,10 @@ def test_an_llm_that_is_down_or_a_transcript_too_long_falls_back(summariser):
 
 
 def test_numbers_are_grounded_whether_written_or_spoken():
-    check_grounding(json.loads(changed(issue={"text": "A payment of £200.00 within 5 days.", "turns": [1]})), CALL)
-    with pytest.raises(LlmRejectedError):
-        check_grounding(json.loads(changed(issue={"text": "Card ending 0367.", "turns": [1]})), CALL)
+    assert field_problems(json.loads(changed(issue={"text": "A payment of £200.00 within 5 days.", "turns": [1]})),
+                          CALL) == {}
+    assert list(field_problems(json.loads(changed(issue={"text": "Card ending 0367.", "turns": [1]})), CALL)) == [
+        "issue"]
     with pytest.raises(LlmRejectedError):
         parse_output("[]", output_schema(load_taxonomy(), 5))
 

@@ -3,11 +3,13 @@ embedded summariser as the fallback.
 
 The LLM is any Triton model with the vLLM backend's I/O (`text_input`, `stream`, `sampling_parameters` in;
 `text_output` out): vLLM or TensorRT-LLM on a GPU appliance, the llama.cpp stand-in on CPU. It only ever sees the
-redacted transcript. Its answer is used only when it parses, matches the schema (closed sets, turns that exist), every
-number, weekday and month it names was said in the call, most content words of each sentence were said, every
-placeholder is one the transcript has, and its disposition is not one the embedding model finds unrelated to the call;
-otherwise the call gets the embedded summary and the rule that failed is recorded in `generator.fallback`. No call is
-ever left without a summary because the LLM was wrong or down.
+redacted transcript. Its answer must parse and match the schema (closed sets, turns that exist); then each field is
+judged on its own: every number, weekday and month it names was said in the call, most of its content words were said,
+every placeholder is one the transcript has, and its disposition is not one the embedding model finds unrelated to the
+call. A field that breaks a rule keeps the embedded summary's value (a list item is left out), recorded with the rule
+in `generator.rejected`; an answer that does not parse, or whose every sentence breaks a rule, gives way to the
+embedded summary whole (`generator.fallback`). No call is ever left without a summary because the LLM was wrong or
+down.
 """
 
 from __future__ import annotations
@@ -173,9 +175,6 @@ def parse_output(text: str, schema: dict[str, Any]) -> dict[str, Any]:
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(top level)"
         raise LlmRejectedError(f"the LLM output does not match the schema at {where} ({errors[0].validator})")
-    sentences = [s for s in re.split(r"(?<=[.!?])\s+", document["narrative"].strip()) if s]
-    if not 2 <= len(sentences) <= 5:
-        raise LlmRejectedError(f"the narrative has {len(sentences)} sentence(s), the contract asks for 2 to 5")
     return document
 
 
@@ -214,19 +213,6 @@ def unsaid_facts(texts: Iterable[str], transcript: Transcript) -> set[str]:
     """The numbers (as digits), weekdays and months in `texts` that nobody said in the call."""
     said = " ".join(turn.text for turn in transcript.turns)
     return set().union(*(_facts(text) for text in texts)) - _facts(said)
-
-
-def check_grounding(fields: dict[str, Any], transcript: Transcript) -> None:
-    """Every number, weekday and month in the output was said in the call; every `due` is a phrase from it."""
-    ungrounded = unsaid_facts((text for _, text in _written(fields)), transcript)
-    if ungrounded:
-        logger.debug("ungrounded values in the LLM output: %s", sorted(ungrounded))
-        raise LlmRejectedError(f"{len(ungrounded)} number(s) or date word(s) in the LLM output were not said in "
-                               "the call")
-    flat = re.sub(r"\s+", " ", " ".join(turn.text for turn in transcript.turns).lower())
-    for index, follow_up in enumerate(fields["follow_ups"]):
-        if follow_up["due"] is not None and re.sub(r"\s+", " ", follow_up["due"].lower()) not in flat:
-            raise LlmRejectedError(f"follow_ups/{index}/due is not a phrase from the call")
 
 
 # Words a summary uses that the call need not contain: they describe the call rather than repeat it.
@@ -269,31 +255,63 @@ def _content_stems(text: str) -> list[str]:
             if stem not in _SUMMARY_STEMS]
 
 
-def check_support(fields: dict[str, Any], transcript: Transcript) -> None:
-    """Every sentence the LLM wrote rests on words from the call: most of its content words (by stem) were said,
-    every placeholder ([CARD ****0366], [NAME]) is one the transcript has, and the reason and issue are sentences."""
+def _field(where: str) -> str:
+    """The unit a rule rejects: an item of a list field ("actions_taken/1"), else the whole field ("resolution")."""
+    parts = where.split("/")
+    return "/".join(parts[:2]) if parts[0] in _LIST_FIELDS else parts[0]
+
+
+_LIST_FIELDS = ("actions_taken", "follow_ups")
+
+
+def field_problems(fields: dict[str, Any], transcript: Transcript) -> dict[str, str]:
+    """Each field (or list item) the LLM wrote that breaks a rule, with the rule (never the text): a number, weekday
+    or month nobody said; a `due` that is not a phrase of the call; a placeholder the transcript does not have; a
+    sentence of mostly words that were not said; a reason or issue that is no sentence; a narrative of other than 2
+    to 5 sentences."""
     said = " ".join(turn.text for turn in transcript.turns)
-    known = set(_content_stems(said))
+    said_facts, known = _facts(said), set(_content_stems(said))
     placeholders = set(_PLACEHOLDER.findall(said))
-    for key in ("reason_for_contact", "issue"):
-        if len(fields[key]["text"].split()) < 3:
-            raise LlmRejectedError(f"{key} is not a sentence")
+    flat = re.sub(r"\s+", " ", said.lower())
+    problems: dict[str, str] = {}
+
+    def reject(where: str, rule: str) -> None:
+        problems.setdefault(_field(where), f"{where} {rule}")
+
     for where, text in _written(fields):
+        unsaid = _facts(text) - said_facts
+        if unsaid:
+            logger.debug("ungrounded values in the LLM output at %s: %s", where, sorted(unsaid))
+            reject(where, f"has {len(unsaid)} number(s) or date word(s) that were not said in the call")
         if set(_PLACEHOLDER.findall(text)) - placeholders:
-            raise LlmRejectedError(f"{where} has a placeholder that is not in the transcript")
+            reject(where, "has a placeholder that is not in the transcript")
         stems = _content_stems(_PLACEHOLDER.sub(" ", text))
         if stems and sum(stem in known for stem in stems) / len(stems) < _MIN_SUPPORT:
-            raise LlmRejectedError(f"{where} is mostly words that were not said in the call")
+            reject(where, "is mostly words that were not said in the call")
+    for index, follow_up in enumerate(fields["follow_ups"]):
+        if follow_up["due"] is not None and re.sub(r"\s+", " ", follow_up["due"].lower()) not in flat:
+            reject(f"follow_ups/{index}/due", "is not a phrase from the call")
+    for key in ("reason_for_contact", "issue"):
+        if len(fields[key]["text"].split()) < 3:
+            reject(key, "is not a sentence")
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", fields["narrative"].strip()) if s]
+    if not 2 <= len(sentences) <= 5:
+        reject("narrative", f"has {len(sentences)} sentence(s), the contract asks for 2 to 5")
+    return problems
 
 
 def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
-          taxonomy: tuple[Disposition, ...]) -> dict[str, Any]:
+          taxonomy: tuple[Disposition, ...], rejected: Iterable[str] = ()) -> dict[str, Any]:
     """The embedded summary with the LLM's fields over it: the rest (call id, entities, verification, what the
-    caller tried) stays as extracted."""
+    caller tried) stays as extracted. A `rejected` field keeps the embedded summary's value (and its evidence); a
+    rejected list item ("follow_ups/1") is left out."""
+    rejected = set(rejected)
+    fields = {**fields, **{key: [item for index, item in enumerate(fields[key]) if f"{key}/{index}" not in rejected]
+                           for key in _LIST_FIELDS}}
     labels = {d.code: d.label for d in taxonomy}
     code = fields["disposition"]
     escalation = fields["escalation"]
-    return Summary(
+    summary = Summary(
         call_id=baseline["call_id"],
         reason_for_contact=fields["reason_for_contact"]["text"],
         issue=fields["issue"]["text"],
@@ -319,6 +337,12 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
         },
         model=MODEL_ID,
     ).to_json()
+    for key in rejected & set(summary):
+        summary[key] = baseline[key]
+        summary["evidence"].pop(key, None)
+        if key in baseline["evidence"]:
+            summary["evidence"][key] = baseline["evidence"][key]
+    return summary
 
 
 class LlmSummariser:
@@ -333,20 +357,26 @@ class LlmSummariser:
         # The embedded summary is cheap next to the LLM: it is the fallback, and it supplies what the LLM does not
         # write (entities). Its embedding model also checks and scores the LLM's disposition.
         baseline = self._embedded.summarise(transcript, taxonomy)
-        generator = {"llm": self._settings.llm_model, "fallback": None}
+        generator: dict[str, Any] = {"llm": self._settings.llm_model, "fallback": None, "rejected": {}}
         if baseline["insufficient_content"] is not None:  # nothing for the LLM to summarise, nor to invent
             return {**baseline, "generator": generator}
         try:
-            fields, confidence = self._ask(transcript, taxonomy)
+            fields, confidence, rejected = self._ask(transcript, taxonomy)
         except (LlmRejectedError, LlmUnavailableError) as exc:
             logger.warning("call %s: embedded summary used (%s)", transcript.call_id or "-", exc)
             generator["fallback"] = str(exc)
             return {**baseline, "generator": generator}
-        summary = merge(baseline, fields, confidence, taxonomy)
+        if rejected:
+            logger.info("call %s: the embedded summary's %s kept (%s)", transcript.call_id or "-",
+                        ", ".join(rejected), "; ".join(rejected.values()))
+        generator["rejected"] = rejected
+        summary = merge(baseline, fields, confidence, taxonomy, rejected)
         return {**summary, "generator": generator}
 
-    def _ask(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> tuple[dict[str, Any], float]:
-        """The LLM's fields and the disposition's measured confidence, or LlmRejectedError/LlmUnavailableError."""
+    def _ask(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]
+             ) -> tuple[dict[str, Any], float, dict[str, str]]:
+        """The LLM's fields, the disposition's measured confidence and the fields (or items) to take from the
+        embedded summary, each with its rule; LlmRejectedError/LlmUnavailableError when nothing can be used."""
         if not transcript.turns:
             raise LlmRejectedError("the transcript has no turns")
         if sum(len(t.text) for t in transcript.turns) > self._settings.max_transcript_chars:
@@ -355,11 +385,14 @@ class LlmSummariser:
         schema = output_schema(taxonomy, len(transcript.turns))
         text = self._generate(build_prompt(transcript, taxonomy), sampling_parameters(schema, self._settings))
         fields = parse_output(text, schema)
-        check_grounding(fields, transcript)
-        check_support(fields, transcript)
+        rejected = field_problems(fields, transcript)
+        if {"reason_for_contact", "issue", "narrative"} <= set(rejected):
+            # Nothing it wrote holds: its closed-set choices are not to be trusted either.
+            raise LlmRejectedError(f"every sentence of the LLM output broke a rule ({rejected['narrative']})")
         fit = self._embedded.disposition_fit(transcript, taxonomy)
         code = fields["disposition"]
         if code != UNKNOWN and fit[code].similarity < _MIN_DISPOSITION_SIMILARITY:
-            raise LlmRejectedError(f"the disposition does not fit the call (embedding similarity below "
-                                   f"{_MIN_DISPOSITION_SIMILARITY})")
-        return fields, fit[code].confidence
+            rejected["disposition"] = (f"the disposition does not fit the call (embedding similarity below "
+                                       f"{_MIN_DISPOSITION_SIMILARITY})")
+            return fields, 0.0, rejected
+        return fields, fit[code].confidence, rejected
