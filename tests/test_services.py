@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ import time
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
@@ -181,6 +183,10 @@ _MULAW_20MS = b"\xff" * 320  # 20 ms of stereo mu-law silence
     ([_start(metadata=pb.CallMetadata(agent_id="a" * 1024 * 1024))], "INVALID_ARGUMENT",
      "metadata.agent_id is 1048576 characters, more than ingest.max_metadata_chars = 256"),
     ([_start(metadata=pb.CallMetadata(customer_ref="c" * 257))], "INVALID_ARGUMENT", "metadata.customer_ref is 257"),
+    ([_start(metadata=pb.CallMetadata(started_at=Timestamp(seconds=4_102_444_800)))], "INVALID_ARGUMENT",
+     "metadata.started_at must be a time between 2000 and now (UTC), got 2100-01-01T00:00:00Z"),
+    ([_start(metadata=pb.CallMetadata(started_at=Timestamp(seconds=1_790_000_000, nanos=-5)))], "INVALID_ARGUMENT",
+     "metadata.started_at is not a valid time stamp (1790000000 s and -5 ns after 1970)"),
 ])
 async def test_bad_streams_get_a_precise_status_and_the_server_carries_on(serve, messages, code, fragment):
     appliance = await serve()
@@ -243,11 +249,16 @@ async def test_a_silent_client_is_timed_out_and_its_audio_kept(serve, demo_clip)
         yield from _chunks(payload)
         time.sleep(5)
 
+    opened = time.time()
     _, error = await asyncio.to_thread(_exchange, appliance.port, stalls())
     assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and "no message for 1 s" in error.details()
     channel, stub = await _summaries(appliance.port)
     async with channel:
-        assert not (await _wait_for_summary(stub, "stalled")).complete
+        record = await _wait_for_summary(stub, "stalled")
+    assert not record.complete
+    # A stream whose PBX sent no start time started when its CallStart arrived.
+    started = datetime.datetime.fromisoformat(json.loads(record.summary_json)["call"]["started_at"]).timestamp()
+    assert opened - 1 <= started <= opened + 5
 
 
 async def test_over_capacity_is_resource_exhausted_and_the_open_call_is_unaffected(serve, demo_clip):
@@ -347,8 +358,12 @@ async def test_review_edit_approve_and_search(serve):
         stub = spb_grpc.SummariesStub(channel)
         # Drafts arrive the normal way: a recording per agent.
         for call_id, agent in (("r-1", "alice"), ("r-2", "bob"), ("r-3", "alice")):
-            await ingest.SubmitRecording(pb.SubmitRecordingRequest(
-                call_id=call_id, wav=_quiet_recording(), wait=True, metadata=pb.CallMetadata(agent_id=agent)))
+            done = await ingest.SubmitRecording(pb.SubmitRecordingRequest(
+                call_id=call_id, wav=_quiet_recording(), wait=True, metadata=pb.CallMetadata(
+                    agent_id=agent, started_at=Timestamp(seconds=1_790_000_000))))
+            # The recorder's start time and the audio's length are the summary's.
+            call = json.loads(done.summary.summary_json)["call"]
+            assert call["started_at"] == "2026-09-21T14:13:20+00:00" and call["duration_s"] == 2.0
         page = await stub.List(spb.ListSummariesRequest(agent_id="alice"))
         assert [s.call_id for s in page.summaries] == ["r-3", "r-1"]
         first = await stub.List(spb.ListSummariesRequest(page_size=2))
@@ -386,7 +401,9 @@ async def test_review_edit_approve_and_search(serve):
                 await stub.Edit(spb.EditSummaryRequest(call_id="r-1", expected_version=2, fields_json=fields),
                                 metadata=user)
             assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
-        for bad in (spb.ListSummariesRequest(state=9), spb.ListSummariesRequest(page_token="OTk5OTk5OTk5OTk5OTk5")):
+        # Found by the fuzzer: a time stamp whose nanos are out of range made the protobuf library raise (INTERNAL).
+        for bad in (spb.ListSummariesRequest(state=9), spb.ListSummariesRequest(page_token="OTk5OTk5OTk5OTk5OTk5"),
+                    spb.ListSummariesRequest(created_from=Timestamp(seconds=1, nanos=2**31 - 1))):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.List(bad)
             assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT

@@ -312,6 +312,34 @@ def test_identity_checks_what_the_caller_tried_and_error_codes_are_kept(pipeline
     assert {("error_code", "VPN-812"), ("article", "KB-40417")} <= found
 
 
+def test_decisions_are_what_was_granted_changed_or_refused_with_their_turns(pipeline):
+    summary = _run_turns(pipeline, [
+        ("customer", "I missed the payment because I was in hospital. Can you take the late fee off?"),
+        ("agent", "I'm sorry to hear that. I've waived the £35 late fee as a one off."),
+        ("customer", "Thank you. And can my daughter manage the account for me?"),
+        ("agent", "I can't add her to the account, she'd need a power of attorney."),
+        ("agent", "If you send that in, we could add her. I've moved your payment date to the 20th."),
+        ("agent", "Can I help with anything else? I can't see any other payments missed.")])
+    assert summary["decisions"] == ["The £35 late fee waived as a one off.",
+                                    "Request to add her to the account refused.",
+                                    "The customer's payment date moved to the 20th."]
+    assert summary["evidence"]["decisions"] == [[1], [3], [4]]
+
+
+def test_the_call_says_who_spoke_and_for_whom(pipeline):
+    summary = _run_turns(pipeline, [
+        ("agent", "Good morning, Riverside Surgery."),
+        ("customer", "Hello, I'm calling on behalf of my father, he can't get to the phone."),
+        ("agent", "That's fine. What does he need?"), ("customer", "His repeat prescription for the inhaler.")])
+    assert summary["call"] == {"started_at": None, "duration_s": None, "participants": [
+        {"role": "agent", "turns": 2, "speaking_s": None, "on_behalf_of": None},
+        {"role": "customer", "turns": 2, "speaking_s": None, "on_behalf_of": "the caller's father"}]}
+    turns = (Turn("agent", "Hello, how can I help?", 0.0, 2.5), Turn("customer", "I want to pay my bill.", 3.0, 5.0))
+    timed = pipeline.summariser.summarise(Transcript(turns), pipeline.taxonomy)
+    assert timed["call"]["duration_s"] == 5.0
+    assert [p["speaking_s"] for p in timed["call"]["participants"]] == [2.5, 2.0]
+
+
 def test_an_edit_may_leave_out_a_field_the_contract_gained_later():
     assert check_field("escalation", {"required": True, "reason": "Complaint raised."}) == {
         "required": True, "reason": "Complaint raised.", "target": None}

@@ -19,7 +19,8 @@ SETS = Path(__file__).parent / "redaction_calls"
 
 
 def redacted(redactor: Redactor, *turns: tuple[str, str]) -> list[str]:
-    return [t.text for t in redactor.redact_transcript(Transcript(tuple(Turn(s, t) for s, t in turns))).transcript.turns]
+    transcript = Transcript(tuple(Turn(speaker, text) for speaker, text in turns))
+    return [t.text for t in redactor.redact_transcript(transcript).transcript.turns]
 
 
 # Values the rules leave (in part) in the clear: digits misheard as words, a month corrected after a read-back; with

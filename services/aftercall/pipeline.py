@@ -170,9 +170,11 @@ class Pipeline:
         return [Turn(t.speaker, _INTERIM_DIGITS.sub("[NUMBER]", t.text), t.start, t.end) for t in redacted]
 
     def summarise(self, redaction: Redaction, taxonomy: tuple[Disposition, ...] | None = None,
-                  timings: dict[str, float] | None = None, audio_seconds: float | None = None) -> dict[str, Any]:
+                  timings: dict[str, float] | None = None, audio_seconds: float | None = None,
+                  started_at: str | None = None) -> dict[str, Any]:
         """Summary of an already redacted transcript. `redaction.secrets` may be empty (a call resumed from its
-        checkpoint after a restart): the re-check then runs the detectors without the leak check."""
+        checkpoint after a restart): the re-check then runs the detectors without the leak check. `started_at`:
+        when the call started (ISO 8601), where the PBX or the stream said."""
         timings = {} if timings is None else timings
         mark = time.perf_counter()
         summary = self.summariser.summarise(redaction.transcript, taxonomy or self.taxonomy)
@@ -182,6 +184,9 @@ class Pipeline:
         except SummaryContractError as exc:  # the summariser's bug: never reported as the caller's bad input
             raise RuntimeError(f"a summariser broke the summary contract: {exc}") from None
         summary["call_id"] = redaction.transcript.call_id or ""
+        summary["call"]["started_at"] = started_at or None
+        if audio_seconds is not None:
+            summary["call"]["duration_s"] = round(audio_seconds, 2)
         summary["transcript"] = [t.to_json() for t in redaction.transcript.turns]
         mark = time.perf_counter()
         summary, second_pass = recheck_summary(summary, self.redactor, redaction.secrets)
@@ -197,7 +202,9 @@ class Pipeline:
 
 
 _INTERIM_DIGITS = re.compile(r"(?<![\d*])\d(?:[\s.\-]?\d){3,}")  # not the last four kept in [CARD ****0366]
-_RECHECK_SKIP = {"call_id", "transcript", "redactions", "evidence", "model", "timings", "audio_seconds", "sentiment"}
+# "call" holds a time stamp from the PBX and relations from a closed list ("the caller's father"), nothing said.
+_RECHECK_SKIP = {"call_id", "transcript", "redactions", "evidence", "model", "timings", "audio_seconds", "sentiment",
+                 "call"}
 # Values from a closed vocabulary (the site's taxonomy, an owner, a status), never text from the call: the entity
 # recogniser would read a code such as PAYMENT_ARRANGEMENT as a place.
 _RECHECK_FIXED = {"code", "label", "owner", "status", "type"}

@@ -184,6 +184,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         return wrap(streaming, deserializer, handler.response_serializer)
 
 
+# The range protobuf's Timestamp allows (0001-01-01 to 9999-12-31, whole nanoseconds): past it the library raises.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+
+
+def timestamp_seconds(stamp: Any, where: str) -> float:
+    """A request's google.protobuf.Timestamp as seconds since 1970, or UserError naming `where` when it is not a
+    valid one (nanos outside 0-999999999, a year outside 1-9999)."""
+    if not (_TIMESTAMP_SECONDS[0] <= stamp.seconds <= _TIMESTAMP_SECONDS[1] and 0 <= stamp.nanos < 1_000_000_000):
+        raise errors.UserError(f"{where} is not a valid time stamp ({stamp.seconds} s and {stamp.nanos} ns after "
+                               "1970)")
+    return stamp.seconds + stamp.nanos / 1e9
+
+
 def read_secret_file(path: str, key: str) -> bytes:
     """A private key's bytes; refused (naming the config `key`) when other users could read the file."""
     try:

@@ -156,7 +156,7 @@ def score_case(case: Case, redaction: Redaction, summary: dict | None, heard: li
             score[f"sentiment_{end}"] = (wanted, summary["sentiment"][end])
     if expected.follow_ups is not None:
         score["follow_ups"] = match_follow_ups(summary["follow_ups"], list(expected.follow_ups))
-    for key in ("verification", "customer_tried"):
+    for key in ("verification", "customer_tried", "decisions"):
         if getattr(expected, key) is not None:
             score[key] = match_phrases(summary.get(key, []), list(getattr(expected, key)))
     if expected.error_codes is not None:
@@ -213,7 +213,7 @@ def aggregate(scores: list[dict]) -> dict[str, Any]:
     metrics["follow_up_precision"] = matched / predicted if predicted else None
     metrics["follow_up_recall"] = matched / expected if expected else None
     metrics["due_exact"] = sum(f["due_exact"] for f in follow) / matched if matched else None
-    for key in ("verification", "customer_tried", "error_codes"):
+    for key in ("verification", "customer_tried", "decisions", "error_codes"):
         matched, predicted, expected = (sum(s[key][i] for s in scores if key in s) for i in range(3))
         metrics[f"{key}_precision"] = matched / predicted if predicted else None
         metrics[f"{key}_recall"] = matched / expected if expected else None

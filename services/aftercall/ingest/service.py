@@ -9,6 +9,7 @@ back in the client.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +25,7 @@ from aftercall.core.errors import (AudioFormatError, CapacityError, DiskFullErro
                                    StreamTimeoutError, UserError, disk_full_is_capacity, is_disk_full)
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
-from aftercall.core.rpc import ServiceBinding
+from aftercall.core.rpc import ServiceBinding, timestamp_seconds
 from aftercall.core.transcript import Turn
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
 from aftercall.ingest.processor import CallProcessor
@@ -60,14 +61,27 @@ def _roles(values, default: tuple[str, ...], channels: int | None) -> tuple[str,
     return roles
 
 
-def _metadata(message: pb.CallMetadata, max_chars: int) -> dict[str, str]:
-    """The call's metadata as stored (sealed); each text field at most `max_chars` (ingest.max_metadata_chars)."""
+def _metadata(message: pb.CallMetadata, max_chars: int, now: float | None = None) -> dict[str, str]:
+    """The call's metadata as stored (sealed); each text field at most `max_chars` (ingest.max_metadata_chars).
+    `now`: a live call's start when the PBX gave none."""
     texts = {name: getattr(message, name) for name in ("agent_id", "queue", "ani", "dnis", "tenant", "customer_ref")}
     for name, value in texts.items():
         if len(value) > max_chars:
             raise UserError(f"metadata.{name} is {len(value)} characters, more than ingest.max_metadata_chars = "
                             f"{max_chars}")
-    return {**texts, "direction": _DIRECTIONS.get(message.direction, "")}
+    started = now
+    if message.HasField("started_at"):
+        started = timestamp_seconds(message.started_at, "metadata.started_at")
+        if not _EARLIEST_CALL <= started <= time.time() + _CLOCK_SKEW_S:
+            raise UserError("metadata.started_at must be a time between 2000 and now (UTC), got "
+                            f"{message.started_at.ToJsonString()}")
+    started_at = "" if started is None else datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(
+        timespec="seconds")
+    return {**texts, "direction": _DIRECTIONS.get(message.direction, ""), "started_at": started_at}
+
+
+_EARLIEST_CALL = 946_684_800.0  # 2000-01-01: an earlier start is a PBX clock that was never set
+_CLOCK_SKEW_S = 300.0  # a PBX clock a little ahead of ours is still a call that has started
 
 
 def _taxonomy(text: str) -> str:
@@ -248,7 +262,8 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         if len(roles) == 1:
             roles = self._config.audio.roles  # mono: one mixed channel, attributed by the recogniser
         return CallJob(call_id, RECEIVING, "stream", audio_format, roles,
-                       _metadata(start.metadata, self._limits.max_metadata_chars), _taxonomy(start.taxonomy_toml))
+                       _metadata(start.metadata, self._limits.max_metadata_chars, time.time()),
+                       _taxonomy(start.taxonomy_toml))
 
     def _write_chunk(self, spool: StreamSpool, chunk: pb.AudioChunk, expected: int) -> None:
         fmt = spool.format

@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from aftercall.core.errors import PermissionDeniedError, UserError, disk_full_is_capacity
 from aftercall.core.metrics import Metrics
-from aftercall.core.rpc import ServiceBinding
+from aftercall.core.rpc import ServiceBinding, timestamp_seconds
 from aftercall.redact import Redactor
 from aftercall.review.edits import apply_edit
 from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter, SummaryStore
@@ -99,8 +99,9 @@ class SummariesService(pb_grpc.SummariesServicer):
             agent_id=request.agent_id, disposition_code=request.disposition_code, tenant=request.tenant,
             customer_ref=request.customer_ref, agents=scope.agents,
             state=_STATE_NAMES.get(request.state, ""),
-            created_from=request.created_from.ToNanoseconds() / 1e9 if request.HasField("created_from") else None,
-            created_to=request.created_to.ToNanoseconds() / 1e9 if request.HasField("created_to") else None)
+            created_from=timestamp_seconds(request.created_from, "created_from")
+            if request.HasField("created_from") else None,
+            created_to=timestamp_seconds(request.created_to, "created_to") if request.HasField("created_to") else None)
         page, next_offset = self._store.list(where, request.page_size, _page_offset(request.page_token))
         filters = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in vars(where).items() if v}
         with disk_full_is_capacity(_UNAUDITED):

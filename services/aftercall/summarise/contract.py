@@ -82,6 +82,23 @@ class InsufficientContent:
 
 
 @dataclass(frozen=True)
+class Participant:
+    role: Speaker
+    turns: int  # how many turns they spoke
+    speaking_s: float | None  # seconds of speech; null for a transcript given as text
+    # Whom a caller speaks for, as a relation to the caller ("the caller's father"); null when they speak for
+    # themselves or did not say.
+    on_behalf_of: str | None = None
+
+
+@dataclass(frozen=True)
+class CallDetails:
+    started_at: str | None  # ISO 8601 (UTC); null when unknown (a recording with no start time, a text transcript)
+    duration_s: float | None  # the audio's length; null for a transcript given as text
+    participants: list[Participant]
+
+
+@dataclass(frozen=True)
 class Summary:
     """What a summariser writes (the embedded one and the LLM alike)."""
 
@@ -102,6 +119,11 @@ class Summary:
     verification: list[str] = field(default_factory=list)
     # What the caller says they did before calling ("Restarted the router twice").
     customer_tried: list[str] = field(default_factory=list)
+    # What the organisation decided in the call: granted, changed, refused ("Waived the £35 late fee", "Cannot add
+    # her to the account").
+    decisions: list[str] = field(default_factory=list)
+    # When the call was and who spoke in it (the pipeline adds when it started and how long the audio was).
+    call: CallDetails | None = None
     # For each point, the indices of the transcript turns it rests on (a list per item for the list fields).
     evidence: dict[str, list[Any]] = field(default_factory=dict)
     model: str = ""  # which summariser wrote it
@@ -148,7 +170,7 @@ REQUIRED_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Summar
 # The fields a person may change in review; the rest is the record of the call.
 EDITABLE: tuple[str, ...] = ("reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
                              "disposition", "escalation", "entities", "narrative", "insufficient_content",
-                             "verification", "customer_tried")
+                             "verification", "customer_tried", "decisions")
 _FIELD_TYPES = get_type_hints(StoredSummary)
 
 

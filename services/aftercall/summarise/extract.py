@@ -333,6 +333,93 @@ def tried_before(sentence: Sentence) -> str | None:
     return sentence_case(third_person(strip_filler(clause), "customer"))
 
 
+# --- who the caller speaks for ---------------------------------------------------------------------------------
+_RELATIVE = (r"mum|mother|dad|father|husband|wife|partner|son|daughter|grandad|grandfather|grandpa|nan|nana|gran|"
+             r"granny|grandmother|grandma|grandson|granddaughter|brother|sister|aunt|auntie|uncle|friend|neighbour|"
+             r"neighbor|client|tenant|employer|boss|nephew|niece|stepdad|stepmum|father-in-law|mother-in-law")
+ON_BEHALF = re.compile(
+    rf"\b(?:(?:I'm|I am)\s+(?:just\s+)?(?:calling|ringing|phoning|speaking|here)\s+(?:for|on behalf of|about)|"
+    rf"on behalf of|I'm helping|I am helping|I'm (?:his|her|their) (?P<role>carer|interpreter|daughter|son|wife|"
+    rf"husband|partner|support worker|advocate))\s*(?:my\s+(?P<who>{_RELATIVE})\b)?", re.IGNORECASE)
+
+
+def on_behalf_of(sentence: Sentence) -> str | None:
+    """Whom the caller says they speak for, as a relation to the caller ("the caller's father"), or None."""
+    if sentence.speaker != "customer":
+        return None
+    found = ON_BEHALF.search(sentence.text)
+    if found is None or not (found.group("who") or found.group("role")):
+        return None
+    if found.group("who"):
+        return f"the caller's {found.group('who').lower()}"
+    return f"the person the caller is {found.group('role').lower()} to"
+
+
+# --- decisions ------------------------------------------------------------------------------------------------
+# What the organisation decided in the call, as the agent says it: a request granted or changed ("I've waived the
+# fee", "I've moved the appointment to Friday"), refused ("I can't add her to the account", "we're not able to
+# refund that") or a verdict ("your claim has been declined").
+_DECIDED = (r"agreed|approved|waived|refunded|credited|cancelled|stopped|moved|rebooked|changed|reduced|extended|"
+            r"added|removed|accepted|granted|upheld|overturned|authorised|authorized|backdated|written off|"
+            r"put (?:a |the |your |it |that |this )?(?:\w+ )?(?:hold|stop|freeze|block|bar)|put \w+ on hold|"
+            r"set up|arranged|booked|logged|raised")
+GRANTED = re.compile(rf"\b(?:I've|I have|we've|we have|I|we)\s+(?:also\s+|now\s+|just\s+|gone ahead and\s+)*"
+                     rf"(?P<verb>{_DECIDED})\b(?P<rest>{_CLAUSE_TEXT}*)", re.IGNORECASE)
+_REFUSAL_VERB = (r"(?:refund|cancel|change|add|waive|remove|expedite|offer|approve|accept|agree|overturn|give|"
+                 r"transfer|register|move|backdate|reduce|extend|write|speed|book|put|release|reverse|make|"
+                 r"authori[sz]e|process|discuss|release|let|allow|stop|do (?:that|this|it|anything))")
+REFUSED = re.compile(rf"\b(?:I|we)\s*(?:can't|cannot|can not|won't be able to|(?:'m|am|'re|are) not able to|"
+                     rf"(?:'m|am|'re|are) unable to|(?:'m|am) not allowed to|(?:'re|are) not allowed to)\s+"
+                     rf"(?:(?:\w+ly|just|really|actually)\s+)?(?P<rest>{_REFUSAL_VERB}\b{_CLAUSE_TEXT}*)",
+                     re.IGNORECASE)
+VERDICT = re.compile(rf"\b(?P<subject>(?:the|your|this|that)\s+(?:[\w'£$.,-]+\s+){{0,3}}?[\w'£$.,-]+|it)\s+"
+                     rf"(?:has|have|'s|is|was)\s+(?:now\s+)?(?:been\s+)?(?P<verb>approved|declined|refused|rejected|"
+                     rf"waived|agreed|accepted|granted|upheld|overturned|cancelled)\b(?P<rest>{_CLAUSE_TEXT}*)",
+                     re.IGNORECASE)
+_NEXT_CLAUSE = re.compile(r"\s+(?:and|but|so)\s+(?=(?:it|it'll|it's|you|you'll|we|we'll|I|I'll|that|this|they|he|"
+                          r"she)\b)", re.IGNORECASE)
+_HYPOTHETICAL = re.compile(r"^(?:if|when|once|unless|whether)\b|\b(?:would|could|might)\b", re.IGNORECASE)
+
+
+def decision(sentence: Sentence) -> str | None:
+    """What the agent's sentence says was decided, in the third person, or None (a question, a condition or what
+    might happen is no decision)."""
+    if sentence.speaker != "agent" or sentence.text.rstrip().endswith("?"):
+        return None
+    text = strip_filler(sentence.text)
+    for pattern in (REFUSED, VERDICT, GRANTED):
+        found = pattern.search(text)
+        if found is None or _HYPOTHETICAL.search(text[:found.start()]) or _HYPOTHETICAL.search(found.group()):
+            continue
+        rest = _NEW_CLAUSE.split(found.group("rest"), maxsplit=1)[0]
+        rest = _NEXT_CLAUSE.split(rest, maxsplit=1)[0]  # "approved and it'll be with you Friday": the decision ends
+        rest = third_person(rest, "agent").strip()
+        # Written as a decision log writes it: "Request to add her to the account refused", "The £35 fee waived",
+        # "The appointment moved to Friday".
+        if _ONLY_PRONOUN.match(rest):
+            continue  # "I've booked that", "I can't do it": no decision a reader could use without the call
+        if pattern is REFUSED:
+            return sentence_case(f"request to {rest.split(',')[0]} refused")
+        verb = found.group("verb").lower()
+        thing = found.group("subject") if pattern is VERDICT else _OBJECT_END.split(rest, maxsplit=1)[0]
+        after = rest if pattern is VERDICT else rest[len(thing):]
+        if _PRONOUN.fullmatch(thing.strip()):
+            thing = ""  # "I've rebooked him for the 24th": "Rebooked for the 24th"
+        thing = third_person(thing, "agent").strip()
+        return sentence_case(f"{thing} {verb} {after.strip()}" if thing else f"{verb} {after.strip()}")
+    return None
+
+
+_PRONOUN = re.compile(r"it|that|this|him|her|them|those|these|everything|you|the customer", re.IGNORECASE)
+
+
+_ONLY_PRONOUN = re.compile(r"^(?:\w+\s+)?(?:it|that|this|them|those|these)\b(?:\s+(?:now|for (?:you|the customer)|"
+                           r"as well|too|myself|off|in|through|today|for now))*\s*[.!]?$", re.IGNORECASE)
+# Where the thing decided on ends and the rest of the decision starts ("the appointment | to Friday").
+_OBJECT_END = re.compile(r"\s+(?=(?:to|from|for|on|at|with|by|until|till|as|because|so|in|into|onto|off|back|"
+                         r"under|now|today|this)\b)", re.IGNORECASE)
+
+
 # What keeps an outcome open: a decision, an investigation or a callback still to come, or something the caller must
 # send first. A refund landing or a card in the post is routine: the call's business was done.
 AWAITING = re.compile(r"\b(?:investigat\w+|look(?:ing)? into|review\w*|assess\w*|decid\w+|decision|get back to|"

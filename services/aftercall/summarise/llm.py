@@ -303,8 +303,8 @@ def field_problems(fields: dict[str, Any], transcript: Transcript) -> dict[str, 
 def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
           taxonomy: tuple[Disposition, ...], rejected: Iterable[str] = ()) -> dict[str, Any]:
     """The embedded summary with the LLM's fields over it: the rest (call id, entities, verification, what the
-    caller tried) stays as extracted. A `rejected` field keeps the embedded summary's value (and its evidence); a
-    rejected list item ("follow_ups/1") is left out."""
+    caller tried, decisions, the call's details) stays as extracted. A `rejected` field keeps the embedded summary's
+    value (and its evidence); a rejected list item ("follow_ups/1") is left out."""
     rejected = set(rejected)
     fields = {**fields, **{key: [item for index, item in enumerate(fields[key]) if f"{key}/{index}" not in rejected]
                            for key in _LIST_FIELDS}}
@@ -327,6 +327,8 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
         insufficient_content=None,
         verification=baseline["verification"],
         customer_tried=baseline["customer_tried"],
+        decisions=baseline["decisions"],
+        call=baseline["call"],
         evidence={
             "reason_for_contact": fields["reason_for_contact"]["turns"],
             "issue": fields["issue"]["turns"],
@@ -334,6 +336,7 @@ def merge(baseline: dict[str, Any], fields: dict[str, Any], confidence: float,
             "follow_ups": [f["turns"] for f in fields["follow_ups"]],
             "resolution": fields["resolution"]["turns"],
             "escalation": escalation["turns"] if escalation["required"] else [],
+            "decisions": baseline["evidence"].get("decisions", []),
         },
         model=MODEL_ID,
     ).to_json()

@@ -15,8 +15,8 @@ import numpy as np
 from aftercall.core.config import SummariseConfig
 from aftercall.core.transcript import Transcript
 from aftercall.summarise import extract
-from aftercall.summarise.contract import (DispositionChoice, Entity, Escalation, FollowUp, InsufficientContent,
-                                          Resolution, Sentiment, Summary)
+from aftercall.summarise.contract import (CallDetails, DispositionChoice, Entity, Escalation, FollowUp,
+                                          InsufficientContent, Participant, Resolution, Sentiment, Summary)
 from aftercall.summarise.embedder import Embedder
 from aftercall.summarise.extract import Sentence
 from aftercall.summarise.sentiment import SentimentScorer
@@ -80,6 +80,8 @@ class EmbeddedSummariser:
         sentiment = self._sentiment_arc(transcript)
         resolution = self._resolution(said, actions, follow_ups, escalation, sentiment)
         entities = _entities(transcript)
+        call = _call_details(transcript, customer)
+        decisions = _unique_picks(_Pick(text, [s.turn]) for s in agent if (text := extract.decision(s)))
         return Summary(
             call_id=transcript.call_id or "",
             reason_for_contact=reason.text,
@@ -97,6 +99,8 @@ class EmbeddedSummariser:
             insufficient_content=None,
             verification=_checked_identity(said),
             customer_tried=_unique(t for s in customer if (t := extract.tried_before(s))),
+            decisions=[d.text for d in decisions],
+            call=call,
             evidence={
                 "reason_for_contact": reason.turns,
                 "issue": issue.turns,
@@ -104,6 +108,7 @@ class EmbeddedSummariser:
                 "follow_ups": [[f.turn] for f in follow_ups],
                 "resolution": resolution[1].turns,
                 "escalation": escalation.turns if escalation else [],
+                "decisions": [d.turns for d in decisions],
             },
             model=MODEL_ID,
         ).to_json()
@@ -255,8 +260,30 @@ def _checked_identity(said: list[Sentence]) -> list[str]:
                    and speakers.get(s.turn + 1) == "customer")
 
 
+def _call_details(transcript: Transcript, customer: list[Sentence]) -> CallDetails:
+    """Who spoke and for how long; the pipeline adds when the call started and the audio's length."""
+    timed = all(t.start is not None and t.end is not None for t in transcript.turns) and bool(transcript.turns)
+    speaks_for = next((who for s in customer if (who := extract.on_behalf_of(s))), None)
+    participants = []
+    for role in ("agent", "customer", "unattributed"):
+        turns = [t for t in transcript.turns if t.speaker == role]
+        if turns:
+            participants.append(Participant(
+                role, len(turns), round(sum(t.end - t.start for t in turns), 2) if timed else None,
+                speaks_for if role == "customer" else None))
+    return CallDetails(None, round(max(t.end for t in transcript.turns), 2) if timed else None, participants)
+
+
 def _unique(items) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+def _unique_picks(picks) -> list[_Pick]:
+    """The first pick of each text: a decision read back later is the same decision."""
+    first: dict[str, _Pick] = {}
+    for pick in picks:
+        first.setdefault(pick.text, pick)
+    return list(first.values())
 
 
 # The team a call was handed to is named where it was handed on, or in the agent's next turns.
@@ -293,6 +320,7 @@ def _nothing_to_summarise(transcript: Transcript, gap: str, sentiment: Sentiment
         disposition=DispositionChoice(UNKNOWN, 1.0), escalation=Escalation(False, None),
         entities=_entities(transcript), narrative=f"{said} Nothing was agreed or arranged.",
         insufficient_content=InsufficientContent(gap), model=MODEL_ID,
+        call=_call_details(transcript, [s for s in extract.sentences(transcript.turns) if s.speaker == "customer"]),
     ).to_json()
 
 
