@@ -107,6 +107,7 @@ def test_tampered_model_is_refused(tmp_path: Path):
     (["--roles", "agent,agent"], "--roles: must name agent and customer"),
     (["--format", "xml"], "invalid choice"),
     (["--taxonomy", "/nonexistent.toml"], "cannot read"),
+    (["--queue", "pharmacy"], "--queue pharmacy: no template for it in summarise.templates (known: none)"),
 ])
 def test_cli_usage_errors_exit_2(args, message):
     result = run_cli("summarise", DEMO_JSON, *args)
@@ -137,6 +138,16 @@ def test_cli_usage_errors_exit_2(args, message):
     ("", {"AFTERCALL_REDACT__CUES": "mrn"}, "config redact.cues: must be a table"),
     ("[redact]\nnames = ['']\n", {}, "config redact.names: must be a list of names"),
     ("[redact]\ntagger_threshold = 0\n", {}, "config redact.tagger_threshold: must be between 0.05 and 1.0"),
+    ("[summarise.templates.pharmacy]\nomit = ['disposition']\n", {},
+     "config summarise.templates.pharmacy.omit: disposition cannot be left out"),
+    ("[summarise.templates.pharmacy]\nnarrative = ['dose']\n", {},
+     "config summarise.templates.pharmacy.narrative: a section needs a name"),
+    ("[summarise.templates.pharmacy]\nmedication = 5\n", {},
+     "config summarise.templates.pharmacy.medication: must be a list of strings"),
+    ("[summarise.templates.pharmacy]\nmedication = []\n", {},
+     "config summarise.templates.pharmacy.medication: name at least one cue word"),
+    ("[summarise]\ntemplates = ['pharmacy']\n", {}, "config summarise.templates: must be a table"),
+    ("[redact.cues.NHS_NUMBER]\nmrn = ['x']\n", {}, "config redact.cues.NHS_NUMBER: must be a list of words"),
     ("[transcript]\nmax_turns = 0\n", {}, "config transcript.max_turns: must be between 1 and 1000000"),
     ("", {"AFTERCALL_TRANSCRIPT__MAX_MB": "lots"}, "config transcript.max_mb: must be an integer"),
     ("[transcript]\nmax_turn_chars = 99\n", {}, "config transcript.max_turn_chars: must be between 100"),

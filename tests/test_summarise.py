@@ -3,6 +3,7 @@ test_eval.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,8 @@ import pytest
 from aftercall.core.errors import ConfigError
 from aftercall.core.transcript import Transcript, Turn, transcript_from_json
 from aftercall.pipeline import Pipeline
-from aftercall.summarise.contract import REQUIRED_KEYS, SummaryContractError, check_field, json_schema
-from aftercall.core.config import Config
+from aftercall.summarise.contract import REQUIRED_KEYS, SummaryContractError, check_field, check_summary, json_schema
+from aftercall.core.config import Config, load_config
 from aftercall.evaluation.metrics import digit_leak
 from aftercall.summarise.taxonomy import load_taxonomy, parse_taxonomy
 from conftest import DEMO_JSON, run_cli
@@ -338,6 +339,23 @@ def test_the_call_says_who_spoke_and_for_whom(pipeline):
     timed = pipeline.summariser.summarise(Transcript(turns), pipeline.taxonomy)
     assert timed["call"]["duration_s"] == 5.0
     assert [p["speaking_s"] for p in timed["call"]["participants"]] == [2.5, 2.0]
+
+
+def test_a_queue_template_leaves_fields_out_and_adds_its_sections(summariser):
+    config = load_config(None, {})
+    config = dataclasses.replace(config, summarise=dataclasses.replace(config.summarise, templates={
+        "pharmacy": {"omit": ("customer_tried", "decisions"), "medication": ("dose", "tablet", "mg")}}))
+    pipeline = Pipeline(config, load_taxonomy(), summariser, transcriber_factory=lambda: None)
+    turns = Transcript((Turn("customer", "I've already tried the app. My repeat prescription hasn't come."),
+                        Turn("agent", "I've waived the delivery fee. Is that the omeprazole 20 mg?"),
+                        Turn("customer", "Yes, one tablet a day.")), "pharm-1")
+    shaped = pipeline.summarise(pipeline.redact(turns, "pharm-1"), queue="pharmacy")
+    assert shaped["customer_tried"] == [] and shaped["decisions"] == [] and "decisions" not in shaped["evidence"]
+    assert shaped["sections"] == {"medication": ["Is that the omeprazole 20 mg?", "One tablet a day."]}
+    assert shaped["evidence"]["sections/medication"] == [[1], [2]]
+    check_summary(shaped)
+    plain = pipeline.summarise(pipeline.redact(turns, "pharm-1"), queue="billing")  # a queue with no template
+    assert plain["sections"] == {} and plain["customer_tried"] and plain["decisions"]
 
 
 def test_an_edit_may_leave_out_a_field_the_contract_gained_later():

@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     summarise.add_argument("--format", choices=("json", "text"), default="json")
     summarise.add_argument("--config", type=Path, help="aftercall TOML config file")
     summarise.add_argument("--call-id", help="call id to put in the summary (default: from the transcript or random)")
+    summarise.add_argument("--queue", help="the call's queue: its template (summarise.templates) shapes the summary")
     summarise.add_argument("--raw", choices=[e.value for e in Encoding if e is not Encoding.LINEAR_PCM] + ["linear_pcm"],
                            help="INPUT is headerless audio in this encoding")
     summarise.add_argument("--sample-rate", type=int, default=8000, help="with --raw: 8000 or 16000 (default 8000)")
@@ -205,7 +206,10 @@ def _summarise(args: argparse.Namespace) -> int:
     source = pipeline.load(args.input, raw)
     if args.call_id:
         call_id_var.set(args.call_id)
-    summary = pipeline.run(source, roles, args.call_id, progress=_Progress(not args.quiet))
+    if args.queue is not None and args.queue not in config.summarise.templates:
+        known = ", ".join(config.summarise.templates) or "none"
+        raise UserError(f"--queue {args.queue}: no template for it in summarise.templates (known: {known})")
+    summary = pipeline.run(source, roles, args.call_id, progress=_Progress(not args.quiet), queue=args.queue)
     call_id_var.set(summary["call_id"])
     logger.info("summary ready (%d turns)", len(summary["transcript"]))
     if args.format == "json":

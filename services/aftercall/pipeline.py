@@ -26,6 +26,7 @@ from aftercall.redact.tagger import shipped_tagger
 from aftercall.summarise.contract import SummaryContractError, check_summary
 from aftercall.summarise.summariser import EmbeddedSummariser
 from aftercall.summarise.taxonomy import Disposition
+from aftercall.summarise.templates import Template, apply_template, parse_templates
 from aftercall.transcribe.base import ProgressCallback, Transcriber
 
 logger = logging.getLogger(__name__)
@@ -100,10 +101,12 @@ class Pipeline:
     redactor: Redactor | None = None  # None: the site's rules from config.redact
     _transcriber: Transcriber | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _templates: dict[str, Template] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self.redactor is None:
             self.redactor = build_redactor(self.config)
+        self._templates = parse_templates(self.config.summarise.templates)
 
     def transcriber(self) -> Transcriber:
         with self._lock:  # interim and post-call threads may both ask first: one model, not two
@@ -126,7 +129,7 @@ class Pipeline:
         return load_audio(path, max_duration_s=limit)
 
     def run(self, source: Audio | Transcript, roles: tuple[str, ...], call_id: str | None = None,
-            progress: ProgressCallback | None = None) -> dict[str, Any]:
+            progress: ProgressCallback | None = None, queue: str | None = None) -> dict[str, Any]:
         timings: dict[str, float] = {}
         if isinstance(source, Audio):
             transcript = self.transcribe(source, roles, progress, timings)
@@ -135,7 +138,7 @@ class Pipeline:
         call_id = call_id or transcript.call_id or f"call-{uuid.uuid4().hex[:12]}"
         redaction = self.redact(transcript, call_id, timings)
         audio_seconds = source.duration if isinstance(source, Audio) else None
-        return self.summarise(redaction, timings=timings, audio_seconds=audio_seconds)
+        return self.summarise(redaction, timings=timings, audio_seconds=audio_seconds, queue=queue)
 
     # The stages, separately, so the served path can checkpoint between them.
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
@@ -171,13 +174,16 @@ class Pipeline:
 
     def summarise(self, redaction: Redaction, taxonomy: tuple[Disposition, ...] | None = None,
                   timings: dict[str, float] | None = None, audio_seconds: float | None = None,
-                  started_at: str | None = None) -> dict[str, Any]:
+                  started_at: str | None = None, queue: str | None = None) -> dict[str, Any]:
         """Summary of an already redacted transcript. `redaction.secrets` may be empty (a call resumed from its
         checkpoint after a restart): the re-check then runs the detectors without the leak check. `started_at`:
-        when the call started (ISO 8601), where the PBX or the stream said."""
+        when the call started (ISO 8601), where the PBX or the stream said; `queue`: the call's queue, whose
+        template (summarise.templates) shapes the summary."""
         timings = {} if timings is None else timings
         mark = time.perf_counter()
         summary = self.summariser.summarise(redaction.transcript, taxonomy or self.taxonomy)
+        if queue in self._templates:
+            summary = apply_template(summary, self._templates[queue], redaction.transcript)
         timings["summarisation_s"] = time.perf_counter() - mark
         try:
             check_summary({**summary, "transcript": [], "redactions": []})

@@ -123,6 +123,9 @@ class SummariseConfig:
     taxonomy: str = ""
     # Below this cosine similarity no disposition fits and the code is UNKNOWN.
     min_disposition_similarity: float = 0.15
+    # Per queue (CallMetadata.queue): fields left out and the site's own sections (aftercall.summarise.templates):
+    # [summarise.templates.pharmacy] omit = ["customer_tried"], medication = ["dose", "tablet"].
+    templates: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -398,10 +401,11 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise ConfigError(f"config {key}: must be a number, got {value!r}")
         value = float(value)
     elif isinstance(default, dict):
-        # A table of lists (redact.cues): only a config file can hold one.
+        # A table of lists (redact.cues) or of such tables (summarise.templates): only a config file can hold one.
         if not isinstance(value, dict):
             raise ConfigError(f"config {key}: must be a table ([{key}] in the config file), got {value!r}")
-        return {name: _coerce(f"{key}.{name}", words, ()) for name, words in value.items()}
+        return {name: _coerce(f"{key}.{name}", item, {} if isinstance(item, dict) else ())
+                for name, item in value.items()}
     elif isinstance(default, tuple):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",")]
@@ -477,6 +481,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
                               f"{section}.{prefix}ca_file or {section}.{prefix.rstrip('_')} = true")
     _validate_siprec(config.siprec)
     _validate_redact(config.redact)
+    _validate_templates(config.summarise)
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
         raise ConfigError("config server.tls_cert_file: needs server.tls_key_file too (and the reverse)")
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:
@@ -488,6 +493,12 @@ def _validate_redact(redact: RedactConfig) -> None:
     from aftercall.redact.rules import RuleTable  # here, not at the top: the core does not depend on a service
 
     RuleTable(redact.cues, redact.names, redact.off)
+
+
+def _validate_templates(summarise: SummariseConfig) -> None:
+    from aftercall.summarise.templates import parse_templates  # here, not at the top: the core needs no service
+
+    parse_templates(summarise.templates)
 
 
 def _validate_siprec(siprec: SiprecConfig) -> None:

@@ -221,7 +221,7 @@ class CallProcessor:
     def _summarise(self, job: CallJob, redaction: Redaction, timings: dict[str, float]) -> dict[str, Any]:
         taxonomy = parse_taxonomy(job.taxonomy_toml, "call taxonomy") if job.taxonomy_toml else None
         summary = self._pipeline.summarise(redaction, taxonomy, timings, job.audio_seconds or None,
-                                           job.metadata.get("started_at") or None)
+                                           job.metadata.get("started_at") or None, job.metadata.get("queue") or None)
         summary["complete"] = job.complete
         second_pass = Counter({r["type"]: r["count"] for r in summary["redactions"]}) - redaction.counts
         for kind, count in second_pass.items():

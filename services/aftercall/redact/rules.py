@@ -154,7 +154,7 @@ class RuleTable:
             if not RULE_BY_KIND.get(kind, NEUTRAL_CUE).cues:
                 raise ConfigError(f"config redact.cues.{kind}: {kind} is found without cue words; cues can be given "
                                   f"for {', '.join(r.kind for r in RULES if r.cues)} and NEUTRAL")
-            if not all(isinstance(w, str) and w.strip() for w in words):
+            if not isinstance(words, (list, tuple)) or not all(isinstance(w, str) and w.strip() for w in words):
                 raise ConfigError(f"config redact.cues.{kind}: must be a list of words or phrases")
         refused = sorted(ALWAYS_ON & set(off))
         if refused:

@@ -30,6 +30,7 @@ ENTITY_TYPES: tuple[str, ...] = get_args(EntityType)
 # Bounds on what a person may write into a field (a summary's fields are a few kB; these bound a hostile edit).
 MAX_TEXT = 4000
 MAX_ITEMS = 100
+_MAX_KEY = 40
 
 
 class SummaryContractError(UserError):
@@ -124,6 +125,8 @@ class Summary:
     decisions: list[str] = field(default_factory=list)
     # When the call was and who spoke in it (the pipeline adds when it started and how long the audio was).
     call: CallDetails | None = None
+    # The sections a site's template adds for the call's queue (section name -> sentences of the call).
+    sections: dict[str, list[str]] = field(default_factory=dict)
     # For each point, the indices of the transcript turns it rests on (a list per item for the list fields).
     evidence: dict[str, list[Any]] = field(default_factory=dict)
     model: str = ""  # which summariser wrote it
@@ -170,7 +173,7 @@ REQUIRED_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Summar
 # The fields a person may change in review; the rest is the record of the call.
 EDITABLE: tuple[str, ...] = ("reason_for_contact", "issue", "actions_taken", "resolution", "follow_ups", "sentiment",
                              "disposition", "escalation", "entities", "narrative", "insufficient_content",
-                             "verification", "customer_tried", "decisions")
+                             "verification", "customer_tried", "decisions", "sections")
 _FIELD_TYPES = get_type_hints(StoredSummary)
 
 
@@ -219,6 +222,11 @@ def _check(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list) or len(value) > MAX_ITEMS:
             raise SummaryContractError(f"{where} must be a list of at most {MAX_ITEMS} items")
         return [_check(item, get_args(hint)[0], f"{where}[{index}]") for index, item in enumerate(value)]
+    if get_origin(hint) is dict:
+        if not isinstance(value, dict) or len(value) > MAX_ITEMS or not all(
+                isinstance(key, str) and 0 < len(key) <= _MAX_KEY for key in value):
+            raise SummaryContractError(f"{where} must be an object of at most {MAX_ITEMS} named items")
+        return {key: _check(item, get_args(hint)[1], f"{where}.{key}") for key, item in value.items()}
     if dataclasses.is_dataclass(hint):
         hints = get_type_hints(hint)
         fields = dataclasses.fields(hint)
