@@ -344,13 +344,14 @@ def test_the_call_says_who_spoke_and_for_whom(pipeline):
 def test_a_queue_template_leaves_fields_out_and_adds_its_sections(summariser):
     config = load_config(None, {})
     config = dataclasses.replace(config, summarise=dataclasses.replace(config.summarise, templates={
-        "pharmacy": {"omit": ("customer_tried", "decisions"), "medication": ("dose", "tablet", "mg")}}))
+        "pharmacy": {"omit": ("customer_tried", "decisions", "call"), "medication": ("dose", "tablet", "mg")}}))
     pipeline = Pipeline(config, load_taxonomy(), summariser, transcriber_factory=lambda: None)
     turns = Transcript((Turn("customer", "I've already tried the app. My repeat prescription hasn't come."),
                         Turn("agent", "I've waived the delivery fee. Is that the omeprazole 20 mg?"),
                         Turn("customer", "Yes, one tablet a day.")), "pharm-1")
-    shaped = pipeline.summarise(pipeline.redact(turns, "pharm-1"), queue="pharmacy")
+    shaped = pipeline.summarise(pipeline.redact(turns, "pharm-1"), audio_seconds=9.0, queue="pharmacy")
     assert shaped["customer_tried"] == [] and shaped["decisions"] == [] and "decisions" not in shaped["evidence"]
+    assert shaped["call"] is None
     assert shaped["sections"] == {"medication": ["Is that the omeprazole 20 mg?", "One tablet a day."]}
     assert shaped["evidence"]["sections/medication"] == [[1], [2]]
     check_summary(shaped)

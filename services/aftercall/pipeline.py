@@ -190,9 +190,11 @@ class Pipeline:
         except SummaryContractError as exc:  # the summariser's bug: never reported as the caller's bad input
             raise RuntimeError(f"a summariser broke the summary contract: {exc}") from None
         summary["call_id"] = redaction.transcript.call_id or ""
-        summary["call"]["started_at"] = started_at or None
-        if audio_seconds is not None:
-            summary["call"]["duration_s"] = round(audio_seconds, 2)
+        call = summary.get("call")  # None where a queue's template leaves it out or a Triton model predates it
+        if call is not None:
+            call["started_at"] = started_at or None
+            if audio_seconds is not None:
+                call["duration_s"] = round(audio_seconds, 2)
         summary["transcript"] = [t.to_json() for t in redaction.transcript.turns]
         mark = time.perf_counter()
         summary, second_pass = recheck_summary(summary, self.redactor, redaction.secrets)

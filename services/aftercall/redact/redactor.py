@@ -825,7 +825,7 @@ class _Conversation:
         return states
 
     def tagged(self, tagger: Tagger) -> None:
-        """The model's second opinion on every piece the rules left whole in the clear."""
+        """The model's second opinion on every piece the rules left in the clear."""
         asked = self.exchange_states()
         for piece in pieces(self.texts, self.taken):
             kind, text = self.context(piece.turn, piece.start), self.texts[piece.turn]
