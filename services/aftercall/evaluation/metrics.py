@@ -176,7 +176,7 @@ _TEENS = ["ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen
 
 
 def luhn_complete(prefix: str) -> str:
-    from aftercall.redact.redactor import luhn_valid
+    from aftercall.redact.numbers import luhn_valid
 
     return next(prefix + check for check in "0123456789" if luhn_valid(prefix + check))
 

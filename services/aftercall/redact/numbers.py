@@ -152,6 +152,16 @@ def _digits_beside(text: str, words: list[re.Match], index: int, step: int) -> i
     return count
 
 
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char)
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
 def normalise_numbers(text: str) -> str:
     """Replace runs of spoken number words with digits; everything else is kept as it is."""
     text = _REPEATED_DIGIT.sub(lambda m: m.group(2) * REPEATS[m.group(1).lower()], text)

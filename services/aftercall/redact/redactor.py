@@ -21,7 +21,7 @@ from typing import Literal, NamedTuple
 from aftercall.core.transcript import Transcript
 from aftercall.redact import rules
 from aftercall.redact.entities import EntityFinder, could_be_name, shared_finder
-from aftercall.redact.numbers import MONTHS, ORDINALS, TEENS, TENS, UNITS, normalise_numbers
+from aftercall.redact.numbers import MONTHS, ORDINALS, TEENS, TENS, UNITS, luhn_valid, normalise_numbers
 from aftercall.redact.tagger import Tagger, echoed, features, pieces, shipped_tagger
 
 _PLACEHOLDER = re.compile(r"\[[A-Z_]+(?: \*{4}\d{4})?\]")
@@ -119,16 +119,6 @@ def _street_name(words: str) -> bool:
 
 _CALENDAR_WORDS = {*MONTHS, *(m[:3] for m in MONTHS), "monday", "tuesday", "wednesday", "thursday", "friday",
                    "saturday", "sunday", "the", "of", "and", "or", "to", "at", "on", "in", "for", "from"}
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
 
 
 def nhs_valid(digits: str) -> bool:

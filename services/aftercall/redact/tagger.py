@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 from aftercall.redact import rules
-from aftercall.redact.numbers import MONTHS, ORDINALS, SCALES, TEENS, TENS, UNITS
+from aftercall.redact.numbers import MONTHS, ORDINALS, SCALES, TEENS, TENS, UNITS, luhn_valid
 
 if TYPE_CHECKING:
     from aftercall.redact.redactor import _Conversation
@@ -129,7 +129,8 @@ def features(conversation: _Conversation, piece: Piece, asked: list) -> list[str
     said = text[piece.start:piece.end]
     digits = re.sub(r"\D", "", said)
     groups = [len(g) for g in re.findall(r"\d+", said)]
-    out = ["bias", f"digits:{_bucket(len(digits))}", f"speaker:{conversation.speakers[piece.turn]}",
+    size, kinds = f"digits:{_bucket(len(digits))}", "".join(sorted(set(piece.classes)))
+    out = ["bias", size, f"speaker:{conversation.speakers[piece.turn]}",
            f"shape:{''.join(piece.classes)[:8]}", f"groups:{'.'.join(map(str, groups[:5]))}",
            f"tokens:{_bucket(len(piece.tokens))}"]
     out += [f"class:{c}" for c in set(piece.classes)]
@@ -139,7 +140,7 @@ def features(conversation: _Conversation, piece: Piece, asked: list) -> list[str
         out.append("slash")
     if re.search(r"(?:19|20)\d\d", digits) and len(digits) == 4:
         out.append("year_like")
-    if len(digits) >= 13 and _luhn(digits):
+    if len(digits) >= 13 and luhn_valid(digits):
         out.append("luhn")
     before, after = words(text[:piece.start]), words(text[piece.end:])
     out += [f"before1:{w}" for w in before[-1:]] + [f"before:{w}" for w in before[-_CONTEXT_WORDS:]]
@@ -158,8 +159,6 @@ def features(conversation: _Conversation, piece: Piece, asked: list) -> list[str
         for start, _, kind in conversation.cues[turn]:
             if distance or start < piece.start:
                 out.append(f"cue{distance}:{kind}")
-    size = f"digits:{_bucket(len(digits))}"
-    kinds = "".join(sorted(set(piece.classes)))
     state = next(a for a in reversed(asked[piece.turn]) if a.position <= piece.start)
     if state.kind is not None:
         out += [f"asked:{state.kind}", f"asked:{state.kind}|{size}", f"asked:{state.kind}|{kinds}",
@@ -190,14 +189,6 @@ def echoed(conversation: _Conversation, piece: Piece) -> list[str]:
                 not digits and set(words(said)) & set(words(found))):
             kinds.append(span.kind)
     return kinds
-
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        n = int(d) * (2 if i % 2 else 1)
-        total += n - 9 if n > 9 else n
-    return total % 10 == 0
 
 
 class Tagger:
