@@ -367,7 +367,7 @@ GRANTED = re.compile(rf"\b(?:I've|I have|we've|we have|I|we)\s+(?:also\s+|now\s+
                      rf"(?P<verb>{_DECIDED})\b(?P<rest>{_CLAUSE_TEXT}*)", re.IGNORECASE)
 _REFUSAL_VERB = (r"(?:refund|cancel|change|add|waive|remove|expedite|offer|approve|accept|agree|overturn|give|"
                  r"transfer|register|move|backdate|reduce|extend|write|speed|book|put|release|reverse|make|"
-                 r"authori[sz]e|process|discuss|release|let|allow|stop|do (?:that|this|it|anything))")
+                 r"authori[sz]e|process|discuss|let|allow|stop|do (?:that|this|it|anything))")
 REFUSED = re.compile(rf"\b(?:I|we)\s*(?:can't|cannot|can not|won't be able to|(?:'m|am|'re|are) not able to|"
                      rf"(?:'m|am|'re|are) unable to|(?:'m|am) not allowed to|(?:'re|are) not allowed to)\s+"
                      rf"(?:(?:\w+ly|just|really|actually)\s+)?(?P<rest>{_REFUSAL_VERB}\b{_CLAUSE_TEXT}*)",

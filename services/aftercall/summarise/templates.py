@@ -7,6 +7,7 @@ The summary still meets the contract: a field left out keeps its key with an emp
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -22,7 +23,7 @@ OMITTABLE: dict[str, Any] = {"issue": "", "actions_taken": [], "follow_ups": [],
                              "verification": [], "customer_tried": [], "decisions": [], "call": None}
 _SECTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 _MAX_SECTION_SENTENCES = 5
-_FIELDS = {f for f in Summary.__dataclass_fields__}
+_FIELDS = set(Summary.__dataclass_fields__)
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def apply_template(summary: dict[str, Any], template: Template, transcript: Tran
     """The summary as the queue's template has it: fields left out emptied, its own sections added."""
     summary = dict(summary)
     for name in template.omit:
-        summary[name] = OMITTABLE[name]
+        summary[name] = copy.copy(OMITTABLE[name])  # each summary its own empty list, never a shared one
         summary.get("evidence", {}).pop(name, None)
     if template.sections:
         said = extract.sentences(transcript.turns)
