@@ -16,7 +16,7 @@ from aftercall.pipeline import Pipeline
 from aftercall.summarise.contract import REQUIRED_KEYS, SummaryContractError, check_field, check_summary, json_schema
 from aftercall.core.config import Config, load_config
 from aftercall.evaluation.metrics import digit_leak
-from aftercall.summarise.taxonomy import load_taxonomy, parse_taxonomy
+from aftercall.summarise.taxonomy import load_taxonomy, parse_taxonomy, taxonomy_to_toml
 from conftest import DEMO_JSON, run_cli
 
 
@@ -162,12 +162,35 @@ description = "My bins or recycling were not collected, missed bin collection"
     assert other["disposition"]["code"] in ("PARKING_PERMIT", "BIN_COLLECTION", "UNKNOWN")
 
 
+def test_a_sites_example_phrases_decide_a_code_its_description_alone_does_not(pipeline):
+    taxonomy = """
+[[disposition]]
+code = "WASTE"
+label = "Waste and recycling"
+description = "Bins, recycling, bulky items"
+[[disposition]]
+code = "HIGHWAYS"
+label = "Roads and pavements"
+description = "Potholes, street lights, road repairs"
+"""
+    examples = ('examples = ["there is an old mattress dumped in the lane behind my house"]\n'
+                '[[disposition]]\ncode = "HIGH')
+    call = Transcript((Turn("customer", "A mattress has been left in the alley behind our road for a week."),))
+    chosen = [pipeline.summariser.summarise(call, parse_taxonomy(text))["disposition"]["code"]
+              for text in (taxonomy, taxonomy.replace('[[disposition]]\ncode = "HIGH', examples))]
+    assert chosen == ["HIGHWAYS", "WASTE"]
+    with_examples = parse_taxonomy(taxonomy.replace('[[disposition]]\ncode = "HIGH', examples))
+    assert parse_taxonomy(taxonomy_to_toml(with_examples)) == with_examples
+
+
 @pytest.mark.parametrize("text, message", [
     ("not toml [", "not valid TOML"),
     ("[[disposition]]\ncode = 'A'\nlabel = 'x'\n", "disposition[0].description"),
     ("[[disposition]]\ncode='A'\nlabel='a'\ndescription='a'\n[[disposition]]\ncode='A'\nlabel='b'\ndescription='b'",
      "duplicated"),
     ("title = 'no dispositions'", "at least one"),
+    ("[[disposition]]\ncode='A'\nlabel='a'\ndescription='a'\nexamples='one'", "disposition[0].examples"),
+    ("[[disposition]]\ncode='A'\nlabel='a'\ndescription='a'\nexamples=['']", "disposition[0].examples"),
 ])
 def test_bad_taxonomy_names_the_problem(text: str, message: str):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -288,6 +311,23 @@ def test_what_the_organisation_needs_is_the_callers_task_and_talk_is_no_commitme
     summary = _run_turns(pipeline, turns)
     assert [(f["owner"], f["due"]) for f in summary["follow_ups"]] == [("customer", "by Friday")]
     assert "bank statements" in summary["follow_ups"][0]["action"]
+
+
+def test_a_request_the_agent_agrees_to_is_the_agents_follow_up_and_it_names_the_thing(pipeline):
+    turns = [("customer", "I want to appeal the decision about my housing band."),
+             ("agent", "You'll need to fill in the medical assessment form with evidence from your GP."),
+             ("customer", "Can you send me the form by email?"),
+             ("agent", "Yes, of course."),
+             ("agent", "Please send it back within 28 days.")]
+    summary = _run_turns(pipeline, turns)
+    owners = [(f["owner"], f["action"]) for f in summary["follow_ups"]]
+    assert ("agent", "The agent will send the customer the form by email.") in owners
+    assert any(owner == "customer" and "send the form back" in action for owner, action in owners), owners
+    # Refused, or a question the agent answers with information: no commitment.
+    refused = _run_turns(pipeline, [("customer", "I'd like to close my account."),
+                                    ("customer", "Can you send me the closure form?"),
+                                    ("agent", "I'm afraid that's only done in branch.")])
+    assert all(f["owner"] != "agent" for f in refused["follow_ups"])
 
 
 def test_the_team_a_call_or_a_task_goes_to_is_named_as_in_the_call(pipeline):

@@ -64,8 +64,17 @@ _AGENT_VOICE = [
 ]
 
 
+# The customer asking the agent ("can you send me my statement"), told as the agent's task.
+_REQUEST_VOICE = [
+    (r"\bme\b", "the customer"), (r"\bmy\b", "the customer's"), (r"\bI\b", "the customer"),
+    (r"\bus\b", "the customer"), (r"\bour\b", "the customer's"), (r"\byour\b", "the organisation's"),
+    (r"\byou\b", "the agent"),
+]
+_VOICES = {"customer": _CUSTOMER_VOICE, "request": _REQUEST_VOICE}
+
+
 def third_person(text: str, speaker: str) -> str:
-    rules = _CUSTOMER_VOICE if speaker == "customer" else _AGENT_VOICE
+    rules = _VOICES.get(speaker, _AGENT_VOICE)
     for pattern, replacement in rules:
         text = re.sub(pattern, replacement, text, flags=re.IGNORECASE)
     # "they is" / "they was" are what the plain swap leaves behind.
@@ -214,6 +223,69 @@ def follow_ups(sentence: Sentence) -> list[FollowUp]:
             return found
     single = follow_up(sentence)
     return [single] if single else []
+
+
+def call_follow_ups(said: list[Sentence]) -> list[FollowUp]:
+    """Every follow-up of the call: each sentence's commitments, what the customer asked for and the agent agreed
+    to, and a pronoun ("send it back") named as the thing the call was about ("the medical assessment form")."""
+    each = [follow_ups(sentence) for sentence in said]
+    found = []
+    for index, sentence in enumerate(said):
+        here = each[index]
+        reply = next((i for i in range(index + 1, min(index + 3, len(said))) if said[i].speaker == "agent"), None)
+        # Where the agent's reply is itself a commitment ("yes, I'll email it today"), that one says it best.
+        if reply is not None and not each[reply] and (request := agreed_request(sentence, said[reply])):
+            here = here + [request]
+        found += [resolve_pronoun(f, said[max(0, index - _ANTECEDENT_SENTENCES):index + 1]) for f in here]
+    return found
+
+
+# "Can you send me the form?" answered "yes, I'll do that now": the agent's commitment, said by the customer.
+_REQUEST = re.compile(r"^(?:(?:and|so|but|also|then|okay|ok|please)[,\s]+)*(?:can|could|would|will) you (?:please |"
+                      r"just |also )?(?P<rest>(?:send|email|post|text|call|ring|refund|cancel|book|arrange|"
+                      r"update|change|add|remove|note|put|pass|forward|chase|reissue|replace|waive|extend|"
+                      r"close|stop|freeze|reopen|raise|log|escalate|order|reset)\b[^?]*)\?$", re.IGNORECASE)
+_AGREES = re.compile(r"^(?:yes|yeah|yep|of course|sure|certainly|absolutely|definitely|no problem|not a problem|"
+                     r"will do|I can|I will|I'll|that's fine)\b", re.IGNORECASE)
+
+
+def agreed_request(sentence: Sentence, reply: Sentence) -> FollowUp | None:
+    """A customer's request the agent's reply agrees to, as the agent's follow-up."""
+    request = _REQUEST.match(strip_filler(sentence.text)) if sentence.speaker == "customer" else None
+    if request is None or not _AGREES.match(reply.text):
+        return None
+    action = third_person(request.group("rest"), "request")
+    due = DUE.search(request.group("rest"))
+    return FollowUp("agent", sentence_case(f"The agent will {action}"), due.group().strip() if due else None,
+                    sentence.turn)
+
+
+_ANTECEDENT_SENTENCES = 6
+# What a follow-up is about when it says "it": a thing sent, filled in, returned or paid.
+_THING = re.compile(
+    r"\b(?:the|your|my|a|an|our)\s+(?:[\w'-]+\s+){0,3}?(?:form|letter|statements?|link|code|invoice|copy|photos?|"
+    r"proof|evidence|certificate|application|appeal|claim|refund|receipt|documents?|paperwork|contract|agreement|"
+    r"quote|report|prescription|keys?|fob|mandate|order|parcel|bill|pack|voucher|cheque|payslips?|P45|P60|"
+    r"records|notes|mailbox|device|laptop|phone|meter|bin|boots|sofa|table)\b", re.IGNORECASE)
+_PRONOUN_OBJECT = re.compile(r"^(?P<head>(?:Customer to|Customer will|The agent will|The organisation will)\s+"
+                             r"(?:send|email|post|submit|return|bring|upload|forward|complete|fill in|fill|sign|"
+                             r"pay|drop off|collect|resend|re-send|print|scan|check|cancel|book)(?: back)?\s+)"
+                             r"(?P<pronoun>it|that|this|them|those)\b", re.IGNORECASE)
+
+
+def resolve_pronoun(follow: FollowUp, context: list[Sentence]) -> FollowUp:
+    """"Customer to send it back" -> "Customer to send the medical assessment form back": the nearest thing named
+    before it (in either voice), when the action's object is only a pronoun."""
+    pronoun = _PRONOUN_OBJECT.match(follow.action)
+    if pronoun is None:
+        return follow
+    for sentence in reversed(context[:-1]):
+        things = list(_THING.finditer(sentence.text))
+        if things:
+            thing = lower_first(third_person(things[-1].group(), sentence.speaker))
+            action = follow.action[:pronoun.start("pronoun")] + thing + follow.action[pronoun.end("pronoun"):]
+            return FollowUp(follow.owner, action, follow.due, follow.turn)
+    return follow
 
 
 def follow_up(sentence: Sentence) -> FollowUp | None:

@@ -153,7 +153,8 @@ Disposition codes:
 
 def build_prompt(transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> str:
     """A ChatML prompt (SmolLM2, Qwen and most instruction models served by vLLM/TensorRT-LLM use ChatML)."""
-    codes = "\n".join(f"- {d.code}: {d.label}. {d.description}" for d in taxonomy)
+    codes = "\n".join(f"- {d.code}: {d.label}. {d.description}"
+                      + (f" Callers say: {'; '.join(d.examples)}." if d.examples else "") for d in taxonomy)
     lines = "\n".join(f"[{index}] {turn.speaker.upper()}: {turn.text}" for index, turn in enumerate(transcript.turns))
     return (f"<|im_start|>system\n{_INSTRUCTIONS}{codes}\n- {UNKNOWN}: none of these fits.<|im_end|>\n"
             f"<|im_start|>user\nTranscript:\n{lines}<|im_end|>\n<|im_start|>assistant\n")

@@ -55,11 +55,15 @@ class EmbeddedSummariser:
         self._embedder = embedder or Embedder()
         self._sentiment = SentimentScorer()
         self.min_similarity = min_similarity  # below it for every code, the disposition is UNKNOWN
-        self._taxonomy_cache: dict[tuple[Disposition, ...], np.ndarray] = {}
+        self._taxonomy_cache: dict[tuple[Disposition, ...], tuple[np.ndarray, np.ndarray]] = {}
 
-    def _taxonomy_vectors(self, taxonomy: tuple[Disposition, ...]) -> np.ndarray:
+    def _taxonomy_vectors(self, taxonomy: tuple[Disposition, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """One vector per code's label and description, then one per example phrase; and where each code's vectors
+        start (a code fits as well as the best of its own)."""
         if taxonomy not in self._taxonomy_cache:
-            self._taxonomy_cache[taxonomy] = self._embedder.embed([f"{d.label}. {d.description}" for d in taxonomy])
+            texts = [[f"{d.label}. {d.description}", *d.examples] for d in taxonomy]
+            starts = np.cumsum([0] + [len(t) for t in texts[:-1]])
+            self._taxonomy_cache[taxonomy] = self._embedder.embed([t for code in texts for t in code]), starts
         return self._taxonomy_cache[taxonomy]
 
     def summarise(self, transcript: Transcript, taxonomy: tuple[Disposition, ...]) -> dict:
@@ -74,7 +78,7 @@ class EmbeddedSummariser:
         issue = self._issue(customer, reason)
         actions = self._actions(agent)
         advice = None if actions else self._agent_response(agent)
-        follow_ups = [f for s in said for f in extract.follow_ups(s)]
+        follow_ups = extract.call_follow_ups(said)
         follow_ups = _dedupe_follow_ups(follow_ups)
         escalation = self._escalation(said)
         sentiment = self._sentiment_arc(transcript)
@@ -144,13 +148,13 @@ class EmbeddedSummariser:
         sentences = self._embedder.embed([_gist(s.text) for s in said])
         query = vectors[0] * 0.7 + vectors[1] * 0.3
         query /= np.linalg.norm(query)
-        codes = self._taxonomy_vectors(taxonomy)
+        codes, starts = self._taxonomy_vectors(taxonomy)
         if said:
             weights = 1 - _LATER_SENTENCE_DISCOUNT * np.arange(len(said)) / len(said)
-            fits = (sentences @ codes.T) * weights[:, None]
+            fits = np.maximum.reduceat(sentences @ codes.T, starts, axis=1) * weights[:, None]
             similarities = np.sort(fits, axis=0)[-min(_BEST_SENTENCES, len(said)):].mean(axis=0)
         else:
-            similarities = codes @ query
+            similarities = np.maximum.reduceat(codes @ query, starts)
         confidence = np.exp((similarities - similarities.max()) / _CONFIDENCE_TEMPERATURE)
         return similarities, confidence / confidence.sum(), query, dict(zip((s.text for s in said), sentences))
 

@@ -1,4 +1,5 @@
-"""Disposition taxonomies: TOML files of `[[disposition]]` tables with `code`, `label`, `description`."""
+"""Disposition taxonomies: TOML files of `[[disposition]]` tables with `code`, `label`, `description` and optional
+`examples` (what callers say for that code, in the site's words)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class Disposition:
     code: str
     label: str
     description: str
+    examples: tuple[str, ...] = ()
 
 
 def parse_taxonomy(text: str, source: str = "taxonomy") -> tuple[Disposition, ...]:
@@ -37,7 +39,11 @@ def parse_taxonomy(text: str, source: str = "taxonomy") -> tuple[Disposition, ..
         if code in seen or code == UNKNOWN:
             raise ConfigError(f"{source}: disposition[{index}].code {code!r} is duplicated or reserved")
         seen.add(code)
-        dispositions.append(Disposition(code, entry["label"].strip(), entry["description"].strip()))
+        examples = entry.get("examples", [])
+        if not isinstance(examples, list) or not all(isinstance(e, str) and e.strip() for e in examples):
+            raise ConfigError(f"{source}: disposition[{index}].examples must be a list of non-empty strings")
+        dispositions.append(Disposition(code, entry["label"].strip(), entry["description"].strip(),
+                                        tuple(e.strip() for e in examples)))
     return tuple(dispositions)
 
 
@@ -53,7 +59,8 @@ def load_taxonomy(path: Path | None = None) -> tuple[Disposition, ...]:
 def taxonomy_to_toml(taxonomy: tuple[Disposition, ...]) -> str:
     """The TOML `parse_taxonomy` reads back."""
     return "".join(f"[[disposition]]\ncode = {_string(d.code)}\nlabel = {_string(d.label)}\n"
-                   f"description = {_string(d.description)}\n\n" for d in taxonomy)
+                   f"description = {_string(d.description)}\n"
+                   f"examples = [{', '.join(_string(e) for e in d.examples)}]\n\n" for d in taxonomy)
 
 
 def _string(text: str) -> str:
