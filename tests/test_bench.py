@@ -33,10 +33,11 @@ def test_smoke_run_reports_every_part(smoke):
     data, html, stderr = smoke
     assert data["meta"]["mode"] == "smoke"
     assert data["skipped"] == ["llm", "postgres"]
-    assert {"stages", "in_process", "served", "triton", "vault", "siprec", "ratios"} <= data.keys()
+    assert {"stages", "in_process", "served", "live", "triton", "vault", "siprec", "ratios"} <= data.keys()
     assert "bench: wrote" in stderr and "Traceback" not in stderr
-    assert html.count("data:image/png;base64,") == 3  # stages, latency, memory
+    assert html.count("data:image/png;base64,") == 4  # stages, latency, memory, latency against call length
     for title in ("Ratios measured in this run", "Stages per call length", "Concurrent calls streamed",
+                  "Post-call latency against call length",
                   "Summarisation: Triton vs in process", "Vault: encryption on vs off"):
         assert title in html
 
@@ -64,8 +65,18 @@ def test_served_levels_complete_every_call(smoke):
         assert level["server_peak_rss_mib"] > 100 and level["server_cpu_s"] > 0
         assert level["stage_busy_s"]["asr"] > 0 and level["drain_x_real_time"] > 0
     assert served["console_stream"]["post_call_latency_s"] > 0
-    assert served["saturation"]["bottleneck_stage"] == "asr"
+    assert served["saturation"]["bottleneck_stage"] in ("asr", "live")  # recognition, after or during the call
     assert served["stalled_streams"]["streams"] == 5
+
+
+@pytest.mark.slow
+def test_post_call_latency_is_measured_against_call_length_live_and_after_the_call(smoke):
+    runs = smoke[0]["live"]["runs"]
+    assert [(run["mode"], run["minutes"], run["calls"]) for run in runs] == [
+        ("live", 0.2, 1), ("live", 0.2, 2), ("after_call", 0.2, 1)]
+    for run in runs:
+        assert run["failed"] == 0 and run["completed"] == run["calls"], run["errors"]
+        assert 0 < run["p50_s"] <= run["p95_s"] <= run["max_s"]
 
 
 @pytest.mark.slow
@@ -76,7 +87,7 @@ def test_triton_vault_and_ratios_are_measured(smoke):
     assert triton["triton_metrics"]["requests"] >= 2 * triton["requests_each"]  # Triton itself counted them
     assert data["vault"]["sqlite"]["sealed"]["rotation_s_per_10k"] > 0
     assert "skipped" in data["vault"]["postgresql"]
-    assert len(data["ratios"]) == 8 and all(row["value"] > 0 for row in data["ratios"])
+    assert len(data["ratios"]) == 9 and all(row["value"] > 0 for row in data["ratios"])
 
 
 @pytest.mark.parametrize("args, message", [

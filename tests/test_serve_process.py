@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import subprocess
 import threading
@@ -161,6 +162,47 @@ def test_kill_9_then_restart_still_summarises_every_received_call(servers, tmp_p
         assert json.loads(record.summary_json)["call_id"] == call_id and record.complete
     assert "resuming" in restarted.log.read_text(), "the kill must have left calls unfinished"
     assert not any((data / "spool").iterdir()), "spooled audio is removed once its summary is stored"
+
+
+def test_kill_9_mid_call_resumes_with_the_stretches_recognised_live(servers, tmp_path, summariser, transcriber):
+    """A call killed while it streams, after part of it was recognised live: on restart it is summarised from its
+    spooled audio, reusing the checkpointed stretches, with the transcript the batch path gives."""
+    from aftercall.core.audio import parse_wav, read_wav
+    from aftercall.core.config import Config
+    from aftercall.evaluation.bench_tools import demo_call
+    from aftercall.pipeline import Pipeline
+    from aftercall.summarise.taxonomy import load_taxonomy
+
+    data, wav = tmp_path / "data", demo_call(75)
+    # Sent far faster than real time: the recogniser must not be judged behind (ingest.live_max_lag_s).
+    server = servers(data_dir=data, env={"AFTERCALL_INGEST__LIVE_MAX_LAG_S": "86400"})
+
+    def checkpointed() -> int:
+        with sqlite3.connect(f"file:{data / 'aftercall.db'}?mode=ro", uri=True) as reader:
+            return reader.execute("SELECT COUNT(*) FROM recognised_groups").fetchone()[0]
+
+    def messages():
+        yield from _call_messages("killed-live", read_wav(wav).payload)[:-1]  # every chunk, no CallEnd
+        deadline = time.monotonic() + 120
+        while not checkpointed() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # the last chunks sent reach the spool (written unbuffered, as they arrive)
+        server.stop(signal.SIGKILL)
+
+    with client_channel(server.address) as channel, pytest.raises(grpc.RpcError):
+        for _ in pb_grpc.CallIngestStub(channel).StreamCall(messages()):
+            pass
+    reused = checkpointed()
+    assert reused >= 1, "a stretch was recognised and checkpointed before the kill"
+    restarted = servers(data_dir=data, env={"AFTERCALL_LOGGING__LEVEL": "INFO"})
+    record = _wait_for_summary(restarted.address, "killed-live")
+    assert "reusing" in restarted.log.read_text()
+    assert checkpointed() == 0, "the checkpoints go once the redacted transcript is stored"
+    batch = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=lambda: transcriber).run(
+        parse_wav(wav), ("agent", "customer"))
+    said = [re.findall(r"[a-z0-9\[\]]+", " ".join(t["text"] for t in summary["transcript"]).lower())
+            for summary in (json.loads(record.summary_json), batch)]
+    assert said[0] == said[1]
 
 
 def test_sigterm_lets_the_call_in_flight_finish_then_exits(servers, demo_clip):

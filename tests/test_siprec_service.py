@@ -19,7 +19,7 @@ from aftercall.app import SERVICES, start_appliance, start_recorder
 from aftercall.core.audio import read_wav
 from aftercall.core.config import Config, IngestConfig, SiprecConfig
 from aftercall.evaluation.bench_siprec import rtp_packets
-from aftercall.ingest.spool import Spool
+from aftercall.ingest.spool import StreamSpool
 from aftercall.pipeline import Pipeline
 from aftercall.siprec import sip
 from aftercall.summarise.taxonomy import load_taxonomy
@@ -35,15 +35,18 @@ def pipeline(summariser, transcriber):
 
 @pytest.fixture
 def stored_audio(monkeypatch) -> dict[tuple[str, int], bytes]:
-    """What ingest reads back from its spool for each (call id, channel): the wire bytes, before decoding."""
+    """What ingest has on disk for each (call id, channel) once the call is handed over: the wire bytes, read back
+    from its sealed spool (a call recognised live is never read back whole)."""
     stored: dict[tuple[str, int], bytes] = {}
-    read = Spool._channel_audio
+    finish = StreamSpool.finish
 
-    def keep(spool, call_id, channel):
-        stored[(call_id, channel)] = data = read(spool, call_id, channel)
-        return data
+    def keep(spool):
+        for channel, size in enumerate(spool.channel_bytes):
+            path = spool._directory / f"ch{channel}.sealed"
+            stored[(spool._directory.name, channel)] = spool._channels[channel].read(path, 0, size)
+        finish(spool)
 
-    monkeypatch.setattr(Spool, "_channel_audio", keep)
+    monkeypatch.setattr(StreamSpool, "finish", keep)
     return stored
 
 

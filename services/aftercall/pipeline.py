@@ -142,9 +142,12 @@ class Pipeline:
 
     # The stages, separately, so the served path can checkpoint between them.
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
-                   timings: dict[str, float] | None = None, live: bool = False) -> Transcript:
+                   timings: dict[str, float] | None = None, live: bool = False,
+                   decoded: list[dict] | None = None) -> Transcript:
+        """`decoded`: stretches of each channel recognised during the call (embedded recogniser), reused."""
         started = time.perf_counter()
-        transcript = self.transcriber().transcribe(audio, roles, progress, live)
+        extra = {"decoded": decoded} if decoded and any(decoded) else {}
+        transcript = self.transcriber().transcribe(audio, roles, progress, live, **extra)
         if timings is not None:
             timings["asr_s"] = time.perf_counter() - started
         return transcript

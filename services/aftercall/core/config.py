@@ -210,6 +210,14 @@ class IngestConfig:
     # Longest value of each CallMetadata field (agent id, queue, ANI, DNIS, tenant, customer reference); a longer
     # one refuses the call (INVALID_ARGUMENT) before anything is stored.
     max_metadata_chars: int = 256
+    # Streamed calls recognised while they last (embedded recogniser), so that at hang-up only the last stretch of
+    # speech is left; a call beyond this is recognised after it ends. 0 turns live recognition off.
+    max_live_calls: int = 32
+    # Threads that recognise live calls (beside `workers`, which process ended calls).
+    live_workers: int = 2
+    # A live call whose recognition falls this far behind its audio is recognised after it ends instead (the
+    # stretches already recognised are kept).
+    live_max_lag_s: float = 60.0
 
     @property
     def disk_reserve_bytes(self) -> int:
@@ -360,6 +368,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "ingest.max_interim_calls": (0, 1000),
     "ingest.interim_interval_s": (2.0, 300.0),
     "ingest.max_metadata_chars": (64, 65_536),
+    "ingest.max_live_calls": (0, 100_000),
+    "ingest.live_workers": (1, 64),
+    "ingest.live_max_lag_s": (5.0, 86_400.0),
     "asr_server.workers": (1, 64),
     "asr_server.interim_interval_s": (0.5, 60.0),
     "asr_server.max_window_s": (5.0, 30.0),

@@ -14,7 +14,8 @@ from aftercall.core.errors import ConfigError
 # Post-call latency spans seconds (a short call, idle appliance) to many minutes (a queue after a burst).
 _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 _STAGE_BUCKETS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
-STAGES = ("asr", "redaction", "summarisation", "store")  # summarisation includes its redaction re-check
+# summarisation includes its redaction re-check; live is recognition during calls (the others run after them).
+STAGES = ("asr", "redaction", "summarisation", "store", "live")
 
 
 class Metrics:
@@ -41,6 +42,14 @@ class Metrics:
         self.redactions = Counter("aftercall_redact_redactions_total", "Sensitive values redacted, by type.",
                                   ["type"], registry=r)
         self.queue_depth = Gauge("aftercall_pipeline_queue_depth", "Calls received and waiting to be processed.",
+                                 registry=r)
+        self.live_calls = Counter(
+            "aftercall_ingest_live_recognition_total",
+            "Streamed calls by how they were recognised: live (during the call), fell_behind (live until it lagged "
+            "ingest.live_max_lag_s, then after the call), after_call (no live slot, a stream that broke off, or a "
+            "recogniser that cannot).",
+            ["outcome"], registry=r)
+        self.live_active = Gauge("aftercall_ingest_live_calls_active", "Streams being recognised live now.",
                                  registry=r)
         self.review_edit_distance = Histogram(
             "aftercall_review_edit_distance_ratio",

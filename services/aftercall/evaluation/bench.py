@@ -21,10 +21,12 @@ from typing import Any
 
 from aftercall.core.errors import UserError
 
-PARTS = ("stages", "served", "triton", "llm", "vault", "postgres", "siprec")
+PARTS = ("stages", "served", "live", "triton", "llm", "vault", "postgres", "siprec")
 # Option values when not given: a full run, and `--smoke` (a check that the harness works, not a measurement).
-_FULL = {"lengths": "1,5,20", "levels": "1,10,50,200", "call_seconds": 30.0, "skip": "", "siprec_calls": 24}
-_SMOKE = {"lengths": "0.2", "levels": "1,2", "call_seconds": 5.0, "skip": "llm,postgres", "siprec_calls": 2}
+_FULL = {"lengths": "1,5,20", "levels": "1,10,50,200", "live_levels": "1,10", "call_seconds": 30.0, "skip": "",
+         "siprec_calls": 24}
+_SMOKE = {"lengths": "0.2", "levels": "1,2", "live_levels": "1,2", "call_seconds": 5.0, "skip": "llm,postgres",
+          "siprec_calls": 2}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                                           "(default reports/)")
     parser.add_argument("--lengths", help=f"call lengths in minutes (default {_FULL['lengths']})")
     parser.add_argument("--levels", help=f"concurrent streamed calls (default {_FULL['levels']})")
+    parser.add_argument("--live-levels", help="concurrent calls of each length streamed in real time, for post-call "
+                                              f"latency against call length (default {_FULL['live_levels']})")
     parser.add_argument("--call-seconds", type=float,
                         help=f"length of each streamed call (default {_FULL['call_seconds']:g} s)")
     parser.add_argument("--siprec-calls", type=int,
@@ -50,6 +54,7 @@ class Plan:
     out: Path
     lengths_s: tuple[float, ...]
     levels: tuple[int, ...]
+    live_levels: tuple[int, ...]
     call_seconds: float
     skip: frozenset[str]
     smoke: bool
@@ -92,7 +97,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if skip - set(PARTS):
         raise UserError(f"--skip: unknown part(s) {', '.join(sorted(skip - set(PARTS)))}; parts: {', '.join(PARTS)}")
     return Plan(out=args.out, lengths_s=tuple(minutes * 60 for minutes in lengths),
-                levels=_numbers(option("levels"), "--levels", int), call_seconds=call_seconds, skip=skip,
+                levels=_numbers(option("levels"), "--levels", int),
+                live_levels=_numbers(option("live_levels"), "--live-levels", int), call_seconds=call_seconds, skip=skip,
                 smoke=args.smoke, docs=not (args.smoke or args.no_docs),
                 arrival_spread_s=min(5.0, call_seconds / 5), stalled_streams=5 if args.smoke else 100,
                 triton_requests=5 if args.smoke else 40, vault_records=50 if args.smoke else 2000,
@@ -122,6 +128,10 @@ def measure(plan: Plan, scratch: Path) -> dict[str, Any]:
         data["served"] = bench_served.served_figures(demo_call(plan.call_seconds), list(plan.levels),
                                                      plan.arrival_spread_s, plan.stalled_streams, served_dir)
         data["served"].update(call_seconds=plan.call_seconds, arrival_spread_s=plan.arrival_spread_s)
+    if "live" not in plan.skip:
+        live_dir = scratch / "live"
+        live_dir.mkdir()
+        data["live"] = bench_served.live_figures(plan.lengths_s, plan.live_levels, plan.arrival_spread_s, live_dir)
     if "triton" not in plan.skip:
         data["triton"] = bench_triton.triton_vs_in_process(scratch, plan.triton_requests)
     if "llm" not in plan.skip:

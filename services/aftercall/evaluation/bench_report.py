@@ -9,8 +9,8 @@ from typing import Any
 from aftercall.evaluation.bench_stages import STAGES
 from aftercall.evaluation.report import Section, Table, figure_uri, markdown_table, new_figure
 
-_STAGE_NAMES = {"decode": "decode", "asr": "ASR", "redaction": "redaction", "summarisation": "summarisation",
-                "recheck": "re-check", "vault_write": "vault write"}
+_STAGE_NAMES = {"decode": "decode", "asr": "ASR", "live": "live ASR", "redaction": "redaction",
+                "summarisation": "summarisation", "recheck": "re-check", "vault_write": "vault write"}
 
 
 def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -26,6 +26,10 @@ def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
                   "value": round(lone / data["in_process"]["total_s"], 2)},
                  {"ratio": "`aftercall stream --realtime` / the benchmark's threads, 1 call (latency)",
                   "value": round(served["console_stream"]["post_call_latency_s"] / lone, 2)}]
+    for live, after in _live_pairs(data):
+        rows.append({"ratio": f"recognised after the call / during the call, post-call latency (p50), "
+                              f"{live['minutes']:g} min call, 1 call",
+                     "value": round(after["p50_s"] / live["p50_s"], 2)})
     if "triton" in data:
         rows += [{"ratio": "Triton / in-process summariser, latency", "value": data["triton"]["latency_ratio"]},
                  {"ratio": "Triton / in-process summariser, throughput (8 clients)",
@@ -38,6 +42,37 @@ def ratios(data: dict[str, Any]) -> list[dict[str, Any]]:
             rows += [{"ratio": f"encryption on / off, {backend} writes", "value": figures["write_ratio"]},
                      {"ratio": f"encryption on / off, {backend} reads", "value": figures["read_ratio"]}]
     return rows
+
+
+def _live_pairs(data: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Per call length, the lone call recognised during the call and the one recognised after it, both completed."""
+    runs = [run for run in data.get("live", {}).get("runs", ()) if run["calls"] == 1 and run["completed"]]
+    return [(live, after) for live in runs if live["mode"] == "live"
+            for after in runs if after["mode"] == "after_call" and after["minutes"] == live["minutes"]]
+
+
+def _live_section(live: dict[str, Any]) -> Section:
+    runs = live["runs"]
+    figure = new_figure()
+    axes = figure.subplots()
+    for mode, calls in sorted({(run["mode"], run["calls"]) for run in runs}):
+        points = [run for run in runs if run["mode"] == mode and run["calls"] == calls and run["completed"]]
+        label = f"{'during the call' if mode == 'live' else 'after the call'}, {calls} concurrent"
+        axes.plot([run["minutes"] for run in points], [run["p95_s"] for run in points], marker="o", label=label)
+    axes.set(xlabel="call length (min)", ylabel="post-call latency p95 (s)", yscale="log",
+             title="Post-call latency against call length")
+    axes.legend(fontsize="small")
+    rows = [[run["mode"], run["minutes"], run["calls"], run["completed"], run["failed"], run.get("p50_s"),
+             run.get("p95_s"), run.get("max_s"), run["server_cpu_s"], run["server_peak_rss_mib"]] for run in runs]
+    return Section(
+        "Post-call latency against call length: recognised during the call or after it",
+        paragraphs=["Calls of each length streamed in real time through a real `aftercall serve` (100 ms chunks, "
+                    f"arrivals spread over {live['arrival_spread_s']:g} s), recognised while they last (the default) "
+                    "and, on a second server with `ingest.max_live_calls = 0`, after they end. Post-call latency: "
+                    "from sending CallEnd to receiving the stored summary."],
+        tables=[Table(["recognised", "call (min)", "concurrent", "completed", "failed", "p50 (s)", "p95 (s)",
+                       "max (s)", "server CPU-s", "server peak RSS (MiB)"], rows)],
+        figures=[figure_uri(figure)])
 
 
 def _stage_section(stages: list[dict[str, Any]]) -> Section:
@@ -248,6 +283,8 @@ def sections(data: dict[str, Any]) -> list[Section]:
         parts.append(_stage_section(data["stages"]))
     if "served" in data:
         parts.append(_served_section(data))
+    if "live" in data:
+        parts.append(_live_section(data["live"]))
     if "triton" in data:
         parts.append(_triton_section(data["triton"]))
     if "llm" in data:
@@ -285,6 +322,10 @@ def markdown_summary(data: dict[str, Any], meta: dict[str, Any]) -> str:
             [level["calls"], level.get("p50_s"), level.get("p95_s"), level.get("p99_s"), level["failed"],
              level.get("drain_x_real_time"), level["server_peak_rss_mib"]] for level in served["levels"]])), ""]
         lines += _bullets(_served_notes(data)[:3])
+    if "live" in data:
+        lines += [markdown_table(Table(["recognised", "call (min)", "concurrent", "p50 (s)", "p95 (s)", "failed"], [
+            [run["mode"], run["minutes"], run["calls"], run.get("p50_s"), run.get("p95_s"), run["failed"]]
+            for run in data["live"]["runs"]])), ""]
     if "siprec" in data:
         lines += _bullets(_siprec_notes(data["siprec"]))
     if data["ratios"]:

@@ -52,11 +52,13 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(scratch: Path, *arguments: str, ready: str = "") -> Iterator[Server]:
+def running_server(scratch: Path, *arguments: str, ready: str = "",
+                   settings: dict[str, str] | None = None) -> Iterator[Server]:
     """`aftercall serve [ARGUMENTS]` on free loopback ports, its data and key file in `scratch`, once it listens
-    (and its stderr matches `ready`, when given); stopped (SIGTERM) at the end."""
+    (and its stderr matches `ready`, when given); stopped (SIGTERM) at the end. `settings`: environment overrides
+    of its configuration (`AFTERCALL_INGEST__MAX_LIVE_CALLS`)."""
     log = scratch / "serve.log"
-    env = {**os.environ, "AFTERCALL_VAULT__KEY_FILE": str(scratch / "keys.json")}
+    env = {**os.environ, **(settings or {}), "AFTERCALL_VAULT__KEY_FILE": str(scratch / "keys.json")}
     with open(log, "w") as stderr:
         process = subprocess.Popen([console_script(), "serve", *arguments, "--listen", "127.0.0.1:0",
                                     "--metrics-listen", "127.0.0.1:0", "--data-dir", str(scratch / "data")],
@@ -223,3 +225,27 @@ def served_figures(wav: bytes, levels: list[int], spread_s: float, stalled: int,
     if all(level["completed"] for level in results):
         figures["saturation"] = saturation(results)
     return figures
+
+
+def live_figures(lengths_s: tuple[float, ...], levels: tuple[int, ...], spread_s: float,
+                 scratch: Path) -> dict[str, Any]:
+    """Post-call latency against call length: calls streamed in real time and recognised while they last (the
+    default), at each level; and, on a second server with `ingest.max_live_calls = 0`, one call at a time
+    recognised after it ends, as before live recognition."""
+    from aftercall.evaluation.bench_tools import demo_call
+
+    runs = []
+    for mode, settings, mode_levels in (("live", {}, levels),
+                                        ("after_call", {"AFTERCALL_INGEST__MAX_LIVE_CALLS": "0"}, levels[:1])):
+        directory = scratch / mode
+        directory.mkdir()
+        with running_server(directory, settings=settings) as server:
+            say(f"live: {mode} server, warm-up call (loads the models)")
+            run_level(server, demo_call(5.0), 1, 0.0, "warm-up")
+            for seconds in lengths_s:
+                wav = demo_call(seconds)
+                for calls in mode_levels:
+                    say(f"live: {mode}, {seconds / 60:g} min call(s)")
+                    level = run_level(server, wav, calls, spread_s, f"{mode}-{seconds:g}s-")
+                    runs.append({"mode": mode, "minutes": round(seconds / 60, 2), **level})
+    return {"runs": runs, "arrival_spread_s": spread_s}

@@ -1,5 +1,7 @@
 """Every accepted call is a durable job: a row that moves receiving -> received -> transcribed -> done (or failed),
-with the redacted transcript checkpointed so a restart after recognition does not recognise again.
+with the redacted transcript checkpointed so a restart after recognition does not recognise again, and each stretch
+of speech recognised during a live call checkpointed (sealed: it holds what was said, before redaction) so a
+restart does not recognise it again either.
 
 The job's metadata (the caller's number, agent, customer reference) and its transcript checkpoint are sealed by the
 vault; both are emptied once the summary is stored. Rows written before the vault (plain JSON) are still read."""
@@ -15,6 +17,7 @@ from typing import Any, Iterator
 
 from aftercall.core.audio import Encoding
 from aftercall.core.errors import AlreadyExistsError, StreamProtocolError
+from aftercall.core.transcript import Word
 from aftercall.ingest.spool import AudioFormat
 from aftercall.vault.envelope import Vault
 from aftercall.vault.rotation import SealedRow
@@ -46,6 +49,13 @@ CREATE TABLE IF NOT EXISTS calls (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS calls_state ON calls(state);
+CREATE TABLE IF NOT EXISTS recognised_groups (
+    call_id TEXT NOT NULL,
+    channel INTEGER NOT NULL,
+    spans TEXT NOT NULL,
+    segments BLOB NOT NULL,
+    PRIMARY KEY (call_id, channel, spans)
+);
 """
 
 
@@ -109,19 +119,41 @@ class CallStore:
 
     def delete(self, call_id: str) -> None:
         self._db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
+        self._db.execute("DELETE FROM recognised_groups WHERE call_id = ?", (call_id,))
+
+    def checkpoint_group(self, call_id: str, channel: int, spans: tuple, segments: list[list[Word]]) -> None:
+        """One stretch of a channel recognised during the call: its speech spans (16 kHz sample offsets) and words."""
+        words = [[[w.text, w.start, w.end, w.probability] for w in segment] for segment in segments]
+        self._db.execute("INSERT OR REPLACE INTO recognised_groups (call_id, channel, spans, segments) "
+                         "VALUES (?, ?, ?, ?)", (call_id, channel, json.dumps(spans),
+                                                 self._seal("call-recognised", call_id, words)))
+
+    def recognised_groups(self, call_id: str, channels: int) -> list[dict[tuple, list[list[Word]]]]:
+        """Per channel, the stretches checkpointed during the call, by their spans."""
+        found: list[dict[tuple, list[list[Word]]]] = [{} for _ in range(channels)]
+        for row in self._db.execute("SELECT channel, spans, segments FROM recognised_groups WHERE call_id = ?",
+                                    (call_id,)):
+            if row["channel"] < channels:
+                spans = tuple(tuple(span) for span in json.loads(row["spans"]))
+                found[row["channel"]][spans] = [[Word(*w) for w in segment]
+                                                for segment in self._open("call-recognised", call_id, row["segments"])]
+        return found
 
     def mark_received(self, call_id: str, audio_seconds: float, complete: bool) -> None:
         self._update(call_id, state=RECEIVED, audio_seconds=audio_seconds, complete=int(complete),
                      received_at=self._clock())
 
     def checkpoint_transcript(self, call_id: str, transcript: dict[str, Any]) -> None:
+        # The redacted transcript replaces what it was made from.
         self._update(call_id, state=TRANSCRIBED, transcript=self._seal("call-transcript", call_id, transcript))
+        self._db.execute("DELETE FROM recognised_groups WHERE call_id = ?", (call_id,))
 
     def mark_done(self, call_id: str) -> None:
         # The transcript lives on in the summary; the checkpoint is no longer needed, nor the caller's numbers
         # (ANI/DNIS are personal data the summary record does not carry).
         self._update(call_id, state=DONE, transcript=None, error=None,
                      metadata=self._seal("call-metadata", call_id, {}))
+        self._db.execute("DELETE FROM recognised_groups WHERE call_id = ?", (call_id,))
 
     def record_failure(self, call_id: str, error: str, max_attempts: int) -> tuple[int, bool]:
         """Count a failed attempt; after `max_attempts` the call is failed (kept for an operator). -> (n, final)"""
@@ -160,6 +192,10 @@ class CallStore:
                 if isinstance(row[column], bytes):  # None, or plain JSON from before the vault, holds no key
                     yield SealedRow("calls", "call_id = ?", (row["call_id"],), column, kind, row["call_id"],
                                     row[column])
+        for row in self._db.execute("SELECT call_id, channel, spans, segments FROM recognised_groups"):
+            yield SealedRow("recognised_groups", "call_id = ? AND channel = ? AND spans = ?",
+                            (row["call_id"], row["channel"], row["spans"]), "segments", "call-recognised",
+                            row["call_id"], row["segments"])
 
     def _update(self, call_id: str, **values: Any) -> None:
         values["updated_at"] = self._clock()

@@ -11,17 +11,19 @@ is needed, and its spooled audio goes once it is summarised.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Awaitable
 
 from aftercall.core.errors import CallFailedError, is_disk_full
 from aftercall.core.logsetup import call_id_var
 from aftercall.core.metrics import Metrics
 from aftercall.core.transcript import Transcript, Turn
 from aftercall.ingest.calls import DONE, FAILED, RECEIVING, TRANSCRIBED, CallJob, CallStore
+from aftercall.ingest.live import LiveRecognition
 from aftercall.ingest.spool import Spool
 from aftercall.pipeline import Pipeline
 from aftercall.redact.redactor import Redaction
@@ -50,6 +52,7 @@ class CallProcessor:
         self._tasks: list[asyncio.Task] = []
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aftercall-pipeline")
         self._busy = 0
+        self._live: dict[str, LiveRecognition] = {}  # calls recognised while they streamed, to finish at hang-up
 
     @property
     def pending(self) -> int:
@@ -114,6 +117,10 @@ class CallProcessor:
                 finally:
                     call_id_var.reset(token)
 
+    def attach_live(self, call_id: str, live: LiveRecognition) -> None:
+        """The call was recognised while it streamed: only its last stretch is left (before `submit`)."""
+        self._live[call_id] = live
+
     def submit(self, call_id: str) -> None:
         self._queue.put_nowait(call_id)
         self._metrics.queue_depth.set(self.pending)
@@ -169,9 +176,12 @@ class CallProcessor:
                 self._metrics.queue_depth.set(self.pending)
 
     async def _run(self, stage: str, function, *args) -> Any:
+        return await self._timed(stage, asyncio.get_running_loop().run_in_executor(self._executor, function, *args))
+
+    async def _timed(self, stage: str, work: Awaitable) -> Any:
         started = time.perf_counter()
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+            return await work
         except Exception:
             self._metrics.calls_failed.labels(stage=stage).inc()
             raise
@@ -192,9 +202,7 @@ class CallProcessor:
             turns = tuple(Turn(t["speaker"], t["text"], t["start"], t["end"]) for t in job.transcript["turns"])
             redaction = Redaction(Transcript(turns, call_id), Counter(job.transcript["counts"]), [])
         else:
-            audio = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._spool.load, call_id, job.audio_format)
-            transcript = await self._run("asr", self._pipeline.transcribe, audio, job.roles, None, timings)
+            transcript = await self._recognise(job, timings)
             redaction = await self._run("redaction", self._pipeline.redact, transcript, call_id, timings)
             self._calls.checkpoint_transcript(call_id, {
                 "turns": [t.to_json() for t in redaction.transcript.turns],
@@ -213,6 +221,39 @@ class CallProcessor:
         # log: at INFO it would undo what the index hides.
         logger.info("call summarised (%.1f s of audio)", job.audio_seconds)
         self._resolve(call_id, self._summaries.get(call_id))
+
+    async def _recognise(self, job: CallJob, timings: dict[str, float]) -> Transcript:
+        """The call's transcript: its last stretch when it was recognised live; otherwise from its spooled audio,
+        reusing the stretches a live pass checkpointed before a restart or before it fell behind."""
+        live = self._live.pop(job.call_id, None)
+        if live is not None:
+            started = time.perf_counter()
+            transcript = await self._timed("asr", self._finish_live(live, job))
+            if transcript is not None:
+                timings["asr_s"] = time.perf_counter() - started
+                return transcript
+        audio = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._spool.load, job.call_id, job.audio_format)
+        decoded = self._calls.recognised_groups(job.call_id, len(audio.channels))
+        if any(decoded):
+            logger.info("recognising the spooled audio, reusing %d stretch(es) recognised during the call",
+                        sum(len(groups) for groups in decoded))
+        return await self._run("asr", self._pipeline.transcribe, audio, job.roles, None, timings, False, decoded)
+
+    async def _finish_live(self, live: LiveRecognition, job: CallJob) -> Transcript | None:
+        """The transcript from the call's live recognition (its last stretch recognised now), or None when the call
+        fell behind or live recognition failed: then it is recognised from the spool."""
+        try:
+            per_channel = await live.finish()
+        except Exception as exc:  # noqa: BLE001 - the spooled audio is still there to recognise
+            logger.warning("live recognition could not finish (%s); recognising the spooled audio",
+                           type(exc).__name__)
+            return None
+        if per_channel is None:
+            return None
+        load = functools.partial(self._spool.load, job.call_id, job.audio_format)
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._pipeline.transcriber().transcript_of, per_channel, job.roles, load)
 
     def _finish(self, call_id: str) -> None:
         self._calls.mark_done(call_id)

@@ -28,6 +28,7 @@ from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding, timestamp_seconds
 from aftercall.core.transcript import Turn
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
+from aftercall.ingest.live import LiveRecognition
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.spool import AudioFormat, Spool, StreamSpool
 from aftercall.ingest.wire import ENCODINGS, ROLES
@@ -216,6 +217,9 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         # Apart from the post-call workers, so live calls' interim batches never queue behind whole calls.
         self._interim_executor = ThreadPoolExecutor(max_workers=max(1, self._limits.max_interim_calls),
                                                     thread_name_prefix="aftercall-interim")
+        self._live_active = 0
+        self._live_executor = ThreadPoolExecutor(max_workers=self._limits.live_workers,
+                                                 thread_name_prefix="aftercall-live")
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(pb.DESCRIPTOR.services_by_name["CallIngest"].full_name,
@@ -345,9 +349,11 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._active += 1
         self._metrics.calls_active.inc()
         self._metrics.calls_accepted.labels(source="stream").inc()
-        interim = None
-        handed_over = False
+        interim = live = None
+        handed_over = live_slot = False
         try:
+            live = await self._live_transcription(job, spool)
+            live_slot = live is not None
             if first.start.interim_results and self._interim_active < self._limits.max_interim_calls:
                 self._interim_active += 1
                 interim = await self._live_recognition(spool, job.roles)
@@ -367,10 +373,16 @@ class CallIngestService(pb_grpc.CallIngestServicer):
                     raise StreamProtocolError("CallStart sent twice" if kind == "start" else "empty CallAudio message")
                 self._write_chunk(spool, message.chunk, expected)
                 expected += 1
+                if live is not None:
+                    live.received(message.chunk.audio, message.chunk.channel if message.chunk.HasField("channel")
+                                  else None, spool)
                 for event in interim.poll() if interim is not None else ():
                     yield event
             if spool.seconds == 0:
                 raise StreamProtocolError("CallEnd without any audio: nothing to summarise")
+            if live is not None:
+                self._processor.attach_live(job.call_id, live)
+                live = None  # the processor finishes it
             try:
                 handed_over = self._hand_over(job.call_id, spool, complete=True)
             except DiskFullError:
@@ -389,6 +401,10 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             if interim is not None:
                 interim.close()
                 self._interim_active -= 1
+            if live is not None:  # the stream broke off: recognised after it ends, with what was checkpointed
+                live.close()
+            if live_slot:
+                self._live_ended()
             try:
                 # An error, a cancelled or vanished client: what arrived is still summarised (no call is lost).
                 if not handed_over and self._hand_over(job.call_id, spool, complete=False):
@@ -485,6 +501,33 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             self._processor.wait_for_space(call_id)  # no audio: its row is deleted once there is room
 
     def close(self) -> None:
-        """Interim batches still queued are dropped; one running finishes in its thread, its result unused."""
+        """Interim and live batches still queued are dropped; one running finishes in its thread, its result unused
+        (a live call's stretches already checkpointed are reused when it resumes)."""
         self._interim_executor.shutdown(wait=False, cancel_futures=True)
+        self._live_executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _live_transcription(self, job: CallJob, spool: StreamSpool) -> LiveRecognition | None:
+        """Recognition during the call, where the recogniser can (the embedded one) and a live slot is free
+        (ingest.max_live_calls); otherwise None, and the call is recognised after it ends."""
+        if self._live_active >= self._limits.max_live_calls:
+            self._metrics.live_calls.labels(outcome="after_call").inc()
+            return None
+        try:
+            # Off the event loop: the first call may load Whisper.
+            transcriber = await asyncio.to_thread(self._pipeline.transcriber)
+        except Exception as exc:  # noqa: BLE001 - the call is recognised after it ends, as it would be anyway
+            logger.warning("no live recognition for this call: the recogniser failed to start (%s)",
+                           type(exc).__name__)
+            transcriber = None
+        if not hasattr(transcriber, "channel"):  # Riva streams its own results (interim); not live-checkpointed
+            self._metrics.live_calls.labels(outcome="after_call").inc()
+            return None
+        self._live_active += 1
+        self._metrics.live_active.inc()
+        return LiveRecognition(transcriber.channel, spool, self._live_executor, self._calls, job.call_id,
+                               self._limits.live_max_lag_s, self._metrics)
+
+    def _live_ended(self) -> None:
+        self._live_active -= 1
+        self._metrics.live_active.dec()
 

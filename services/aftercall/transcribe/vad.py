@@ -73,67 +73,129 @@ class SpeechDetector:
                                                              providers=["CPUExecutionProvider"])
             return self._session
 
-    def probabilities(self, samples: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Speech probability of each window (256 samples at 8 kHz, 512 at 16 kHz) of float32 audio. Strictly in
-        order from the start: the model's recurrent state carries the whole history (pieces run side by side with
-        a 30 s warm-up still differed by up to 0.8 in places), so only this gives the segmentation measured."""
+    def stream(self, sample_rate: int) -> SpeechStream:
+        """One channel's detection as its audio arrives (see SpeechStream)."""
         if sample_rate not in _WINDOW:
             raise ValueError(f"Silero VAD runs at 8000 or 16000 Hz, not {sample_rate}")
-        session = self._load()
-        window, context = _WINDOW[sample_rate], _CONTEXT[sample_rate]
-        count = -(-len(samples) // window)
-        padded = np.zeros(context + count * window, dtype=np.float32)
-        padded[context:context + len(samples)] = samples
-        state = np.zeros((2, 1, 128), dtype=np.float32)
-        rate = np.array(sample_rate, dtype=np.int64)
-        out = np.empty(count, dtype=np.float32)
-        for index in range(count):
-            start = index * window  # the window plus the context before it
-            chunk = padded[start:start + context + window][np.newaxis]
-            probability, state = session.run(None, {"input": chunk, "state": state, "sr": rate})
-            out[index] = probability[0, 0]
-        return out
+        return SpeechStream(self, sample_rate)
 
     def speech(self, samples: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
         """Speech segments as (start, end) sample indices at `sample_rate`, padded and joined as configured."""
-        return segments_from(self.probabilities(samples, sample_rate), _WINDOW[sample_rate], len(samples),
-                             sample_rate, self.settings)
+        stream = self.stream(sample_rate)
+        return stream.push(samples) + stream.finish()
+
+
+class SpeechStream:
+    """One channel's speech segments as its audio arrives, exactly those `SpeechDetector.speech` finds in the whole
+    channel: the model runs strictly in order (its recurrent state carries the whole history: pieces run side by
+    side with a 30 s warm-up still differed by up to 0.8 in places), and a segment is given once nothing later can
+    change it."""
+
+    def __init__(self, detector: SpeechDetector, sample_rate: int):
+        self._session = detector._load()
+        self._rate = np.array(sample_rate, dtype=np.int64)
+        self._window, context = _WINDOW[sample_rate], _CONTEXT[sample_rate]
+        self._history = np.zeros(context, dtype=np.float32)  # the context the next window carries
+        self._waiting = np.zeros(0, dtype=np.float32)  # samples short of a whole window
+        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self._segmenter = Segmenter(self._window, sample_rate, detector.settings)
+        self.samples = 0  # pushed so far
+
+    def push(self, samples: np.ndarray) -> list[tuple[int, int]]:
+        """Float32 audio following what came before -> the segments now final."""
+        self.samples += len(samples)
+        audio = np.concatenate([self._waiting, samples.astype(np.float32, copy=False)])
+        whole = len(audio) // self._window * self._window
+        self._run(audio[:whole])
+        self._waiting = audio[whole:]
+        return self._segmenter.final()
+
+    def finish(self) -> list[tuple[int, int]]:
+        """The channel ended: its last window (zero-padded) and every segment still open."""
+        if len(self._waiting):
+            self._run(np.concatenate([self._waiting, np.zeros(self._window - len(self._waiting), np.float32)]))
+            self._waiting = self._waiting[:0]
+        return self._segmenter.finish(self.samples)
+
+    def _run(self, audio: np.ndarray) -> None:
+        padded = np.concatenate([self._history, audio])
+        context = len(self._history)
+        for start in range(0, len(audio), self._window):
+            chunk = padded[start:start + context + self._window][np.newaxis]
+            probability, self._state = self._session.run(None, {"input": chunk, "state": self._state,
+                                                                "sr": self._rate})
+            self._segmenter.feed(float(probability[0, 0]))
+        self._history = padded[len(padded) - context:]
+
+
+class Segmenter:
+    """Windows' probabilities -> speech segments: a segment opens at a window over the threshold and closes after
+    `min_silence_ms` under threshold - 0.15; segments under `min_speech_ms` are dropped; each is padded by
+    `speech_pad_ms`, and segments whose padding would overlap share the gap between them. Fed one window at a time;
+    a segment is final once the next kept one is known or no later one could come within two paddings of it."""
+
+    def __init__(self, window: int, sample_rate: int, settings: VadSettings):
+        per_ms = sample_rate / 1000
+        self._window, self._threshold = window, settings.threshold
+        self._low = max(settings.threshold - _HYSTERESIS, 0.01)
+        self._min_silence, self._min_speech = settings.min_silence_ms * per_ms, settings.min_speech_ms * per_ms
+        self._pad = int(settings.speech_pad_ms * per_ms)
+        self._position = 0  # of the next window
+        self._start: int | None = None
+        self._silence_from: int | None = None
+        self._closed: list[tuple[int, int]] = []  # kept, not yet given
+        self._start_share: int | None = None  # what the first segment still to give takes from the gap before it
+
+    def feed(self, probability: float) -> None:
+        position, self._position = self._position, self._position + self._window
+        if probability >= self._threshold:
+            self._silence_from = None
+            if self._start is None:
+                self._start = position
+        elif self._start is not None and probability < self._low:
+            self._silence_from = position if self._silence_from is None else self._silence_from
+            if position - self._silence_from >= self._min_silence:
+                self._close(self._silence_from)
+
+    def _close(self, end: int) -> None:
+        if end - self._start >= self._min_speech:
+            self._closed.append((self._start, end))
+        self._start = self._silence_from = None
+
+    def final(self) -> list[tuple[int, int]]:
+        out = []
+        while self._closed:
+            start, end = self._closed[0]
+            if len(self._closed) > 1:
+                share = min(self._pad, (self._closed[1][0] - end) // 2)
+            elif self._position >= end + 2 * self._pad and (self._start is None or self._start >= end + 2 * self._pad):
+                share = self._pad  # whatever comes next starts at least two paddings later
+            else:
+                break
+            out += self._give(end + share, share)
+        return out
+
+    def finish(self, length: int) -> list[tuple[int, int]]:
+        if self._start is not None:
+            self._close(length if self._silence_from is None else self._silence_from)
+        out = self.final()
+        if self._closed:  # the last: padded up to the end of the audio
+            out += self._give(min(length, self._closed[0][1] + self._pad), 0)
+        return out
+
+    def _give(self, end: int, share_after: int) -> list[tuple[int, int]]:
+        start = self._closed.pop(0)[0]
+        start = max(0, start - self._pad) if self._start_share is None else start - self._start_share
+        self._start_share = share_after
+        return [(start, end)] if end > start else []
 
 
 def segments_from(probabilities: np.ndarray, window: int, length: int, sample_rate: int,
                   settings: VadSettings) -> list[tuple[int, int]]:
-    """Windows' probabilities -> speech segments: a segment opens at a window over the threshold and closes after
-    `min_silence_ms` under threshold - 0.15; segments under `min_speech_ms` are dropped; each is padded by
-    `speech_pad_ms`, and segments whose padding would overlap share the gap between them."""
-    per_ms = sample_rate / 1000
-    low = max(settings.threshold - _HYSTERESIS, 0.01)
-    found: list[list[int]] = []
-    start: int | None = None
-    silence_from: int | None = None
-    for index, probability in enumerate(probabilities):
-        position = index * window
-        if probability >= settings.threshold:
-            silence_from = None
-            if start is None:
-                start = position
-        elif start is not None and probability < low:
-            silence_from = position if silence_from is None else silence_from
-            if position - silence_from >= settings.min_silence_ms * per_ms:
-                found.append([start, silence_from])
-                start = silence_from = None
-    if start is not None:
-        found.append([start, length if silence_from is None else silence_from])
-    found = [s for s in found if s[1] - s[0] >= settings.min_speech_ms * per_ms]
-    pad = int(settings.speech_pad_ms * per_ms)
-    for index, segment in enumerate(found):
-        if index == 0:
-            segment[0] = max(0, segment[0] - pad)
-        if index + 1 < len(found):
-            following = found[index + 1]
-            gap = following[0] - segment[1]
-            share = min(pad, gap // 2)
-            segment[1] += share
-            following[0] -= share
-        else:
-            segment[1] = min(length, segment[1] + pad)
-    return [(s, e) for s, e in found if e > s]
+    """`Segmenter` over a whole channel's probabilities (one per `window` samples)."""
+    segmenter = Segmenter(window, sample_rate, settings)
+    out = []
+    for probability in probabilities:
+        segmenter.feed(float(probability))
+        out += segmenter.final()
+    return out + segmenter.finish(length)
