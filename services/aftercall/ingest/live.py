@@ -87,11 +87,11 @@ class LiveRecognition:
         # As the post-call path reads the spool: a shorter channel padded with silence to the call's length.
         for index, waiting in enumerate(self._waiting):
             waiting.append(np.zeros(length - self._received[index], dtype=np.float32))
-        self._start(self._finish, self._take())
-        batch = self._batch
-        await asyncio.wait([batch])
-        self._batch = None
-        segments = batch.result()
+        # The channels' last stretches side by side: this is what the caller waits for after hanging up.
+        loop = asyncio.get_running_loop()
+        segments = await asyncio.gather(*(loop.run_in_executor(self._executor, self._timed, _finish_channel,
+                                                               channel, samples)
+                                          for channel, samples in zip(self._channels, self._take())))
         self._checkpoint()
         self._metrics.live_calls.labels(outcome="live").inc()
         return segments
@@ -112,11 +112,12 @@ class LiveRecognition:
     def _start(self, work, pieces: list[np.ndarray]) -> None:
         self._batch = asyncio.get_running_loop().run_in_executor(self._executor, self._timed, work, pieces)
 
-    def _timed(self, work, pieces: list[np.ndarray]):
-        """A batch, its time counted as the `live` stage (recognition during calls, beside the post-call stages)."""
+    def _timed(self, work, *args):
+        """Work on the live executor, its time counted as the `live` stage (recognition during calls, beside the
+        post-call stages)."""
         started = time.perf_counter()
         try:
-            return work(pieces)
+            return work(*args)
         finally:
             self._metrics.stage_seconds.labels(stage="live").observe(time.perf_counter() - started)
 
@@ -124,10 +125,6 @@ class LiveRecognition:
         for channel, samples in zip(self._channels, pieces):
             channel.push(samples)
         return max(len(p) for p in pieces) / self._format.sample_rate
-
-    def _finish(self, pieces: list[np.ndarray]) -> list[list[list[Word]]]:
-        self._push(pieces)
-        return [channel.finish() for channel in self._channels]
 
     def _settle(self) -> None:
         """A finished batch: its stretches checkpointed; an error stops live recognition (the call is recognised
@@ -147,3 +144,8 @@ class LiveRecognition:
         decoded, self._decoded = self._decoded, []
         for channel, spans, segments in decoded:
             self._calls.checkpoint_group(self._call_id, channel, spans, segments)
+
+
+def _finish_channel(channel, samples: np.ndarray) -> list[list[Word]]:
+    channel.push(samples)
+    return channel.finish()

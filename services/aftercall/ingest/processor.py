@@ -52,7 +52,8 @@ class CallProcessor:
         self._tasks: list[asyncio.Task] = []
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="aftercall-pipeline")
         self._busy = 0
-        self._live: dict[str, LiveRecognition] = {}  # calls recognised while they streamed, to finish at hang-up
+        # Calls recognised while they streamed: the recognition of their last stretch, started at hang-up.
+        self._live: dict[str, asyncio.Future] = {}
 
     @property
     def pending(self) -> int:
@@ -118,8 +119,9 @@ class CallProcessor:
                     call_id_var.reset(token)
 
     def attach_live(self, call_id: str, live: LiveRecognition) -> None:
-        """The call was recognised while it streamed: only its last stretch is left (before `submit`)."""
-        self._live[call_id] = live
+        """The call was recognised while it streamed (before `submit`): its last stretch is recognised from now, on
+        the live workers, so calls that end together do not wait for each other's turn in the queue."""
+        self._live[call_id] = asyncio.ensure_future(live.finish())
 
     def submit(self, call_id: str) -> None:
         self._queue.put_nowait(call_id)
@@ -150,9 +152,10 @@ class CallProcessor:
         while self._busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         abandoned = self._busy > 0
-        for task in self._tasks:
+        # Calls still finishing their live recognition resume from the spool at the next start.
+        for task in [*self._tasks, *self._live.values()]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._live.values(), return_exceptions=True)
         self._executor.shutdown(wait=False, cancel_futures=True)
         return abandoned
 
@@ -240,11 +243,11 @@ class CallProcessor:
                         sum(len(groups) for groups in decoded))
         return await self._run("asr", self._pipeline.transcribe, audio, job.roles, None, timings, False, decoded)
 
-    async def _finish_live(self, live: LiveRecognition, job: CallJob) -> Transcript | None:
-        """The transcript from the call's live recognition (its last stretch recognised now), or None when the call
-        fell behind or live recognition failed: then it is recognised from the spool."""
+    async def _finish_live(self, live: asyncio.Future, job: CallJob) -> Transcript | None:
+        """The transcript from the call's live recognition, or None when the call fell behind or live recognition
+        failed: then it is recognised from the spool."""
         try:
-            per_channel = await live.finish()
+            per_channel = await live
         except Exception as exc:  # noqa: BLE001 - the spooled audio is still there to recognise
             logger.warning("live recognition could not finish (%s); recognising the spooled audio",
                            type(exc).__name__)
