@@ -2,9 +2,9 @@
 
 Each channel's audio goes to the embedded recogniser's `ChannelRecognition` as it arrives: the same VAD, the same
 groups of speech and the same decodes as recognising the whole call after it ends, so the transcript is the same.
-Work runs on the live executor, one batch per call at a time (a call's channels are decoded in turn, calls side by
-side), and each stretch recognised is checkpointed, sealed, before the next batch: after a restart the call is
-recognised from its spooled audio with those stretches reused, not decoded again. A call whose recognition falls
+Work runs on the live executor, one batch per call at a time (a call's channels in turn, calls side by side; at
+hang-up its channels' last stretches side by side), and each stretch recognised is checkpointed, sealed: after a
+restart the call is recognised from its spooled audio with those stretches reused, not decoded again. A call whose recognition falls
 `ingest.live_max_lag_s` behind its audio stops being recognised live and is recognised after it ends (with what was
 already recognised reused), so an overloaded appliance degrades to today's behaviour and never loses audio.
 """
@@ -142,8 +142,11 @@ class LiveRecognition:
 
     def _checkpoint(self) -> None:
         decoded, self._decoded = self._decoded, []
-        for channel, spans, segments in decoded:
-            self._calls.checkpoint_group(self._call_id, channel, spans, segments)
+        try:
+            for channel, spans, segments in decoded:
+                self._calls.checkpoint_group(self._call_id, channel, spans, segments)
+        except Exception as exc:  # noqa: BLE001 - a full disk: the call goes on; a restart would decode these again
+            logger.warning("could not checkpoint a recognised stretch (%s)", type(exc).__name__)
 
 
 def _finish_channel(channel, samples: np.ndarray) -> list[list[Word]]:

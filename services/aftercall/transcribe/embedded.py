@@ -236,14 +236,17 @@ class ChannelRecognition:
             after = following[0]["start"] if following else group[-1]["end"]
             self._forget_before(after // self._scale - _UPSAMPLE_MARGIN)
 
+    def _joined(self) -> np.ndarray:
+        """The samples kept, as one array (and kept so)."""
+        if len(self._audio) != 1:
+            self._audio = [np.concatenate([np.zeros(0, np.float32), *self._audio])]
+        return self._audio[0]
+
     def _samples(self, first: int, last: int) -> np.ndarray:
-        audio = np.concatenate(self._audio) if len(self._audio) != 1 else self._audio[0]
-        self._audio = [audio]
-        return audio[first - self._audio_from:last - self._audio_from]
+        return self._joined()[first - self._audio_from:last - self._audio_from]
 
     def _forget_before(self, position: int) -> None:
         """Samples before `position` are no group's any more: a long call's audio is not all kept in memory."""
         position = max(self._audio_from, min(position, self._received))
-        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
-        self._audio = [audio[position - self._audio_from:]]
+        self._audio = [self._joined()[position - self._audio_from:]]
         self._audio_from = position
