@@ -68,13 +68,13 @@ class EmbeddedTranscriber:
                                            num_workers=self._parallel)
             return self._model
 
-    def recognise(self, samples: np.ndarray, sample_rate: int,
-                  on_segment: Callable[[float], None] | None = None) -> list[list[Word]]:
+    def recognise(self, samples: np.ndarray, sample_rate: int, on_segment: Callable[[float], None] | None = None,
+                  decoded: dict[tuple, list[list[Word]]] | None = None) -> list[list[Word]]:
         """One channel (float32 at 8 or 16 kHz) -> its segments, each a list of timed, space-separated words
         (Whisper's pieces without a leading space are joined to the word before, within one speech span), times in
         the channel's own timeline. Only what the VAD calls speech is decoded, at 16 kHz. `on_segment(end_s)`
-        reports progress."""
-        channel = self.channel(sample_rate, on_segment)
+        reports progress; `decoded`: groups recognised before, reused."""
+        channel = self.channel(sample_rate, on_segment, decoded)
         channel.push(samples)
         return channel.finish()
 
@@ -127,9 +127,8 @@ class EmbeddedTranscriber:
                     if progress:
                         progress(sum(done), total)
 
-            channel = self.channel(audio.sample_rate, advanced, decoded[index] if decoded else None)
-            channel.push(audio.channel_float(index))
-            return channel.finish()
+            return self.recognise(audio.channel_float(index), audio.sample_rate, advanced,
+                                  decoded[index] if decoded else None)
 
         with ThreadPoolExecutor(max_workers=max(1, min(self._parallel, len(audio.channels)))) as pool:
             per_channel = list(pool.map(decode, range(len(audio.channels))))
