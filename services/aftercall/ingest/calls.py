@@ -119,7 +119,7 @@ class CallStore:
 
     def delete(self, call_id: str) -> None:
         self._db.execute("DELETE FROM calls WHERE call_id = ?", (call_id,))
-        self._db.execute("DELETE FROM recognised_groups WHERE call_id = ?", (call_id,))
+        self._forget_recognised(call_id)
 
     def checkpoint_group(self, call_id: str, channel: int, spans: tuple, segments: list[list[Word]]) -> None:
         """One stretch of a channel recognised during the call: its speech spans (16 kHz sample offsets) and words."""
@@ -127,6 +127,9 @@ class CallStore:
         self._db.execute("INSERT OR REPLACE INTO recognised_groups (call_id, channel, spans, segments) "
                          "VALUES (?, ?, ?, ?)", (call_id, channel, json.dumps(spans),
                                                  self._seal("call-recognised", call_id, words)))
+
+    def _forget_recognised(self, call_id: str) -> None:
+        self._db.execute("DELETE FROM recognised_groups WHERE call_id = ?", (call_id,))
 
     def recognised_groups(self, call_id: str, channels: int) -> list[dict[tuple, list[list[Word]]]]:
         """Per channel, the stretches checkpointed during the call, by their spans."""
@@ -146,14 +149,14 @@ class CallStore:
     def checkpoint_transcript(self, call_id: str, transcript: dict[str, Any]) -> None:
         # The redacted transcript replaces what it was made from.
         self._update(call_id, state=TRANSCRIBED, transcript=self._seal("call-transcript", call_id, transcript))
-        self._db.execute("DELETE FROM recognised_groups WHERE call_id = ?", (call_id,))
+        self._forget_recognised(call_id)
 
     def mark_done(self, call_id: str) -> None:
         # The transcript lives on in the summary; the checkpoint is no longer needed, nor the caller's numbers
         # (ANI/DNIS are personal data the summary record does not carry).
         self._update(call_id, state=DONE, transcript=None, error=None,
                      metadata=self._seal("call-metadata", call_id, {}))
-        self._db.execute("DELETE FROM recognised_groups WHERE call_id = ?", (call_id,))
+        self._forget_recognised(call_id)
 
     def record_failure(self, call_id: str, error: str, max_attempts: int) -> tuple[int, bool]:
         """Count a failed attempt; after `max_attempts` the call is failed (kept for an operator). -> (n, final)"""
