@@ -72,8 +72,9 @@ def test_served_levels_complete_every_call(smoke):
 @pytest.mark.slow
 def test_post_call_latency_is_measured_against_call_length_live_and_after_the_call(smoke):
     runs = smoke[0]["live"]["runs"]
-    assert [(run["mode"], run["minutes"], run["calls"]) for run in runs] == [
-        ("live", 0.2, 1), ("live", 0.2, 2), ("after_call", 0.2, 1)]
+    assert [(run["mode"], run["minutes"], run["calls"], run["ending"]) for run in runs] == [
+        ("live", 0.2, 1, "goodbye"), ("live", 0.2, 2, "goodbye"), ("live", 0.2, 1, "cut_off"),
+        ("after_call", 0.2, 1, "goodbye")]
     for run in runs:
         assert run["failed"] == 0 and run["completed"] == run["calls"], run["errors"]
         assert 0 < run["p50_s"] <= run["p95_s"] <= run["max_s"]

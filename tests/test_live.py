@@ -83,6 +83,34 @@ def test_a_channel_recognised_in_pieces_gives_what_the_whole_channel_gives(trans
                                                                        for s in whole]
 
 
+def test_a_channels_last_group_is_decoded_in_the_pause_before_it_ends_and_reused_only_if_it_stays_last(
+        transcriber):
+    # The last 40 s of the demo call: the customer's last three turns, one group, the last followed by 0.8 s of
+    # silence before the hang-up, as calls end.
+    audio = parse_wav(demo_call(40, ending=True))
+    samples = audio.channel_float(1)
+
+    def fed(keep_as_marker: bool):
+        channel, offered = transcriber.channel(audio.sample_rate), []
+        for piece in _pieces(samples, 3):
+            channel.push(piece)
+            speculation = channel.speculation()
+            if speculation is not None:
+                offered.append(speculation)
+                if keep_as_marker:
+                    channel.keep(speculation, [[Word(f"Marker{len(offered)}", 0.0, 0.1, 0.9)]])
+        return channel, offered
+
+    _channel, offered = fed(keep_as_marker=False)
+    assert len(offered) >= 2, "one speculation after each pause"
+    whole = transcriber.recognise(samples, audio.sample_rate)
+    assert [[(w.text, w.start, w.end) for w in s] for s in offered[-1].decode()] == \
+           [[(w.text, w.start, w.end) for w in s] for s in whole], "the spare copy of the model decodes alike"
+    channel, offered = fed(keep_as_marker=True)
+    assert [[w.text for w in s] for s in channel.finish()] == [[f"Marker{len(offered)}"]], \
+        "the last speculation is the group the channel ends with; the earlier ones, overtaken by speech, are not used"
+
+
 def test_a_checkpointed_stretch_is_reused_not_recognised_again(transcriber, long_call, tmp_path):
     from aftercall.core.config import VaultConfig
     from aftercall.core.database import open_database
@@ -187,3 +215,48 @@ async def test_calls_beyond_the_live_slots_are_recognised_after_they_end(tmp_pat
     summary, metrics = await _streamed(tmp_path, pipeline, demo_clip, "off", max_live_calls=0)
     assert metrics == {"live": None, "fell_behind": None, "after_call": 1, "active": 0}
     assert summary["transcript"]
+
+
+async def test_work_for_a_call_that_has_ended_goes_before_work_for_calls_still_going_on():
+    from aftercall.ingest.live import LiveWorkers
+
+    workers, order, release = LiveWorkers(1, spare=False), [], asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        busy = workers.run(False, lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result())
+        queued = [workers.run(urgent, order.append, name)
+                  for urgent, name in ((False, "going on 1"), (False, "going on 2"), (True, "ended"))]
+        release.set()
+        await asyncio.gather(busy, *queued)
+        assert order == ["ended", "going on 1", "going on 2"]
+    finally:
+        workers.shutdown()
+
+
+class _Call:
+    """What LiveWorkers asks of a live call when the appliance falls behind."""
+
+    def __init__(self, workers, name: str):
+        self.name, self.given_up = name, ""
+        workers.started(self)
+        self._workers = workers
+
+    def give_up(self, why: str) -> None:
+        self.given_up = why
+        self._workers.ended(self)
+
+
+def test_when_live_recognition_falls_behind_the_newest_call_is_recognised_after_it_ends():
+    from aftercall.ingest.live import LiveWorkers
+
+    workers = LiveWorkers(1, spare=False)
+    try:
+        oldest, middle, newest = (_Call(workers, name) for name in ("oldest", "middle", "newest"))
+        workers.behind(oldest, 61.0, 60.0)
+        assert "newest" in newest.given_up and not oldest.given_up and not middle.given_up
+        workers.behind(oldest, 70.0, 60.0)
+        assert not middle.given_up, "the capacity freed is given time to show before another call is given up"
+        workers.behind(oldest, 121.0, 60.0)
+        assert "twice" in oldest.given_up and not middle.given_up, "a call too far behind gives itself up"
+    finally:
+        workers.shutdown()

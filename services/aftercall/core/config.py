@@ -218,6 +218,9 @@ class IngestConfig:
     # A live call whose recognition falls this far behind its audio is recognised after it ends instead (the
     # stretches already recognised are kept).
     live_max_lag_s: float = 60.0
+    # Decode a live call's open stretch of speech on idle CPU (threads at the lowest priority), in case the call ends
+    # before it grows: then nothing is left to recognise at hang-up. Costs a second copy of the model in memory.
+    live_spare_cpu: bool = True
 
     @property
     def disk_reserve_bytes(self) -> int:

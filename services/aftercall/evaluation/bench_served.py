@@ -82,9 +82,14 @@ def _cpu_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_level(server: Server, wav: bytes, calls: int, spread_s: float, label: str = "level") -> dict[str, Any]:
-    """`calls` calls streamed at real-time pace, arriving evenly over `spread_s` seconds."""
+def run_level(server: Server, wav: bytes, calls: int, spread_s: float, label: str = "level",
+              busy_hour: bool = False) -> dict[str, Any]:
+    """`calls` calls streamed at real-time pace, arriving evenly over `spread_s` seconds. `busy_hour`: each caller
+    is a line that, once its call ends, streams another straight away, which lasts until every line's first call
+    has ended and 10 s more: with `spread_s` the call's length, each measured (first) call ends while all the other
+    lines are in a call, as in a contact centre's busy hour."""
     from aftercall.core.rpc import client_channel
+    from aftercall.evaluation.bench_tools import demo_call
     from aftercall.ingest.client import stream_call
 
     results: list[tuple[float, float, float]] = []  # (hang-up, summary received, audio seconds), monotonic
@@ -99,11 +104,15 @@ def run_level(server: Server, wav: bytes, calls: int, spread_s: float, label: st
             received = time.monotonic()
             with lock:
                 results.append((received - result.post_call_latency_s, received, result.audio_seconds))
+            if busy_hour:
+                with client_channel(server.address) as channel:
+                    stream_call(channel, demo_call((calls - 1 - index) * spread_s / calls + 10.0),
+                                f"{label}{calls}-{index}-next", speed=1.0)
         except Exception as exc:  # noqa: BLE001 - a failed call is a result to report
             with lock:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
-    say(f"served: {calls} concurrent call(s) at real-time pace")
+    say(f"served: {calls} concurrent call(s) at real-time pace{', busy hour' if busy_hour else ''}")
     stages_before, server_cpu, client_cpu = server.stage_seconds(), cpu_seconds(server.process.pid), _cpu_self()
     started = time.monotonic()
     with PeakRss(server.process.pid) as memory:
@@ -227,11 +236,13 @@ def served_figures(wav: bytes, levels: list[int], spread_s: float, stalled: int,
     return figures
 
 
-def live_figures(lengths_s: tuple[float, ...], levels: tuple[int, ...], spread_s: float,
+def live_figures(lengths_s: tuple[float, ...], levels: tuple[int, ...], cut_off_s: float,
                  scratch: Path) -> dict[str, Any]:
     """Post-call latency against call length: calls streamed in real time and recognised while they last (the
-    default), at each level; and, on a second server with `ingest.max_live_calls = 0`, one call at a time
-    recognised after it ends, as before live recognition."""
+    default), at each level (more than one call: a busy hour, see run_level); and, on a second server with
+    `ingest.max_live_calls = 0`, one call at a time recognised after it ends, as before live recognition. Each call
+    ends as the demo call does (goodbyes, then 0.8 s of silence); one more, of `cut_off_s`, is cut off
+    mid-sentence (a dropped line: nothing of its last group could be recognised before the end)."""
     from aftercall.evaluation.bench_tools import demo_call
 
     runs = []
@@ -240,12 +251,17 @@ def live_figures(lengths_s: tuple[float, ...], levels: tuple[int, ...], spread_s
         directory = scratch / mode
         directory.mkdir()
         with running_server(directory, settings=settings) as server:
+            # Long enough to load every model a call uses (the disposition embedder among them).
             say(f"live: {mode} server, warm-up call (loads the models)")
-            run_level(server, demo_call(5.0), 1, 0.0, "warm-up")
+            run_level(server, demo_call(min(30.0, *lengths_s), ending=True), 1, 0.0, "warm-up")
             for seconds in lengths_s:
-                wav = demo_call(seconds)
+                wav = demo_call(seconds, ending=True)
                 for calls in mode_levels:
                     say(f"live: {mode}, {seconds / 60:g} min call(s)")
-                    level = run_level(server, wav, calls, spread_s, f"{mode}-{seconds:g}s-")
-                    runs.append({"mode": mode, "minutes": round(seconds / 60, 2), **level})
-    return {"runs": runs, "arrival_spread_s": spread_s}
+                    level = run_level(server, wav, calls, seconds, f"{mode}-{seconds:g}s-", busy_hour=calls > 1)
+                    runs.append({"mode": mode, "minutes": round(seconds / 60, 2), "ending": "goodbye", **level})
+            if mode == "live":
+                say(f"live: {cut_off_s / 60:g} min call cut off mid-sentence")
+                level = run_level(server, demo_call(cut_off_s), 1, 0.0, f"cut-{cut_off_s:g}s-")
+                runs.append({"mode": mode, "minutes": round(cut_off_s / 60, 2), "ending": "cut_off", **level})
+    return {"runs": runs}

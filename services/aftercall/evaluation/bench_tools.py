@@ -23,13 +23,17 @@ def say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-def demo_call(seconds: float) -> bytes:
-    """The demo call (93 s of stereo mu-law 8 kHz speech) repeated and cut to `seconds`, as a WAV file."""
+def demo_call(seconds: float, ending: bool = False) -> bytes:
+    """The demo call (101 s of stereo mu-law 8 kHz speech) repeated and cut to `seconds`, as a WAV file: its first
+    `seconds`, cut off mid-sentence; with `ending`, its last, so that it ends as the demo call does (the goodbyes,
+    then 0.8 s of silence before the hang-up)."""
     wav = read_wav(DEMO_WAV.read_bytes())
     if wav.encoding is not Encoding.MULAW:
         raise ValueError(f"{DEMO_WAV} is {wav.encoding.value}, expected mu-law")
-    size = int(seconds * wav.sample_rate) * wav.channels * SAMPLE_BYTES[wav.encoding]
-    payload = (wav.payload * (size // len(wav.payload) + 1))[:size]
+    frame = wav.channels * SAMPLE_BYTES[wav.encoding]
+    size = int(seconds * wav.sample_rate) * frame
+    repeated = wav.payload * (size // len(wav.payload) + 1)
+    payload = repeated[len(repeated) - size:] if ending else repeated[:size]
     return wav_header(_MULAW_TAG, wav.channels, wav.sample_rate, 8, len(payload)) + payload
 
 

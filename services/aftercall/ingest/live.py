@@ -1,21 +1,27 @@
-"""A streamed call recognised while it lasts, so that at hang-up only its last stretch of speech is left to recognise.
+"""A streamed call recognised while it lasts, so that at hang-up little or nothing is left to recognise.
 
 Each channel's audio goes to the embedded recogniser's `ChannelRecognition` as it arrives: the same VAD, the same
 groups of speech and the same decodes as recognising the whole call after it ends, so the transcript is the same.
-Work runs on the live executor, one batch per call at a time (a call's channels in turn, calls side by side; at
-hang-up its channels' last stretches side by side), and each stretch recognised is checkpointed, sealed: after a
-restart the call is recognised from its spooled audio with those stretches reused, not decoded again. A call whose recognition falls
-`ingest.live_max_lag_s` behind its audio stops being recognised live and is recognised after it ends (with what was
-already recognised reused), so an overloaded appliance degrades to today's behaviour and never loses audio.
+Each group recognised is checkpointed, sealed: after a restart the call is recognised from its spooled audio with
+those groups reused, not decoded again. When a speaker pauses, the group the channel would end with if the call
+ended now is decoded on idle CPU only (a lowest-priority copy of the model): if the call does end before they speak
+again, its last group is already recognised.
+
+`LiveWorkers` runs the work of every live call: a call that has ended first, the others taking turns. When they
+fall `ingest.live_max_lag_s` behind, the newest call is recognised after it ends instead (with what was already
+recognised reused), so an overloaded appliance degrades to recognition after the call and never loses audio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import itertools
 import logging
+import queue
+import threading
 import time
-from concurrent.futures import Executor
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -24,19 +30,88 @@ from aftercall.core.transcript import Word
 from aftercall.ingest.calls import CallStore
 from aftercall.ingest.spool import StreamSpool, decode_channel
 
+if TYPE_CHECKING:
+    from aftercall.transcribe.embedded import ChannelRecognition, Speculation
+
 logger = logging.getLogger(__name__)
+
+class LiveWorkers:
+    """The threads that recognise live calls, and the calls they serve. Work for a call that has ended goes first
+    (its caller waits for the summary); calls still going on take turns, one batch each in the queue. `spare`:
+    the threads for speculative decodes (None: none are made)."""
+
+    def __init__(self, threads: int, spare: bool):
+        self._queue: queue.PriorityQueue = queue.PriorityQueue()
+        self._order = itertools.count()  # first come, first served within a priority
+        self._threads = [threading.Thread(target=self._serve, name=f"aftercall-live-{index}", daemon=True)
+                         for index in range(threads)]
+        for thread in self._threads:
+            thread.start()
+        self.spare = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="aftercall-spare") \
+            if spare else None
+        self._calls: list[LiveRecognition] = []  # in the order they started
+        self._last_shed = float("-inf")
+
+    def run(self, urgent: bool, work: Callable, *args) -> asyncio.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put((0 if urgent else 1, next(self._order), future, work, args))
+        return asyncio.wrap_future(future)
+
+    def _serve(self) -> None:
+        while True:
+            _priority, _order, future, work, args = self._queue.get()
+            if future is None:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(work(*args))
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the work
+                    future.set_exception(exc)
+
+    def started(self, call: LiveRecognition) -> None:
+        self._calls.append(call)
+
+    def ended(self, call: LiveRecognition) -> None:
+        if call in self._calls:
+            self._calls.remove(call)
+
+    def behind(self, lagging: LiveRecognition, lag_s: float, max_lag_s: float) -> None:
+        """`lagging` is `lag_s` behind its audio, over `max_lag_s`: the newest live call (it has the least
+        recognised) is recognised after it ends instead. No other is given up until the capacity that freed has had
+        `max_lag_s` / 2 to show, unless `lagging` itself falls twice `max_lag_s` behind (its waiting audio is held in
+        memory): then it is given up."""
+        now = time.monotonic()
+        if lag_s > 2 * max_lag_s:
+            lagging.give_up(f"fell {lag_s:.0f} s behind, twice ingest.live_max_lag_s")
+        elif now - self._last_shed >= max_lag_s / 2:
+            self._last_shed = now
+            self._calls[-1].give_up(f"the newest live call, while another is {lag_s:.0f} s behind "
+                                    "(ingest.live_max_lag_s)")
+
+    def shutdown(self) -> None:
+        """Work still queued is dropped; work running finishes in its thread, its result unused."""
+        while True:
+            try:
+                future = self._queue.get_nowait()[2]
+            except queue.Empty:
+                break
+            future.cancel()
+        for _ in self._threads:
+            self._queue.put((2, next(self._order), None, None, None))
+        if self.spare is not None:
+            self.spare.shutdown(wait=False, cancel_futures=True)
 
 
 class LiveRecognition:
     """One streamed call's channels, recognised as its chunks arrive. Not thread-safe: called from the event loop;
-    its batches run on `executor`, one at a time."""
+    its batches run on `workers`, one at a time."""
 
-    def __init__(self, channel_factory: Callable[..., object], spool: StreamSpool, executor: Executor,
+    def __init__(self, channel_factory: Callable[..., ChannelRecognition], spool: StreamSpool, workers: LiveWorkers,
                  calls: CallStore, call_id: str, max_lag_s: float, metrics: Metrics):
         self._format = spool.format
-        self._executor, self._calls, self._call_id = executor, calls, call_id
+        self._workers, self._calls, self.call_id = workers, calls, call_id
         self._max_lag_s, self._metrics = max_lag_s, metrics
-        self._decoded: list[tuple[int, tuple, list[list[Word]]]] = []  # from the executor, to checkpoint
+        self._decoded: list[tuple[int, tuple, list[list[Word]]]] = []  # from the workers, to checkpoint
         self._channels = [channel_factory(self._format.sample_rate,
                                           on_group=lambda spans, segments, index=index:
                                           self._decoded.append((index, spans, segments)))
@@ -45,8 +120,12 @@ class LiveRecognition:
         self._received = [0] * len(self._channels)  # samples per channel
         self._pushed_s = 0.0
         self._batch: asyncio.Future | None = None
+        # Per channel: the speculation decoding on the spare threads (with its future), and a newer one waiting.
+        self._speculating: list[tuple[Speculation, asyncio.Future] | None] = [None] * len(self._channels)
+        self._next_speculation: list[Speculation | None] = [None] * len(self._channels)
         self.behind = False  # fell too far behind (or broke off): the call is recognised after it ends
         self._ending = False
+        workers.started(self)
 
     def received(self, payload: bytes, channel: int | None, spool: StreamSpool) -> None:
         """A chunk just written to the spool (interleaved, or one channel's)."""
@@ -66,20 +145,28 @@ class LiveRecognition:
             return
         lag_s = max(self._received) / self._format.sample_rate - self._pushed_s
         if lag_s > self._max_lag_s:
-            self.behind = True
-            self._metrics.live_calls.labels(outcome="fell_behind").inc()
-            logger.warning("live recognition %.0f s behind the call (ingest.live_max_lag_s); it is recognised after "
-                           "it ends", lag_s)
-            return
-        self._start(self._push, self._take())
+            self._workers.behind(self, lag_s, self._max_lag_s)
+            if self.behind:
+                return
+        self._batch = self._run(False, self._push, self._take())
         self._batch.add_done_callback(self._next_batch)
 
+    def give_up(self, why: str) -> None:
+        """Live recognition stops (the appliance fell behind); the call is recognised after it ends."""
+        self.behind = True
+        self._waiting = [[] for _ in self._channels]
+        self._workers.ended(self)
+        self._metrics.live_calls.labels(outcome="fell_behind").inc()
+        logger.warning("call %s is recognised after it ends, not live: %s", self.call_id, why)
+
     async def finish(self) -> list[list[list[Word]]] | None:
-        """The call ended: every channel's segments (its last stretch recognised now), or None when the call fell
-        behind and is recognised after it ends."""
+        """The call ended: every channel's segments (its last group recognised now, unless a speculation has it),
+        or None when the call fell behind and is recognised after it ends."""
         self._ending = True  # no batch starts after the one running
+        self._next_speculation = [None] * len(self._channels)
+        self._workers.ended(self)  # its work is now urgent, never given up
         if self._batch is not None:
-            await asyncio.wait([self._batch])
+                await asyncio.wait([self._batch])
         self._settle()
         if self.behind:
             return None
@@ -87,20 +174,35 @@ class LiveRecognition:
         # As the post-call path reads the spool: a shorter channel padded with silence to the call's length.
         for index, waiting in enumerate(self._waiting):
             waiting.append(np.zeros(length - self._received[index], dtype=np.float32))
-        # The channels' last stretches side by side: this is what the caller waits for after hanging up.
-        loop = asyncio.get_running_loop()
-        segments = await asyncio.gather(*(loop.run_in_executor(self._executor, self._timed, _finish_channel,
-                                                               channel, samples)
-                                          for channel, samples in zip(self._channels, self._take())))
+        # Everything from here is what the caller waits for after hanging up: the channels side by side.
+        await asyncio.gather(*(self._run(True, channel.push, samples)
+                               for channel, samples in zip(self._channels, self._take())))
+        await self._last_speculations()
+        segments = await asyncio.gather(*(self._run(True, channel.finish) for channel in self._channels))
         self._checkpoint()
         self._metrics.live_calls.labels(outcome="live").inc()
         return segments
+
+    async def _last_speculations(self) -> None:
+        """A speculation still decoding a channel's last group (as it now is) races the same decode on the live
+        workers at hang-up priority: on an idle appliance the speculation, which started first, wins; on a busy one
+        its threads get no CPU and the other does. The loser's result is dropped (one still queued, never run)."""
+        await asyncio.gather(*(self._race(index, *entry) for index, entry in enumerate(self._speculating)
+                               if entry is not None and entry[0].key == self._channels[index].key_if_ended()))
+
+    async def _race(self, index: int, speculation: Speculation, speculating: asyncio.Future) -> None:
+        urgent = self._run(True, speculation.decode, False)
+        done, _pending = await asyncio.wait([speculating, urgent], return_when=asyncio.FIRST_COMPLETED)
+        urgent.cancel()
+        if urgent in done and urgent.exception() is None:
+            self._channels[index].keep(speculation, urgent.result())
 
     def close(self) -> None:
         """The stream broke off: a batch still running finishes in the background and is discarded."""
         if not self.behind:
             self._metrics.live_calls.labels(outcome="after_call").inc()
         self.behind = True
+        self._workers.ended(self)
         if self._batch is not None:
             self._batch.add_done_callback(lambda batch: batch.cancelled() or batch.exception())
 
@@ -109,11 +211,11 @@ class LiveRecognition:
         self._waiting = [[] for _ in self._channels]
         return taken
 
-    def _start(self, work, pieces: list[np.ndarray]) -> None:
-        self._batch = asyncio.get_running_loop().run_in_executor(self._executor, self._timed, work, pieces)
+    def _run(self, urgent: bool, work: Callable, *args) -> asyncio.Future:
+        return self._workers.run(urgent, self._timed, work, *args)
 
-    def _timed(self, work, *args):
-        """Work on the live executor, its time counted as the `live` stage (recognition during calls, beside the
+    def _timed(self, work: Callable, *args):
+        """Work on the live workers, its time counted as the `live` stage (recognition during calls, beside the
         post-call stages)."""
         started = time.perf_counter()
         try:
@@ -121,14 +223,37 @@ class LiveRecognition:
         finally:
             self._metrics.stage_seconds.labels(stage="live").observe(time.perf_counter() - started)
 
-    def _push(self, pieces: list[np.ndarray]) -> float:
+    def _push(self, pieces: list[np.ndarray]) -> tuple[float, list[Speculation | None]]:
         for channel, samples in zip(self._channels, pieces):
             channel.push(samples)
-        return max(len(p) for p in pieces) / self._format.sample_rate
+        speculations = [channel.speculation() if self._workers.spare is not None else None
+                        for channel in self._channels]
+        return max(len(p) for p in pieces) / self._format.sample_rate, speculations
+
+    def _speculate(self, index: int, speculation: Speculation) -> None:
+        """Channel `index`'s last group, were the call to end now, decoded on the spare threads; the newest waits for
+        one still decoding (and replaces an older one waiting)."""
+        if self._speculating[index] is not None:
+            self._next_speculation[index] = speculation
+            return
+        future = asyncio.get_running_loop().run_in_executor(self._workers.spare, speculation.decode)
+        self._speculating[index] = (speculation, future)
+        future.add_done_callback(lambda done: self._speculated(index, speculation, done))
+
+    def _speculated(self, index: int, speculation: Speculation, done: asyncio.Future) -> None:
+        self._speculating[index] = None
+        if done.cancelled() or done.exception() is not None:
+            logger.debug("a speculative decode failed (%r); the group is decoded when it closes",
+                         None if done.cancelled() else done.exception())
+        else:
+            self._channels[index].keep(speculation, done.result())
+        waiting, self._next_speculation[index] = self._next_speculation[index], None
+        if waiting is not None and not (self._ending or self.behind):
+            self._speculate(index, waiting)
 
     def _settle(self) -> None:
-        """A finished batch: its stretches checkpointed; an error stops live recognition (the call is recognised
-        after it ends, from the spool)."""
+        """A finished batch: its groups checkpointed, its speculations started; an error stops live recognition (the
+        call is recognised after it ends, from the spool)."""
         if self._batch is None or not self._batch.done():
             return
         batch, self._batch = self._batch, None
@@ -137,18 +262,17 @@ class LiveRecognition:
             logger.warning("live recognition failed (%s); the call is recognised after it ends",
                            type(batch.exception()).__name__)
             return
-        self._pushed_s += batch.result()
+        seconds, speculations = batch.result()
+        self._pushed_s += seconds
         self._checkpoint()
+        for index, speculation in enumerate(speculations):
+            if speculation is not None and not (self._ending or self.behind):
+                self._speculate(index, speculation)
 
     def _checkpoint(self) -> None:
         decoded, self._decoded = self._decoded, []
         try:
             for channel, spans, segments in decoded:
-                self._calls.checkpoint_group(self._call_id, channel, spans, segments)
+                self._calls.checkpoint_group(self.call_id, channel, spans, segments)
         except Exception as exc:  # noqa: BLE001 - a full disk: the call goes on; a restart would decode these again
             logger.warning("could not checkpoint a recognised stretch (%s)", type(exc).__name__)
-
-
-def _finish_channel(channel, samples: np.ndarray) -> list[list[Word]]:
-    channel.push(samples)
-    return channel.finish()

@@ -28,7 +28,7 @@ from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding, timestamp_seconds
 from aftercall.core.transcript import Turn
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
-from aftercall.ingest.live import LiveRecognition
+from aftercall.ingest.live import LiveRecognition, LiveWorkers
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.spool import AudioFormat, Spool, StreamSpool
 from aftercall.ingest.wire import ENCODINGS, ROLES
@@ -218,8 +218,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         self._interim_executor = ThreadPoolExecutor(max_workers=max(1, self._limits.max_interim_calls),
                                                     thread_name_prefix="aftercall-interim")
         self._live_active = 0
-        self._live_executor = ThreadPoolExecutor(max_workers=self._limits.live_workers,
-                                                 thread_name_prefix="aftercall-live")
+        self._live_workers = LiveWorkers(self._limits.live_workers, spare=self._limits.live_spare_cpu)
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(pb.DESCRIPTOR.services_by_name["CallIngest"].full_name,
@@ -504,7 +503,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         """Interim and live batches still queued are dropped; one running finishes in its thread, its result unused
         (a live call's stretches already checkpointed are reused when it resumes)."""
         self._interim_executor.shutdown(wait=False, cancel_futures=True)
-        self._live_executor.shutdown(wait=False, cancel_futures=True)
+        self._live_workers.shutdown()
 
     async def _live_transcription(self, job: CallJob, spool: StreamSpool) -> LiveRecognition | None:
         """Recognition during the call, where the recogniser can (the embedded one) and a live slot is free
@@ -524,7 +523,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             return None
         self._live_active += 1
         self._metrics.live_active.inc()
-        return LiveRecognition(transcriber.channel, spool, self._live_executor, self._calls, job.call_id,
+        return LiveRecognition(transcriber.channel, spool, self._live_workers, self._calls, job.call_id,
                                self._limits.live_max_lag_s, self._metrics)
 
     def _live_ended(self) -> None:

@@ -8,8 +8,10 @@ Silero VAD finds (transcribe.vad); a mono recording's speakers are told apart by
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -55,18 +57,37 @@ class EmbeddedTranscriber:
         self._detector = SpeechDetector(vad) if vad is not None else None
         self._mono = mono
         self._mono_min_confidence = mono_min_confidence
-        self._model = None
+        self._model = self._spare_model = None
         self._lock = threading.Lock()
 
     def _load(self):
         with self._lock:
             if self._model is None:
-                from faster_whisper import WhisperModel
-
-                directory = self._pinned.verify()
-                self._model = WhisperModel(str(directory), device="cpu", compute_type="int8", cpu_threads=1,
-                                           num_workers=self._parallel)
+                self._model = self._whisper()
             return self._model
+
+    def _load_spare(self):
+        """A second copy of the model whose threads run at the lowest CPU priority (nice 19): for work that pays off
+        only sometimes (a live call's open stretch, decoded in case the call ends now), which then uses idle cores
+        and yields them to everything else."""
+        with self._lock:
+            if self._spare_model is None:
+                # CTranslate2 starts its worker threads as the model loads: they inherit the loading thread's
+                # niceness, and that thread ends with the load.
+                with ThreadPoolExecutor(1, thread_name_prefix="aftercall-spare-load") as loader:
+                    self._spare_model = loader.submit(self._lowest_priority_whisper).result()
+            return self._spare_model
+
+    def _lowest_priority_whisper(self):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return self._whisper()
+
+    def _whisper(self):
+        from faster_whisper import WhisperModel
+
+        directory = self._pinned.verify()
+        return WhisperModel(str(directory), device="cpu", compute_type="int8", cpu_threads=1,
+                            num_workers=self._parallel)
 
     def recognise(self, samples: np.ndarray, sample_rate: int, on_segment: Callable[[float], None] | None = None,
                   decoded: dict[tuple, list[list[Word]]] | None = None) -> list[list[Word]]:
@@ -84,9 +105,11 @@ class EmbeddedTranscriber:
         """One channel recognised as its audio arrives (see ChannelRecognition); `recognise` is this, fed at once."""
         return ChannelRecognition(self, sample_rate, on_segment, decoded, on_group)
 
-    def _decode(self, whisper_audio: np.ndarray, timeline, on_segment: Callable[[float], None] | None
-                ) -> list[list[Word]]:
-        segments, _info = self._load().transcribe(
+    def _decode(self, whisper_audio: np.ndarray, timeline, on_segment: Callable[[float], None] | None,
+                spare: bool = False) -> list[list[Word]]:
+        """`spare`: on the lowest-priority copy of the model (the same weights and kernels: the same words)."""
+        model = self._load_spare() if spare else self._load()
+        segments, _info = model.transcribe(
             whisper_audio, language="en", beam_size=self._beam_size, word_timestamps=True, vad_filter=False,
             condition_on_previous_text=False,
         )
@@ -150,12 +173,30 @@ class EmbeddedTranscriber:
 _UPSAMPLE_MARGIN = 32
 
 
+@dataclass(frozen=True)
+class Speculation:
+    """A channel's open group of speech, to decode on spare CPU (`decode`, in any thread) in case it is the channel's
+    last; the channel reuses the result (`ChannelRecognition.keep`) if the group closes as it is."""
+
+    transcriber: EmbeddedTranscriber
+    key: tuple  # the group's spans, (start, end) at 16 kHz
+    speech: np.ndarray
+
+    def decode(self, spare: bool = True) -> list[list[Word]]:
+        """`spare`: on the model's lowest-priority copy; else on the copy everything else uses."""
+        from faster_whisper.vad import SpeechTimestampsMap
+
+        spans = [{"start": start, "end": end} for start, end in self.key]
+        return self.transcriber._decode(self.speech, SpeechTimestampsMap(spans, WHISPER_RATE), None, spare=spare)
+
+
 class ChannelRecognition:
     """One channel recognised as its audio arrives. The VAD's speech spans are decoded end to end in groups of at
     most one Whisper window of speech (across a window boundary tiny.en misplaces a short answer's words by several
     turns: measured, "no" put 8 s early, so the turn counted as dropped and the conversation out of order). A group
     is decoded once the next span shows it is full, so when the channel ends only its last group is left; fed at
-    once or in pieces, it gives the same segments.
+    once or in pieces, it gives the same segments. That last group can be decoded early, on spare CPU
+    (`speculation`): if the channel ends before another span joins it, nothing is left to decode at the end.
 
     `decoded`: groups already decoded (by their spans), reused rather than decoded again (a call resumed after a
     restart); `on_group(spans, segments)` is told of each group decoded (to checkpoint it)."""
@@ -172,6 +213,8 @@ class ChannelRecognition:
         self._received = 0
         self._group: list[dict] = []  # the open group's spans, 16 kHz sample indices
         self._full: list[list[dict]] = []  # groups whose audio is not all here yet
+        self._offered: tuple | None = None  # the open group last offered as a speculation
+        self._kept: tuple[tuple, list[list[Word]]] | None = None  # the latest speculation decoded: key, segments
         self.segments: list[list[Word]] = []
 
     def push(self, samples: np.ndarray) -> None:
@@ -198,33 +241,66 @@ class ChannelRecognition:
         self._decode_ready(final=True)
         return self.segments
 
+    def speculation(self) -> Speculation | None:
+        """The last group the channel would have if it ended now, to decode early: offered once a pause has lasted
+        long enough that the group stays as it is if the channel ends before speech resumes (its padding and the
+        upsampling margin are here), and once per group; else None."""
+        group = self._group_if_ended()
+        if not group or self._last_sample(group) > self._received:
+            return None
+        key = _key(group)
+        if key == self._offered:
+            return None
+        self._offered = key
+        return Speculation(self._transcriber, key, self._speech(group))
+
+    def key_if_ended(self) -> tuple | None:
+        """The spans of the last group the channel would have if it ended now."""
+        group = self._group_if_ended()
+        return _key(group) if group else None
+
+    def _group_if_ended(self) -> list[dict]:
+        if self._stream is None:
+            return []  # no VAD: no groups
+        group = self._group
+        for start, end in self._stream.spans_if_ended():
+            _full, group = _with_span(group, {"start": start * self._scale, "end": end * self._scale})
+        return group
+
+    def keep(self, speculation: Speculation, segments: list[list[Word]]) -> None:
+        """A speculation's result (from any thread): used if its group closes as it was."""
+        self._kept = (speculation.key, segments)
+
     def _add(self, span: dict) -> None:
-        limit = _WINDOW_S * WHISPER_RATE
-        speech = sum(s["end"] - s["start"] for s in self._group)
-        if self._group and speech + span["end"] - span["start"] > limit:
-            self._full.append(self._group)
-            self._group = []
-        self._group.append(span)
+        full, self._group = _with_span(self._group, span)
+        if full:
+            self._full.append(full)
+
+    def _last_sample(self, group: list[dict]) -> int:
+        """The channel's sample after which the group's 16 kHz audio no longer changes."""
+        return group[-1]["end"] // self._scale + _UPSAMPLE_MARGIN
+
+    def _speech(self, group: list[dict]) -> np.ndarray:
+        """The group's spans end to end, at 16 kHz."""
+        first = max(0, group[0]["start"] // self._scale - _UPSAMPLE_MARGIN)
+        region = to_whisper_rate(self._samples(first, min(self._last_sample(group), self._received)), self._rate)
+        offset = first * self._scale
+        return np.concatenate([region[s["start"] - offset:s["end"] - offset] for s in group])
 
     def _decode_ready(self, final: bool) -> None:
         from faster_whisper.vad import SpeechTimestampsMap
 
         while self._full:
             group = self._full[0]
-            first = max(0, group[0]["start"] // self._scale - _UPSAMPLE_MARGIN)
-            last = group[-1]["end"] // self._scale + _UPSAMPLE_MARGIN
-            if last > self._received and not final:
+            if self._last_sample(group) > self._received and not final:
                 return  # the filter's margin after the group's speech is still to come
-            last = min(last, self._received)
-            key = tuple((s["start"], s["end"]) for s in group)
+            key = _key(group)
             if key in self._decoded:
                 segments = self._decoded[key]
             else:
-                region = to_whisper_rate(self._samples(first, last), self._rate)
-                offset = first * self._scale
-                piece = np.concatenate([region[s["start"] - offset:s["end"] - offset] for s in group])
-                segments = self._transcriber._decode(piece, SpeechTimestampsMap(group, WHISPER_RATE),
-                                                     self._on_segment)
+                kept = self._kept
+                segments = kept[1] if kept is not None and kept[0] == key else self._transcriber._decode(
+                    self._speech(group), SpeechTimestampsMap(group, WHISPER_RATE), self._on_segment)
                 if self._on_group is not None:
                     self._on_group(key, segments)
             self.segments += segments
@@ -249,3 +325,15 @@ class ChannelRecognition:
         position = max(self._audio_from, min(position, self._received))
         self._audio = [self._joined()[position - self._audio_from:]]
         self._audio_from = position
+
+
+def _with_span(group: list[dict], span: dict) -> tuple[list[dict] | None, list[dict]]:
+    """The open group and the next span -> (the group, if the span does not fit in it, else None; the open group)."""
+    speech = sum(s["end"] - s["start"] for s in group)
+    if group and speech + span["end"] - span["start"] > _WINDOW_S * WHISPER_RATE:
+        return group, [span]
+    return None, [*group, span]
+
+
+def _key(group: list[dict]) -> tuple:
+    return tuple((span["start"], span["end"]) for span in group)

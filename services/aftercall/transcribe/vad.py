@@ -11,6 +11,7 @@ passes, and the Riva-compatible server, since all of them recognise through `Emb
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import threading
 from dataclasses import dataclass
@@ -116,6 +117,12 @@ class SpeechStream:
             self._run(np.concatenate([self._waiting, np.zeros(self._window - len(self._waiting), np.float32)]))
             self._waiting = self._waiting[:0]
         return self._segmenter.finish(self.samples)
+
+    def spans_if_ended(self) -> list[tuple[int, int]]:
+        """What `finish` would give if the channel ended now; the stream itself goes on unchanged."""
+        ended = copy.copy(self)  # `_run` and `finish` rebind the model's state, history and waiting samples
+        ended._segmenter = copy.deepcopy(self._segmenter)
+        return ended.finish()
 
     def _run(self, audio: np.ndarray) -> None:
         padded = np.concatenate([self._history, audio])
