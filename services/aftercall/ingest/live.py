@@ -35,31 +35,25 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-class LiveWorkers:
-    """The threads that recognise live calls, and the calls they serve. Work for a call that has ended goes first
-    (its caller waits for the summary); calls still going on take turns, one batch each in the queue. `spare`:
-    the threads for speculative decodes (None: none are made)."""
+class _PriorityThreads:
+    """Threads that take work lowest priority value first (values compare as tuples)."""
 
-    def __init__(self, threads: int, spare: bool):
+    def __init__(self, threads: int, name: str):
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
-        self._order = itertools.count()  # first come, first served within a priority
-        self._threads = [threading.Thread(target=self._serve, name=f"aftercall-live-{index}", daemon=True)
+        self._order = itertools.count()  # ties, and what a priority does not order: first come, first served
+        self._threads = [threading.Thread(target=self._serve, name=f"{name}-{index}", daemon=True)
                          for index in range(threads)]
         for thread in self._threads:
             thread.start()
-        self.spare = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="aftercall-spare") \
-            if spare else None
-        self._calls: list[LiveRecognition] = []  # in the order they started
-        self._last_shed = float("-inf")
 
-    def run(self, urgent: bool, work: Callable, *args) -> asyncio.Future:
+    def submit(self, priority: int, work: Callable, *args) -> concurrent.futures.Future:
         future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put((0 if urgent else 1, next(self._order), future, work, args))
-        return asyncio.wrap_future(future)
+        self._queue.put((priority, next(self._order), future, work, args))
+        return future
 
     def _serve(self) -> None:
         while True:
-            _priority, _order, future, work, args = self._queue.get()
+            *_order, future, work, args = self._queue.get()
             if future is None:
                 return
             if future.set_running_or_notify_cancel():
@@ -67,6 +61,41 @@ class LiveWorkers:
                     future.set_result(work(*args))
                 except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the work
                     future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Work still queued is dropped; work running finishes in its thread, its result unused."""
+        while True:
+            try:
+                future = self._queue.get_nowait()[2]
+            except queue.Empty:
+                break
+            future.cancel()
+        for _ in self._threads:
+            self._queue.put((float("inf"), next(self._order), None, None, None))
+
+
+class LiveWorkers:
+    """The threads that recognise live calls, and the calls they serve. Work for a call that has ended goes first
+    (its caller waits for the summary); calls still going on take turns, one batch each in the queue. With `spare`,
+    as many threads again for speculative decodes, newest first: the latest pause is the likeliest to be a call's
+    last."""
+
+    def __init__(self, threads: int, spare: bool):
+        self._live = _PriorityThreads(threads, "aftercall-live")
+        self._spare = _PriorityThreads(threads, "aftercall-spare") if spare else None
+        self._spare_order = itertools.count()
+        self._calls: list[LiveRecognition] = []  # in the order they started
+        self._last_shed = float("-inf")
+
+    def run(self, urgent: bool, work: Callable, *args) -> asyncio.Future:
+        return asyncio.wrap_future(self._live.submit(0 if urgent else 1, work, *args))
+
+    @property
+    def speculating(self) -> bool:
+        return self._spare is not None
+
+    def speculate(self, work: Callable) -> concurrent.futures.Future:
+        return self._spare.submit(-next(self._spare_order), work)
 
     def started(self, call: LiveRecognition) -> None:
         self._calls.append(call)
@@ -90,16 +119,9 @@ class LiveWorkers:
 
     def shutdown(self) -> None:
         """Work still queued is dropped; work running finishes in its thread, its result unused."""
-        while True:
-            try:
-                future = self._queue.get_nowait()[2]
-            except queue.Empty:
-                break
-            future.cancel()
-        for _ in self._threads:
-            self._queue.put((2, next(self._order), None, None, None))
-        if self.spare is not None:
-            self.spare.shutdown(wait=False, cancel_futures=True)
+        self._live.shutdown()
+        if self._spare is not None:
+            self._spare.shutdown()
 
 
 class LiveRecognition:
@@ -120,9 +142,8 @@ class LiveRecognition:
         self._received = [0] * len(self._channels)  # samples per channel
         self._pushed_s = 0.0
         self._batch: asyncio.Future | None = None
-        # Per channel: the speculation decoding on the spare threads (with its future), and a newer one waiting.
-        self._speculating: list[tuple[Speculation, asyncio.Future] | None] = [None] * len(self._channels)
-        self._next_speculation: list[Speculation | None] = [None] * len(self._channels)
+        # Per channel: its speculations queued or decoding on the spare threads, each with its future.
+        self._speculating: list[list[tuple[Speculation, concurrent.futures.Future]]] = [[] for _ in self._channels]
         self.behind = False  # fell too far behind (or broke off): the call is recognised after it ends
         self._ending = False
         workers.started(self)
@@ -156,6 +177,7 @@ class LiveRecognition:
         self.behind = True
         self._waiting = [[] for _ in self._channels]
         self._workers.ended(self)
+        self._drop_speculations()
         self._metrics.live_calls.labels(outcome="fell_behind").inc()
         logger.warning("call %s is recognised after it ends, not live: %s", self.call_id, why)
 
@@ -163,39 +185,55 @@ class LiveRecognition:
         """The call ended: every channel's segments (its last group recognised now, unless a speculation has it),
         or None when the call fell behind and is recognised after it ends."""
         self._ending = True  # no batch starts after the one running
-        self._next_speculation = [None] * len(self._channels)
         self._workers.ended(self)  # its work is now urgent, never given up
-        if self._batch is not None:
+        try:
+            if self._batch is not None:
                 await asyncio.wait([self._batch])
-        self._settle()
-        if self.behind:
-            return None
-        length = max(self._received)
-        # As the post-call path reads the spool: a shorter channel padded with silence to the call's length.
-        for index, waiting in enumerate(self._waiting):
-            waiting.append(np.zeros(length - self._received[index], dtype=np.float32))
-        # Everything from here is what the caller waits for after hanging up: the channels side by side.
-        await asyncio.gather(*(self._run(True, channel.push, samples)
-                               for channel, samples in zip(self._channels, self._take())))
-        await self._last_speculations()
-        segments = await asyncio.gather(*(self._run(True, channel.finish) for channel in self._channels))
+            self._settle()
+            if self.behind:
+                return None
+            length = max(self._received)
+            # As the post-call path reads the spool: a shorter channel padded with silence to the call's length.
+            for index, waiting in enumerate(self._waiting):
+                waiting.append(np.zeros(length - self._received[index], dtype=np.float32))
+            # What the caller waits for after hanging up: the channels side by side.
+            segments = await asyncio.gather(*(self._finish_channel(index, samples)
+                                              for index, samples in enumerate(self._take())))
+        finally:
+            self._drop_speculations()
         self._checkpoint()
         self._metrics.live_calls.labels(outcome="live").inc()
         return segments
 
-    async def _last_speculations(self) -> None:
-        """A speculation still decoding a channel's last group (as it now is) races the same decode on the live
-        workers at hang-up priority: on an idle appliance the speculation, which started first, wins; on a busy one
-        its threads get no CPU and the other does. The loser's result is dropped (one still queued, never run)."""
-        await asyncio.gather(*(self._race(index, *entry) for index, entry in enumerate(self._speculating)
-                               if entry is not None and entry[0].key == self._channels[index].key_if_ended()))
+    async def _finish_channel(self, index: int, samples: np.ndarray) -> list[list[Word]]:
+        """The channel's last samples and last group. A speculation decoding that group (as it now is) races the
+        same decode at hang-up priority: on an idle appliance the speculation, which started first, wins; on a busy
+        one its threads get no CPU and the other wins. One still queued is dropped."""
+        channel = self._channels[index]
+        await self._run(True, channel.push, samples)
+        key = channel.key_if_ended()
+        for speculation, future in self._speculating[index]:
+            if speculation.key != key:
+                future.cancel()  # overtaken by speech
+            elif future.done():  # its result may not have been handed over yet
+                if not future.cancelled() and future.exception() is None:
+                    channel.keep(speculation, future.result())
+            elif future.running():
+                await self._race(channel, speculation, future)
+            else:
+                future.cancel()  # still queued: the decode `finish` makes comes sooner
+        return await self._run(True, channel.finish)
 
-    async def _race(self, index: int, speculation: Speculation, speculating: asyncio.Future) -> None:
+    async def _race(self, channel: ChannelRecognition, speculation: Speculation,
+                    speculating: concurrent.futures.Future) -> None:
         urgent = self._run(True, speculation.decode, False)
-        done, _pending = await asyncio.wait([speculating, urgent], return_when=asyncio.FIRST_COMPLETED)
-        urgent.cancel()
+        done, _pending = await asyncio.wait([asyncio.wrap_future(speculating), urgent],
+                                            return_when=asyncio.FIRST_COMPLETED)
+        urgent.cancel()  # only if still queued; one decoding finishes, unused
         if urgent in done and urgent.exception() is None:
-            self._channels[index].keep(speculation, urgent.result())
+            channel.keep(speculation, urgent.result())
+        elif not speculating.cancelled() and speculating.exception() is None:
+            channel.keep(speculation, speculating.result())
 
     def close(self) -> None:
         """The stream broke off: a batch still running finishes in the background and is discarded."""
@@ -203,6 +241,7 @@ class LiveRecognition:
             self._metrics.live_calls.labels(outcome="after_call").inc()
         self.behind = True
         self._workers.ended(self)
+        self._drop_speculations()
         if self._batch is not None:
             self._batch.add_done_callback(lambda batch: batch.cancelled() or batch.exception())
 
@@ -226,30 +265,40 @@ class LiveRecognition:
     def _push(self, pieces: list[np.ndarray]) -> tuple[float, list[Speculation | None]]:
         for channel, samples in zip(self._channels, pieces):
             channel.push(samples)
-        speculations = [channel.speculation() if self._workers.spare is not None else None
-                        for channel in self._channels]
+        speculations = [channel.speculation() if self._workers.speculating else None for channel in self._channels]
         return max(len(p) for p in pieces) / self._format.sample_rate, speculations
 
     def _speculate(self, index: int, speculation: Speculation) -> None:
-        """Channel `index`'s last group, were the call to end now, decoded on the spare threads; the newest waits for
-        one still decoding (and replaces an older one waiting)."""
-        if self._speculating[index] is not None:
-            self._next_speculation[index] = speculation
-            return
-        future = asyncio.get_running_loop().run_in_executor(self._workers.spare, speculation.decode)
-        self._speculating[index] = (speculation, future)
-        future.add_done_callback(lambda done: self._speculated(index, speculation, done))
+        """Channel `index`'s last group, were the call to end now, decoded on the spare threads. It overtakes the
+        channel's speculation still queued (dropped); one already decoding goes on (it may yet be the last)."""
+        for _earlier, future in self._speculating[index]:
+            future.cancel()
+        future = self._workers.speculate(speculation.decode)
+        self._speculating[index].append((speculation, future))
+        loop = asyncio.get_running_loop()
 
-    def _speculated(self, index: int, speculation: Speculation, done: asyncio.Future) -> None:
-        self._speculating[index] = None
-        if done.cancelled() or done.exception() is not None:
-            logger.debug("a speculative decode failed (%r); the group is decoded when it closes",
-                         None if done.cancelled() else done.exception())
+        def decoded(done: concurrent.futures.Future) -> None:
+            try:
+                loop.call_soon_threadsafe(self._speculated, index, speculation, done)
+            except RuntimeError:  # the event loop closed (the server stopped): nothing waits for it
+                pass
+
+        future.add_done_callback(decoded)
+
+    def _speculated(self, index: int, speculation: Speculation, done: concurrent.futures.Future) -> None:
+        self._speculating[index] = [entry for entry in self._speculating[index] if entry[1] is not done]
+        if done.cancelled():
+            return
+        if done.exception() is not None:
+            logger.debug("a speculative decode failed (%r); the group is decoded when it closes", done.exception())
         else:
             self._channels[index].keep(speculation, done.result())
-        waiting, self._next_speculation[index] = self._next_speculation[index], None
-        if waiting is not None and not (self._ending or self.behind):
-            self._speculate(index, waiting)
+
+    def _drop_speculations(self) -> None:
+        """Those still queued are dropped (those decoding finish, unused)."""
+        for speculations in self._speculating:
+            for _speculation, future in speculations:
+                future.cancel()
 
     def _settle(self) -> None:
         """A finished batch: its groups checkpointed, its speculations started; an error stops live recognition (the
