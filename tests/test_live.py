@@ -217,18 +217,28 @@ async def test_calls_beyond_the_live_slots_are_recognised_after_they_end(tmp_pat
     assert summary["transcript"]
 
 
-async def test_work_for_a_call_that_has_ended_goes_before_work_for_calls_still_going_on():
+async def test_work_for_a_call_that_has_ended_goes_first_and_early_decodes_newest_first():
     from aftercall.ingest.live import LiveWorkers
 
-    workers, order, release = LiveWorkers(1, spare=False), [], asyncio.Event()
+    workers, order, release = LiveWorkers(1, spare=True), [], asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def wait_for_release() -> None:
+        asyncio.run_coroutine_threadsafe(release.wait(), loop).result()
+
     try:
-        busy = workers.run(False, lambda: asyncio.run_coroutine_threadsafe(release.wait(), loop).result())
+        busy = workers.run(False, wait_for_release)
         queued = [workers.run(urgent, order.append, name)
                   for urgent, name in ((False, "going on 1"), (False, "going on 2"), (True, "ended"))]
+        spare_busy = asyncio.wrap_future(workers.speculate(wait_for_release))
+        early = [workers.speculate(lambda name=name: order.append(name)) for name in ("pause 1", "pause 2", "pause 3")]
+        early[1].cancel()  # overtaken while queued: never run
         release.set()
-        await asyncio.gather(busy, *queued)
-        assert order == ["ended", "going on 1", "going on 2"]
+        await asyncio.gather(busy, spare_busy, *queued, *(asyncio.wrap_future(f) for f in early),
+                             return_exceptions=True)
+        assert [name for name in order if name.startswith("going") or name == "ended"] == [
+            "ended", "going on 1", "going on 2"]
+        assert [name for name in order if name.startswith("pause")] == ["pause 3", "pause 1"]
     finally:
         workers.shutdown()
 

@@ -131,7 +131,8 @@ def measure(plan: Plan, scratch: Path) -> dict[str, Any]:
     if "live" not in plan.skip:
         live_dir = scratch / "live"
         live_dir.mkdir()
-        data["live"] = bench_served.live_figures(plan.lengths_s, plan.live_levels, plan.lengths_s[0], live_dir)
+        data["live"] = bench_served.live_figures(plan.lengths_s, plan.live_levels, min(60.0, plan.lengths_s[0]),
+                                                   live_dir)
     if "triton" not in plan.skip:
         data["triton"] = bench_triton.triton_vs_in_process(scratch, plan.triton_requests)
     if "llm" not in plan.skip:

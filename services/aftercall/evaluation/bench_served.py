@@ -45,6 +45,11 @@ class Server:
         text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
         return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
+    def live_outcomes(self) -> dict[str, float]:
+        """Calls counted so far by how they were recognised (`aftercall_ingest_live_recognition_total`)."""
+        return {sample.labels["outcome"]: sample.value for sample in self.samples()
+                if sample.name == "aftercall_ingest_live_recognition_total"}
+
     def stage_seconds(self) -> dict[str, float]:
         """Seconds spent so far in each pipeline stage (the server's `aftercall_pipeline_stage_duration_seconds`)."""
         return {sample.labels["stage"]: sample.value for sample in self.samples()
@@ -236,6 +241,15 @@ def served_figures(wav: bytes, levels: list[int], spread_s: float, stalled: int,
     return figures
 
 
+def _recognised(server: Server, *level: Any, **options: Any) -> dict[str, Any]:
+    """`run_level`, with how its calls (busy-hour lines' next calls included) were recognised: live, or, where the
+    appliance fell behind, after they ended."""
+    before = server.live_outcomes()
+    figures = run_level(server, *level, **options)
+    return {"recognised": {outcome: round(count - before.get(outcome, 0.0))
+                           for outcome, count in server.live_outcomes().items()}, **figures}
+
+
 def live_figures(lengths_s: tuple[float, ...], levels: tuple[int, ...], cut_off_s: float,
                  scratch: Path) -> dict[str, Any]:
     """Post-call latency against call length: calls streamed in real time and recognised while they last (the
@@ -258,10 +272,10 @@ def live_figures(lengths_s: tuple[float, ...], levels: tuple[int, ...], cut_off_
                 wav = demo_call(seconds, ending=True)
                 for calls in mode_levels:
                     say(f"live: {mode}, {seconds / 60:g} min call(s)")
-                    level = run_level(server, wav, calls, seconds, f"{mode}-{seconds:g}s-", busy_hour=calls > 1)
+                    level = _recognised(server, wav, calls, seconds, f"{mode}-{seconds:g}s-", busy_hour=calls > 1)
                     runs.append({"mode": mode, "minutes": round(seconds / 60, 2), "ending": "goodbye", **level})
             if mode == "live":
                 say(f"live: {cut_off_s / 60:g} min call cut off mid-sentence")
-                level = run_level(server, demo_call(cut_off_s), 1, 0.0, f"cut-{cut_off_s:g}s-")
+                level = _recognised(server, demo_call(cut_off_s), 1, 0.0, f"cut-{cut_off_s:g}s-")
                 runs.append({"mode": mode, "minutes": round(cut_off_s / 60, 2), "ending": "cut_off", **level})
     return {"runs": runs}
