@@ -175,8 +175,8 @@ _UPSAMPLE_MARGIN = 32
 
 @dataclass(frozen=True)
 class Speculation:
-    """A channel's open group of speech, to decode on spare CPU (`decode`, in any thread) in case it is the channel's
-    last; the channel reuses the result (`ChannelRecognition.keep`) if the group closes as it is."""
+    """The group a channel would end with if it ended now, to decode on spare CPU (`decode`, in any thread); the
+    channel reuses the result (`ChannelRecognition.keep`) if its last group turns out to be this one."""
 
     transcriber: EmbeddedTranscriber
     key: tuple  # the group's spans, (start, end) at 16 kHz
@@ -213,7 +213,7 @@ class ChannelRecognition:
         self._received = 0
         self._group: list[dict] = []  # the open group's spans, 16 kHz sample indices
         self._full: list[list[dict]] = []  # groups whose audio is not all here yet
-        self._offered: tuple | None = None  # the open group last offered as a speculation
+        self._offered: tuple | None = None  # the group last offered as a speculation
         self._kept: tuple[tuple, list[list[Word]]] | None = None  # the latest speculation decoded: key, segments
         self.segments: list[list[Word]] = []
 
@@ -245,6 +245,8 @@ class ChannelRecognition:
         """The last group the channel would have if it ended now, to decode early: offered once a pause has lasted
         long enough that the group stays as it is if the channel ends before speech resumes (its padding and the
         upsampling margin are here), and once per group; else None."""
+        if self._stream is not None and self._stream.speaking:
+            return None  # the group would end at the last sample, its padding and margin still to come
         group = self._group_if_ended()
         if not group or self._last_sample(group) > self._received:
             return None

@@ -118,6 +118,11 @@ class SpeechStream:
             self._waiting = self._waiting[:0]
         return self._segmenter.finish(self.samples)
 
+    @property
+    def speaking(self) -> bool:
+        """A segment is open and no silence has begun: if the channel ended now, it would end at the last sample."""
+        return self._segmenter.speaking
+
     def spans_if_ended(self) -> list[tuple[int, int]]:
         """What `finish` would give if the channel ended now; the stream itself goes on unchanged."""
         ended = copy.copy(self)  # `_run` and `finish` rebind the model's state, history and waiting samples
@@ -152,6 +157,10 @@ class Segmenter:
         self._silence_from: int | None = None
         self._closed: list[tuple[int, int]] = []  # kept, not yet given
         self._start_share: int | None = None  # what the first segment still to give takes from the gap before it
+
+    @property
+    def speaking(self) -> bool:
+        return self._start is not None and self._silence_from is None
 
     def feed(self, probability: float) -> None:
         position, self._position = self._position, self._position + self._window
