@@ -45,15 +45,17 @@ class Server:
         text = urllib.request.urlopen(self.metrics_url, timeout=10).read().decode()
         return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
+    def by_label(self, name: str, label: str) -> dict[str, float]:
+        """The samples of metric `name` now, by the value of their `label`."""
+        return {sample.labels[label]: sample.value for sample in self.samples() if sample.name == name}
+
     def live_outcomes(self) -> dict[str, float]:
         """Calls counted so far by how they were recognised (`aftercall_ingest_live_recognition_total`)."""
-        return {sample.labels["outcome"]: sample.value for sample in self.samples()
-                if sample.name == "aftercall_ingest_live_recognition_total"}
+        return self.by_label("aftercall_ingest_live_recognition_total", "outcome")
 
     def stage_seconds(self) -> dict[str, float]:
         """Seconds spent so far in each pipeline stage (the server's `aftercall_pipeline_stage_duration_seconds`)."""
-        return {sample.labels["stage"]: sample.value for sample in self.samples()
-                if sample.name == "aftercall_pipeline_stage_duration_seconds_sum"}
+        return self.by_label("aftercall_pipeline_stage_duration_seconds_sum", "stage")
 
 
 @contextlib.contextmanager

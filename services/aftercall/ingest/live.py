@@ -216,8 +216,7 @@ class LiveRecognition:
             if speculation.key != key:
                 future.cancel()  # overtaken by speech
             elif future.done():  # its result may not have been handed over yet
-                if not future.cancelled() and future.exception() is None:
-                    channel.keep(speculation, future.result())
+                _keep_if_decoded(channel, speculation, future)
             elif future.running():
                 await self._race(channel, speculation, future)
             else:
@@ -230,10 +229,7 @@ class LiveRecognition:
         done, _pending = await asyncio.wait([asyncio.wrap_future(speculating), urgent],
                                             return_when=asyncio.FIRST_COMPLETED)
         urgent.cancel()  # only if still queued; one decoding finishes, unused
-        if urgent in done and urgent.exception() is None:
-            channel.keep(speculation, urgent.result())
-        elif not speculating.cancelled() and speculating.exception() is None:
-            channel.keep(speculation, speculating.result())
+        _keep_if_decoded(channel, speculation, urgent if urgent in done else speculating)
 
     def close(self) -> None:
         """The stream broke off: a batch still running finishes in the background and is discarded."""
@@ -287,12 +283,7 @@ class LiveRecognition:
 
     def _speculated(self, index: int, speculation: Speculation, done: concurrent.futures.Future) -> None:
         self._speculating[index] = [entry for entry in self._speculating[index] if entry[1] is not done]
-        if done.cancelled():
-            return
-        if done.exception() is not None:
-            logger.debug("a speculative decode failed (%r); the group is decoded when it closes", done.exception())
-        else:
-            self._channels[index].keep(speculation, done.result())
+        _keep_if_decoded(self._channels[index], speculation, done)
 
     def _drop_speculations(self) -> None:
         """Those still queued are dropped (those decoding finish, unused)."""
@@ -325,3 +316,14 @@ class LiveRecognition:
                 self._calls.checkpoint_group(self.call_id, channel, spans, segments)
         except Exception as exc:  # noqa: BLE001 - a full disk: the call goes on; a restart would decode these again
             logger.warning("could not checkpoint a recognised stretch (%s)", type(exc).__name__)
+
+
+def _keep_if_decoded(channel: ChannelRecognition, speculation: Speculation, decode) -> None:
+    """The channel keeps a finished decode of `speculation` (a concurrent or asyncio future); a cancelled or failed
+    one is passed over (the group is decoded when it closes)."""
+    if decode.cancelled():
+        return
+    if decode.exception() is not None:
+        logger.debug("a decode of a speculation failed (%r); the group is decoded when it closes", decode.exception())
+    else:
+        channel.keep(speculation, decode.result())
