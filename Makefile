@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := sox festival festvox-us-slt-hts festvox-kallpc16k prometheus postgresql softhsm2 systemd \
-  sip-tester kamailio
+  sip-tester kamailio chromium
 SYSTEM_STAMP := $(VENV)/.system
 
 ANSIBLE_VENV := .venv-ansible
@@ -42,7 +42,8 @@ proto: $(GENERATED)
 # sox is the reference the G.711 decoder is tested against; festival voices make the test calls; a real
 # Prometheus scrapes the metrics endpoint in the tests; a real PostgreSQL server (started by the tests on a scratch
 # cluster) runs the store tests a second time; SoftHSM2 is the PKCS#11 token the KEK tests use; systemd-analyze
-# checks the units in deploy/; sipp (sip-tester) and kamailio are the SIPREC client and the proxy in its path.
+# checks the units in deploy/; sipp (sip-tester) and kamailio are the SIPREC client and the proxy in its path;
+# chromium is the browser the console tests drive (through playwright, which downloads no browser of its own).
 $(SYSTEM_STAMP): $(STAMP)
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -65,7 +65,8 @@ def test_the_rules_pass_promtool_check(tmp_path: Path):
     checked = subprocess.run(["promtool", "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     names = [rule["alert"] for group in yaml.safe_load(rules.read_text())["groups"] for rule in group["rules"]]
-    assert names == ["AftercallPostCallLatencyHigh", "AftercallQueueBacklog", "AftercallCallsFailing", "AftercallDown"]
+    assert names == ["AftercallPostCallLatencyHigh", "AftercallQueueBacklog", "AftercallCallsFailing",
+                     "AftercallCrmDeadLetters", "AftercallDown"]
 
 
 def test_slow_summaries_fire_the_latency_alert_and_quick_ones_do_not(tmp_path: Path):
@@ -101,3 +102,12 @@ def test_a_failed_call_and_a_silent_appliance_fire_at_once_or_soon(tmp_path: Pat
         _firing(rules, "AftercallCallsFailing", "3m", {**appliance, "stage": "asr"}),
         _firing(rules, "AftercallDown", "3m", None),
         _firing(rules, "AftercallDown", "5m", appliance)])
+
+
+def test_crm_dead_letters_fire_until_they_are_retried(tmp_path: Path):
+    rules, dead = _render(), f'aftercall_crm_outbox_events{{{INSTANCE},state="dead"}}'
+    appliance = {"severity": "warning", "instance": "appliance1:9464", "job": "aftercall", "state": "dead"}
+    _promtool_test(tmp_path, rules, [{"series": dead, "values": "0 0 2x10 0x10"}], [
+        _firing(rules, "AftercallCrmDeadLetters", "3m", None),
+        _firing(rules, "AftercallCrmDeadLetters", "9m", appliance, value="2"),
+        _firing(rules, "AftercallCrmDeadLetters", "20m", None)])

@@ -273,6 +273,18 @@ def test_tls_and_mutual_tls_on_grpc_and_metrics(servers, pki):
                 urllib.request.urlopen(url, context=refused, timeout=5).read()
 
 
+def test_the_console_is_served_beside_the_summaries_and_stops_on_sigterm(servers):
+    server = servers("summaries", "console", env={"AFTERCALL_CONSOLE__LISTEN": "127.0.0.1:0"})
+    deadline = time.monotonic() + 30
+    while not (match := re.search(r"serving console on (http://127\.0\.0\.1:\d+/)", server.log.read_text())):
+        assert time.monotonic() < deadline, server.log.read_text()
+        time.sleep(0.1)
+    with urllib.request.urlopen(match.group(1) + "queue") as response:  # single-user mode: no sign-in on loopback
+        page = response.read().decode()
+    assert response.status == 200 and "single-user mode" in page and "Nothing to review" in page
+    assert server.stop() == 0
+
+
 def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
     loose = tmp_path / "loose.key"
     shutil.copy(pki["server_key"], loose)
@@ -294,9 +306,14 @@ def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
             f"server.listen: cannot bind {busy}": ({}, ["--listen", busy]),
             f"server.metrics_listen: cannot bind {busy}": ({}, ["--listen", "127.0.0.1:0", "--metrics-listen", busy]),
             "server.data_dir: cannot use /proc/nowhere": ({}, ["--listen", "127.0.0.1:0", "--data-dir", "/proc/nowhere"]),
-            "unknown service 'billing' (known: ingest, summaries, asr, siprec, triton)": ({}, ["billing"]),
+            "unknown service 'billing' (known: ingest, summaries, console, asr, siprec, triton)": ({}, ["billing"]),
             "another aftercall ingest is using": ({}, ["--listen", "127.0.0.1:0", "--data-dir", str(locked)]),
             "triton runs on its own": ({}, ["ingest", "triton"]),
+            f"console.listen: cannot bind {busy}": ({"AFTERCALL_CONSOLE__LISTEN": busy},
+                                                    ["summaries", "console", "--listen", "127.0.0.1:0"]),
+            "crm.secret_file: the webhooks are signed": ({"AFTERCALL_CRM__ENDPOINTS": "https://crm.example/hook"},
+                                                         ["summaries"]),
+            "smtp.from_address": ({"AFTERCALL_SMTP__HOST": "relay.example"}, ["console"]),
         }
         for fragment, (env, args) in cases.items():
             args = ["serve", "--metrics-listen", "127.0.0.1:0", *data, *args]

@@ -126,6 +126,30 @@ def store(store_db, vault):
     return SummaryStore(store_db[0], vault)
 
 
+def test_a_search_by_an_entity_the_summary_names_runs_on_blind_indexes(store, store_db, vault):
+    from aftercall.review.store import SummaryFilter, SummaryStore
+
+    entities = [{"type": "reference", "value": "REF-4471-B"}, {"type": "amount", "value": "£212.40"}]
+    store.create_draft({**_summary("call-1"), "entities": entities}, {}, True, "ai")
+    store.create_draft({**_summary("call-2"), "entities": [{"type": "reference", "value": "REF-9000"}]}, {}, True,
+                       "ai")
+
+    def found(entity: str) -> list[str]:
+        return [s.call_id for s in store.list(SummaryFilter(entity=entity))[0]]
+
+    assert found("ref 4471 b") == ["call-1"] and found("£212.40") == ["call-1"] and found("REF-9000") == ["call-2"]
+    assert found("4471") == [], "a whole value, not a part of one"
+    store.edit("call-2", 1, {**_summary("call-2"), "entities": [{"type": "reference", "value": "REF-9001"}]}, "ann")
+    assert found("REF-9000") == [] and found("ref-9001") == ["call-2"]
+    assert b"4471" not in _bytes_on_disk(store_db[1]), "only keyed hashes of the values are stored"
+    # A store from before the entity index gets one at its next start.
+    db = store_db[0]
+    db.execute("DROP TABLE summary_entities")
+    assert [s.call_id for s in SummaryStore(db, vault).list(SummaryFilter(entity="REF-4471-B"))[0]] == ["call-1"]
+    store.erase("call-1", "admin", "test")
+    assert found("REF-4471-B") == []
+
+
 def test_stored_summaries_are_sealed_and_searchable(store, store_db):
     from aftercall.review.store import SummaryFilter
 

@@ -29,10 +29,18 @@ from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.service import CallIngestService
 from aftercall.ingest.spool import Spool
 from aftercall.asr.service import RivaCompatibleAsr
+from aftercall.confirm.letter import LetterTemplate
+from aftercall.confirm.mailer import Mailer
+from aftercall.console.app import Confirmations, Console, ConsoleServer, start_console
+from aftercall.console.auth import ConsoleAuth
+from aftercall.crm.outbox import Outbox
+from aftercall.crm.webhook import WebhookDelivery, read_secret
 from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline, build_redactor
+from aftercall.review.desk import ReviewDesk
 from aftercall.review.service import SummariesService
 from aftercall.review.store import SummaryStore
 from aftercall.siprec.server import SiprecServer, start_siprec
+from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.vault.access import AccessPolicy
 from aftercall.vault.envelope import Vault
 from aftercall.vault.keys import key_file_path, open_key_ring
@@ -41,9 +49,10 @@ logger = logging.getLogger(__name__)
 
 # What `aftercall serve` runs with no SERVICE named; `asr` (the Riva-compatible recogniser) is started on its own,
 # `triton` (a tritonserver process) only on its own; `siprec` (the SIPREC recording server, a client of ingest) on
-# its own or beside ingest.
+# its own or beside ingest; `console` (the review console, HTTPS on console.listen) on its own or beside the others.
 SERVICES = ("ingest", "summaries")
-KNOWN_SERVICES = (*SERVICES, "asr", "siprec", "triton")
+KNOWN_SERVICES = (*SERVICES, "console", "asr", "siprec", "triton")
+_STORING = {"ingest", "summaries", "console"}  # the services that open the summary store
 
 
 def default_data_dir() -> Path:
@@ -53,19 +62,26 @@ def default_data_dir() -> Path:
 
 @dataclass
 class Appliance:
-    server: GrpcServer
+    server: GrpcServer | None  # None: the console alone
     listen: str
     port: int
     metrics: Metrics
     metrics_port: int | None
     processor: CallProcessor | None
     _closers: list
+    console: ConsoleServer | None = None
+    crm_delivery: WebhookDelivery | None = None
 
     async def stop(self, grace: float) -> bool:
         """Stop within `grace` seconds: streams in flight keep being served (the processor keeps working for them)
         until they end or the grace runs out. True when a call was still being processed (it resumes at next start)."""
         deadline = time.monotonic() + grace
-        await self.server.stop(grace)
+        if self.console is not None:
+            await self.console.stop()
+        if self.crm_delivery is not None:
+            await self.crm_delivery.stop()
+        if self.server is not None:
+            await self.server.stop(grace)
         abandoned = False
         if self.processor is not None:
             abandoned = await self.processor.stop(deadline)
@@ -86,8 +102,8 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
     if metrics_listen is None:
         metrics_listen = config.asr_server.metrics_listen if alone_asr else config.server.metrics_listen
     if metrics_listen:
-        check_listen_security(metrics_listen, config.server, "metrics_listen")
-    check_listen_security(listen, config.server, "listen")
+        check_listen_security(metrics_listen, config.server, "server.metrics_listen")
+    check_listen_security(listen, config.server, "server.listen")
     access = AccessPolicy(config.access)
     if not access.enforced and not alone_asr and not is_loopback(parse_address(listen, "--listen")[0]):
         raise ConfigError(f"config access: no roles are set, so anyone who reaches {listen} could read and change "
@@ -96,7 +112,7 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
     db = open_database(data_dir)
     closers = [db.close]
     metrics = Metrics(registry)
-    metrics_port = None
+    metrics_port = console = outbox = crm_delivery = None
     try:
         # Metrics first: a taken port then fails before any call could be accepted.
         if metrics_listen:
@@ -104,7 +120,7 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             metrics_port = http_server.server_port
             closers.insert(0, http_server.shutdown)
         vault = summaries = None
-        if {"ingest", "summaries"} & set(services):  # `serve asr` alone stores nothing
+        if _STORING & set(services):  # `serve asr` alone stores nothing
             store_db = open_store_database(config.server.database_url, data_dir, db)
             if store_db is not db:
                 closers.append(store_db.close)
@@ -115,6 +131,12 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             vault = Vault(open_key_ring(config.vault, create_missing=True))
             summaries = SummaryStore(store_db, vault)
             access = AccessPolicy(config.access, vault.keys)  # now it can verify signed tokens
+            if config.crm.endpoints:
+                # Every process that stores or approves summaries writes their events and helps deliver them (the
+                # outbox leases each attempt, so two processes never send one event at once).
+                outbox = Outbox(store_db, vault, config.crm, metrics)
+                summaries.subscribe(outbox.enqueue)
+                crm_delivery = WebhookDelivery(outbox, config.crm, metrics, read_secret(config.crm.secret_file))
         bindings, processor = [], None
         if "ingest" in services:
             # One ingest per data directory: another would take this one's live calls for crashed ones.
@@ -126,9 +148,20 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             ingest = CallIngestService(config, calls, spool, processor, metrics, pipeline, access)
             closers.insert(0, ingest.close)
             bindings.append(ingest.binding())
-        if "summaries" in services:
+        desk = None
+        if {"summaries", "console"} & set(services):
             redactor = pipeline.redactor if pipeline is not None else build_redactor(config)
-            bindings.append(SummariesService(summaries, access, metrics, redactor).binding())
+            desk = ReviewDesk(summaries, access, metrics, redactor)
+        if "summaries" in services:
+            bindings.append(SummariesService(desk).binding())
+        if "console" in services:  # before the gRPC server: a port it cannot bind leaves nothing running
+            taxonomy = pipeline.taxonomy if pipeline is not None else load_taxonomy(
+                Path(config.summarise.taxonomy) if config.summarise.taxonomy else None)
+            confirmations = None
+            if config.smtp.host:
+                confirmations = Confirmations(LetterTemplate.load(config.smtp), Mailer(config.smtp))
+            console = await start_console(Console(desk, ConsoleAuth(access, vault.keys, config.console.session_hours),
+                                                  taxonomy, outbox, confirmations), config)
         if "asr" in services:
             # As many decodes in the model as the server runs requests at once.
             recogniser = asr_transcriber or build_embedded_transcriber(
@@ -137,16 +170,22 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             bindings.append(RivaCompatibleAsr(recogniser, config.asr_server, metrics, api_key).binding())
         largest_mb = max(config.ingest.max_recording_mb if "ingest" in services else 4,
                          config.asr_server.max_request_mb if "asr" in services else 4)
-        server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
-                            max_message_bytes=(largest_mb + 1) * 1024 * 1024)
+        server = None
+        if services != ("console",):
+            server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
+                                max_message_bytes=(largest_mb + 1) * 1024 * 1024)
         if processor is not None:
             await processor.start()  # resume before a new call could be taken for a crashed one
-        port = await server.start()
+        port = await server.start() if server is not None else 0
+        if crm_delivery is not None:
+            crm_delivery.start()
     except BaseException:
+        if console is not None:
+            await console.stop()
         for close in closers:
             close()
         raise
-    return Appliance(server, listen, port, metrics, metrics_port, processor, closers)
+    return Appliance(server, listen, port, metrics, metrics_port, processor, closers, console, crm_delivery)
 
 
 def _holds_sealed_records(db) -> bool:
@@ -168,7 +207,7 @@ async def start_recorder(config: Config, appliance: Appliance | None,
         ingest = siprec.ingest_server or config.server.listen
         metrics_listen = siprec.metrics_listen if metrics_listen is None else metrics_listen
         if metrics_listen:
-            check_listen_security(metrics_listen, config.server, "metrics_listen")
+            check_listen_security(metrics_listen, config.server, "siprec.metrics_listen")
             http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
             metrics_port = http_server.server_port
     return await start_siprec(siprec, metrics, ingest), metrics_port
@@ -177,15 +216,21 @@ async def start_recorder(config: Config, appliance: Appliance | None,
 async def serve(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None,
                 metrics_listen: str | None) -> bool:
     """Run until SIGTERM/SIGINT. Returns True when work was left for the next start."""
-    grpc_services = tuple(service for service in services if service != "siprec")
+    appliance_services = tuple(service for service in services if service != "siprec")
     appliance = recorder = None
-    if grpc_services:
-        appliance = await start_appliance(config, grpc_services, data_dir, listen, metrics_listen)
+    if appliance_services:
+        appliance = await start_appliance(config, appliance_services, data_dir, listen, metrics_listen)
         host = appliance.listen.rpartition(":")[0]
         metrics_note = f", metrics on port {appliance.metrics_port}" if appliance.metrics_port else ""
-        # One line on stderr that scripts (and the tests) read the bound port from.
-        print(f"aftercall: serving {', '.join(grpc_services)} on {host}:{appliance.port}{metrics_note}; data in "
-              f"{data_dir}", file=sys.stderr, flush=True)
+        rpc_services = [service for service in appliance_services if service != "console"]
+        # One line on stderr per listener that scripts (and the tests) read the bound port from.
+        if rpc_services:
+            print(f"aftercall: serving {', '.join(rpc_services)} on {host}:{appliance.port}{metrics_note}; data in "
+                  f"{data_dir}", file=sys.stderr, flush=True)
+        if appliance.console is not None:
+            console_host = config.console.listen.rpartition(":")[0]
+            print(f"aftercall: serving console on {appliance.console.scheme}://{console_host}:"
+                  f"{appliance.console.port}/", file=sys.stderr, flush=True)
     if "siprec" in services:
         try:
             recorder, metrics_port = await start_recorder(config, appliance, None if appliance else metrics_listen)

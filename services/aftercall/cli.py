@@ -51,11 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     summarise.add_argument("--channels", type=int, default=1, help="with --raw: 1 or 2 (default 1)")
     summarise.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
-    serve = commands.add_parser("serve", help="run the appliance's gRPC services (all of them by default)")
+    serve = commands.add_parser("serve", help="run the appliance's services (ingest and summaries by default)")
     serve.add_argument("services", nargs="*", metavar="SERVICE",
-                       help="ingest, summaries, asr (the Riva-compatible recogniser), siprec (a SIPREC recording "
-                            "server feeding ingest; [siprec] in the config), triton (a tritonserver on "
-                            "model_repository/); default: ingest summaries")
+                       help="ingest, summaries, console (the review console in a browser, on console.listen), asr "
+                            "(the Riva-compatible recogniser), siprec (a SIPREC recording server feeding ingest; "
+                            "[siprec] in the config), triton (a tritonserver on model_repository/); default: ingest "
+                            "summaries")
     serve.add_argument("--config", type=Path, help="aftercall TOML config file (optional)")
     serve.add_argument("--listen", help="gRPC HOST:PORT (default server.listen, 127.0.0.1:50051; port 0 = any)")
     serve.add_argument("--metrics-listen", help="Prometheus HOST:PORT (default server.metrics_listen, 127.0.0.1:9464)")
@@ -75,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--interim", action="store_true", help="ask for interim segments; print them on stderr")
     stream.add_argument("--format", choices=("json", "text"), default="json")
     _add_client_tls(stream)
+
+    folder = commands.add_parser("import", help="summarise a folder of recordings, each file exactly once")
+    folder.add_argument("folder", type=Path, help="the folder (sub-folders too); NAME.json beside a recording gives "
+                                                   "its metadata (agent_id, queue, tenant, customer_ref, ani, dnis, "
+                                                   "started_at)")
+    folder.add_argument("--server", default="127.0.0.1:50051", help="HOST:PORT of the ingest service")
+    folder.add_argument("--roles", help="stereo channel roles in order (default agent,customer)")
+    folder.add_argument("--watch", action="store_true", help="keep watching the folder for new recordings")
+    folder.add_argument("--interval", type=_interval, default=5.0, help="with --watch: seconds between looks (5)")
+    _add_client_tls(folder)
 
     keys = commands.add_parser("keys", help="the vault's key-encryption keys (vault.key_file)")
     key_actions = keys.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
@@ -109,6 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--reason", default="erasure request", help="recorded in the audit trail")
     _add_data_options(erase)
 
+    reprocess = commands.add_parser("reprocess", help="after a model change: summarise the untouched drafts again "
+                                                       "(edited and approved summaries stay)")
+    reprocess.add_argument("--since", type=_day, help="only drafts stored on or after this date (YYYY-MM-DD, UTC)")
+    reprocess.add_argument("--dry-run", action="store_true", help="say what would change; store nothing")
+    _add_data_options(reprocess)
+
     retention = commands.add_parser("retention", help="apply the retention policy ([retention])")
     retention_actions = retention.add_subparsers(dest="action", required=True, parser_class=_ArgumentParser)
     run = retention_actions.add_parser("run", help="crypto-shred what expired (legal holds excepted)")
@@ -139,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--agent-id", default="")
     listing.add_argument("--disposition", default="", help="disposition code")
     listing.add_argument("--state", choices=("draft", "edited", "approved"))
+    listing.add_argument("--entity", default="", help="an entity the summary names (a reference, an amount)")
     listing.add_argument("--limit", type=_page_size, default=50, help="at most this many (1-500)")
     getting = actions.add_parser("get", help="one summary")
     getting.add_argument("call_id")
@@ -148,6 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--format", choices=("json", "text"), default="json")
         _add_client_tls(sub)
     return parser
+
+
+def _day(text: str) -> float:
+    import datetime
+
+    try:
+        day = datetime.datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a date as YYYY-MM-DD, got {text!r}") from None
+    return day.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0.5 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"must be seconds from 0.5 to 3600, got {text!r}")
+    return seconds
 
 
 def _page_size(text: str) -> int:
@@ -281,6 +319,7 @@ def _admin_config(args: argparse.Namespace):
 
 
 def _keys(args: argparse.Namespace) -> int:
+    from aftercall.crm.outbox import sealed_event_rows
     from aftercall.vault.envelope import kek_of
     from aftercall.vault.hsm import token_keys
     from aftercall.vault.keys import KeyRing, key_file_path
@@ -295,7 +334,7 @@ def _keys(args: argparse.Namespace) -> int:
     with _data_stores(args, config) as stores:
         ring, audit = stores.vault.keys, stores.summaries.audit
         sources = ((stores.store_db, stores.summaries.sealed_rows), (stores.store_db, audit.sealed_rows),
-                   (stores.db, stores.calls.sealed_rows))
+                   (stores.store_db, lambda: sealed_event_rows(stores.store_db)), (stores.db, stores.calls.sealed_rows))
 
         def protected() -> dict[int, int]:
             counts = count_by_kek(source for _, source in sources)
@@ -370,6 +409,23 @@ def _erase(args: argparse.Namespace) -> int:
     if not found:
         raise NotFoundError("nothing stored matches: no call with that call id or customer reference")
     print(f"aftercall: erased {len(found)} call(s)", file=sys.stderr)
+    return 0
+
+
+def _reprocess(args: argparse.Namespace) -> int:
+    from aftercall.pipeline import build_pipeline
+    from aftercall.review.redraft import drafts_since, redraft_all
+
+    config = _admin_config(args)
+    pipeline = build_pipeline(config)
+    with _data_stores(args, config) as stores:
+        call_ids = drafts_since(stores.summaries, args.since)
+        print(f"aftercall: reprocess: {len(call_ids)} untouched draft(s)", file=sys.stderr, flush=True)
+        counts = redraft_all(stores.summaries, pipeline, call_ids,
+                             lambda line: print(f"aftercall: {line}", file=sys.stderr, flush=True), args.dry_run)
+    done = "dry run, nothing stored: would have" if args.dry_run else "reprocess:"
+    print(f"aftercall: {done} {counts.redrafted} redrafted, {counts.unchanged} unchanged, {counts.skipped} skipped",
+          file=sys.stderr)
     return 0
 
 
@@ -453,6 +509,29 @@ def _stream(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from aftercall.ingest.importer import FolderImport, ImportStopped
+
+    roles = parse_roles(args.roles) if args.roles else ("agent", "customer")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):  # finish the file in hand, then stop
+        signal.signal(signum, lambda *_: stop.set())
+    with _channel(args) as channel:
+        folder = FolderImport(channel, args.folder, roles, lambda line: print(f"aftercall: {line}", file=sys.stderr,
+                                                                              flush=True), stop)
+        try:
+            counts = folder.watch(args.interval) if args.watch else folder.run_once()
+        except ImportStopped as exc:
+            print(f"aftercall: import stopped, the rest is for the next run: {exc}", file=sys.stderr)
+            return EXIT_INTERNAL_ERROR
+    print(f"aftercall: import: {counts.accepted} accepted, {counts.already} imported before, {counts.refused} "
+          "refused", file=sys.stderr)
+    return EXIT_USER_ERROR if counts.refused else 0
+
+
 def _summaries(args: argparse.Namespace) -> int:
     import grpc
 
@@ -468,7 +547,7 @@ def _summaries(args: argparse.Namespace) -> int:
                 state = {"draft": pb.REVIEW_STATE_DRAFT, "edited": pb.REVIEW_STATE_EDITED,
                          "approved": pb.REVIEW_STATE_APPROVED}.get(args.state or "", 0)
                 records = list(stub.List(pb.ListSummariesRequest(
-                    agent_id=args.agent_id, disposition_code=args.disposition, state=state,
+                    agent_id=args.agent_id, disposition_code=args.disposition, state=state, entity=args.entity,
                     page_size=args.limit)).summaries)
         except grpc.RpcError as exc:
             raise RemoteError(exc) from exc
@@ -514,9 +593,9 @@ def _schema(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"summarise": _summarise, "serve": _serve, "stream": _stream, "summaries": _summaries,
-                "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention,
-                "tokens": _tokens, "bundle": _bundle, "eval": _eval, "bench": _bench,
+        return {"summarise": _summarise, "serve": _serve, "stream": _stream, "import": _import,
+                "summaries": _summaries, "keys": _keys, "audit": _audit, "erase": _erase, "retention": _retention,
+                "reprocess": _reprocess, "tokens": _tokens, "bundle": _bundle, "eval": _eval, "bench": _bench,
                 "schema": _schema}[args.command](args)
     except UserError as exc:
         print(f"aftercall: error: {exc}", file=sys.stderr)

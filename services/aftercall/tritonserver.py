@@ -109,7 +109,7 @@ def start_triton(config: Config, listen: str, scratch: Path, cancel: threading.E
     """Start tritonserver with its gRPC port on `listen` and wait until it and every model are ready."""
     import pytriton
 
-    check_listen_security(listen, config.server, "listen")
+    check_listen_security(listen, config.server, "server.listen")
     host, port = parse_address(listen, "--listen")
     binary = Path(pytriton.__file__).parent / "tritonserver" / "bin" / "tritonserver"
     scratch.mkdir(parents=True, exist_ok=True, mode=0o700)

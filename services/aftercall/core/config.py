@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from aftercall.core.documents import parse_toml
 from aftercall.core.errors import ConfigError
@@ -316,6 +317,60 @@ class SiprecConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    """`aftercall serve console`: the review console in a browser. HTTPS (and client certificates) with the
+    server.tls_* files, like every listener; plain HTTP only on loopback unless server.allow_plaintext_remote."""
+
+    listen: str = "127.0.0.1:8443"
+    # How long a sign-in lasts (the life of the session cookie); then the person signs in again.
+    session_hours: float = 10.0
+
+
+@dataclass(frozen=True)
+class CrmConfig:
+    """Summaries pushed to the site's CRM or ticketing system: a signed webhook per event, from a durable outbox."""
+
+    # The receivers' URLs (https://, or http:// on loopback); each gets every event. Empty: no push.
+    endpoints: tuple[str, ...] = ()
+    # A 0600 file holding the shared secret the receivers check X-Aftercall-Signature (HMAC-SHA256) with.
+    secret_file: str = ""
+    # Which events are pushed: "approved" (a person approved the summary) and "draft" (the AI draft, once stored).
+    events: tuple[str, ...] = ("approved",)
+    # "SUMMARY_FIELD=CRM_FIELD": the name each summary field is sent under; fields not listed keep their names.
+    field_map: tuple[str, ...] = ()
+    # Only the mapped fields are sent (and the event's own keys); false: every field.
+    mapped_only: bool = False
+    # Delivery attempts before an event is a dead letter (shown in the console and the metrics, retried by hand).
+    max_attempts: int = 8
+    # The first retry waits this long, each next one twice as long, up to max_backoff_s.
+    backoff_s: float = 2.0
+    max_backoff_s: float = 600.0
+    timeout_s: float = 10.0
+    # Trust this CA for https:// receivers; empty: the system's CAs.
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """The site's mail relay, for the written confirmation an agent sends the customer. Empty host: no e-mail."""
+
+    host: str = ""
+    port: int = 587
+    # STARTTLS before authenticating or sending (refused when the relay does not offer it); false only on loopback.
+    starttls: bool = True
+    # Trust this CA for the relay's certificate; empty: the system's CAs.
+    ca_file: str = ""
+    # Empty: no authentication. The password is read from a 0600 file, never written here.
+    username: str = ""
+    password_file: str = ""
+    from_address: str = ""
+    # The letter (a Jinja2 template, sandboxed); empty: the one shipped with aftercall.
+    template_file: str = ""
+    subject: str = "Your call with us"
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     asr: AsrConfig = field(default_factory=AsrConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -331,6 +386,9 @@ class Config:
     access: AccessConfig = field(default_factory=AccessConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     siprec: SiprecConfig = field(default_factory=SiprecConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    crm: CrmConfig = field(default_factory=CrmConfig)
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -389,6 +447,13 @@ _RANGES: dict[str, tuple[float, float]] = {
     "siprec.rtp_port_max": (1025, 65535),
     "siprec.rtp_timeout_s": (1.0, 3600.0),
     "siprec.max_sessions": (1, 10_000),
+    "console.session_hours": (0.1, 24 * 7.0),
+    "crm.max_attempts": (1, 1000),
+    "crm.backoff_s": (0.1, 3600.0),
+    "crm.max_backoff_s": (1.0, 86_400.0),
+    "crm.timeout_s": (1.0, 600.0),
+    "smtp.port": (1, 65535),
+    "smtp.timeout_s": (1.0, 600.0),
 }
 
 
@@ -494,6 +559,9 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
             raise ConfigError(f"config {section}.{prefix}cert_file: a client certificate needs TLS: set "
                               f"{section}.{prefix}ca_file or {section}.{prefix.rstrip('_')} = true")
     _validate_siprec(config.siprec)
+    parse_address(config.console.listen, "config console.listen")
+    _validate_crm(config.crm)
+    _validate_smtp(config.smtp)
     _validate_redact(config.redact)
     _validate_templates(config.summarise)
     if bool(config.server.tls_cert_file) != bool(config.server.tls_key_file):
@@ -501,6 +569,63 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
     if config.server.tls_client_ca_file and not config.server.tls_cert_file:
         raise ConfigError("config server.tls_client_ca_file: mutual TLS needs server.tls_cert_file and tls_key_file")
     return config
+
+
+def _validate_crm(crm: CrmConfig) -> None:
+    if crm.endpoints and not crm.secret_file:
+        raise ConfigError("config crm.secret_file: the webhooks are signed; name the file holding the shared secret")
+    for url in crm.endpoints:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            host = None
+        if parts.scheme not in ("https", "http") or not host:
+            raise ConfigError(f"config crm.endpoints: {url!r} is not an http(s):// URL")
+        if parts.scheme == "http" and not is_loopback(host):
+            raise ConfigError(f"config crm.endpoints: {url!r} would send summaries in the clear; use https://")
+    unknown = [event for event in crm.events if event not in ("draft", "approved")]
+    if unknown or not crm.events:
+        raise ConfigError(f"config crm.events: draft and/or approved, got {', '.join(crm.events) or 'none'}")
+    crm_field_map(crm)
+    if crm.max_backoff_s < crm.backoff_s:
+        raise ConfigError("config crm.max_backoff_s: must be at least crm.backoff_s")
+
+
+def crm_field_map(crm: CrmConfig) -> dict[str, str]:
+    """crm.field_map as summary field -> CRM field name."""
+    mapping: dict[str, str] = {}
+    for entry in crm.field_map:
+        source, sep, target = (part.strip() for part in entry.partition("="))
+        if not sep or not source or not target:
+            raise ConfigError(f"config crm.field_map: {entry!r} must be SUMMARY_FIELD=CRM_FIELD")
+        if source in mapping:
+            raise ConfigError(f"config crm.field_map: {source!r} is mapped twice")
+        mapping[source] = target
+    if len(set(mapping.values())) != len(mapping):
+        raise ConfigError("config crm.field_map: two summary fields map to one CRM field")
+    return mapping
+
+
+def _validate_smtp(smtp: SmtpConfig) -> None:
+    if not smtp.host:
+        return
+    if "@" not in smtp.from_address:
+        raise ConfigError("config smtp.from_address: an e-mail address is needed to send confirmations")
+    if bool(smtp.username) != bool(smtp.password_file):
+        raise ConfigError("config smtp.username: authentication needs smtp.password_file too (and the reverse)")
+    if not smtp.starttls and not is_loopback(smtp.host):
+        raise ConfigError(f"config smtp.starttls: the relay {smtp.host} is not on loopback; letters and the password "
+                          "would cross the network in the clear")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _validate_redact(redact: RedactConfig) -> None:

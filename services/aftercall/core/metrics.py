@@ -14,6 +14,8 @@ from aftercall.core.errors import ConfigError
 # Post-call latency spans seconds (a short call, idle appliance) to many minutes (a queue after a burst).
 _LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 _STAGE_BUCKETS = (0.005, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
+# After-call work runs from seconds (approved as drafted) to a day (a summary left for the next shift).
+_REVIEW_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 86400)
 # summarisation includes its redaction re-check; live is recognition during calls (the others run after them).
 STAGES = ("asr", "redaction", "summarisation", "store", "live")
 
@@ -55,6 +57,24 @@ class Metrics:
             "aftercall_review_edit_distance_ratio",
             "At approval: the share of the AI draft's words people rewrote (0 = approved as drafted).",
             buckets=(0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0), registry=r)
+        # After-call work: how long a summary waits for the person who approves it.
+        self.review_hangup_to_approval = Histogram(
+            "aftercall_review_hangup_to_approval_seconds",
+            "From the end of the call to its summary approved (the after-call work a person still does).",
+            buckets=_REVIEW_BUCKETS, registry=r)
+        self.review_duration = Histogram(
+            "aftercall_review_duration_seconds",
+            "From a summary first opened in review (console or Get) to its approval.",
+            buckets=_REVIEW_BUCKETS, registry=r)
+        self.crm_deliveries = Counter(
+            "aftercall_crm_deliveries_total",
+            "CRM webhook delivery attempts, by outcome: delivered, retry (failed, will be tried again), dead (failed "
+            "crm.max_attempts times: a dead letter until someone retries it).", ["outcome"], registry=r)
+        self.crm_outbox = Gauge("aftercall_crm_outbox_events", "CRM events in the outbox, by state (pending, dead).",
+                                ["state"], registry=r)
+        self.confirmations = Counter("aftercall_review_confirmations_total",
+                                     "Customer confirmation e-mails, by outcome (sent, failed).", ["outcome"],
+                                     registry=r)
         self.errors = Counter("aftercall_errors_total", "Errors returned to clients, by service and status code.",
                               ["service", "code"], registry=r)
         self.asr_requests = Counter("aftercall_asr_requests_total",
@@ -86,6 +106,12 @@ class Metrics:
                                            registry=r)
         for stage in STAGES:  # so every series exists from the first scrape
             self.stage_seconds.labels(stage=stage)
+        for outcome in ("delivered", "retry", "dead"):
+            self.crm_deliveries.labels(outcome=outcome)
+        for state in ("pending", "dead"):
+            self.crm_outbox.labels(state=state)
+        for outcome in ("sent", "failed"):
+            self.confirmations.labels(outcome=outcome)
         for rpc in ("Recognize", "StreamingRecognize"):
             self.asr_requests.labels(rpc=rpc)
             self.asr_audio_seconds.labels(rpc=rpc)

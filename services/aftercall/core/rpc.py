@@ -3,7 +3,6 @@ domain exceptions to status codes (with `google.rpc` details), caller identity, 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import stat
@@ -18,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aftercall.core import errors
-from aftercall.core.config import ServerConfig, parse_address
+from aftercall.core.config import ServerConfig, is_loopback, parse_address
 from aftercall.core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -241,19 +240,11 @@ def server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca, require_client_auth=bool(client_ca))
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def check_listen_security(listen: str, config: ServerConfig, key: str) -> None:
-    host, _ = parse_address(listen, f"config server.{key}")
+    """`key`: the setting that named the address (server.listen, console.listen, ...)."""
+    host, _ = parse_address(listen, f"config {key}")
     if not config.tls_cert_file and not is_loopback(host) and not config.allow_plaintext_remote:
-        raise ConfigError(f"config server.{key}: {listen} is not loopback and TLS is off; set server.tls_cert_file "
+        raise ConfigError(f"config {key}: {listen} is not loopback and TLS is off; set server.tls_cert_file "
                           "and server.tls_key_file (or server.allow_plaintext_remote = true on a trusted network)")
 
 
@@ -304,7 +295,7 @@ class GrpcServer:
 
     def __init__(self, bindings: list[ServiceBinding], config: ServerConfig, listen: str,
                  on_error: ErrorHook | None = None, max_message_bytes: int = 4 * 1024 * 1024):
-        check_listen_security(listen, config, "listen")
+        check_listen_security(listen, config, "server.listen")
         self._listen = listen
         self._bindings = bindings
         self._credentials = server_credentials(config)

@@ -8,20 +8,15 @@ import json
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from aftercall.core.errors import PermissionDeniedError, UserError, disk_full_is_capacity
-from aftercall.core.metrics import Metrics
+from aftercall.core.errors import UserError
 from aftercall.core.rpc import ServiceBinding, timestamp_seconds
-from aftercall.redact import Redactor
-from aftercall.review.edits import apply_edit
-from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter, SummaryStore
+from aftercall.review.desk import ReviewDesk
+from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter
 from aftercall.v1 import summaries_pb2 as pb
 from aftercall.v1 import summaries_pb2_grpc as pb_grpc
-from aftercall.vault.access import AccessPolicy
 
 _STATES = {DRAFT: pb.REVIEW_STATE_DRAFT, EDITED: pb.REVIEW_STATE_EDITED, APPROVED: pb.REVIEW_STATE_APPROVED}
 _STATE_NAMES = {value: key for key, value in _STATES.items()}
-# Every read is audited; on a full disk its entry cannot be written, and a read nobody could trace is refused.
-_UNAUDITED = "the data disk is full: the read could not be recorded in the audit trail, so it was refused"
 
 
 def _timestamp(seconds: float) -> Timestamp:
@@ -53,71 +48,37 @@ def _page_offset(token: str) -> int:
 
 
 class SummariesService(pb_grpc.SummariesServicer):
-    def __init__(self, store: SummaryStore, access: AccessPolicy, metrics: Metrics, redactor: Redactor):
-        self._store = store
-        self._redactor = redactor  # an agent's edit is redacted by the site's rules, like the summary it changes
-        self._access = access
-        self._metrics = metrics
-
-    def _readable(self, context, call_id: str, include_history: bool = False):
-        identity = self._access.identity(context)
-        scope = self._access.summaries_scope(identity, "reading summaries")
-        record = self._store.get(call_id, include_history)
-        if not scope.allows(record.agent_id):
-            raise PermissionDeniedError(f"{identity!r} may not read the summary of call {call_id!r} (not their "
-                                        "call or their team's)")
-        return record
-
-    def _reader(self, context) -> str:
-        return self._access.identity(context) or "unidentified"
-
-    def _changeable(self, context, call_id: str, action: str) -> str:
-        identity = self._access.identity(context, required_for=action)
-        scope = self._access.change_scope(identity, action)
-        if not scope.allows(self._store.get(call_id).agent_id):
-            raise PermissionDeniedError(f"{identity!r} may not {action.lower()} the summary of call {call_id!r} "
-                                        "(not their call or their team's)")
-        return identity
+    def __init__(self, desk: ReviewDesk):
+        self._desk = desk
+        self._access = desk.access
 
     def binding(self) -> ServiceBinding:
         return ServiceBinding(pb.DESCRIPTOR.services_by_name["Summaries"].full_name,
                               lambda server: pb_grpc.add_SummariesServicer_to_server(self, server))
 
     async def Get(self, request: pb.GetSummaryRequest, context: grpc.aio.ServicerContext) -> pb.SummaryRecord:
-        record = self._readable(context, request.call_id, request.include_history)
-        with disk_full_is_capacity(_UNAUDITED):
-            self._store.audit.record(self._reader(context), "read", request.call_id, history=request.include_history)
-        return to_proto(record)
+        return to_proto(self._desk.open(self._access.identity(context), request.call_id, request.include_history))
 
     async def List(self, request: pb.ListSummariesRequest, context) -> pb.ListSummariesResponse:
         if request.page_size > MAX_PAGE:
             raise UserError(f"page_size must be at most {MAX_PAGE}, got {request.page_size}")
         if request.state not in _STATE_NAMES and request.state != pb.REVIEW_STATE_UNSPECIFIED:
             raise UserError(f"state: unknown value {request.state}")
-        scope = self._access.summaries_scope(self._access.identity(context), "searching summaries")
         where = SummaryFilter(
             agent_id=request.agent_id, disposition_code=request.disposition_code, tenant=request.tenant,
-            customer_ref=request.customer_ref, agents=scope.agents,
-            state=_STATE_NAMES.get(request.state, ""),
+            customer_ref=request.customer_ref, entity=request.entity, state=_STATE_NAMES.get(request.state, ""),
             created_from=timestamp_seconds(request.created_from, "created_from")
             if request.HasField("created_from") else None,
             created_to=timestamp_seconds(request.created_to, "created_to") if request.HasField("created_to") else None)
-        page, next_offset = self._store.list(where, request.page_size, _page_offset(request.page_token))
-        filters = {k: sorted(v) if isinstance(v, frozenset) else v for k, v in vars(where).items() if v}
-        with disk_full_is_capacity(_UNAUDITED):
-            self._store.audit.record(self._reader(context), "search", "", filters=filters,
-                                     results=[s.call_id for s in page])
+        page, next_offset = self._desk.search(self._access.identity(context), where, request.page_size,
+                                              _page_offset(request.page_token))
         token = base64.urlsafe_b64encode(str(next_offset).encode()).decode() if next_offset is not None else ""
         return pb.ListSummariesResponse(summaries=[to_proto(s) for s in page], next_page_token=token)
 
     async def Edit(self, request: pb.EditSummaryRequest, context) -> pb.SummaryRecord:
-        author = self._changeable(context, request.call_id, "Edit")
-        current = self._store.get(request.call_id)
-        edited = apply_edit(current.summary, request.fields_json, self._redactor)
-        return to_proto(self._store.edit(request.call_id, request.expected_version, edited, author))
+        identity = self._access.identity(context, required_for="Edit")
+        return to_proto(self._desk.edit(identity, request.call_id, request.expected_version, request.fields_json))
 
     async def Approve(self, request: pb.ApproveSummaryRequest, context) -> pb.SummaryRecord:
-        approver = self._changeable(context, request.call_id, "Approve")
-        approved, distance = self._store.approve(request.call_id, request.expected_version, approver)
-        self._metrics.review_edit_distance.observe(distance)
-        return to_proto(approved)
+        identity = self._access.identity(context, required_for="Approve")
+        return to_proto(self._desk.approve(identity, request.call_id, request.expected_version))

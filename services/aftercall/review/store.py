@@ -14,7 +14,7 @@ import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from aftercall.core.database import IntegrityError, table_exists, transaction, truncate_log
 from aftercall.core.errors import AlreadyExistsError, ConflictError, NotFoundError, StateError, UserError
@@ -50,6 +50,12 @@ CREATE TABLE IF NOT EXISTS sealed_summary_versions (
     PRIMARY KEY (call_key, version)
 );
 """
+# Blind indexes of each summary's entities (what a search by reference or entity matches).
+_ENTITY_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS summary_entities (call_key TEXT NOT NULL REFERENCES sealed_summaries(call_key), "
+    "entity_key TEXT NOT NULL, PRIMARY KEY (call_key, entity_key))",
+    "CREATE INDEX IF NOT EXISTS summary_entities_entity ON summary_entities(entity_key)",
+)
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 
@@ -86,6 +92,8 @@ class SummaryFilter:
     state: str = ""
     tenant: str = ""
     customer_ref: str = ""
+    # An entity the summary names (a reference, an amount, an error code), as `entity_key` normalises it.
+    entity: str = ""
     # The caller's scope: only these agents' calls (None: every call).
     agents: frozenset[str] | None = None
     created_from: float | None = None
@@ -98,8 +106,21 @@ class SummaryStore:
         self._vault = vault
         self._audit = audit or AuditLog(db, vault, clock)  # every change is audited in its own transaction
         self._clock = clock
-        db.executescript(_SCHEMA)
+        self._listeners: list[Callable[[str, StoredSummary], None]] = []
+        _index_stored_entities(db, self)
+        db.executescript(_SCHEMA + "".join(f"{statement};\n" for statement in _ENTITY_SCHEMA))
         _migrate_plaintext(db, self)
+
+    def subscribe(self, listener: Callable[[str, StoredSummary], None]) -> None:
+        """Call `listener(event, summary)` for each summary stored as a draft ("draft") or approved ("approved"),
+        inside the write's transaction: what it writes (the CRM outbox) commits with the change or not at all."""
+        self._listeners.append(listener)
+
+    def _notify(self, event: str, call_id: str) -> None:
+        if self._listeners:
+            stored = self.get(call_id)
+            for listener in self._listeners:
+                listener(event, stored)
 
     # -- keys and sealing -----------------------------------------------------------------------------------------
     def _key(self, field_name: str, value: str) -> str:
@@ -121,6 +142,7 @@ class SummaryStore:
                 self._insert(summary, metadata, DRAFT, 1, complete, "", now, now)
                 self._add_version(self._key("call_id", call_id), 1, author, summary, now)
                 self._audit.record(author, "create", call_id, version=1)
+                self._notify(DRAFT, call_id)
         except IntegrityError as exc:
             raise AlreadyExistsError(f"a summary for call {call_id!r} already exists") from exc
 
@@ -137,6 +159,15 @@ class SummaryStore:
              self._key("disposition", summary["disposition"]["code"]),
              self._key("customer_ref", record["customer_ref"]), int(complete), self._seal(SUMMARY, call_key, record),
              created_at, updated_at))
+        self._index_entities(call_key, summary)
+
+    def _index_entities(self, call_key: str, summary: dict[str, Any]) -> None:
+        """The summary's entities as blind indexes, so a search by a reference finds the call without opening it."""
+        self._db.execute("DELETE FROM summary_entities WHERE call_key = ?", (call_key,))
+        keys = {self._key("entity", entity_key(entity.get("value", ""))) for entity in summary.get("entities") or []
+                if isinstance(entity, dict) and entity_key(entity.get("value", ""))}
+        for key in sorted(keys):
+            self._db.execute("INSERT INTO summary_entities VALUES (?, ?)", (call_key, key))
 
     def _add_version(self, call_key: str, version: int, author: str, summary: dict[str, Any], now: float) -> None:
         self._db.execute("INSERT INTO sealed_summary_versions VALUES (?, ?, ?, ?)",
@@ -144,32 +175,49 @@ class SummaryStore:
                                                         {"author": author, "summary": summary}), now))
 
     def edit(self, call_id: str, expected_version: int, summary: dict[str, Any], author: str) -> StoredSummary:
+        """A person's version."""
+        return self._new_version(call_id, expected_version, summary, author, EDITED)
+
+    def redraft(self, call_id: str, expected_version: int, summary: dict[str, Any], author: str) -> StoredSummary:
+        """A new AI draft (after a model change) of a summary nobody has changed yet; StateError for one a person
+        has edited or approved: their work is never replaced."""
+        return self._new_version(call_id, expected_version, summary, author, DRAFT)
+
+    def _new_version(self, call_id: str, expected_version: int, summary: dict[str, Any], author: str,
+                     state: str) -> StoredSummary:
         now = self._clock()
         with transaction(self._db):
             current, record = self._check_writable(call_id, expected_version)
+            if state == DRAFT and current.state != DRAFT:
+                raise StateError(f"the summary for call {call_id!r} has been {current.state} by a person: it is "
+                                 "not redrafted")
             call_key, version = self._key("call_id", call_id), current.version + 1
             self._add_version(call_key, version, author, summary, now)
+            if state == DRAFT:  # what approval measures people's changes against
+                record = {**record, "drafted_version": version}
             self._db.execute("UPDATE sealed_summaries SET state = ?, version = ?, record = ?, disposition_key = ?, "
                              "updated_at = ? WHERE call_key = ?",
-                             (EDITED, version, self._seal(SUMMARY, call_key, {**record, "summary": summary}),
+                             (state, version, self._seal(SUMMARY, call_key, {**record, "summary": summary}),
                               self._key("disposition", summary["disposition"]["code"]), now, call_key))
-            self._audit.record(author, "edit", call_id, version=version)
+            self._index_entities(call_key, summary)
+            self._audit.record(author, "edit" if state == EDITED else "redraft", call_id, version=version)
         return self.get(call_id)
 
     def approve(self, call_id: str, expected_version: int, approver: str) -> tuple[StoredSummary, float]:
-        """Freeze the summary. Also returns how much people changed the AI draft (a quality signal): the share of
-        the draft's words rewritten, 0.0 (approved as drafted) to 1.0."""
+        """Freeze the summary. Also returns how much people changed the AI draft (the latest one, where it was
+        redrafted; a quality signal): the share of the draft's words rewritten, 0.0 (approved as drafted) to 1.0."""
         with transaction(self._db):
             _, record = self._check_writable(call_id, expected_version)
-            call_key = self._key("call_id", call_id)
-            draft = self._open(VERSION, f"{call_key}/1", self._db.execute(
-                "SELECT record FROM sealed_summary_versions WHERE call_key = ? AND version = 1",
-                (call_key,)).fetchone()["record"])["summary"]
+            call_key, drafted = self._key("call_id", call_id), record.get("drafted_version", 1)
+            draft = self._open(VERSION, f"{call_key}/{drafted}", self._db.execute(
+                "SELECT record FROM sealed_summary_versions WHERE call_key = ? AND version = ?",
+                (call_key, drafted)).fetchone()["record"])["summary"]
             distance = edit_distance(draft, record["summary"])
             self._db.execute("UPDATE sealed_summaries SET state = ?, record = ?, updated_at = ? WHERE call_key = ?",
                              (APPROVED, self._seal(SUMMARY, call_key, {**record, "approved_by": approver}),
                               self._clock(), call_key))
             self._audit.record(approver, "approve", call_id, version=expected_version, edit_distance=distance)
+            self._notify(APPROVED, call_id)
         return self.get(call_id), distance
 
     def _check_writable(self, call_id: str, expected_version: int) -> tuple[StoredSummary, dict[str, Any]]:
@@ -218,6 +266,9 @@ class SummaryStore:
             if getattr(where, attribute):
                 clauses.append(f"{column} = ?")
                 values.append(self._key(index_field, getattr(where, attribute)))
+        if where.entity:
+            clauses.append("call_key IN (SELECT call_key FROM summary_entities WHERE entity_key = ?)")
+            values.append(self._key("entity", entity_key(where.entity)))
         if where.agents is not None:
             clauses.append(f"agent_key IN ({','.join('?' * len(where.agents)) or 'NULL'})")
             values.extend(self._key("agent_id", agent) for agent in sorted(where.agents))
@@ -260,6 +311,7 @@ class SummaryStore:
         with transaction(self._db):
             versions = self._db.execute("DELETE FROM sealed_summary_versions WHERE call_key = ?",
                                         (call_key,)).rowcount
+            self._db.execute("DELETE FROM summary_entities WHERE call_key = ?", (call_key,))
             summaries = self._db.execute("DELETE FROM sealed_summaries WHERE call_key = ?", (call_key,)).rowcount
             if summaries:
                 self._audit.record(actor, "erase", call_id, reason=reason, records=summaries + versions)
@@ -310,6 +362,15 @@ class SummaryStore:
     def audit(self) -> AuditLog:
         return self._audit
 
+    @property
+    def vault(self) -> Vault:
+        return self._vault
+
+
+def entity_key(value: str) -> str:
+    """An entity value as searched: case, spaces and punctuation do not count ("REF-4471 b" = "ref4471b")."""
+    return "".join(character for character in str(value).casefold() if character.isalnum())
+
 
 def edit_distance(draft: dict[str, Any], final: dict[str, Any]) -> float:
     """1 - the similarity of the two summaries' words (their written fields, not the transcript or bookkeeping)."""
@@ -321,6 +382,20 @@ def edit_distance(draft: dict[str, Any], final: dict[str, Any]) -> float:
 
 
 _NOT_WRITTEN = {"transcript", "redactions", "evidence", "timings", "model", "generator", "audio_seconds", "call_id"}
+
+
+def _index_stored_entities(db: sqlite3.Connection, store: SummaryStore) -> None:
+    """A store from before the entity index: its summaries' entities indexed once, under the write lock (so two
+    processes starting at once do it once)."""
+    if table_exists(db, "summary_entities") or not table_exists(db, "sealed_summaries"):
+        return  # indexed already, or a new store
+    with transaction(db):
+        if table_exists(db, "summary_entities"):
+            return
+        for statement in _ENTITY_SCHEMA:
+            db.execute(statement)
+        for row in db.execute("SELECT call_key, record FROM sealed_summaries").fetchall():
+            store._index_entities(row["call_key"], store._open(SUMMARY, row["call_key"], row["record"])["summary"])
 
 
 def _migrate_plaintext(db: sqlite3.Connection, store: SummaryStore) -> None:

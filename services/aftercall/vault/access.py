@@ -58,10 +58,15 @@ class AccessPolicy:
     def enforced(self) -> bool:
         return bool(self._roles)
 
+    @property
+    def believes_loopback_user(self) -> bool:
+        """Whether a user name a loopback client asserts (a local UI or proxy that authenticated the person) counts."""
+        return not self.enforced or self._trust_loopback_user
+
     def identity(self, context, required_for: str = "") -> str | None:
         """The caller's identity as this policy believes it: the client certificate; else a signed token; else, from
         loopback, the user metadata (see AccessConfig.trust_loopback_user)."""
-        loopback = not self.enforced or self._trust_loopback_user
+        loopback = self.believes_loopback_user
         certified = caller_identity(context, loopback_metadata=False)
         if certified is not None:
             return certified

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from aftercall.core.config import RetentionConfig
 from aftercall.core.database import transaction
+from aftercall.crm.outbox import erase_events
 from aftercall.ingest.calls import CallStore
 from aftercall.ingest.spool import Spool
 from aftercall.review.store import SummaryStore
@@ -27,8 +28,10 @@ class RetentionReport:
 
 def erase_call(summaries: SummaryStore, calls: CallStore, spool: Spool, call_id: str, actor: str,
                reason: str) -> bool:
-    """The call's summary and versions, its job row and any audio still spooled. False when nothing was there."""
+    """The call's summary and versions, its CRM events not yet delivered, its job row and any audio still spooled.
+    False when nothing was there."""
     records = summaries.erase(call_id, actor, reason)  # audited there
+    records += erase_events(summaries.audit.db, summaries.vault, call_id)  # what the CRM has not taken yet
     job, audio = calls.get(call_id) is not None, spool.directory(call_id).exists()
     if job or audio:
         with transaction(summaries.audit.db):

@@ -15,10 +15,11 @@ from aftercall.core.errors import AuthenticationError
 from aftercall.vault.keys import KeyRing
 
 _MAX_TTL_S = 7 * 86400
+_IDENTITY = b"aftercall identity tokens"
 
 
-def _key(keys: KeyRing) -> bytes:
-    return hmac.new(keys.index_key, b"aftercall identity tokens", hashlib.sha256).digest()
+def _key(keys: KeyRing, purpose: bytes) -> bytes:
+    return hmac.new(keys.index_key, purpose, hashlib.sha256).digest()
 
 
 def _b64(data: bytes) -> str:
@@ -29,21 +30,33 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def sign_claims(keys: KeyRing, purpose: bytes, claims: dict) -> str:
+    """`claims` (JSON) and their HMAC under a key for `purpose` alone: a token of one kind is never another kind."""
+    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{payload}.{_b64(hmac.new(_key(keys, purpose), payload.encode(), hashlib.sha256).digest())}"
+
+
+def signed_claims(keys: KeyRing, purpose: bytes, token: str) -> dict | None:
+    """The claims of a token `sign_claims` made for `purpose`; None when it was not (or was altered)."""
+    payload, _, signature = token.partition(".")
+    expected = _b64(hmac.new(_key(keys, purpose), payload.encode(), hashlib.sha256).digest())
+    if not signature or not hmac.compare_digest(signature, expected):
+        return None
+    return json.loads(_unb64(payload))
+
+
 def issue_token(keys: KeyRing, user: str, ttl_s: float, now: float | None = None) -> str:
     if not user or not 0 < ttl_s <= _MAX_TTL_S:
         raise ValueError(f"a token names a user and lives between 1 s and {_MAX_TTL_S // 86400} days")
     issued = time.time() if now is None else now
-    payload = _b64(json.dumps({"sub": user, "exp": int(issued + ttl_s)}, separators=(",", ":")).encode())
-    return f"{payload}.{_b64(hmac.new(_key(keys), payload.encode(), hashlib.sha256).digest())}"
+    return sign_claims(keys, _IDENTITY, {"sub": user, "exp": int(issued + ttl_s)})
 
 
 def verify_token(keys: KeyRing, token: str, now: float | None = None) -> str:
     """The user a valid, unexpired token names; AuthenticationError otherwise (never a guess)."""
-    payload, _, signature = token.partition(".")
-    expected = _b64(hmac.new(_key(keys), payload.encode(), hashlib.sha256).digest())
-    if not signature or not hmac.compare_digest(signature, expected):
+    claims = signed_claims(keys, _IDENTITY, token)
+    if claims is None:
         raise AuthenticationError("x-aftercall-token: not a token this appliance's key file signed")
-    claims = json.loads(_unb64(payload))
     if claims["exp"] < (time.time() if now is None else now):
         raise AuthenticationError("x-aftercall-token: expired; ask for a new one")
     return str(claims["sub"])

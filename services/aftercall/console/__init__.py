@@ -1,0 +1,1 @@
+"""The review console: summaries reviewed, edited and approved in a browser."""
