@@ -169,13 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _day(text: str) -> float:
-    import datetime
+    from aftercall.core.documents import utc_day
 
     try:
-        day = datetime.datetime.strptime(text, "%Y-%m-%d")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a date as YYYY-MM-DD, got {text!r}") from None
-    return day.replace(tzinfo=datetime.timezone.utc).timestamp()
+        return utc_day(text, "date")
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _interval(text: str) -> float:

@@ -29,6 +29,7 @@ import jinja2
 from aiohttp import web
 
 from aftercall.core.config import Config, parse_address
+from aftercall.core.documents import utc_day
 from aftercall.core.errors import (AftercallError, AuthenticationError, ConfigError, NotFoundError,
                                    PermissionDeniedError, UserError)
 from aftercall.core.rpc import check_listen_security, status_code_for
@@ -333,13 +334,10 @@ async def _send_confirmation(request: web.Request) -> web.Response:
 
 
 def _date(text: str, key: str, end: bool = False) -> float | None:
+    """The start of the day (of the next one for `end`, so the day itself is included); None when empty."""
     if not text:
         return None
-    try:
-        day = datetime.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=datetime.timezone.utc)
-    except ValueError:
-        raise UserError(f"{key}: a date as YYYY-MM-DD, got {text!r}") from None
-    return (day + datetime.timedelta(days=1 if end else 0)).timestamp()
+    return utc_day(text, key) + (86400 if end else 0)
 
 
 async def _search(request: web.Request) -> web.Response:

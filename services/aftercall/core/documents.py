@@ -9,6 +9,7 @@ text and fails far downstream (the tokenizer's TypeError, every UTF-8 encode). A
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 import sys
@@ -86,3 +87,12 @@ def _holds_lone_surrogate(document: Any) -> bool:
         elif isinstance(item, list):
             pending.extend(item)
     return False
+
+
+def utc_day(text: str, where: str) -> float:
+    """The start (UTC) of a day someone typed as YYYY-MM-DD, in Unix seconds; UserError naming `where` otherwise."""
+    try:
+        day = datetime.datetime.strptime(text, "%Y-%m-%d")
+    except ValueError:
+        raise UserError(f"{where}: a date as YYYY-MM-DD, got {text!r}") from None
+    return day.replace(tzinfo=datetime.timezone.utc).timestamp()

@@ -229,7 +229,7 @@ class WebhookDelivery:
                 # The status only: the answer's body (or reason phrase) could echo the summary.
                 redirect = " (redirects are not followed)" if 300 <= response.status < 400 else ""
                 return f"HTTP {response.status}{redirect}"
-        except TimeoutError:
+        except asyncio.TimeoutError:  # the builtin TimeoutError only from Python 3.11
             return f"no answer within {self._config.timeout_s:g} s"
         except aiohttp.ClientError as exc:
             return _describe(exc)
