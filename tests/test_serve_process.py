@@ -314,6 +314,9 @@ def test_misconfiguration_fails_fast_naming_the_key(pki, tmp_path):
             "crm.secret_file: the webhooks are signed": ({"AFTERCALL_CRM__ENDPOINTS": "https://crm.example/hook"},
                                                          ["summaries"]),
             "smtp.from_address": ({"AFTERCALL_SMTP__HOST": "relay.example"}, ["console"]),
+            "no roles are set, so anyone who reaches 0.0.0.0:0": (
+                {"AFTERCALL_CONSOLE__LISTEN": "0.0.0.0:0", "AFTERCALL_SERVER__ALLOW_PLAINTEXT_REMOTE": "true"},
+                ["console"]),
         }
         for fragment, (env, args) in cases.items():
             args = ["serve", "--metrics-listen", "127.0.0.1:0", *data, *args]

@@ -105,10 +105,14 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
         check_listen_security(metrics_listen, config.server, "server.metrics_listen")
     check_listen_security(listen, config.server, "server.listen")
     access = AccessPolicy(config.access)
-    if not access.enforced and not alone_asr and not is_loopback(parse_address(listen, "--listen")[0]):
-        raise ConfigError(f"config access: no roles are set, so anyone who reaches {listen} could read and change "
-                          "every summary; list who is who under [access] (pbx, agent, supervisor, auditor, admin), "
-                          "or listen on loopback")
+    exposed = [] if alone_asr else [(listen, "--listen")]
+    if "console" in services:
+        exposed.append((config.console.listen, "config console.listen"))
+    for address, key in exposed:
+        if not access.enforced and not is_loopback(parse_address(address, key)[0]):
+            raise ConfigError(f"config access: no roles are set, so anyone who reaches {address} could read and "
+                              "change every summary; list who is who under [access] (pbx, agent, supervisor, "
+                              "auditor, admin), or listen on loopback")
     db = open_database(data_dir)
     closers = [db.close]
     metrics = Metrics(registry)
