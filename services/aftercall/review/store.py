@@ -1,9 +1,10 @@
-"""Stored summaries and every version of them: the AI draft (version 1), each person's edit, and the approval.
+"""Stored summaries and every version of them: the AI draft (version 1, and any redraft after a model change), each
+person's edit, and the approval.
 
 Nothing is overwritten: a version row is written once. Everything about a call that could identify someone (the
 summary, the call id, agent, queue, tenant, customer reference, who approved) is sealed by the vault (a data key per
-record); the columns people filter on hold keyed blind indexes (HMACs) of those values, so searches run on
-ciphertext. Left clear: the review state, the version number, whether the call arrived whole, and the times, which
+record); the columns people filter on hold keyed blind indexes (HMACs) of those values, and `summary_entities` those
+of each entity a summary names, so searches run on ciphertext. Left clear: the review state, the version number, whether the call arrived whole, and the times, which
 order and page the results and drive retention.
 """
 
