@@ -20,14 +20,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from aftercall.core.config import Config, parse_address
-from aftercall.core.database import lock_data_dir, open_database, open_store_database, table_exists
+from aftercall.core.database import lock_data_dir
 from aftercall.core.errors import ConfigError
 from aftercall.core.metrics import Metrics, serve_metrics
 from aftercall.core.rpc import GrpcServer, check_listen_security, is_loopback, read_api_key
-from aftercall.ingest.calls import CallStore
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.service import CallIngestService
-from aftercall.ingest.spool import Spool
 from aftercall.asr.service import RivaCompatibleAsr
 from aftercall.confirm.letter import LetterTemplate
 from aftercall.confirm.mailer import Mailer
@@ -38,12 +36,10 @@ from aftercall.crm.webhook import WebhookDelivery, read_secret
 from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline, build_redactor
 from aftercall.review.desk import ReviewDesk
 from aftercall.review.service import SummariesService
-from aftercall.review.store import SummaryStore
 from aftercall.siprec.server import SiprecServer, start_siprec
+from aftercall.stores import open_stores
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.vault.access import AccessPolicy
-from aftercall.vault.envelope import Vault
-from aftercall.vault.keys import key_file_path, open_key_ring
 
 logger = logging.getLogger(__name__)
 
@@ -113,39 +109,31 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             raise ConfigError(f"config access: no roles are set, so anyone who reaches {address} could read and "
                               "change every summary; list who is who under [access] (pbx, agent, supervisor, "
                               "auditor, admin), or listen on loopback")
-    db = open_database(data_dir)
-    closers = [db.close]
+    closers: list = []
     metrics = Metrics(registry)
-    metrics_port = console = outbox = crm_delivery = None
+    metrics_port = console = outbox = crm_delivery = stores = summaries = None
     try:
         # Metrics first: a taken port then fails before any call could be accepted.
         if metrics_listen:
             http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
             metrics_port = http_server.server_port
-            closers.insert(0, http_server.shutdown)
-        vault = summaries = None
+            closers.append(http_server.shutdown)
         if _STORING & set(services):  # `serve asr` alone stores nothing
-            store_db = open_store_database(config.server.database_url, data_dir, db)
-            if store_db is not db:
-                closers.append(store_db.close)
-            key_file = key_file_path(config.vault.key_file)
-            if not key_file.exists() and _holds_sealed_records(store_db):
-                raise ConfigError(f"vault.key_file: {key_file} does not exist, but the store holds records sealed "
-                                  "with a key file: restore that one (a new key file could not open them)")
-            vault = Vault(open_key_ring(config.vault, create_missing=True))
-            summaries = SummaryStore(store_db, vault)
-            access = AccessPolicy(config.access, vault.keys)  # now it can verify signed tokens
+            stores = open_stores(config, data_dir, create_keys=True)
+            closers.append(stores.close)
+            summaries = stores.summaries
+            access = AccessPolicy(config.access, stores.vault.keys)  # now it can verify signed tokens
             if config.crm.endpoints:
                 # Every process that stores or approves summaries writes their events and helps deliver them (the
                 # outbox leases each attempt, so two processes never send one event at once).
-                outbox = Outbox(store_db, vault, config.crm, metrics)
+                outbox = Outbox(stores.store_db, stores.vault, config.crm, metrics)
                 summaries.subscribe(outbox.enqueue)
                 crm_delivery = WebhookDelivery(outbox, config.crm, metrics, read_secret(config.crm.secret_file))
         bindings, processor = [], None
         if "ingest" in services:
             # One ingest per data directory: another would take this one's live calls for crashed ones.
             closers.append(lock_data_dir(data_dir, "ingest"))
-            calls, spool = CallStore(db, vault), Spool(data_dir / "spool", vault)
+            calls, spool = stores.calls, stores.spool
             pipeline = pipeline or build_pipeline(config)
             processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
                                       config.ingest.max_attempts, config.ingest.disk_reserve_bytes)
@@ -164,7 +152,8 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             confirmations = None
             if config.smtp.host:
                 confirmations = Confirmations(LetterTemplate.load(config.smtp), Mailer(config.smtp))
-            console = await start_console(Console(desk, ConsoleAuth(access, vault.keys, config.console.session_hours),
+            console = await start_console(Console(desk, ConsoleAuth(access, stores.vault.keys,
+                                                              config.console.session_hours),
                                                   taxonomy, outbox, confirmations), config)
         if "asr" in services:
             # As many decodes in the model as the server runs requests at once.
@@ -190,11 +179,6 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
             close()
         raise
     return Appliance(server, listen, port, metrics, metrics_port, processor, closers, console, crm_delivery)
-
-
-def _holds_sealed_records(db) -> bool:
-    return any(table_exists(db, table) and db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
-               for table in ("sealed_summaries", "audit_log"))
 
 
 async def start_recorder(config: Config, appliance: Appliance | None,

@@ -10,7 +10,6 @@ import logging
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 from aftercall import __version__
 from aftercall.core.audio import Encoding
@@ -290,25 +289,13 @@ def _data_dir(args: argparse.Namespace, config) -> Path:
 def _data_stores(args: argparse.Namespace, config):
     """The data directory's stores opened with the key file, as the admin commands use them (the server may be
     running: SQLite lets both write, one transaction at a time)."""
-    from aftercall.core.database import open_database, open_store_database
-    from aftercall.ingest.calls import CallStore
-    from aftercall.ingest.spool import Spool
-    from aftercall.review.store import SummaryStore
-    from aftercall.vault.envelope import Vault
-    from aftercall.vault.keys import open_key_ring
+    from aftercall.stores import open_stores
 
-    vault = Vault(open_key_ring(config.vault, create_missing=False))
-    data_dir = _data_dir(args, config)
-    db = open_database(data_dir)
-    store_db = None
+    stores = open_stores(config, _data_dir(args, config))
     try:
-        store_db = open_store_database(config.server.database_url, data_dir, db)
-        yield SimpleNamespace(db=db, store_db=store_db, vault=vault, summaries=SummaryStore(store_db, vault),
-                              calls=CallStore(db, vault), spool=Spool(data_dir / "spool", vault))
+        yield stores
     finally:
-        if store_db is not None and store_db is not db:
-            store_db.close()
-        db.close()
+        stores.close()
 
 
 def _admin_config(args: argparse.Namespace):
@@ -318,7 +305,6 @@ def _admin_config(args: argparse.Namespace):
 
 
 def _keys(args: argparse.Namespace) -> int:
-    from aftercall.crm.outbox import sealed_event_rows
     from aftercall.vault.envelope import kek_of
     from aftercall.vault.hsm import token_keys
     from aftercall.vault.keys import KeyRing, key_file_path
@@ -331,9 +317,7 @@ def _keys(args: argparse.Namespace) -> int:
         print(f"aftercall: created {path} (key 1 active); back it up apart from the data", file=sys.stderr)
         return 0
     with _data_stores(args, config) as stores:
-        ring, audit = stores.vault.keys, stores.summaries.audit
-        sources = ((stores.store_db, stores.summaries.sealed_rows), (stores.store_db, audit.sealed_rows),
-                   (stores.store_db, lambda: sealed_event_rows(stores.store_db)), (stores.db, stores.calls.sealed_rows))
+        ring, audit, sources = stores.vault.keys, stores.summaries.audit, stores.sealed_sources()
 
         def protected() -> dict[int, int]:
             counts = count_by_kek(source for _, source in sources)
