@@ -253,15 +253,14 @@ async def _summary(request: web.Request, error: str = "", status: int = 200) -> 
     console: Console = request.app[CONSOLE]
     visitor: Visitor = request[VISITOR]
     stored = console.desk.open(visitor.identity, request.match_info["call_id"], include_history=True)
-    editable = stored.state != APPROVED and console.desk.may_change(visitor.identity, stored)
+    may_change = console.desk.may_change(visitor.identity, stored)
     summary = stored.summary
     return _render(request, "summary.html", status=status, stored=stored, state=_STATE_NAMES[stored.state],
-                   widgets=summary_widgets(summary, console.taxonomy), editable=editable,
+                   widgets=summary_widgets(summary, console.taxonomy), editable=may_change and stored.state != APPROVED,
                    transcript=summary.get("transcript", []), redactions=summary.get("redactions", []),
                    history=_history(stored), work=console.desk.after_call_work(stored), error=error,
                    notice=request.query.get("notice", ""),
-                   can_confirm=stored.state == APPROVED and console.confirmations is not None and
-                   console.desk.may_change(visitor.identity, stored))
+                   can_confirm=may_change and stored.state == APPROVED and console.confirmations is not None)
 
 
 def _expected_version(form) -> int:

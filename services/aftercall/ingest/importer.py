@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aftercall.core.documents import parse_json
 from aftercall.core.errors import UserError
 from aftercall.ingest.wire import ROLE_CODES
 from aftercall.v1 import ingest_pb2 as pb
@@ -52,7 +52,6 @@ class ImportCounts:
     accepted: int = 0
     already: int = 0
     refused: int = 0
-    refused_files: list[str] = field(default_factory=list)
 
 
 def recordings(root: Path) -> list[Path]:
@@ -72,10 +71,11 @@ def sidecar_metadata(recording: Path) -> pb.CallMetadata:
     if not sidecar.exists():
         return pb.CallMetadata()
     try:
-        text = sidecar.read_bytes()[: _MAX_SIDECAR_BYTES + 1]
-        document = json.loads(text) if len(text) <= _MAX_SIDECAR_BYTES else None
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{sidecar}: not readable JSON ({exc})") from None
+        with sidecar.open("rb") as file:
+            data = file.read(_MAX_SIDECAR_BYTES + 1)  # a stray large file is not read whole
+    except OSError as exc:
+        raise UserError(f"{sidecar}: cannot read it ({exc.strerror})") from None
+    document = parse_json(data, str(sidecar)) if len(data) <= _MAX_SIDECAR_BYTES else None
     if not isinstance(document, dict):
         raise UserError(f"{sidecar}: must be a JSON object of at most {_MAX_SIDECAR_BYTES // 1024} KiB")
     unknown = sorted(set(document) - {*_METADATA_KEYS, "started_at"})
@@ -162,7 +162,6 @@ class FolderImport:
 
     def _refused(self, what: str, why: str) -> None:
         self.counts.refused += 1
-        self.counts.refused_files.append(what)
         self._report(f"{what}: {REFUSED}: {why}")
 
     def _submit(self, request: pb.SubmitRecordingRequest) -> tuple[str, str]:
