@@ -10,7 +10,7 @@ SYSTEM_STAMP := $(VENV)/.system
 ANSIBLE_VENV := .venv-ansible
 ANSIBLE_STAMP := $(ANSIBLE_VENV)/.installed
 
-.PHONY: tagger demo test venv proto system-deps eval bench bundle ansible-lint ansible-test sample-audio clean
+.PHONY: tagger demo test test-fast venv proto system-deps eval bench bundle ansible-lint ansible-test sample-audio clean docs
 
 $(STAMP): pyproject.toml model-packages.txt
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,11 @@ demo: $(STAMP) $(GENERATED)
 test: $(STAMP) $(GENERATED) $(SYSTEM_STAMP) $(ANSIBLE_STAMP)
 	$(BIN)/python -m pytest -q
 
+# The unit and service tiers (pyproject.toml's markers), without e2e: no Whisper on audio, no appliance processes,
+# browser, sipp or Ansible (so no Ansible venv); a few minutes where `make test` takes over ten.
+test-fast: $(STAMP) $(GENERATED) $(SYSTEM_STAMP)
+	$(BIN)/python -m pytest -q -m "not e2e"
+
 # Quality on the regression calls, the front-end calls and the public sets in ../shared/data (absent sets are
 # skipped), in text, audio and mono mode side by side: reports/eval.html + eval.json (docs/quality.md has a measured
 # run). Exit 1 when a gate fails.
@@ -107,3 +112,8 @@ sample-audio: $(SYSTEM_STAMP)
 
 clean:
 	rm -rf $(VENV) $(ANSIBLE_VENV) build *.egg-info services/*.egg-info .pytest_cache services/aftercall/v1
+
+# docs/config.md and docs/redaction.md, generated from the config sections and the redaction rule table; the tests
+# fail while they are stale.
+docs: $(STAMP) $(GENERATED)
+	$(BIN)/python -m aftercall.reference docs

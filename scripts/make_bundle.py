@@ -18,7 +18,7 @@ from aftercall import __version__
 from aftercall.bundle import build_bundle, generate_keys
 
 ROOT = Path(__file__).resolve().parent.parent
-_CONTENT = ("model_repository", "ansible", "deploy", "samples/demo_call.wav", "README.md", "NOTICE",
+_CONTENT = ("model_repository", "ansible", "deploy", "samples/demo_call.wav", "README.md", "docs", "NOTICE",
             "model-packages.txt")
 _SKIPPED = {"__pycache__", ".ansible"}
 

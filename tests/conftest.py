@@ -66,6 +66,58 @@ def transcriber():
     return EmbeddedTranscriber()
 
 
+@pytest.fixture(autouse=True)
+def whisper_only_in_e2e(request, monkeypatch):
+    """The tiers' rule that can be checked: Whisper decodes only in tests marked e2e, so `make test-fast` stays
+    fast. Only this process is watched; a console script's subprocess is the e2e marker's to declare."""
+    decodes = []
+    if request.node.get_closest_marker("e2e") is None:
+        from faster_whisper import WhisperModel
+
+        transcribe = WhisperModel.transcribe
+
+        def counted(self, *args, **kwargs):
+            decodes.append(1)
+            return transcribe(self, *args, **kwargs)
+
+        monkeypatch.setattr(WhisperModel, "transcribe", counted)
+    yield
+    assert not decodes, "this test runs the Whisper model: mark it pytest.mark.e2e"
+
+
+@pytest.fixture
+def fake_recogniser():
+    from fake_recogniser import FakeRecogniser
+
+    return FakeRecogniser()
+
+
+@pytest.fixture
+async def fake_asr(tmp_path, fake_recogniser):
+    """`aftercall serve asr` in process with `fake_recogniser` in Whisper's place: `await fake_asr(**asr_server)`
+    gives the appliance; point asr.riva_uri at 127.0.0.1:{port}. Stopped after the test."""
+    import dataclasses
+
+    from prometheus_client import CollectorRegistry
+
+    from aftercall.app import start_appliance
+    from aftercall.asr.config import AsrServerConfig
+    from aftercall.config import Config
+
+    started = []
+
+    async def start(**settings):
+        config = dataclasses.replace(Config(), asr_server=dataclasses.replace(AsrServerConfig(), **settings))
+        appliance = await start_appliance(config, ("asr",), tmp_path / "asr", "127.0.0.1:0", "", CollectorRegistry(),
+                                          asr_transcriber=fake_recogniser)
+        started.append(appliance)
+        return appliance
+
+    yield start
+    for appliance in started:
+        await appliance.stop(1)
+
+
 @pytest.fixture(scope="session")
 def tts():
     """aftercall.evaluation.speech (two festival voices, sox) for synthesising test calls; skips where they are not

@@ -6,7 +6,11 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
+
 from conftest import ANSIBLE_BIN, ROOT
+
+pytestmark = pytest.mark.e2e
 
 
 def test_ansible_lint_production_profile_offline():

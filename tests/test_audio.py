@@ -358,7 +358,7 @@ def mono_call(tts, tmp_path_factory) -> Path:
     return folder / "mono.wav"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("kind", ["8-bit wav", "mp3"])
 def test_cli_summarises_a_mono_recording_with_both_speakers(mono_call: Path, tmp_path: Path, kind: str):
     if kind == "mp3":

@@ -28,7 +28,7 @@ def smoke(tmp_path_factory):
     return json.loads((out / "bench.json").read_text()), (out / "bench.html").read_text(), done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_smoke_run_reports_every_part(smoke):
     data, html, stderr = smoke
     assert data["meta"]["mode"] == "smoke"
@@ -42,7 +42,7 @@ def test_smoke_run_reports_every_part(smoke):
         assert title in html
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_every_stage_is_timed_against_bare_whisper(smoke):
     (length,) = smoke[0]["stages"]
     aftercall, bare = length["aftercall"], length["bare_whisper"]
@@ -55,7 +55,7 @@ def test_every_stage_is_timed_against_bare_whisper(smoke):
     assert aftercall["redaction_s_per_1000_words"] > 0
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_served_levels_complete_every_call(smoke):
     served = smoke[0]["served"]
     assert [level["calls"] for level in served["levels"]] == [1, 2]
@@ -69,7 +69,7 @@ def test_served_levels_complete_every_call(smoke):
     assert served["stalled_streams"]["streams"] == 5
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_post_call_latency_is_measured_against_call_length_live_and_after_the_call(smoke):
     runs = smoke[0]["live"]["runs"]
     assert [(run["mode"], run["minutes"], run["calls"], run["ending"]) for run in runs] == [
@@ -80,7 +80,7 @@ def test_post_call_latency_is_measured_against_call_length_live_and_after_the_ca
         assert 0 < run["p50_s"] <= run["p95_s"] <= run["max_s"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_triton_vault_and_ratios_are_measured(smoke):
     data = smoke[0]
     triton = data["triton"]
@@ -103,7 +103,7 @@ def test_bad_arguments_exit_2_with_one_line(args, message):
     assert done.stderr.count("\n") == 1 and message in done.stderr, done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_siprec_calls_from_sipp_are_all_recorded(smoke):
     siprec = smoke[0]["siprec"]
     if "skipped" in siprec:

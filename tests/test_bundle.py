@@ -102,12 +102,14 @@ def _ansible_verify(bundle, public) -> subprocess.CompletedProcess:
                           env={**os.environ, "ANSIBLE_LOCALHOST_WARNING": "false", "ANSIBLE_NOCOLOR": "1"})
 
 
+@pytest.mark.e2e
 def test_the_playbook_accepts_a_whole_signed_bundle(release):
     checked = _ansible_verify(*release)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert '"version": "0.1.0"' in checked.stdout and '"changed": false' in checked.stdout
 
 
+@pytest.mark.e2e
 def test_the_playbook_refuses_a_tampered_bundle(release, tmp_path):
     bundle, public = release
     _rewrite(bundle, lambda name, data: b"other" if name.startswith("deploy/") else data)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from aftercall.config import load_config
 from aftercall.core.audio import load_audio
-from aftercall.core.config import load_config
 from aftercall.core.errors import ConfigError, ModelIntegrityError
 from aftercall.evaluation.metrics import digit_leak
 from conftest import DEMO_JSON, DEMO_WAV, ROOT, run_cli
 from heard import assert_heard, wer
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_demo_call_per_channel_recognition(transcriber):
     transcript = transcriber.transcribe(load_audio(DEMO_WAV), ("agent", "customer"))
     reference = json.loads(DEMO_JSON.read_text())["turns"]
@@ -37,13 +37,13 @@ def test_demo_call_per_channel_recognition(transcriber):
     assert all(" " not in w.text for t in transcript.turns for w in t.words)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_swapped_roles_swap_the_speakers(transcriber):
     transcript = transcriber.transcribe(load_audio(DEMO_WAV), ("customer", "agent"))
     assert transcript.turns[0].speaker == "customer"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_summarise_demo_wav_json_contract_and_no_leaks():
     result = run_cli("summarise", DEMO_WAV, "--format", "json", "--call-id", "demo-1")
     assert result.returncode == 0, result.stderr
@@ -56,7 +56,7 @@ def test_summarise_demo_wav_json_contract_and_no_leaks():
     assert set(summary["timings"]) >= {"asr_s", "redaction_s", "summarisation_s"}
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_raw_g711_input_matches_the_wav(tmp_path: Path):
     raw = tmp_path / "demo.ul"
     data = DEMO_WAV.read_bytes()
@@ -66,7 +66,7 @@ def test_raw_g711_input_matches_the_wav(tmp_path: Path):
     assert "CARD_LOST_STOLEN" in result.stdout and result.stderr == ""
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("text2wave") is None, reason="festival is installed by `make test`")
 def test_newly_synthesised_call_with_spoken_card_number(tmp_path: Path):
     dialogue = tmp_path / "call.json"

@@ -17,13 +17,13 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from prometheus_client import CollectorRegistry
 
+from aftercall.confirm.config import SmtpConfig
 from aftercall.confirm.letter import MAX_TEMPLATE_BYTES, Letter, LetterTemplate, check_outgoing, draft_letter
 from aftercall.confirm.mailer import Mailer, send_confirmation
-from aftercall.core.config import SmtpConfig
 from aftercall.core.database import open_store_database
 from aftercall.core.errors import BackendUnavailableError, ConfigError, StateError, UserError
-from aftercall.core.metrics import Metrics
 from aftercall.redact import Redactor
+from aftercall.review.metrics import ReviewMetrics
 from aftercall.review.store import StoredSummary, SummaryStore
 from aftercall.vault.envelope import Vault
 from aftercall.vault.keys import KeyRing
@@ -72,9 +72,9 @@ def _stored(store: SummaryStore, approved: bool = True) -> StoredSummary:
     return store.get(SUMMARY["call_id"])
 
 
-def _metrics() -> tuple[Metrics, CollectorRegistry]:
+def _metrics() -> tuple[ReviewMetrics, CollectorRegistry]:
     registry = CollectorRegistry()
-    return Metrics(registry), registry
+    return ReviewMetrics(registry), registry
 
 
 def _confirmations(registry: CollectorRegistry, outcome: str) -> float:
@@ -222,6 +222,7 @@ def test_a_summary_not_yet_approved_gets_no_letter(store):
 
 
 # -- sending --------------------------------------------------------------------------------------------------------
+@pytest.mark.service
 def test_the_letter_is_delivered_over_starttls_with_auth_and_audited(store, redactor, smtp_config, inbox):
     stored = _stored(store)
     letter = draft_letter(LetterTemplate.load(smtp_config), stored)
@@ -246,6 +247,7 @@ def test_the_letter_is_delivered_over_starttls_with_auth_and_audited(store, reda
     assert (_confirmations(registry, "sent"), _confirmations(registry, "failed")) == (1, 0)
 
 
+@pytest.mark.service
 @pytest.mark.parametrize(("typed", "kind", "value"), [
     ("We have cancelled the card 4111 1111 1111 1111 for you.", "CARD", "4111"),
     ("We have cancelled the card [CARD ****0366] for you.", "CARD", "0366"),
@@ -268,6 +270,7 @@ def test_a_sensitive_value_typed_into_the_letter_is_refused_and_nothing_is_sent(
     assert (_confirmations(registry, "sent"), _confirmations(registry, "failed")) == (0, 0)
 
 
+@pytest.mark.service
 def test_a_summary_not_yet_approved_is_not_confirmed(store, redactor, smtp_config, inbox):
     stored = _stored(store, approved=False)
     with pytest.raises(StateError, match="not approved"):
@@ -276,6 +279,7 @@ def test_a_summary_not_yet_approved_is_not_confirmed(store, redactor, smtp_confi
     assert inbox.messages == []
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("recipient", [
     f"{CUSTOMER}\r\nBcc: collector@evil.example", f"{CUSTOMER}\nBcc: collector@evil.example",
     f"{CUSTOMER}, collector@evil.example", f"Daniel <{CUSTOMER}>", "daniel.h@", "daniel.h.example.org",
@@ -292,6 +296,7 @@ def test_a_subject_of_more_than_one_line_is_refused():
         Letter("Your call\r\nBcc: collector@evil.example", "Thank you for your call.")
 
 
+@pytest.mark.service
 def test_a_relay_without_starttls_gets_nothing_in_the_clear(store, redactor, pki, tmp_path):
     stored = _stored(store)
     metrics, registry = _metrics()
@@ -305,6 +310,7 @@ def test_a_relay_without_starttls_gets_nothing_in_the_clear(store, redactor, pki
     assert (_confirmations(registry, "sent"), _confirmations(registry, "failed")) == (0, 1)
 
 
+@pytest.mark.service
 def test_a_wrong_password_is_a_clear_config_error(smtp_config, inbox, tmp_path):
     config = replace(smtp_config, password_file=_password_file(tmp_path, "not-the-password", name="wrong-password"))
     with pytest.raises(ConfigError, match="smtp.password_file: the mail relay .* refused the login of 'aftercall'"):
@@ -312,18 +318,21 @@ def test_a_wrong_password_is_a_clear_config_error(smtp_config, inbox, tmp_path):
     assert inbox.messages == []
 
 
+@pytest.mark.service
 def test_a_recipient_the_relay_refuses_is_the_agents_to_correct(smtp_config, inbox):
     with pytest.raises(UserError, match=r"refused the recipient address \(SMTP 550\)") as refused:
         Mailer(smtp_config).send("nobody@example.org", Letter("Your call with us", "Thank you for your call."))
     assert "nobody" not in str(refused.value) and inbox.messages == []
 
 
+@pytest.mark.service
 def test_a_relay_certificate_of_another_ca_is_refused(smtp_config, inbox):
     with pytest.raises(ConfigError, match="smtp.ca_file: the certificate of the mail relay .* is not trusted"):
         Mailer(replace(smtp_config, ca_file="")).send(CUSTOMER, Letter("Your call with us", "Thanks."))
     assert inbox.messages == []
 
 
+@pytest.mark.service
 def test_a_relay_that_is_down_or_silent_is_unavailable(smtp_config):
     letter = Letter("Your call with us", "Thank you for your call.")
     with pytest.raises(BackendUnavailableError, match="cannot reach the mail relay .*Connection refused"):

@@ -17,11 +17,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aftercall.app import start_appliance
-from aftercall.core.config import AccessConfig, Config, ConsoleConfig, CrmConfig, ServerConfig, VaultConfig
+from aftercall.config import Config
+from aftercall.console.config import ConsoleConfig
+from aftercall.core.config import ServerConfig
 from aftercall.core.database import open_database
+from aftercall.crm.config import CrmConfig
 from aftercall.pipeline import Pipeline
 from aftercall.review.store import SummaryStore
 from aftercall.summarise.taxonomy import load_taxonomy
+from aftercall.vault.config import AccessConfig, VaultConfig
 from aftercall.vault.envelope import Vault
 from aftercall.vault.keys import open_key_ring
 from aftercall.vault.tokens import issue_token
@@ -102,6 +106,7 @@ async def _signed_in(base: str, keys, user: str, pki) -> AsyncIterator[aiohttp.C
         yield session
 
 
+@pytest.mark.service
 async def test_sign_in_sets_a_strict_session_and_every_page_is_locked_down(console, pki):
     base, keys, _ = console
     async with _browser(pki) as anonymous:
@@ -127,6 +132,7 @@ async def test_sign_in_sets_a_strict_session_and_every_page_is_locked_down(conso
         assert all(flag in cookie for flag in ("Secure", "HttpOnly", "SameSite=Strict"))
 
 
+@pytest.mark.service
 async def test_roles_are_the_grpc_roles(console, pki):
     base, keys, _ = console
     async with _signed_in(base, keys, "agent.ann", pki) as ann, _signed_in(base, keys, "agent.bob", pki) as bob:
@@ -157,6 +163,7 @@ async def test_roles_are_the_grpc_roles(console, pki):
             assert "Intact" in await response.text()
 
 
+@pytest.mark.service
 async def test_a_form_from_elsewhere_is_refused(console, pki):
     base, keys, _ = console
     async with _signed_in(base, keys, "agent.ann", pki) as ann, _signed_in(base, keys, "agent.bob", pki) as bob:
@@ -177,6 +184,7 @@ async def test_a_form_from_elsewhere_is_refused(console, pki):
             assert "version 1" in await response.text() and "draft" in await response.text(), "nothing changed"
 
 
+@pytest.mark.service
 async def test_edit_conflict_and_bad_values_are_shown_on_the_page(console, pki):
     base, keys, _ = console
     async with _signed_in(base, keys, "agent.ann", pki) as ann:
@@ -215,6 +223,7 @@ async def browser():
         await chromium.close()
 
 
+@pytest.mark.e2e
 async def test_an_agent_edits_sees_the_evidence_and_approves_with_the_keyboard_alone(console, browser):
     base, keys, appliance = console
     page = browser
@@ -265,6 +274,7 @@ async def test_an_agent_edits_sees_the_evidence_and_approves_with_the_keyboard_a
         assert 0 < registry.get_sample_value(f"{metric}_sum") < 600, metric
 
 
+@pytest.mark.service
 async def test_an_approval_reaches_the_crm_and_a_dead_letter_is_retried_from_the_console(site, pki, tmp_path):
     crm = Receiver()
     runner = await _listen(crm)
@@ -308,6 +318,7 @@ async def test_an_approval_reaches_the_crm_and_a_dead_letter_is_retried_from_the
 
 
 
+@pytest.mark.e2e
 async def test_an_approved_summary_becomes_the_customers_written_confirmation(site, browser, smtp_config, inbox,
                                                                               tmp_path):
     base, keys, appliance = await site(smtp=smtp_config)

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from aftercall.core.config import CrmConfig
 from aftercall.core.database import open_store_database
 from aftercall.core.errors import ConfigError
 from aftercall.core.logsetup import call_id_var
-from aftercall.core.metrics import Metrics
+from aftercall.crm.config import CrmConfig
+from aftercall.crm.metrics import CrmMetrics
 from aftercall.crm.outbox import Outbox
 from aftercall.crm.webhook import (EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookDelivery, read_secret,
                                    sign, verify_signature)
@@ -104,7 +104,7 @@ class Run:
     store: SummaryStore
     outbox: Outbox
     delivery: WebhookDelivery
-    metrics: Metrics
+    metrics: CrmMetrics
 
     def sample(self, name: str, **labels: str) -> float | None:
         return self.metrics.registry.get_sample_value(name, labels)
@@ -134,7 +134,7 @@ async def appliance(tmp_path, store_location):
     runs: list[Run] = []
 
     def open_run(data: str = "data", **crm) -> Run:
-        metrics = Metrics()
+        metrics = CrmMetrics()
         db = open_store_database(url, tmp_path / data)
         vault = Vault(KeyRing.load(tmp_path / "keys.json"))
         config = CrmConfig(**{"secret_file": "unused", "backoff_s": 0.1, "max_backoff_s": 0.4, "timeout_s": 30.0,
@@ -178,7 +178,7 @@ async def _until(condition, what: str, timeout: float = 5.0) -> None:
 
 
 # -- the outbox ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
 async def test_an_approval_and_its_events_commit_together_or_not_at_all(appliance):
     run = appliance(endpoints=NOWHERE)
 
@@ -203,7 +203,7 @@ async def test_an_approval_and_its_events_commit_together_or_not_at_all(applianc
     assert events[0]["type"] == "summary.approved" and events[0]["approved_by"] == "supervisor-3"
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
 async def test_drafts_are_pushed_only_when_configured(appliance):
     approved_only = appliance(endpoints=NOWHERE[:1])
     approved_only.store.create_draft(_summary("call-1"), {}, True, "ai")
@@ -217,7 +217,7 @@ async def test_drafts_are_pushed_only_when_configured(appliance):
     assert events[0]["event_id"] != events[1]["event_id"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
 async def test_the_payload_is_sealed_on_disk(appliance, store_location, backend):
     run = appliance(endpoints=NOWHERE[:1])
     _approve(run, "call-zanzibar-1")
@@ -230,7 +230,7 @@ async def test_the_payload_is_sealed_on_disk(appliance, store_location, backend)
     assert event["summary"]["issue"] == ISSUE and event["call_id"] == "call-zanzibar-1"  # it is there, sealed
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
 async def test_events_of_a_receiver_no_longer_configured_become_dead_letters(appliance):
     before = appliance(endpoints=NOWHERE)
     _approve(before)
@@ -244,7 +244,7 @@ async def test_events_of_a_receiver_no_longer_configured_become_dead_letters(app
     assert after.sample("aftercall_crm_outbox_events", state="dead") == 0
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.service)])
 async def test_erasing_a_call_deletes_its_events(appliance):
     run = appliance(endpoints=NOWHERE, events=("draft", "approved"))
     _approve(run, "call-1")
@@ -329,6 +329,7 @@ def test_the_secret_file_must_be_owner_only_and_hold_a_secret(tmp_path):
         read_secret("")
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("mapped_only", [False, True])
 async def test_an_approval_is_delivered_signed_under_the_sites_field_names(appliance, receiver, mapped_only):
     run = appliance(endpoints=(receiver.url("ok"),), field_map=("narrative = description", "issue=subject"),
@@ -354,6 +355,7 @@ async def test_an_approval_is_delivered_signed_under_the_sites_field_names(appli
     assert run.sample("aftercall_crm_outbox_events", state="pending") == 0
 
 
+@pytest.mark.service
 async def test_failed_attempts_are_retried_with_backoff_and_one_receiver_down_delays_no_other(appliance, receiver):
     refused = f"http://127.0.0.1:{free_port()}/refused"
     run = appliance(endpoints=(receiver.url("flaky"), receiver.url("hold"), refused, receiver.url("ok")),
@@ -378,6 +380,7 @@ async def test_failed_attempts_are_retried_with_backoff_and_one_receiver_down_de
     assert run.sample("aftercall_crm_outbox_events", state="dead") == 1
 
 
+@pytest.mark.service
 async def test_a_dead_letter_is_listed_without_the_summary_and_delivered_when_retried(appliance, receiver):
     run = appliance(endpoints=(receiver.url("broken"),), max_attempts=2)
     run.delivery.start()
@@ -399,6 +402,7 @@ async def test_a_dead_letter_is_listed_without_the_summary_and_delivered_when_re
     await _until(lambda: run.outbox.counts() == {"pending": 0, "dead": 0}, "the outbox empty")
 
 
+@pytest.mark.service
 async def test_an_attempt_without_an_answer_times_out(appliance, receiver):
     run = appliance(endpoints=(receiver.url("hold"),), timeout_s=0.3, max_attempts=1)
     run.delivery.start()
@@ -407,6 +411,7 @@ async def test_an_attempt_without_an_answer_times_out(appliance, receiver):
     assert run.outbox.dead_letters()[0].last_error == "no answer within 0.3 s"
 
 
+@pytest.mark.service
 async def test_a_restart_delivers_what_was_pending_and_what_was_in_flight(appliance, receiver):
     first = appliance(endpoints=(receiver.url("hold"),))
     first.delivery.start()
@@ -427,6 +432,7 @@ async def test_a_restart_delivers_what_was_pending_and_what_was_in_flight(applia
     await _until(lambda: second.outbox.counts() == {"pending": 0, "dead": 0}, "the outbox empty")
 
 
+@pytest.mark.service
 async def test_https_receivers_are_trusted_through_crm_ca_file_only(appliance, pki, tmp_path):
     crm = Receiver()
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -448,9 +454,10 @@ async def test_https_receivers_are_trusted_through_crm_ca_file_only(appliance, p
     finally:
         await runner.cleanup()
     with pytest.raises(ConfigError, match="crm.ca_file: cannot load"):
-        WebhookDelivery(trusting.outbox, CrmConfig(ca_file=str(tmp_path / "missing.pem")), Metrics(), SECRET)
+        WebhookDelivery(trusting.outbox, CrmConfig(ca_file=str(tmp_path / "missing.pem")), CrmMetrics(), SECRET)
 
 
+@pytest.mark.service
 async def test_info_logs_name_the_call_and_event_never_the_summary(appliance, receiver, caplog):
     seen: list[tuple[str, str]] = []  # (message, the call id the production handler would stamp on it)
 

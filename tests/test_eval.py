@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aftercall.core.config import Config
+from aftercall.config import Config
 from aftercall.core.errors import UserError
 from aftercall.evaluation.cases import CaseFormatError, load_cases
 from aftercall.evaluation.datasets import load_public
@@ -225,7 +225,7 @@ def test_an_absent_public_set_is_skipped_with_a_note(tmp_path: Path):
     assert json.loads((tmp_path / "eval.json").read_text())["skipped"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_audio_mode_synthesises_and_scores_recognition(summariser, transcriber, tmp_path: Path):
     """One regression call spoken by two TTS voices, through recognition: WER is measured, and nothing the caller
     said that must not appear does, even after recognition garbled it."""

@@ -19,8 +19,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aftercall.app import SERVICES, start_appliance
+from aftercall.config import Config
 from aftercall.core.audio import read_wav
-from aftercall.core.config import Config
 from aftercall.core.database import DATABASE_NAME
 from aftercall.ingest import processor
 from aftercall.pipeline import Pipeline
@@ -30,7 +30,7 @@ from aftercall.v1 import ingest_pb2_grpc as pb_grpc
 from aftercall.v1 import summaries_pb2 as spb
 from aftercall.v1 import summaries_pb2_grpc as spb_grpc
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 _DISK_MB = 8
 

@@ -28,14 +28,15 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
-from aftercall.core.config import Config
+from aftercall.config import Config
 from aftercall.core.decode import recording_wav
+from aftercall.core.errors import AudioFormatError, TranscriptFormatError
 from aftercall.core.rpc import error_reason
-from aftercall.core.errors import AudioFormatError, SipMessageError, TranscriptFormatError
 from aftercall.core.transcript import Transcript, Turn, parse_transcript
 from aftercall.evaluation.bench_tools import demo_call
 from aftercall.siprec import metadata as sip_metadata
 from aftercall.siprec import sdp, sip
+from aftercall.siprec.errors import SipMessageError
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import summaries_pb2 as spb
 from aftercall.v1 import summaries_pb2_grpc as spb_grpc
@@ -500,6 +501,7 @@ def _fuzz_grpc(port: int, seeds: list[tuple[str, list[bytes]]], count: int) -> t
     return failures, codes
 
 
+@pytest.mark.service
 async def test_fuzzed_grpc_requests_get_a_precise_status_and_the_server_carries_on(tmp_path, summariser):
     from aftercall.app import SERVICES, start_appliance
     from aftercall.pipeline import Pipeline

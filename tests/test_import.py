@@ -15,15 +15,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aftercall.app import SERVICES, start_appliance
-from aftercall.core.config import Config
+from aftercall.config import Config
 from aftercall.ingest.importer import call_id_for
 from aftercall.pipeline import Pipeline
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.v1 import summaries_pb2 as spb
 from conftest import ROOT
 from test_services import _summaries, _wait_for_summary
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
@@ -47,6 +45,7 @@ async def _import(port: int, folder, *extra: str) -> subprocess.CompletedProcess
                                    capture_output=True, text=True, timeout=300, cwd=ROOT)
 
 
+@pytest.mark.e2e
 async def test_a_folder_is_summarised_once_per_recording(appliance, tmp_path, demo_clip):
     folder = tmp_path / "recordings"
     (folder / "monday").mkdir(parents=True)
@@ -75,6 +74,7 @@ async def test_a_folder_is_summarised_once_per_recording(appliance, tmp_path, de
     assert "0 accepted, 2 imported before, 0 refused" in again.stderr
 
 
+@pytest.mark.e2e
 async def test_watching_takes_each_file_once_it_has_stopped_growing(appliance, tmp_path, demo_clip):
     folder = tmp_path / "drop"
     folder.mkdir()

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from aftercall.app import SERVICES, start_appliance
+from aftercall.config import Config
 from aftercall.core.audio import Encoding, parse_wav, read_wav
-from aftercall.core.config import Config
 from aftercall.core.transcript import Word
 from aftercall.evaluation.bench_tools import demo_call
 from aftercall.pipeline import Pipeline
@@ -26,8 +26,6 @@ from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.transcribe.vad import SpeechDetector
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
-
-pytestmark = pytest.mark.slow
 
 ROLES = ("agent", "customer")
 
@@ -67,6 +65,7 @@ def test_the_vad_fed_in_pieces_finds_the_segments_of_the_whole_channel(long_call
         assert found + stream.finish() == detector.speech(samples, audio.sample_rate) != []
 
 
+@pytest.mark.e2e
 def test_a_channel_recognised_in_pieces_gives_what_the_whole_channel_gives(transcriber, long_call):
     audio = parse_wav(long_call)
     samples = audio.channel_float(0)
@@ -83,6 +82,7 @@ def test_a_channel_recognised_in_pieces_gives_what_the_whole_channel_gives(trans
                                                                        for s in whole]
 
 
+@pytest.mark.e2e
 def test_a_channels_last_group_is_decoded_in_the_pause_before_it_ends_and_reused_only_if_it_stays_last(
         transcriber):
     # The last 40 s of the demo call: the customer's last three turns, one group, the last followed by 0.8 s of
@@ -111,8 +111,9 @@ def test_a_channels_last_group_is_decoded_in_the_pause_before_it_ends_and_reused
         "the last speculation is the group the channel ends with; the earlier ones, overtaken by speech, are not used"
 
 
+@pytest.mark.e2e
 def test_a_checkpointed_stretch_is_reused_not_recognised_again(transcriber, long_call, tmp_path):
-    from aftercall.core.config import VaultConfig
+    from aftercall.vault.config import VaultConfig
     from aftercall.core.database import open_database
     from aftercall.ingest.calls import RECEIVING, CallJob, CallStore
     from aftercall.ingest.spool import AudioFormat
@@ -181,6 +182,7 @@ def _checkpointed_rows(database) -> int:
         return reader.execute("SELECT COUNT(*) FROM recognised_groups").fetchone()[0]
 
 
+@pytest.mark.e2e
 async def test_a_streamed_call_is_recognised_during_the_call_with_the_batch_paths_transcript(
         tmp_path, pipeline, long_call):
     database = tmp_path / "data" / "aftercall.db"
@@ -203,6 +205,7 @@ async def test_a_streamed_call_is_recognised_during_the_call_with_the_batch_path
     assert _words(summary["transcript"]) == _words(batch["transcript"])
 
 
+@pytest.mark.e2e
 async def test_a_call_that_falls_behind_is_recognised_after_it_ends(tmp_path, pipeline, long_call):
     # 75 s of audio sent as fast as the stream goes: far more than 5 s ahead of the recogniser.
     summary, metrics = await _streamed(tmp_path, pipeline, long_call, "behind", live_max_lag_s=5.0)
@@ -211,6 +214,7 @@ async def test_a_call_that_falls_behind_is_recognised_after_it_ends(tmp_path, pi
     assert _words(summary["transcript"]) == _words(batch["transcript"])
 
 
+@pytest.mark.e2e
 async def test_calls_beyond_the_live_slots_are_recognised_after_they_end(tmp_path, pipeline, demo_clip):
     summary, metrics = await _streamed(tmp_path, pipeline, demo_clip, "off", max_live_calls=0)
     assert metrics == {"live": None, "fell_behind": None, "after_call": 1, "active": 0}

@@ -687,7 +687,7 @@ def test_a_type_turned_off_is_left_as_said_and_the_others_still_go():
 
 
 def test_a_site_config_builds_the_table_the_pipeline_uses_and_warns_of_types_turned_off(tmp_path, caplog):
-    from aftercall.core.config import load_config
+    from aftercall.config import load_config
     from aftercall.pipeline import build_pipeline
 
     path = tmp_path / "aftercall.toml"
@@ -717,17 +717,22 @@ def test_an_altered_entity_model_is_refused(tmp_path):
         EntityFinder(tmp_path).find(["It's Daniel Okafor."])
 
 
-def test_the_readme_shows_the_rule_table_and_a_site_section_that_loads(tmp_path):
-    """The README's redaction table is the code's table, and its `[redact]` example is a valid config."""
+def test_the_redaction_reference_is_the_rule_table_and_the_guides_site_section_loads(tmp_path):
+    """docs/redaction.md is generated from the code's table (`make docs`), and the guide's `[redact]` example is a
+    valid config."""
     from pathlib import Path
 
-    from aftercall.core.config import load_config
+    from aftercall.config import load_config
     from aftercall.redact.rules import RULES
+    from aftercall.reference import redaction_reference
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    rows = [f"| `{rule.kind}` | `{rule.placeholder}` | {rule.found_by} |" for rule in RULES]
-    assert "\n".join(rows) in readme
-    example = re.search(r"\*\*A site's own rules\*\*.*?```toml\n(.*?)```", readme, re.DOTALL).group(1)
+    docs = Path(__file__).parent.parent / "docs"
+    reference = (docs / "redaction.md").read_text()
+    assert reference == redaction_reference(), "docs/redaction.md is stale: run `make docs`"
+    for rule in RULES:
+        assert f"| `{rule.kind}` | `{rule.placeholder}` | {rule.found_by} |" in reference
+    guide = (docs / "redaction-guide.md").read_text()
+    example = re.search(r"\*\*A site's own rules\*\*.*?```toml\n(.*?)```", guide, re.DOTALL).group(1)
     (tmp_path / "site.toml").write_text(example)
     redact_config = load_config(tmp_path / "site.toml", {}).redact
     assert redact_config.off == ("LOCATION",) and "mrn" in redact_config.cues["NHS_NUMBER"]

@@ -8,11 +8,12 @@ import dataclasses
 
 import pytest
 
-from aftercall.core.config import Config, SummariseConfig
+from aftercall.config import Config
 from aftercall.core.database import open_database
 from aftercall.pipeline import Pipeline
 from aftercall.review.redraft import AUTHOR, drafts_since, redraft_all
 from aftercall.review.store import APPROVED, DRAFT, EDITED, SummaryStore
+from aftercall.summarise.config import SummariseConfig
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.vault.envelope import Vault
 from aftercall.vault.keys import KeyRing

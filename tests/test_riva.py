@@ -1,5 +1,5 @@
 """The Riva API both ways: the stock `riva.client` against `aftercall serve asr`, and our Riva backend against it.
-The same client suite can be pointed at a real Riva server (README, "Riva")."""
+The same client suite can be pointed at a real Riva server (docs/speech.md)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,18 @@ from prometheus_client import CollectorRegistry
 from riva.client.proto import riva_asr_pb2 as rasr
 
 from aftercall.app import start_appliance
+from aftercall.asr.config import AsrServerConfig
+from aftercall.config import Config
 from aftercall.core.audio import parse_wav, read_wav
-from aftercall.core.config import AsrConfig, AsrServerConfig, Config, ServerConfig
+from aftercall.core.config import ServerConfig
 from aftercall.core.errors import BackendUnavailableError, ConfigError
+from aftercall.transcribe.config import AsrConfig
 from aftercall.transcribe.riva import RivaTranscriber
 from conftest import free_port, run_cli
 from heard import assert_heard
 
-pytestmark = pytest.mark.slow
 
-
-# Point the client suite at a real Riva deployment instead: AFTERCALL_TEST_RIVA_URI=host:50051 (README, "Riva").
+# Point the client suite at a real Riva deployment instead: AFTERCALL_TEST_RIVA_URI=host:50051 (docs/speech.md).
 EXTERNAL_RIVA = os.environ.get("AFTERCALL_TEST_RIVA_URI", "")
 
 
@@ -67,6 +68,7 @@ def _per_channel_config(**fields) -> riva.client.RecognitionConfig:
                                          language_code="en-US", **fields)
 
 
+@pytest.mark.e2e
 async def test_stock_client_recognises_a_mulaw_wav_per_channel(asr_server, demo_clip):
     uri = await asr_server()
     # As the stock client does: the WAV file's bytes, header included, encoding left to the header.
@@ -87,6 +89,7 @@ async def test_stock_client_recognises_a_mulaw_wav_per_channel(asr_server, demo_
                                                                     for r in response.results]
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("fields, audio, fragment", [
     ({"encoding": riva.client.AudioEncoding.FLAC}, b"fLaC" + bytes(100), "config.encoding: FLAC is not supported"),
     ({"encoding": riva.client.AudioEncoding.OGGOPUS}, b"OggS" + bytes(100), "config.encoding: OGGOPUS"),
@@ -111,6 +114,7 @@ async def test_unsupported_requests_are_invalid_argument_naming_the_field(asr_se
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT and fragment in caught.value.details()
 
 
+@pytest.mark.e2e
 async def test_streaming_gives_interim_then_final_results_per_channel(asr_server, demo_clip):
     uri = await asr_server(interim_interval_s=2.0, max_window_s=8.0)
     config = riva.client.StreamingRecognitionConfig(config=_per_channel_config(), interim_results=True)
@@ -130,6 +134,7 @@ async def test_streaming_gives_interim_then_final_results_per_channel(asr_server
     assert max(w.start_time for r in finals for w in r.alternatives[0].words) > 8_000
 
 
+@pytest.mark.e2e
 async def test_api_key_is_required_when_configured(asr_server, demo_clip):
     uri = await asr_server(api_key="s3cret-key")
     config = _per_channel_config()
@@ -156,6 +161,7 @@ async def test_api_key_is_required_when_configured(asr_server, demo_clip):
     assert any(r.is_final for response in streamed for r in response.results)
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="Riva's own endpointing would cut the results differently")
 async def test_a_stream_whose_chunks_cut_sample_frames_is_heard_the_same(asr_server, demo_clip):
     """Stereo 16-bit PCM (4-byte frames) in 999-byte chunks: every chunk ends mid-frame."""
@@ -180,6 +186,7 @@ def _finals(uri: str, chunks: list[bytes], config) -> list[tuple[int, str]]:
             if r.is_final]
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="Riva's own endpointing would cut the results differently")
 async def test_a_streamed_wav_ends_where_its_header_says(asr_server, demo_clip):
     """What follows the declared data chunk is not audio, though it arrives in the stream: here a chunk that happens
@@ -193,6 +200,7 @@ async def test_a_streamed_wav_ends_where_its_header_says(asr_server, demo_clip):
     assert tagged == plain
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="compares with the embedded recogniser behind our server")
 @pytest.mark.parametrize("mixed", [False, True], ids=["stereo", "mono-diarised"])
 async def test_riva_backend_matches_the_embedded_recogniser(asr_server, transcriber, demo_clip, mixed):
@@ -212,6 +220,7 @@ async def test_riva_backend_matches_the_embedded_recogniser(asr_server, transcri
         assert {t.speaker for t in local.turns} == {"agent", "customer"}
 
 
+@pytest.mark.e2e
 async def test_riva_backend_over_mutual_tls_with_an_api_key(asr_server, pki, demo_clip):
     uri = await asr_server(api_key="k-123", server=ServerConfig(
         tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"], tls_client_ca_file=pki["ca"]))
@@ -233,6 +242,7 @@ async def test_riva_backend_over_mutual_tls_with_an_api_key(asr_server, pki, dem
         RivaTranscriber(dataclasses.replace(secure, riva_api_key_file=pki["ca"]))  # a PEM file by mistake
 
 
+@pytest.mark.e2e
 async def test_riva_tls_can_trust_the_system_cas(asr_server, pki, demo_clip, tmp_path):
     """`asr.riva_tls = true` and no CA file: gRPC's default roots, here pointed at the test CA for a fresh process."""
     uri = await asr_server(server=ServerConfig(tls_cert_file=pki["server_cert"], tls_key_file=pki["server_key"]))
@@ -257,6 +267,7 @@ def test_riva_down_is_a_clear_error_after_the_retries(demo_clip):
         backend.transcribe(parse_wav(demo_clip), ("agent", "customer"))
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="compares with the embedded recogniser behind our server")
 def test_summarise_over_riva_equals_the_in_process_summary(tmp_path, demo_clip):
     """`aftercall serve asr` as a process, `aftercall summarise --config` with asr.backend = riva."""
@@ -279,6 +290,7 @@ def test_summarise_over_riva_equals_the_in_process_summary(tmp_path, demo_clip):
         assert remote[field] == local[field], field
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(bool(EXTERNAL_RIVA), reason="counts requests on the in-process server")
 @pytest.mark.parametrize("layout", ["interleaved", "per_channel"])
 async def test_a_live_call_on_the_riva_backend_streams_each_channel(tmp_path, transcriber, summariser, demo_clip,
@@ -287,7 +299,7 @@ async def test_a_live_call_on_the_riva_backend_streams_each_channel(tmp_path, tr
     arrives (each channel on its own, whether chunks carry both or one); what comes back is redacted like every
     interim segment; the summary still comes from Recognize."""
     from aftercall.app import SERVICES
-    from aftercall.core.config import IngestConfig
+    from aftercall.ingest.config import IngestConfig
     from aftercall.pipeline import Pipeline
     from aftercall.summarise.taxonomy import load_taxonomy
     from test_services import _END, _chunk, _chunks, _exchange, _start

@@ -30,7 +30,7 @@ from aftercall.v1 import summaries_pb2 as spb
 from aftercall.v1 import summaries_pb2_grpc as spb_grpc
 from conftest import ROOT, free_port, run_cli, wav_header
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 _READY = re.compile(r"serving .* on (\S+):(\d+)(?:, metrics on port (\d+))?")
 
 
@@ -168,7 +168,7 @@ def test_kill_9_mid_call_resumes_with_the_stretches_recognised_live(servers, tmp
     """A call killed while it streams, after part of it was recognised live: on restart it is summarised from its
     spooled audio, reusing the checkpointed stretches, with the transcript the batch path gives."""
     from aftercall.core.audio import parse_wav, read_wav
-    from aftercall.core.config import Config
+    from aftercall.config import Config
     from aftercall.evaluation.bench_tools import demo_call
     from aftercall.pipeline import Pipeline
     from aftercall.summarise.taxonomy import load_taxonomy

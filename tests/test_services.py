@@ -21,15 +21,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from aftercall.app import SERVICES, start_appliance
+from aftercall.config import Config
 from aftercall.core.audio import read_wav
-from aftercall.core.config import Config, IngestConfig
 from aftercall.core.decode import decode_audio
 from aftercall.core.rpc import error_reason
 from aftercall.core.transcript import Transcript, Turn
+from aftercall.evaluation.metrics import digit_leak
+from aftercall.ingest.config import IngestConfig
 from aftercall.ingest.spool import AudioFormat, Spool
 from aftercall.pipeline import Pipeline
 from aftercall.summarise.contract import REQUIRED_KEYS
-from aftercall.evaluation.metrics import digit_leak
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
@@ -37,8 +38,6 @@ from aftercall.v1 import summaries_pb2 as spb
 from aftercall.v1 import summaries_pb2_grpc as spb_grpc
 from audio_files import encode, sox, speech_wav
 from conftest import wav_header
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +114,7 @@ async def _wait_for_summary(stub, call_id: str, timeout: float = 120) -> spb.Sum
         await asyncio.sleep(0.2)
 
 
+@pytest.mark.e2e
 async def test_streamed_call_gets_events_in_order_and_a_stored_summary(serve, demo_clip):
     appliance = await serve()
     payload = read_wav(demo_clip).payload
@@ -163,6 +163,7 @@ def test_per_channel_and_interleaved_chunks_spool_the_same_audio(tmp_path, demo_
 _MULAW_20MS = b"\xff" * 320  # 20 ms of stereo mu-law silence
 
 
+@pytest.mark.service
 @pytest.mark.parametrize("messages, code, fragment", [
     ([_chunk(0, _MULAW_20MS)], "INVALID_ARGUMENT", "first message must be CallStart"),
     ([_start(encoding=pb.AUDIO_ENCODING_UNSPECIFIED)], "INVALID_ARGUMENT", "encoding must be MULAW, ALAW"),
@@ -202,6 +203,7 @@ async def test_bad_streams_get_a_precise_status_and_the_server_carries_on(serve,
         "aftercall_errors_total", {"service": "CallIngest", "code": code}) == 1
 
 
+@pytest.mark.e2e
 async def test_duplicate_call_id_is_refused_without_touching_the_first(serve, demo_clip):
     appliance = await serve()
     payload = read_wav(demo_clip).payload[:16000]
@@ -214,6 +216,7 @@ async def test_duplicate_call_id_is_refused_without_touching_the_first(serve, de
         assert (await stub.Get(spb.GetSummaryRequest(call_id="call-1"))).version == 1
 
 
+@pytest.mark.e2e
 async def test_a_client_that_vanishes_mid_call_still_gets_its_audio_summarised(serve, demo_clip):
     appliance = await serve()
     payload = read_wav(demo_clip).payload[: 6 * 16000]
@@ -240,6 +243,7 @@ async def test_a_client_that_vanishes_mid_call_still_gets_its_audio_summarised(s
     assert json.loads(record.summary_json)["audio_seconds"] == pytest.approx(6.0)
 
 
+@pytest.mark.e2e
 async def test_a_silent_client_is_timed_out_and_its_audio_kept(serve, demo_clip):
     appliance = await serve(stream_idle_timeout_s=1.0)
     payload = read_wav(demo_clip).payload[: 4 * 16000]
@@ -261,6 +265,7 @@ async def test_a_silent_client_is_timed_out_and_its_audio_kept(serve, demo_clip)
     assert opened - 1 <= started <= opened + 5
 
 
+@pytest.mark.e2e
 async def test_over_capacity_is_resource_exhausted_and_the_open_call_is_unaffected(serve, demo_clip):
     appliance = await serve(max_active_calls=1)
     payload = read_wav(demo_clip).payload[:16000]
@@ -289,6 +294,7 @@ async def test_over_capacity_is_resource_exhausted_and_the_open_call_is_unaffect
         "aftercall_ingest_calls_rejected_total", {"code": "RESOURCE_EXHAUSTED"}) == 1
 
 
+@pytest.mark.e2e
 async def test_submitted_recording_is_summarised_and_bad_ones_refused(serve, demo_clip, tmp_path):
     appliance = await serve(import_dir=str(tmp_path))
     async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
@@ -319,6 +325,7 @@ async def test_submitted_recording_is_summarised_and_bad_ones_refused(serve, dem
         assert (await _wait_for_summary(summaries, "rec-2")).complete
 
 
+@pytest.mark.e2e
 async def test_a_recording_in_any_format_is_accepted_and_a_corrupt_one_refused(serve, tmp_path):
     if shutil.which("sox") is None:
         pytest.skip("sox is installed by `make test`")
@@ -351,6 +358,7 @@ async def test_a_recording_in_any_format_is_accepted_and_a_corrupt_one_refused(s
         assert (await _wait_for_summary(spb_grpc.SummariesStub(channel), "flac-1")).complete
 
 
+@pytest.mark.service
 async def test_review_edit_approve_and_search(serve):
     appliance = await serve()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
@@ -433,6 +441,7 @@ def _quiet_recording() -> bytes:
     return wav_header(1, 2, 8000, 16, len(payload)) + payload
 
 
+@pytest.mark.service
 async def test_health_and_reflection_name_every_service(serve):
     appliance = await serve()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{appliance.port}") as channel:
@@ -448,11 +457,12 @@ async def test_health_and_reflection_name_every_service(serve):
     assert {"aftercall.v1.CallIngest", "aftercall.v1.Summaries", "grpc.health.v1.Health"} <= names
 
 
+@pytest.mark.e2e
 async def test_a_call_cut_off_by_a_crash_resumes_as_incomplete(serve, tmp_path, demo_clip):
     from aftercall.core.database import open_database
     from aftercall.ingest.calls import RECEIVING, CallJob, CallStore
     from aftercall.vault.envelope import Vault
-    from aftercall.core.config import VaultConfig
+    from aftercall.vault.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
 
     # What a crash mid-stream leaves behind: the call row still receiving, part of the audio spooled.
@@ -479,6 +489,7 @@ async def test_a_call_cut_off_by_a_crash_resumes_as_incomplete(serve, tmp_path, 
         assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 
+@pytest.mark.e2e
 async def test_interim_segments_while_the_call_is_live_then_final_ones(serve, demo_clip):
     appliance = await serve(interim_interval_s=3.0, max_interim_calls=1)
     payload = read_wav(demo_clip).payload
@@ -537,6 +548,7 @@ class _BrokenTranscriber:
         raise RuntimeError("recogniser crashed")
 
 
+@pytest.mark.service
 async def test_a_call_that_cannot_be_processed_is_aborted_with_a_reason_and_kept(serve, tmp_path, summariser,
                                                                                   demo_clip):
     broken = Pipeline(Config(), load_taxonomy(), summariser, transcriber_factory=_BrokenTranscriber)
@@ -555,12 +567,13 @@ async def test_a_call_that_cannot_be_processed_is_aborted_with_a_reason_and_kept
         await appliance.stop(1)
 
 
+@pytest.mark.service
 async def test_a_summary_stored_just_before_a_crash_finishes_its_bookkeeping(serve, tmp_path, demo_clip):
     from aftercall.core.database import open_database
     from aftercall.ingest.calls import RECEIVED, CallJob, CallStore
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
-    from aftercall.core.config import VaultConfig
+    from aftercall.vault.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
 
     db = open_database(tmp_path / "data")
@@ -584,11 +597,12 @@ async def test_a_summary_stored_just_before_a_crash_finishes_its_bookkeeping(ser
     assert not (tmp_path / "data" / "spool" / "stored").exists()
 
 
+@pytest.mark.service
 async def test_a_stored_record_that_was_tampered_with_is_data_loss_not_garbage(serve, tmp_path):
     from aftercall.core.database import open_database
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
-    from aftercall.core.config import VaultConfig
+    from aftercall.vault.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
 
     appliance = await serve()
@@ -606,13 +620,15 @@ async def test_a_stored_record_that_was_tampered_with_is_data_loss_not_garbage(s
     assert caught.value.code() is grpc.StatusCode.DATA_LOSS and "altered" in caught.value.details()
 
 
+@pytest.mark.service
 async def test_roles_decide_who_reads_and_changes_which_summary(tmp_path, pipeline):
-    from aftercall.core.config import AccessConfig, ServerConfig
+    from aftercall.core.config import ServerConfig
+    from aftercall.vault.config import AccessConfig
     from aftercall.core.database import open_database
     from aftercall.core.errors import ConfigError
     from aftercall.review.store import SummaryStore
     from aftercall.vault.envelope import Vault
-    from aftercall.core.config import VaultConfig
+    from aftercall.vault.config import VaultConfig
     from aftercall.vault.keys import open_key_ring
     from aftercall.vault.tokens import issue_token
 
@@ -699,6 +715,7 @@ def _exchange_as(port: int, user: str, messages):
             return [], error
 
 
+@pytest.mark.service
 async def test_requests_that_do_not_decode_are_invalid_argument_never_a_python_exception(serve):
     appliance = await serve()
     not_protobuf = b"\xff" * 64  # wire type 7 does not exist
@@ -724,6 +741,7 @@ async def test_requests_that_do_not_decode_are_invalid_argument_never_a_python_e
         "aftercall_errors_total", {"service": "CallIngest", "code": "INVALID_ARGUMENT"}) == 4
 
 
+@pytest.mark.service
 async def test_the_stream_client_reports_the_servers_refusal_mid_write(serve, summariser, tmp_path):
     from aftercall.core.config import AudioConfig
     from conftest import DEMO_WAV, run_cli
@@ -739,6 +757,7 @@ async def test_the_stream_client_reports_the_servers_refusal_mid_write(serve, su
             "= 2 s"], result.stderr
 
 
+@pytest.mark.service
 async def test_info_logs_carry_nothing_the_store_hides_behind_a_blind_index(serve, summariser, caplog):
     taxonomy = "".join(f'[[disposition]]\ncode = "{code}"\nlabel = "{label}"\ndescription = "{description}"\n'
                        for code, label, description in (
@@ -763,6 +782,7 @@ async def test_info_logs_carry_nothing_the_store_hides_behind_a_blind_index(serv
         assert value not in logged, value
 
 
+@pytest.mark.service
 async def test_the_ingest_lock_file_is_owner_only(serve, tmp_path):
     from aftercall.core.database import lock_data_dir
 

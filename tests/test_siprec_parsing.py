@@ -7,9 +7,10 @@ import re
 
 import pytest
 
-from aftercall.core.config import load_config
-from aftercall.core.errors import ConfigError, SipMessageError
+from aftercall.config import load_config
+from aftercall.core.errors import ConfigError
 from aftercall.siprec import sip
+from aftercall.siprec.errors import SipMessageError
 from aftercall.siprec.metadata import cisco_leg, parse_metadata
 from aftercall.siprec.roles import agent_stream, parse_trunks, trunk_for
 from aftercall.siprec.sdp import AcceptedStream, answer, choose_streams, parse_sdp
@@ -334,7 +335,7 @@ def test_siprec_config_is_validated_naming_the_key(settings, message):
 def test_an_sbcs_long_names_are_cut_to_what_ingest_always_takes():
     """ingest refuses a metadata field over ingest.max_metadata_chars (64 at least): a recording must not be lost to
     an SBC's 300-character display name."""
-    from aftercall.siprec.server import _MAX_METADATA_CHARS, _call_metadata
+    from aftercall.siprec.signalling import _MAX_METADATA_CHARS, _call_metadata
 
     long = METADATA.replace("<name>Agent Smith</name>", f"<name>{'A' * 300}</name>")
     call_metadata = _call_metadata(parse_metadata(long.encode()), "1", "2")

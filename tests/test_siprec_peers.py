@@ -24,7 +24,7 @@ from heard import assert_heard
 from sip_peer import Dialog, SipClient
 from test_siprec_service import pipeline, recorder, sides, stored_audio, summarised  # noqa: F401 (fixtures)
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 HERE = Path(__file__).parent / "siprec"
 
 

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from aftercall.core.errors import RtpPacketError
+from aftercall.siprec.errors import RtpPacketError
 from aftercall.siprec.recording import RtpPorts
 from aftercall.siprec.rtp import InterarrivalJitter, RtpPacket, StreamReceiver, parse_rtp
 

@@ -16,16 +16,16 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from aftercall.app import SERVICES, start_appliance, start_recorder
+from aftercall.config import Config
 from aftercall.core.audio import read_wav
-from aftercall.core.config import Config, IngestConfig, SiprecConfig
 from aftercall.evaluation.bench_siprec import rtp_packets
+from aftercall.ingest.config import IngestConfig
 from aftercall.ingest.spool import StreamSpool
 from aftercall.pipeline import Pipeline
 from aftercall.siprec import sip
+from aftercall.siprec.config import SiprecConfig
 from aftercall.summarise.taxonomy import load_taxonomy
 from sip_peer import METADATA, Dialog, SipClient, answered_ports, multipart, sdp, send_paced
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,7 @@ async def in_thread(function, *args):
     return await asyncio.to_thread(function, *args)
 
 
+@pytest.mark.e2e
 async def test_a_siprec_call_is_recorded_bit_exact_and_summarised(recorder, stored_audio, demo_clip):
     # The site's rule: the agent is the participant with a 4-digit extension starting with 2.
     server = await recorder(trunks=("pbx: source=127.0.0.0/8 agent=aor:^sip:2[0-9]{3}@",))
@@ -134,6 +135,7 @@ def with_extra_part(offer: str, disposition: str) -> tuple[str, bytes]:
     return "multipart/mixed;boundary=b0undary", body.encode()
 
 
+@pytest.mark.e2e
 async def test_bad_requests_get_precise_responses_and_harm_no_other_call(recorder, stored_audio, demo_clip):
     server = await recorder()
     client = SipClient(server.sip_port)
@@ -177,6 +179,7 @@ async def test_bad_requests_get_precise_responses_and_harm_no_other_call(recorde
     client.close()
 
 
+@pytest.mark.e2e
 async def test_a_cseq_or_an_sdp_port_out_of_range_gets_400_and_the_call_goes_on(recorder, stored_audio, demo_clip):
     server = await recorder()
     offer = multipart(sdp([6000, 6002], labels=["1", "2"]), METADATA.format(agent=1, caller=2))
@@ -216,6 +219,7 @@ async def test_a_cseq_or_an_sdp_port_out_of_range_gets_400_and_the_call_goes_on(
     client.close()
 
 
+@pytest.mark.service
 async def test_an_optional_body_part_we_do_not_know_is_ignored(recorder):
     server = await recorder()
     client = SipClient(server.sip_port)
@@ -227,6 +231,7 @@ async def test_an_optional_body_part_we_do_not_know_is_ignored(recorder):
     client.close()
 
 
+@pytest.mark.e2e
 async def test_rtp_faults_are_repaired_and_counted(recorder, stored_audio, demo_clip):
     server = await recorder()
     agent, customer = sides(demo_clip, 3)
@@ -276,6 +281,7 @@ async def test_rtp_faults_are_repaired_and_counted(recorder, stored_audio, demo_
     client.close()
 
 
+@pytest.mark.e2e
 async def test_a_call_that_never_sends_bye_ends_on_rtp_timeout(recorder, stored_audio, demo_clip):
     server = await recorder(rtp_timeout_s=1.5)
     agent, customer = sides(demo_clip, 2)
@@ -294,6 +300,7 @@ async def test_a_call_that_never_sends_bye_ends_on_rtp_timeout(recorder, stored_
     client.close()
 
 
+@pytest.mark.e2e
 async def test_hold_and_metadata_updates_keep_the_call_and_its_alignment(recorder, stored_audio, demo_clip):
     server = await recorder(rtp_timeout_s=2)
     agent, customer = sides(demo_clip, 2)
@@ -324,6 +331,7 @@ async def test_hold_and_metadata_updates_keep_the_call_and_its_alignment(recorde
     client.close()
 
 
+@pytest.mark.e2e
 async def test_cisco_built_in_bridge_legs_are_one_call(recorder, stored_audio, demo_clip):
     server = await recorder()
     agent, customer = sides(demo_clip, 3)
@@ -344,6 +352,7 @@ async def test_cisco_built_in_bridge_legs_are_one_call(recorder, stored_audio, d
     client.close()
 
 
+@pytest.mark.service
 async def test_only_configured_sources_may_record(recorder):
     server = await recorder(allowed_sources=("127.0.0.2",))
     allowed = SipClient(server.sip_port, source="127.0.0.2")
@@ -360,6 +369,7 @@ async def test_only_configured_sources_may_record(recorder):
         client.close()
 
 
+@pytest.mark.e2e
 async def test_tls_listener_requires_a_client_certificate(recorder, pki, demo_clip):
     server = await recorder(listen="", tls_listen="127.0.0.1:0", tls_cert_file=pki["server_cert"],
                             tls_key_file=pki["server_key"], tls_client_ca_file=pki["ca"])
@@ -383,6 +393,7 @@ async def test_tls_listener_requires_a_client_certificate(recorder, pki, demo_cl
     client.close()
 
 
+@pytest.mark.e2e
 async def test_a_call_ingest_cannot_take_is_refused_not_lost(recorder, demo_clip):
     server = await recorder(ingest={"max_active_calls": 1})
     client = SipClient(server.sip_port)
@@ -400,6 +411,7 @@ async def test_a_call_ingest_cannot_take_is_refused_not_lost(recorder, demo_clip
     client.close()
 
 
+@pytest.mark.e2e
 async def test_an_invite_flood_over_max_sessions_is_refused_and_the_admitted_calls_record(recorder, stored_audio,
                                                                                            demo_clip):
     limit, flood = 3, 12
@@ -444,6 +456,7 @@ async def test_an_invite_flood_over_max_sessions_is_refused_and_the_admitted_cal
         dialog.client.close()
 
 
+@pytest.mark.e2e
 async def test_shutdown_hangs_up_and_hands_the_audio_to_ingest(recorder, demo_clip):
     server = await recorder()
     agent, customer = sides(demo_clip, 1)
@@ -459,6 +472,7 @@ async def test_shutdown_hangs_up_and_hands_the_audio_to_ingest(recorder, demo_cl
     client.close()
 
 
+@pytest.mark.service
 async def test_refusals_keep_what_the_sbc_sent_out_of_logs_above_debug(recorder, caplog):
     """A refusal's reason may quote a header or an SDP line, with a caller's number in it: DEBUG only."""
     server = await recorder()
@@ -484,6 +498,7 @@ def _ipv6_loopback() -> bool:
         return False
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
 async def test_sip_and_rtp_over_ipv6(recorder, stored_audio, demo_clip):
     server = await recorder(listen="[::1]:0")

@@ -73,7 +73,7 @@ def test_a_live_stretch_of_a_mono_call_stays_unattributed():
         (UNATTRIBUTED, "Thanks for calling, how can I help?"), (UNATTRIBUTED, "I'm calling about my bill.")]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_mono_mix_gets_agent_and_customer(transcriber, tts, tmp_path: Path):
     """A synthesised stereo call mixed to one channel, through the real recogniser and the real voice encoder."""
     from aftercall.evaluation.frontend import front_end_scores

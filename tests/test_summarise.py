@@ -10,12 +10,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from aftercall.config import Config, load_config
 from aftercall.core.errors import ConfigError
 from aftercall.core.transcript import Transcript, Turn, transcript_from_json
+from aftercall.evaluation.metrics import digit_leak
 from aftercall.pipeline import Pipeline
 from aftercall.summarise.contract import REQUIRED_KEYS, SummaryContractError, check_field, check_summary, json_schema
-from aftercall.core.config import Config, load_config
-from aftercall.evaluation.metrics import digit_leak
 from aftercall.summarise.taxonomy import load_taxonomy, parse_taxonomy, taxonomy_to_toml
 from conftest import DEMO_JSON, run_cli
 

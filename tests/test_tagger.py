@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aftercall.core.config import load_config
+from aftercall.config import load_config
 from aftercall.core.transcript import Transcript, Turn
 from aftercall.pipeline import build_redactor
 from aftercall.redact import Redactor

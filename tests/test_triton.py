@@ -17,16 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aftercall.core.config import Config, TritonConfig
+from aftercall.config import Config
 from aftercall.core.errors import BackendUnavailableError, UserError
 from aftercall.core.transcript import Transcript, Turn, parse_transcript
 from aftercall.redact import Redactor
+from aftercall.summarise.config import TritonConfig
 from aftercall.summarise.taxonomy import Disposition, load_taxonomy
 from aftercall.summarise.triton import TritonSummariser, client_tls
 from aftercall.tritonserver import start_triton
 from conftest import DEMO_JSON, free_port, run_cli
-
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +52,7 @@ def redacted() -> Transcript:
     return Redactor().redact_transcript(parse_transcript(DEMO_JSON.read_bytes())).transcript
 
 
+@pytest.mark.service
 def test_triton_model_gives_the_embedded_summary(triton, redacted, summariser):
     process, _ = triton
     backend = TritonSummariser(TritonConfig(url=process.grpc_address))
@@ -62,6 +62,7 @@ def test_triton_model_gives_the_embedded_summary(triton, redacted, summariser):
     assert backend.summarise(redacted, site)["disposition"]["code"] == "FRAUD"
 
 
+@pytest.mark.service
 def test_concurrent_requests_are_batched_and_a_bad_one_fails_alone(triton, redacted):
     process, config = triton
     backend = TritonSummariser(TritonConfig(url=process.grpc_address))
@@ -124,6 +125,7 @@ def llm_request(client, prompt: str, parameters: dict) -> str:
     return b"".join(result.as_numpy("text_output").reshape(-1)).decode()
 
 
+@pytest.mark.service
 def test_the_llm_stand_in_speaks_the_vllm_backend_io(triton):
     import jsonschema
     from tritonclient.utils import InferenceServerException
@@ -149,6 +151,7 @@ SHORT_CALL = Transcript((
 ))
 
 
+@pytest.mark.service
 def test_the_llm_summariser_answers_the_contract_through_triton(triton, summariser):
     """Prompt, guided decoding on the stand-in, validation and grounding, for real. The 135M stand-in's content is
     usually rejected; either way the answer must be a whole contract summary, and a used answer must be grounded."""
@@ -172,6 +175,7 @@ def test_the_llm_summariser_answers_the_contract_through_triton(triton, summaris
         assert summary == embedded
 
 
+@pytest.mark.service
 def test_the_llm_summariser_falls_back_when_the_llm_is_not_loaded(triton, redacted, summariser):
     from tritonclient.utils import InferenceServerException
 
@@ -201,6 +205,7 @@ def test_triton_down_is_a_clear_error(redacted):
         backend.summarise(redacted, load_taxonomy())
 
 
+@pytest.mark.e2e
 def test_riva_and_triton_together_give_the_in_process_summary(tmp_path, demo_clip):
     """The acceptance check: `aftercall summarise FILE --config X` with asr = riva and summarise = triton, both
     servers started by their console scripts, equals the embedded in-process path field by field."""
@@ -235,6 +240,7 @@ def test_a_taxonomy_survives_the_trip_to_the_model_as_toml():
     assert parse_taxonomy(taxonomy_to_toml(odd)) == odd
 
 
+@pytest.mark.service
 def test_triton_grpc_over_tls(tmp_path, pki, redacted):
     from aftercall.core.config import ServerConfig
 
@@ -253,6 +259,7 @@ def test_triton_grpc_over_tls(tmp_path, pki, redacted):
         process.stop()
 
 
+@pytest.mark.service
 def test_the_llm_summariser_falls_back_when_the_llm_is_too_slow(triton, summariser):
     """llm_timeout_s, set low through a config override (explicit model control), then the repository's again."""
     process, config = triton
@@ -269,6 +276,7 @@ def test_the_llm_summariser_falls_back_when_the_llm_is_too_slow(triton, summaris
     assert summary == summariser.summarise(SHORT_CALL, load_taxonomy())
 
 
+@pytest.mark.service
 def test_a_bad_llm_summariser_parameter_is_named_when_the_model_loads(triton):
     from tritonclient.utils import InferenceServerException
 
@@ -325,6 +333,7 @@ def _serve_triton(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     return process, log
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(sys.platform != "linux", reason="the parent-death signal is Linux's")
 def test_serve_triton_stops_while_starting_and_never_leaves_an_orphan(tmp_path):
     process, log = _serve_triton(tmp_path)

@@ -94,7 +94,7 @@ def test_an_altered_model_file_is_refused(tmp_path: Path, short_answer):
         SpeechDetector(SETTINGS, copy).speech(short_answer, RATE)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_short_customer_answers_are_heard_and_silence_stays_silent(transcriber, tts, tmp_path: Path):
     """The answers the bundled VAD dropped (a yes, a house number, a postcode), through the real recogniser."""
     from aftercall.evaluation.frontend import front_end_scores

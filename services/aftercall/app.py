@@ -1,43 +1,44 @@
-"""`aftercall serve`: the appliance's services, all in one process or one per process, built the same way.
+"""The assembly: the one place that wires the services together, for `aftercall serve` (all in one process or one
+per process) and the tests alike.
 
-Config -> logging -> adapters (database, spool, pipeline, metrics) injected into the servicers -> one gRPC server
-with health and reflection -> on SIGTERM/SIGINT: health NOT_SERVING, in-flight calls get `server.shutdown_grace_s`,
-then whatever is unfinished is left on disk for the next start to resume.
+`build_appliance()`: config -> the data directory's stores (aftercall.stores) -> the pipeline, the review desk, the
+CRM outbox -> the servicers, each handed only what it uses. `Appliance.start()` then binds: the metrics endpoint
+first (a taken port fails before any call is accepted), the console, the processor (which resumes calls a crash left
+behind), the gRPC server with health and reflection. `Appliance.stop()`: in-flight calls get
+`server.shutdown_grace_s`, then whatever is unfinished stays on disk for the next start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
-import sys
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from aftercall.core.config import Config, parse_address
-from aftercall.core.database import lock_data_dir
-from aftercall.core.errors import ConfigError
-from aftercall.core.metrics import Metrics, serve_metrics
-from aftercall.core.rpc import GrpcServer, check_listen_security, is_loopback, read_api_key
-from aftercall.ingest.processor import CallProcessor
-from aftercall.ingest.service import CallIngestService
 from aftercall.asr.service import RivaCompatibleAsr
+from aftercall.config import Config
 from aftercall.confirm.letter import LetterTemplate
 from aftercall.confirm.mailer import Mailer
 from aftercall.console.app import Confirmations, Console, ConsoleServer, start_console
 from aftercall.console.auth import ConsoleAuth
+from aftercall.core.config import parse_address
+from aftercall.core.database import lock_data_dir
+from aftercall.core.errors import ConfigError
+from aftercall.core.metrics import serve_metrics
+from aftercall.core.rpc import GrpcServer, check_listen_security, is_loopback, read_api_key
 from aftercall.crm.outbox import Outbox
 from aftercall.crm.webhook import WebhookDelivery, read_secret
+from aftercall.ingest.processor import CallProcessor
+from aftercall.ingest.service import CallIngestService
+from aftercall.metrics import Metrics
 from aftercall.pipeline import Pipeline, build_embedded_transcriber, build_pipeline, build_redactor
 from aftercall.review.desk import ReviewDesk
 from aftercall.review.service import SummariesService
 from aftercall.siprec.server import SiprecServer, start_siprec
-from aftercall.stores import open_stores
+from aftercall.stores import Stores, open_stores
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.vault.access import AccessPolicy
 
@@ -58,15 +59,41 @@ def default_data_dir() -> Path:
 
 @dataclass
 class Appliance:
-    server: GrpcServer | None  # None: the console alone
+    """The services built for one process; nothing listens until `start()`."""
+
+    config: Config
     listen: str
-    port: int
+    metrics_listen: str  # "": no metrics endpoint (tests read the registry)
     metrics: Metrics
-    metrics_port: int | None
-    processor: CallProcessor | None
-    _closers: list
-    console: ConsoleServer | None = None
+    server: GrpcServer | None = None  # None: the console alone
+    processor: CallProcessor | None = None
+    console_app: Console | None = None  # built; `console` once it listens
     crm_delivery: WebhookDelivery | None = None
+    port: int = 0
+    metrics_port: int | None = None
+    console: ConsoleServer | None = None
+    _closers: list = field(default_factory=list)
+
+    async def start(self) -> None:
+        """Bind and start everything built, or close it all again."""
+        try:
+            if self.metrics_listen:
+                http_server, _ = serve_metrics(self.metrics.registry, self.metrics_listen, self.config.server)
+                self.metrics_port = http_server.server_port
+                self._closers.append(http_server.shutdown)
+            if self.console_app is not None:  # before the gRPC server: a port it cannot bind leaves nothing running
+                self.console = await start_console(self.console_app, self.config.server, self.config.console.listen)
+            if self.processor is not None:
+                await self.processor.start()  # resume before a new call could be taken for a crashed one
+            if self.server is not None:
+                self.port = await self.server.start()
+            if self.crm_delivery is not None:
+                self.crm_delivery.start()
+        except BaseException:
+            if self.console is not None:
+                await self.console.stop()
+            self.close()
+            raise
 
     async def stop(self, grace: float) -> bool:
         """Stop within `grace` seconds: streams in flight keep being served (the processor keeps working for them)
@@ -81,15 +108,20 @@ class Appliance:
         abandoned = False
         if self.processor is not None:
             abandoned = await self.processor.stop(deadline)
-        for close in self._closers:
-            close()
+        self.close()
         return abandoned
 
+    def close(self) -> None:
+        for close in self._closers:
+            close()
+        self._closers.clear()
 
-async def start_appliance(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None = None,
-                          metrics_listen: str | None = None, registry: CollectorRegistry | None = None,
-                          pipeline: Pipeline | None = None, asr_transcriber=None) -> Appliance:
-    """Build and start the services. `metrics_listen=""` serves no metrics endpoint (tests read the registry)."""
+
+def build_appliance(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None = None,
+                    metrics_listen: str | None = None, registry: CollectorRegistry | None = None,
+                    pipeline: Pipeline | None = None, asr_transcriber=None) -> Appliance:
+    """Every object `services` need, wired; `pipeline` and `asr_transcriber` replace the ones the config names
+    (tests pass a warmed-up one)."""
     unknown = [s for s in services if s not in KNOWN_SERVICES]
     if unknown:
         raise ConfigError(f"unknown service {unknown[0]!r} (known: {', '.join(KNOWN_SERVICES)})")
@@ -100,85 +132,95 @@ async def start_appliance(config: Config, services: tuple[str, ...], data_dir: P
     if metrics_listen:
         check_listen_security(metrics_listen, config.server, "server.metrics_listen")
     check_listen_security(listen, config.server, "server.listen")
-    access = AccessPolicy(config.access)
-    exposed = [] if alone_asr else [(listen, "--listen")]
-    if "console" in services:
-        exposed.append((config.console.listen, "config console.listen"))
-    for address, key in exposed:
-        if not access.enforced and not is_loopback(parse_address(address, key)[0]):
-            raise ConfigError(f"config access: no roles are set, so anyone who reaches {address} could read and "
-                              "change every summary; list who is who under [access] (pbx, agent, supervisor, "
-                              "auditor, admin), or listen on loopback")
-    closers: list = []
+    _refuse_open_single_user(config, services, listen)
     metrics = Metrics(registry)
-    metrics_port = console = outbox = crm_delivery = stores = summaries = None
+    appliance = Appliance(config, listen, metrics_listen, metrics)
     try:
-        # Metrics first: a taken port then fails before any call could be accepted.
-        if metrics_listen:
-            http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
-            metrics_port = http_server.server_port
-            closers.append(http_server.shutdown)
+        bindings = []
+        stores = access = outbox = None
         if _STORING & set(services):  # `serve asr` alone stores nothing
             stores = open_stores(config, data_dir, create_keys=True)
-            closers.append(stores.close)
-            summaries = stores.summaries
-            access = AccessPolicy(config.access, stores.vault.keys)  # now it can verify signed tokens
-            if config.crm.endpoints:
-                # Every process that stores or approves summaries writes their events and helps deliver them (the
-                # outbox leases each attempt, so two processes never send one event at once).
-                outbox = Outbox(stores.store_db, stores.vault, config.crm, metrics)
-                summaries.subscribe(outbox.enqueue)
-                crm_delivery = WebhookDelivery(outbox, config.crm, metrics, read_secret(config.crm.secret_file))
-        bindings, processor = [], None
+            appliance._closers.append(stores.close)
+            access = AccessPolicy(config.access, stores.vault.keys)  # with the key ring: it verifies signed tokens
+            outbox, appliance.crm_delivery = _crm_push(config, stores, metrics)
         if "ingest" in services:
             # One ingest per data directory: another would take this one's live calls for crashed ones.
-            closers.append(lock_data_dir(data_dir, "ingest"))
-            calls, spool = stores.calls, stores.spool
+            appliance._closers.append(lock_data_dir(data_dir, "ingest"))
             pipeline = pipeline or build_pipeline(config)
-            processor = CallProcessor(pipeline, calls, summaries, spool, metrics, config.ingest.workers,
-                                      config.ingest.max_attempts, config.ingest.disk_reserve_bytes)
-            ingest = CallIngestService(config, calls, spool, processor, metrics, pipeline, access)
-            closers.insert(0, ingest.close)
+            appliance.processor = CallProcessor(pipeline, stores.calls, stores.summaries, stores.spool,
+                                                metrics.ingest, config.ingest.workers, config.ingest.max_attempts,
+                                                config.ingest.disk_reserve_bytes)
+            ingest = CallIngestService(config.ingest, config.audio, stores.calls, stores.spool, appliance.processor,
+                                       metrics.ingest, pipeline, access)
+            appliance._closers.insert(0, ingest.close)
             bindings.append(ingest.binding())
-        desk = None
         if {"summaries", "console"} & set(services):
             redactor = pipeline.redactor if pipeline is not None else build_redactor(config)
-            desk = ReviewDesk(summaries, access, metrics, redactor)
-        if "summaries" in services:
-            bindings.append(SummariesService(desk).binding())
-        if "console" in services:  # before the gRPC server: a port it cannot bind leaves nothing running
-            taxonomy = pipeline.taxonomy if pipeline is not None else load_taxonomy(
-                Path(config.summarise.taxonomy) if config.summarise.taxonomy else None)
-            confirmations = None
-            if config.smtp.host:
-                confirmations = Confirmations(LetterTemplate.load(config.smtp), Mailer(config.smtp))
-            console = await start_console(Console(desk, ConsoleAuth(access, stores.vault.keys,
-                                                              config.console.session_hours),
-                                                  taxonomy, outbox, confirmations), config)
+            desk = ReviewDesk(stores.summaries, access, metrics.review, redactor)
+            if "summaries" in services:
+                bindings.append(SummariesService(desk).binding())
+            if "console" in services:
+                appliance.console_app = _console(config, desk, access, stores, outbox, pipeline)
         if "asr" in services:
             # As many decodes in the model as the server runs requests at once.
             recogniser = asr_transcriber or build_embedded_transcriber(
                 config, max(config.asr.parallel_decodes, config.asr_server.workers))
             api_key = read_api_key(config.asr_server.api_key_file, "asr_server.api_key_file")
-            bindings.append(RivaCompatibleAsr(recogniser, config.asr_server, metrics, api_key).binding())
+            bindings.append(RivaCompatibleAsr(recogniser, config.asr_server, metrics.asr, api_key).binding())
         largest_mb = max(config.ingest.max_recording_mb if "ingest" in services else 4,
                          config.asr_server.max_request_mb if "asr" in services else 4)
-        server = None
         if services != ("console",):
-            server = GrpcServer(bindings, config.server, listen, metrics.rpc_error,
-                                max_message_bytes=(largest_mb + 1) * 1024 * 1024)
-        if processor is not None:
-            await processor.start()  # resume before a new call could be taken for a crashed one
-        port = await server.start() if server is not None else 0
-        if crm_delivery is not None:
-            crm_delivery.start()
+            appliance.server = GrpcServer(bindings, config.server, listen, metrics.rpc.rpc_error,
+                                          max_message_bytes=(largest_mb + 1) * 1024 * 1024)
     except BaseException:
-        if console is not None:
-            await console.stop()
-        for close in closers:
-            close()
+        appliance.close()
         raise
-    return Appliance(server, listen, port, metrics, metrics_port, processor, closers, console, crm_delivery)
+    return appliance
+
+
+async def start_appliance(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None = None,
+                          metrics_listen: str | None = None, registry: CollectorRegistry | None = None,
+                          pipeline: Pipeline | None = None, asr_transcriber=None) -> Appliance:
+    """Build and start the services. `metrics_listen=""` serves no metrics endpoint (tests read the registry)."""
+    appliance = build_appliance(config, services, data_dir, listen, metrics_listen, registry, pipeline,
+                                asr_transcriber)
+    await appliance.start()
+    return appliance
+
+
+def _refuse_open_single_user(config: Config, services: tuple[str, ...], listen: str) -> None:
+    """With no roles set, anyone who reaches a listener may do anything: allowed on loopback only."""
+    if AccessPolicy(config.access).enforced:
+        return
+    exposed = [] if services == ("asr",) else [(listen, "--listen")]
+    if "console" in services:
+        exposed.append((config.console.listen, "config console.listen"))
+    for address, key in exposed:
+        if not is_loopback(parse_address(address, key)[0]):
+            raise ConfigError(f"config access: no roles are set, so anyone who reaches {address} could read and "
+                              "change every summary; list who is who under [access] (pbx, agent, supervisor, "
+                              "auditor, admin), or listen on loopback")
+
+
+def _crm_push(config: Config, stores: Stores, metrics: Metrics) -> tuple[Outbox | None, WebhookDelivery | None]:
+    """Every process that stores or approves summaries writes their CRM events and helps deliver them (the outbox
+    leases each attempt, so two processes never send one event at once)."""
+    if not config.crm.endpoints:
+        return None, None
+    outbox = Outbox(stores.store_db, stores.vault, config.crm, metrics.crm)
+    stores.summaries.subscribe(outbox.enqueue)
+    return outbox, WebhookDelivery(outbox, config.crm, metrics.crm, read_secret(config.crm.secret_file))
+
+
+def _console(config: Config, desk: ReviewDesk, access: AccessPolicy, stores: Stores, outbox: Outbox | None,
+             pipeline: Pipeline | None) -> Console:
+    taxonomy = pipeline.taxonomy if pipeline is not None else load_taxonomy(
+        Path(config.summarise.taxonomy) if config.summarise.taxonomy else None)
+    confirmations = None
+    if config.smtp.host:
+        confirmations = Confirmations(LetterTemplate.load(config.smtp), Mailer(config.smtp))
+    return Console(desk, ConsoleAuth(access, stores.vault.keys, config.console.session_hours), taxonomy, outbox,
+                   confirmations)
 
 
 async def start_recorder(config: Config, appliance: Appliance | None,
@@ -196,69 +238,6 @@ async def start_recorder(config: Config, appliance: Appliance | None,
         metrics_listen = siprec.metrics_listen if metrics_listen is None else metrics_listen
         if metrics_listen:
             check_listen_security(metrics_listen, config.server, "siprec.metrics_listen")
-            http_server, _ = serve_metrics(metrics, metrics_listen, config.server)
+            http_server, _ = serve_metrics(metrics.registry, metrics_listen, config.server)
             metrics_port = http_server.server_port
-    return await start_siprec(siprec, metrics, ingest), metrics_port
-
-
-async def serve(config: Config, services: tuple[str, ...], data_dir: Path, listen: str | None,
-                metrics_listen: str | None) -> bool:
-    """Run until SIGTERM/SIGINT. Returns True when work was left for the next start."""
-    appliance_services = tuple(service for service in services if service != "siprec")
-    appliance = recorder = None
-    if appliance_services:
-        appliance = await start_appliance(config, appliance_services, data_dir, listen, metrics_listen)
-        host = appliance.listen.rpartition(":")[0]
-        metrics_note = f", metrics on port {appliance.metrics_port}" if appliance.metrics_port else ""
-        rpc_services = [service for service in appliance_services if service != "console"]
-        # One line on stderr per listener that scripts (and the tests) read the bound port from.
-        if rpc_services:
-            print(f"aftercall: serving {', '.join(rpc_services)} on {host}:{appliance.port}{metrics_note}; data in "
-                  f"{data_dir}", file=sys.stderr, flush=True)
-        if appliance.console is not None:
-            console_host = config.console.listen.rpartition(":")[0]
-            print(f"aftercall: serving console on {appliance.console.scheme}://{console_host}:"
-                  f"{appliance.console.port}/", file=sys.stderr, flush=True)
-    if "siprec" in services:
-        try:
-            recorder, metrics_port = await start_recorder(config, appliance, None if appliance else metrics_listen)
-        except BaseException:
-            if appliance is not None:
-                await appliance.stop(0)
-            raise
-        where = [f"udp+tcp {config.siprec.listen.rpartition(':')[0]}:{recorder.sip_port}"] if recorder.sip_port else []
-        where += [f"tls port {recorder.tls_port}"] if recorder.tls_port else []
-        metrics_note = f", metrics on port {metrics_port}" if metrics_port else ""
-        print(f"aftercall: serving siprec on {', '.join(where)}{metrics_note}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    logger.warning("stopping: no new calls; %.0f s for calls in flight", config.server.shutdown_grace_s)
-    if recorder is not None:  # first, so that its recordings end while ingest can still take them
-        await recorder.stop(config.server.shutdown_grace_s)
-    return await appliance.stop(config.server.shutdown_grace_s) if appliance is not None else False
-
-
-def serve_triton(config: Config, data_dir: Path, listen: str | None) -> int:
-    """Run tritonserver on the model repository until SIGTERM/SIGINT; its exit code."""
-    from aftercall.tritonserver import StartCancelled, start_triton
-
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        triton = start_triton(config, listen or config.triton.url, data_dir / "triton", cancel=stop)
-    except StartCancelled:
-        print("aftercall: stopped while tritonserver was starting", file=sys.stderr)
-        return 0
-    print(f"aftercall: serving triton on {triton.grpc_address} (HTTP port {config.triton.http_port}, metrics port "
-          f"{config.triton.metrics_port}); log in {triton.log}", file=sys.stderr, flush=True)
-    while not stop.wait(0.5):
-        if triton.process.poll() is not None:
-            print(f"aftercall: tritonserver exited with code {triton.process.returncode}:\n{triton.log_tail()}",
-                  file=sys.stderr)
-            return 1
-    triton.stop()
-    return 0
+    return await start_siprec(siprec, metrics.siprec, ingest), metrics_port

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from aftercall.config import Config
 from aftercall.core.audio import Audio, Encoding, load_audio
-from aftercall.core.config import Config
 from aftercall.core.errors import AudioFormatError
 from aftercall.core.transcript import Transcript, Turn, check_transcript_size, parse_transcript
 from aftercall.redact import Redactor

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aftercall.core.config import Config
+from aftercall.config import Config
 from aftercall.core.database import open_database, open_store_database, table_exists
 from aftercall.core.errors import ConfigError
 from aftercall.crm.outbox import sealed_event_rows

@@ -21,7 +21,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from aftercall.core.config import Config, parse_address
+from aftercall.config import Config
+from aftercall.core.config import parse_address
 from aftercall.core.errors import BackendUnavailableError, ConfigError
 from aftercall.core.rpc import check_listen_security, server_credentials
 

@@ -2,7 +2,7 @@
 the servicer base `nvidia-riva-client` ships, so the stock `riva.client.ASRService` (and our Riva backend) talk to it
 exactly as to a Riva server.
 
-Differences from Riva (also in the README): English only; one alternative; no speaker diarisation (send one party
+Differences from Riva (also in docs/speech.md): English only; one alternative; no speaker diarisation (send one party
 per channel); FLAC and OGGOPUS are refused; confidence is Whisper's mean word probability; streaming re-decodes a
 window of up to `asr_server.max_window_s` (Whisper has no native streaming), so interim results arrive every
 `asr_server.interim_interval_s` of audio and finals when a window fills or the stream ends.
@@ -22,10 +22,10 @@ from riva.client.proto import riva_asr_pb2 as rasr
 from riva.client.proto import riva_asr_pb2_grpc as rasr_grpc
 from riva.client.proto import riva_audio_pb2 as raudio
 
+from aftercall.asr.config import AsrServerConfig
+from aftercall.asr.metrics import AsrMetrics
 from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES, Audio, Encoding, decode_samples, parse_raw, read_wav
-from aftercall.core.config import AsrServerConfig
 from aftercall.core.errors import AudioFormatError, AuthenticationError, NotFoundError, UserError
-from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding
 from aftercall.core.transcript import Word
 from aftercall.transcribe.embedded import EmbeddedTranscriber
@@ -120,7 +120,7 @@ class _ChannelWindow:
 
 
 class RivaCompatibleAsr(rasr_grpc.RivaSpeechRecognitionServicer):
-    def __init__(self, transcriber: EmbeddedTranscriber, config: AsrServerConfig, metrics: Metrics,
+    def __init__(self, transcriber: EmbeddedTranscriber, config: AsrServerConfig, metrics: AsrMetrics,
                  api_key: str | None = None):
         self._transcriber = transcriber
         self._config = config

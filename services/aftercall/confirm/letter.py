@@ -27,7 +27,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
-from aftercall.core.config import SmtpConfig
+from aftercall.confirm.config import SmtpConfig
 from aftercall.core.errors import ConfigError, StateError, UserError
 from aftercall.redact import Redactor
 from aftercall.redact.rules import RULES

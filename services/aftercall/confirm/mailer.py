@@ -15,12 +15,12 @@ import smtplib
 import ssl
 from email.message import EmailMessage
 
+from aftercall.confirm.config import SmtpConfig
 from aftercall.confirm.letter import Letter, check_outgoing, require_approved
-from aftercall.core.config import SmtpConfig
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError, disk_full_is_capacity
-from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import read_secret_file
 from aftercall.redact import Redactor
+from aftercall.review.metrics import ReviewMetrics
 from aftercall.review.store import SummaryStore
 
 logger = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ def _tls_context(ca_file: str) -> ssl.SSLContext:
     return context
 
 
-def send_letter(mailer: Mailer, redactor: Redactor, metrics: Metrics, recipient: str, subject: str, body: str) -> str:
+def send_letter(mailer: Mailer, redactor: Redactor, metrics: ReviewMetrics, recipient: str, subject: str,
+                body: str) -> str:
     """The agent's letter re-checked and sent; its Message-ID. Blocking (the redactor and the relay) and free of the
     database, so a server runs it in a thread while its event loop keeps the store."""
     recipient = checked_recipient(recipient)
@@ -168,7 +169,7 @@ def record_sent(store: SummaryStore, actor: str, call_id: str, recipient: str, m
                            recipient_domain=recipient.strip().rpartition("@")[2].lower())
 
 
-def send_confirmation(mailer: Mailer, store: SummaryStore, redactor: Redactor, metrics: Metrics, actor: str,
+def send_confirmation(mailer: Mailer, store: SummaryStore, redactor: Redactor, metrics: ReviewMetrics, actor: str,
                       call_id: str, recipient: str, subject: str, body: str) -> str:
     """Send the agent's letter for the approved summary of `call_id`, all in this thread; returns its Message-ID.
     The caller has checked that `actor` may act on the call."""

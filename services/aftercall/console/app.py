@@ -28,16 +28,16 @@ from urllib.parse import quote, urlencode
 import jinja2
 from aiohttp import web
 
-from aftercall.core.config import Config, parse_address
+from aftercall.confirm.letter import Letter, LetterTemplate, draft_letter, require_approved
+from aftercall.confirm.mailer import Mailer, record_sent, send_letter
+from aftercall.console.auth import (CSRF_COOKIE, CSRF_FIELD, NEW_BROWSER_TOKEN, SESSION_COOKIE, ConsoleAuth, Visitor,
+                                    new_browser_token)
+from aftercall.console.forms import changed_fields, summary_widgets
+from aftercall.core.config import ServerConfig, parse_address
 from aftercall.core.documents import utc_day
 from aftercall.core.errors import (AftercallError, AuthenticationError, ConfigError, NotFoundError,
                                    PermissionDeniedError, UserError)
 from aftercall.core.rpc import check_listen_security, status_code_for
-from aftercall.console.auth import (CSRF_COOKIE, CSRF_FIELD, NEW_BROWSER_TOKEN, SESSION_COOKIE, ConsoleAuth, Visitor,
-                                    new_browser_token)
-from aftercall.confirm.letter import Letter, LetterTemplate, draft_letter, require_approved
-from aftercall.confirm.mailer import Mailer, record_sent, send_letter
-from aftercall.console.forms import changed_fields, summary_widgets
 from aftercall.crm.outbox import Outbox
 from aftercall.review.desk import ReviewDesk
 from aftercall.review.store import APPROVED, DRAFT, EDITED, MAX_PAGE, StoredSummary, SummaryFilter
@@ -445,10 +445,9 @@ def build_app(console: Console) -> web.Application:
     return app
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
+def _ssl_context(server: ServerConfig) -> ssl.SSLContext | None:
     """The appliance's certificate; with a client CA, certificates are asked for but optional (a person without
     one signs in with a token)."""
-    server = config.server
     if not server.tls_cert_file:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -473,13 +472,13 @@ class ConsoleServer:
         await self._runner.cleanup()
 
 
-async def start_console(console: Console, config: Config, listen: str | None = None) -> ConsoleServer:
-    listen = listen or config.console.listen
-    check_listen_security(listen, config.server, "console.listen")
+async def start_console(console: Console, server: ServerConfig, listen: str) -> ConsoleServer:
+    """The console on `listen` (console.listen), with the appliance's TLS files ([server])."""
+    check_listen_security(listen, server, "console.listen")
     host, port = parse_address(listen, "config console.listen")
     runner = web.AppRunner(build_app(console), access_log=None)  # the paths hold call ids: no access log
     await runner.setup()
-    context = _ssl_context(config)
+    context = _ssl_context(server)
     try:
         site = web.TCPSite(runner, host, port, ssl_context=context)
         await site.start()

@@ -1,5 +1,6 @@
-"""Domain exceptions. The CLI maps `UserError` to exit code 2; `aftercall.core.rpc` maps each to a gRPC status code
-(the table is there, in one place)."""
+"""Domain exceptions: the kinds of error every service raises. The CLI maps `UserError` to exit code 2;
+`aftercall.core.rpc` maps each kind to a gRPC status code (the table is there, in one place). A service's own errors
+(e.g. aftercall.siprec.errors) subclass one of these kinds, so they map without the core knowing them."""
 
 from __future__ import annotations
 
@@ -28,9 +29,6 @@ class TranscriptFormatError(UserError):
 class ConfigError(UserError):
     """A config file or taxonomy that fails validation; the message names the key."""
 
-
-class StreamProtocolError(UserError):
-    """A call stream out of order: audio before CallStart, a sequence gap, an oversized chunk, ..."""
 
 
 class MalformedRequestError(UserError):
@@ -108,15 +106,3 @@ class RecordUnreadableError(AftercallError):
 
 class PermissionDeniedError(AftercallError):
     """The caller is known but their role does not allow this."""
-
-
-class SipMessageError(UserError):
-    """A SIP message (or a body it carries) that cannot be accepted; `status` is the SIP response that says why."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-
-class RtpPacketError(UserError):
-    """A datagram on a media port that is not an RTP packet we can use; it is counted and dropped, never answered."""

@@ -23,10 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
-from aftercall.core.config import CrmConfig, crm_field_map
 from aftercall.core.database import table_exists, transaction, truncate_log
 from aftercall.core.errors import RecordUnreadableError
-from aftercall.core.metrics import Metrics
+from aftercall.crm.config import CrmConfig
+from aftercall.crm.metrics import CrmMetrics
 from aftercall.review.store import StoredSummary
 from aftercall.vault.envelope import Vault
 from aftercall.vault.rotation import SealedRow
@@ -86,14 +86,14 @@ class DeadLetter:
 
 
 class Outbox:
-    def __init__(self, db: sqlite3.Connection, vault: Vault, config: CrmConfig, metrics: Metrics,
+    def __init__(self, db: sqlite3.Connection, vault: Vault, config: CrmConfig, metrics: CrmMetrics,
                  clock: Callable[[], float] = time.time):
         self._db = db  # the summary store's connection: an event commits with the change it reports
         self._vault = vault
         self._config = config
         self._metrics = metrics
         self._clock = clock
-        self._field_map = crm_field_map(config)
+        self._field_map = config.field_mapping()
         # A URL listed twice is one receiver: it gets each event once.
         self.endpoints: tuple[str, ...] = tuple(dict.fromkeys(config.endpoints))
         # Called when events become due at once (enqueued, retried); WebhookDelivery sets its wake() here. Called

@@ -37,10 +37,10 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from aftercall.core.config import CrmConfig
 from aftercall.core.errors import ConfigError
 from aftercall.core.logsetup import logging_call
-from aftercall.core.metrics import Metrics
+from aftercall.crm.config import CrmConfig
+from aftercall.crm.metrics import CrmMetrics
 from aftercall.crm.outbox import DEAD, PENDING, Outbox, OutboxEvent
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class WebhookDelivery:
     when events become due (the outbox calls `wake`), else it looks every `poll_s` (events another appliance
     sharing the store wrote) and when the next retry is due."""
 
-    def __init__(self, outbox: Outbox, config: CrmConfig, metrics: Metrics, secret: bytes, poll_s: float = 5.0,
+    def __init__(self, outbox: Outbox, config: CrmConfig, metrics: CrmMetrics, secret: bytes, poll_s: float = 5.0,
                  clock: Callable[[], float] = time.time):
         if not secret:
             raise ConfigError("config crm.secret_file: an empty secret signs nothing")

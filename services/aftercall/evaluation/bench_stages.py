@@ -42,20 +42,22 @@ def _figures(audio_s: float, stages: dict[str, float], cpu_s: float) -> dict[str
 
 def aftercall_child(seconds: float, scratch: str) -> dict[str, Any]:
     """The stages `aftercall summarise` runs plus the vault write the served path adds, on a `seconds` call."""
+    from aftercall.config import Config
     from aftercall.core.audio import parse_wav
-    from aftercall.core.config import Config
-    from aftercall.core.database import open_store_database
+    from aftercall.core.config import ServerConfig
     from aftercall.pipeline import build_pipeline
-    from aftercall.review.store import SummaryStore
-    from aftercall.vault.envelope import Vault
-    from aftercall.vault.keys import KeyRing
+    from aftercall.stores import open_stores
+    from aftercall.vault.config import VaultConfig
 
     wav = demo_call(seconds)
     pipeline = build_pipeline(Config())
     pipeline.run(parse_wav(demo_call(_WARM_UP_S)), ROLES)
     directory = Path(scratch)
     directory.mkdir(parents=True)
-    store = SummaryStore(open_store_database("", directory), Vault(KeyRing.create(directory / "keys.json")))
+    # The served path's stores, as `aftercall serve` opens them, with a scratch data directory and key file.
+    config = Config(server=ServerConfig(data_dir=str(directory)),
+                    vault=VaultConfig(key_file=str(directory / "keys.json")))
+    store = open_stores(config, directory, create_keys=True).summaries
     cpu_before = _usage()[0]
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -83,7 +85,7 @@ def bare_whisper_child(seconds: float) -> dict[str, Any]:
     from faster_whisper import WhisperModel
 
     from aftercall.core.audio import parse_wav
-    from aftercall.core.config import Config
+    from aftercall.config import Config
 
     asr = Config().asr
 

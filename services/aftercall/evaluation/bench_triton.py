@@ -20,7 +20,8 @@ from aftercall.evaluation.scratch import free_port
 @contextlib.contextmanager
 def _tritonserver(scratch: Path, **settings) -> Iterator[tuple[Any, int]]:
     """tritonserver on free loopback ports; yields (the process, its metrics port)."""
-    from aftercall.core.config import Config, TritonConfig
+    from aftercall.config import Config
+    from aftercall.summarise.config import TritonConfig
     from aftercall.tritonserver import start_triton
 
     triton_config = dataclasses.replace(TritonConfig(), http_port=free_port(), metrics_port=free_port(), **settings)
@@ -41,7 +42,7 @@ def _redacted(path: Path):
 def triton_vs_in_process(scratch: Path, requests: int, concurrency: int = 8) -> dict[str, Any]:
     """The summarisation stage alone, the demo call's redacted transcript: in process vs through tritonserver, one
     request at a time (latency) and from `concurrency` clients (throughput)."""
-    from aftercall.core.config import TritonConfig
+    from aftercall.summarise.config import TritonConfig
     from aftercall.summarise.summariser import EmbeddedSummariser
     from aftercall.summarise.taxonomy import load_taxonomy
     from aftercall.summarise.triton import TritonSummariser
@@ -85,7 +86,7 @@ def triton_vs_in_process(scratch: Path, requests: int, concurrency: int = 8) -> 
 def llm_summariser(scratch: Path) -> dict[str, Any]:
     """call_summariser_llm on the CPU stand-in (SmolLM2-135M on llama.cpp) over the regression calls: how long a
     summary takes, and how often the LLM's answer passes validation and grounding (the rest fall back)."""
-    from aftercall.core.config import TritonConfig
+    from aftercall.summarise.config import TritonConfig
     from aftercall.summarise.taxonomy import load_taxonomy
     from aftercall.summarise.triton import TritonSummariser
 

@@ -280,7 +280,7 @@ def evaluate(datasets: list[Dataset], pipeline, selection: Selection, audio_dir:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aftercall.core.config import load_config
+    from aftercall.config import load_config
     from aftercall.core.logsetup import configure_logging
     from aftercall.evaluation.eval_report import write_eval_report
     from aftercall.pipeline import build_pipeline

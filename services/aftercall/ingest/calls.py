@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from aftercall.core.audio import Encoding
-from aftercall.core.errors import AlreadyExistsError, StreamProtocolError
+from aftercall.core.errors import AlreadyExistsError
 from aftercall.core.transcript import Word
+from aftercall.ingest.errors import StreamProtocolError
 from aftercall.ingest.spool import AudioFormat
 from aftercall.vault.envelope import Vault
 from aftercall.vault.rotation import SealedRow

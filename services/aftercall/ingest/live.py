@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from aftercall.core.metrics import Metrics
 from aftercall.core.transcript import Word
 from aftercall.ingest.calls import CallStore
+from aftercall.ingest.metrics import IngestMetrics
 from aftercall.ingest.spool import StreamSpool, decode_channel
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class LiveRecognition:
     its batches run on `workers`, one at a time."""
 
     def __init__(self, channel_factory: Callable[..., ChannelRecognition], spool: StreamSpool, workers: LiveWorkers,
-                 calls: CallStore, call_id: str, max_lag_s: float, metrics: Metrics):
+                 calls: CallStore, call_id: str, max_lag_s: float, metrics: IngestMetrics):
         self._format = spool.format
         self._workers, self._calls, self.call_id = workers, calls, call_id
         self._max_lag_s, self._metrics = max_lag_s, metrics

@@ -20,10 +20,10 @@ from typing import Any, Awaitable
 
 from aftercall.core.errors import CallFailedError, is_disk_full
 from aftercall.core.logsetup import call_id_var
-from aftercall.core.metrics import Metrics
 from aftercall.core.transcript import Transcript, Turn
 from aftercall.ingest.calls import DONE, FAILED, RECEIVING, TRANSCRIBED, CallJob, CallStore
 from aftercall.ingest.live import LiveRecognition
+from aftercall.ingest.metrics import IngestMetrics
 from aftercall.ingest.spool import Spool
 from aftercall.pipeline import Pipeline
 from aftercall.redact.redactor import Redaction
@@ -37,7 +37,7 @@ _SPACE_CHECK_S = 5.0  # how often calls waiting for disk space look for it
 
 class CallProcessor:
     def __init__(self, pipeline: Pipeline, calls: CallStore, summaries: SummaryStore, spool: Spool,
-                 metrics: Metrics, workers: int = 1, max_attempts: int = 3, reserve_bytes: int = 0):
+                 metrics: IngestMetrics, workers: int = 1, max_attempts: int = 3, reserve_bytes: int = 0):
         self._pipeline = pipeline
         self._calls = calls
         self._summaries = summaries

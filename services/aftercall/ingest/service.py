@@ -19,22 +19,25 @@ from typing import AsyncIterator
 import grpc
 
 from aftercall.core.audio import SAMPLE_BYTES, SUPPORTED_RATES
-from aftercall.core.config import Config
+from aftercall.core.config import AudioConfig
 from aftercall.core.decode import recording_wav
-from aftercall.core.errors import (AudioFormatError, CapacityError, DiskFullError, StreamProtocolError,
-                                   StreamTimeoutError, UserError, disk_full_is_capacity, is_disk_full)
+from aftercall.core.errors import (AudioFormatError, CapacityError, DiskFullError, StreamTimeoutError, UserError,
+                                   disk_full_is_capacity, is_disk_full)
 from aftercall.core.logsetup import call_id_var
-from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import ServiceBinding, timestamp_seconds
 from aftercall.core.transcript import Turn
 from aftercall.ingest.calls import RECEIVING, CallJob, CallStore, check_call_id
+from aftercall.ingest.config import IngestConfig
+from aftercall.ingest.errors import StreamProtocolError
 from aftercall.ingest.live import LiveRecognition, LiveWorkers
+from aftercall.ingest.metrics import IngestMetrics
 from aftercall.ingest.processor import CallProcessor
 from aftercall.ingest.spool import AudioFormat, Spool, StreamSpool
 from aftercall.ingest.wire import ENCODINGS, ROLES
 from aftercall.pipeline import Pipeline
 from aftercall.review.service import to_proto
 from aftercall.summarise.taxonomy import parse_taxonomy
+from aftercall.transcribe.base import IncrementalTranscriber, StreamingTranscriber
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
 from aftercall.vault.access import AccessPolicy
@@ -201,10 +204,10 @@ def _segment(turn: dict, final: bool) -> pb.CallEvent:
 
 
 class CallIngestService(pb_grpc.CallIngestServicer):
-    def __init__(self, config: Config, calls: CallStore, spool: Spool, processor: CallProcessor, metrics: Metrics,
-                 pipeline: Pipeline, access: AccessPolicy):
-        self._config = config
-        self._limits = config.ingest
+    def __init__(self, limits: IngestConfig, audio: AudioConfig, calls: CallStore, spool: Spool,
+                 processor: CallProcessor, metrics: IngestMetrics, pipeline: Pipeline, access: AccessPolicy):
+        self._limits = limits
+        self._audio = audio
         self._calls = calls
         self._spool = spool
         self._processor = processor
@@ -260,10 +263,10 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             raise AudioFormatError(f"sample_rate_hz must be 8000 or 16000, got {start.sample_rate_hz}")
         if not start.channel_roles:
             raise UserError("channel_roles: name each channel (1 or 2), e.g. [AGENT, CUSTOMER]")
-        roles = _roles(start.channel_roles, self._config.audio.roles, None)
+        roles = _roles(start.channel_roles, self._audio.roles, None)
         audio_format = AudioFormat(ENCODINGS[start.encoding], start.sample_rate_hz, len(roles))
         if len(roles) == 1:
-            roles = self._config.audio.roles  # mono: one mixed channel, attributed by the recogniser
+            roles = self._audio.roles  # mono: one mixed channel, attributed by the recogniser
         return CallJob(call_id, RECEIVING, "stream", audio_format, roles,
                        _metadata(start.metadata, self._limits.max_metadata_chars, time.time()),
                        _taxonomy(start.taxonomy_toml))
@@ -288,9 +291,9 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         if size > limit:
             raise StreamProtocolError(f"chunk {chunk.sequence} is {size} bytes, more than "
                                       f"{self._limits.max_chunk_ms} ms of audio ({limit} bytes; ingest.max_chunk_ms)")
-        if spool.seconds_after(size, chunk.channel if per_channel else None) > self._config.audio.max_duration_s:
+        if spool.seconds_after(size, chunk.channel if per_channel else None) > self._audio.max_duration_s:
             raise StreamProtocolError(f"chunk {chunk.sequence} would make the call longer than "
-                                      f"audio.max_duration_s = {self._config.audio.max_duration_s} s")
+                                      f"audio.max_duration_s = {self._audio.max_duration_s} s")
         if self._free_space() < self._limits.disk_reserve_bytes:
             # The spool is bounded: it stops short of the room kept for the database (summaries, audit entries).
             raise DiskFullError(f"{_CUT_OFF} (under half of ingest.min_free_disk_mb = "
@@ -417,7 +420,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         try:
             # Off the event loop: the first call may build the recogniser (load Whisper, open a Riva channel).
             transcriber = await asyncio.to_thread(self._pipeline.transcriber)
-            if hasattr(transcriber, "open_live_channel"):  # a streaming recogniser: Riva
+            if isinstance(transcriber, StreamingTranscriber):
                 channels = []
                 try:
                     for speaker in transcriber.speakers(spool.format.channels, roles):
@@ -469,10 +472,10 @@ class CallIngestService(pb_grpc.CallIngestServicer):
         # (an hour of MP3 takes seconds). Past the contract it is stored as PCM16 WAV: larger than sent (32 kB/s
         # per channel at 16 kHz), bounded by audio.max_duration_s.
         wav, seconds, channels = await asyncio.to_thread(recording_wav, recording,
-                                                         self._config.audio.max_duration_s)
-        roles = _roles(request.channel_roles, self._config.audio.roles, channels)
+                                                         self._audio.max_duration_s)
+        roles = _roles(request.channel_roles, self._audio.roles, channels)
         if len(roles) == 1:
-            roles = self._config.audio.roles
+            roles = self._audio.roles
         job = CallJob(call_id, RECEIVING, "recording", None, roles, metadata, _taxonomy(request.taxonomy_toml))
         self._calls.create(job)
         try:
@@ -518,7 +521,7 @@ class CallIngestService(pb_grpc.CallIngestServicer):
             logger.warning("no live recognition for this call: the recogniser failed to start (%s)",
                            type(exc).__name__)
             transcriber = None
-        if not hasattr(transcriber, "channel"):  # Riva streams its own results (interim); not live-checkpointed
+        if not isinstance(transcriber, IncrementalTranscriber):  # Riva streams its own interim results
             self._metrics.live_calls.labels(outcome="after_call").inc()
             return None
         self._live_active += 1

@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from aftercall.core.errors import PermissionDeniedError, disk_full_is_capacity
-from aftercall.core.metrics import Metrics
 from aftercall.redact import Redactor
 from aftercall.review.edits import apply_edit
+from aftercall.review.metrics import ReviewMetrics
 from aftercall.review.store import StoredSummary, SummaryFilter, SummaryStore
 from aftercall.vault.access import AccessPolicy
 
@@ -33,7 +33,7 @@ def hung_up_at(stored: StoredSummary) -> float:
 
 
 class ReviewDesk:
-    def __init__(self, store: SummaryStore, access: AccessPolicy, metrics: Metrics, redactor: Redactor,
+    def __init__(self, store: SummaryStore, access: AccessPolicy, metrics: ReviewMetrics, redactor: Redactor,
                  clock=time.time):
         self.store = store
         self.access = access

@@ -9,7 +9,7 @@ import re
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 
-from aftercall.core.errors import SipMessageError
+from aftercall.siprec.errors import SipMessageError
 from aftercall.siprec.sip import uri_params
 
 MAX_METADATA_BYTES = 32768

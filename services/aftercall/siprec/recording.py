@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, replace
 import grpc
 
 from aftercall.core.errors import AftercallError, CapacityError
-from aftercall.core.metrics import Metrics
 from aftercall.core.rpc import RemoteError
+from aftercall.siprec.metrics import SiprecMetrics
 from aftercall.siprec.rtp import SAMPLE_RATE, SILENCE, InterarrivalJitter, RtpPacket, StreamReceiver, StreamStats
 from aftercall.v1 import ingest_pb2 as pb
 from aftercall.v1 import ingest_pb2_grpc as pb_grpc
@@ -108,7 +108,7 @@ class ChannelTrack:
 class Recording:
     """A call being recorded: one SIPREC dialog, or the two Cisco Built-in-Bridge legs of one call."""
 
-    def __init__(self, call_id: str, channels: int, payload_type: int, call_class: str, metrics: Metrics,
+    def __init__(self, call_id: str, channels: int, payload_type: int, call_class: str, metrics: SiprecMetrics,
                  feed: IngestFeed):
         self.call_id = call_id
         self.payload_type = payload_type

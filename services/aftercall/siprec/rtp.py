@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from aftercall.core.errors import RtpPacketError
+from aftercall.siprec.errors import RtpPacketError
 
 SAMPLE_RATE = 8000
 # The byte that decodes to zero in each G.711 law (0xFF and 0x7F both do in mu-law; 0xFF is what encoders emit).

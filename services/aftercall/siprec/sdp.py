@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from aftercall.core.errors import SipMessageError
+from aftercall.siprec.errors import SipMessageError
 
 # Static payload types (RFC 3551) and the encodings aftercall stores as they come off the wire.
 G711 = {0: "PCMU", 8: "PCMA"}

@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from aftercall.core.errors import SipMessageError
+from aftercall.siprec.errors import SipMessageError
 
 # A SIPREC INVITE is about 2 KB; 64 KiB leaves room for large metadata while bounding what one peer can make us hold.
 MAX_MESSAGE_BYTES = 65536

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aftercall.core.config import SummariseConfig
 from aftercall.core.transcript import Transcript
 from aftercall.summarise import extract
+from aftercall.summarise.config import SummariseConfig
 from aftercall.summarise.contract import (CallDetails, DispositionChoice, Entity, Escalation, FollowUp,
                                           InsufficientContent, Participant, Resolution, Sentiment, Summary)
 from aftercall.summarise.embedder import Embedder

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from aftercall.core.config import TritonConfig, existing_file, uses_tls
+from aftercall.core.config import existing_file, uses_tls
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.transcript import Transcript
+from aftercall.summarise.config import TritonConfig
 from aftercall.summarise.taxonomy import Disposition, taxonomy_to_toml
 
 logger = logging.getLogger(__name__)

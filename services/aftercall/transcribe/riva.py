@@ -19,11 +19,12 @@ import grpc
 import numpy as np
 
 from aftercall.core.audio import Audio
-from aftercall.core.config import AsrConfig, existing_file, uses_tls
+from aftercall.core.config import existing_file, uses_tls
 from aftercall.core.errors import BackendUnavailableError, ConfigError, UserError
 from aftercall.core.rpc import read_api_key
 from aftercall.core.transcript import UNATTRIBUTED, Transcript, Turn, Word
 from aftercall.transcribe.base import ProgressCallback
+from aftercall.transcribe.config import AsrConfig
 from aftercall.transcribe.turns import conversation
 
 logger = logging.getLogger(__name__)

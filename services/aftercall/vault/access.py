@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aftercall.core.config import AccessConfig
 from aftercall.core.errors import ConfigError, PermissionDeniedError
 from aftercall.core.rpc import TOKEN_METADATA_KEY, caller_identity, require_identity
+from aftercall.vault.config import AccessConfig
 from aftercall.vault.keys import KeyRing
 from aftercall.vault.tokens import verify_token
 

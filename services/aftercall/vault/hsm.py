@@ -9,8 +9,8 @@ import stat
 import threading
 from pathlib import Path
 
-from aftercall.core.config import VaultConfig
 from aftercall.core.errors import ConfigError, RecordUnreadableError
+from aftercall.vault.config import VaultConfig
 
 
 def _label(kek_id: int) -> str:

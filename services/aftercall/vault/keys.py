@@ -23,9 +23,9 @@ from typing import Iterator
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from aftercall.core.config import VaultConfig
 from aftercall.core.documents import parse_json
 from aftercall.core.errors import ConfigError, RecordUnreadableError
+from aftercall.vault.config import VaultConfig
 from aftercall.vault.hsm import Pkcs11Keys, token_keys
 
 logger = logging.getLogger(__name__)

@@ -7,12 +7,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from aftercall.core.config import RetentionConfig
 from aftercall.core.database import transaction
 from aftercall.crm.outbox import erase_events
 from aftercall.ingest.calls import CallStore
 from aftercall.ingest.spool import Spool
 from aftercall.review.store import SummaryStore
+from aftercall.vault.config import RetentionConfig
 
 logger = logging.getLogger(__name__)
 _DAY = 86400.0
