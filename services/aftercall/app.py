@@ -10,8 +10,6 @@ behind), the gRPC server with health and reflection. `Appliance.stop()`: in-flig
 
 from __future__ import annotations
 
-import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,19 +40,12 @@ from aftercall.stores import Stores, open_stores
 from aftercall.summarise.taxonomy import load_taxonomy
 from aftercall.vault.access import AccessPolicy
 
-logger = logging.getLogger(__name__)
-
 # What `aftercall serve` runs with no SERVICE named; `asr` (the Riva-compatible recogniser) is started on its own,
 # `triton` (a tritonserver process) only on its own; `siprec` (the SIPREC recording server, a client of ingest) on
 # its own or beside ingest; `console` (the review console, HTTPS on console.listen) on its own or beside the others.
 SERVICES = ("ingest", "summaries")
 KNOWN_SERVICES = (*SERVICES, "console", "asr", "siprec", "triton")
 _STORING = {"ingest", "summaries", "console"}  # the services that open the summary store
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "aftercall"
 
 
 @dataclass
@@ -76,6 +67,7 @@ class Appliance:
 
     async def start(self) -> None:
         """Bind and start everything built, or close it all again."""
+        processing = False
         try:
             if self.metrics_listen:
                 http_server, _ = serve_metrics(self.metrics.registry, self.metrics_listen, self.config.server)
@@ -85,6 +77,7 @@ class Appliance:
                 self.console = await start_console(self.console_app, self.config.server, self.config.console.listen)
             if self.processor is not None:
                 await self.processor.start()  # resume before a new call could be taken for a crashed one
+                processing = True
             if self.server is not None:
                 self.port = await self.server.start()
             if self.crm_delivery is not None:
@@ -92,6 +85,8 @@ class Appliance:
         except BaseException:
             if self.console is not None:
                 await self.console.stop()
+            if processing:  # its workers would go on with the stores closed under them
+                await self.processor.stop(time.monotonic())
             self.close()
             raise
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -51,9 +52,10 @@ def read_config(args: argparse.Namespace) -> Config:
 
 
 def data_dir(args: argparse.Namespace, config: Config) -> Path:
-    from aftercall.app import default_data_dir
-
-    return args.data_dir or (Path(config.server.data_dir) if config.server.data_dir else default_data_dir())
+    """--data-dir, else server.data_dir, else $XDG_DATA_HOME/aftercall (~/.local/share/aftercall)."""
+    if args.data_dir or config.server.data_dir:
+        return args.data_dir or Path(config.server.data_dir)
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "aftercall"
 
 
 @contextlib.contextmanager

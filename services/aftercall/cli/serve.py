@@ -33,7 +33,7 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aftercall.app import SERVICES  # here: the whole appliance is imported only by the command that runs it
+    from aftercall.app import SERVICES  # here: only the command that runs the appliance imports all of it
 
     config = read_config(args)
     services = tuple(args.services) or SERVICES

@@ -30,7 +30,6 @@ class ConfigError(UserError):
     """A config file or taxonomy that fails validation; the message names the key."""
 
 
-
 class MalformedRequestError(UserError):
     """A gRPC request whose bytes do not decode as the method's message (random bytes, a string that is not UTF-8)."""
 

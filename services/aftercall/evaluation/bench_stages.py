@@ -57,7 +57,8 @@ def aftercall_child(seconds: float, scratch: str) -> dict[str, Any]:
     # The served path's stores, as `aftercall serve` opens them, with a scratch data directory and key file.
     config = Config(server=ServerConfig(data_dir=str(directory)),
                     vault=VaultConfig(key_file=str(directory / "keys.json")))
-    store = open_stores(config, directory, create_keys=True).summaries
+    stores = open_stores(config, directory, create_keys=True)
+    store = stores.summaries
     cpu_before = _usage()[0]
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -74,6 +75,7 @@ def aftercall_child(seconds: float, scratch: str) -> dict[str, Any]:
     # Redaction's cost grows with the words, not the audio (the entity recogniser reads text).
     figures["redaction_s_per_1000_words"] = round(timings["redaction_s"] / max(1, figures["words"]) * 1000, 4)
     figures["disposition"] = summary["disposition"]["code"]
+    stores.close()
     return figures
 
 

@@ -257,8 +257,9 @@ class CallIngestService(pb_grpc.CallIngestServicer):
     def _job_from_start(self, start: pb.CallStart) -> CallJob:
         call_id = check_call_id(start.call_id)
         if start.encoding not in ENCODINGS:
-            raise AudioFormatError(f"encoding must be MULAW, ALAW or LINEAR_PCM, got "
-                                   f"{pb.AudioEncoding.Name(start.encoding) if start.encoding in pb.AudioEncoding.values() else start.encoding}")
+            known = start.encoding in pb.AudioEncoding.values()
+            raise AudioFormatError("encoding must be MULAW, ALAW or LINEAR_PCM, got "
+                                   f"{pb.AudioEncoding.Name(start.encoding) if known else start.encoding}")
         if start.sample_rate_hz not in SUPPORTED_RATES:
             raise AudioFormatError(f"sample_rate_hz must be 8000 or 16000, got {start.sample_rate_hz}")
         if not start.channel_roles:

@@ -26,11 +26,10 @@ from aftercall.v1 import ingest_pb2 as pb
 
 
 class SiprecServer:
-    """The SIP transport (`transport`), the RTP ports (`media`), the recording sessions (`sessions`) and what each
-    request does to them (`signalling`), put together."""
+    """The SIP transport (siprec/transport.py), the RTP ports (media.py), the recording sessions (sessions.py) and
+    what each request does to them (signalling.py), put together."""
 
     def __init__(self, config: SiprecConfig, ingest: grpc.Channel, metrics: SiprecMetrics):
-        self.config = config
         self.metrics = metrics
         self._sip = SipTransport(config, metrics)
         self._media = Media(config, metrics, self._sip.allowed)

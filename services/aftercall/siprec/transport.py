@@ -1,7 +1,7 @@
 """SIP transport for the recording server: listeners on UDP, TCP and TLS (siprec.listen, siprec.tls_listen), only for
 siprec.allowed_sources, and the transaction layer above them (RFC 3261 17): a retransmitted request gets the answer it
-already had, a request of ours is resent over UDP until its final response, and each new request goes up to the
-recording sessions."""
+already had, a request of ours is resent over UDP until its final response, and each new request goes up to
+signalling (aftercall.siprec.signalling)."""
 
 from __future__ import annotations
 
